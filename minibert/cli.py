@@ -1,0 +1,119 @@
+"""What `pretrain/`, `finetune/` and `minibert-convert` share on the command line.
+
+- `UserError`: an error the user caused (bad file, wrong column, mismatched checkpoint). `run_cli` turns it into
+  one line on stderr and exit status 2, never a traceback.
+- `parse_args`: `HfArgumentParser` over argument dataclasses; a single `.yaml`/`.json` argument (or
+  `--config FILE`) supplies the same keys from a file, and flags given beside it override the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser
+
+
+class UserError(Exception):
+    """An error the user can fix; reported as one clear message and exit status 2."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
+    """Run `main(argv)`; turn user errors into one line on stderr and a non-zero exit code."""
+    try:
+        main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _load_config_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
+        raise UserError(f"cannot parse config file {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of argument names to values")
+    return data
+
+
+def _dict_to_argv(data: dict) -> list[str]:
+    argv: list[str] = []
+    for key, value in data.items():
+        flag = f"--{key}"
+        if isinstance(value, bool):
+            argv += [flag, str(value)]
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]
+        elif value is None:
+            continue
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
+    """Parse flags (and an optional YAML/JSON config file with the same keys) into the given dataclasses.
+
+    `prog a.yaml --seed 3` and `prog --config a.yaml --seed 3` both read a.yaml, then apply `--seed 3` on top.
+    Unknown keys and bad values end in a `UserError` naming them.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise UserError("--config needs a file path")
+        config_path = argv[i + 1]
+        del argv[i : i + 2]
+    elif argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
+        config_path = argv.pop(0)
+    if config_path is not None:
+        argv = _dict_to_argv(_load_config_file(config_path)) + argv
+
+    parser = HfArgumentParser(dataclass_types, prog=prog)
+    # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
+    outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    *parsed, remaining = outputs
+    if remaining:
+        raise UserError(f"unrecognized arguments: {' '.join(remaining)}")
+    for obj in parsed:
+        check = getattr(obj, "validate", None)
+        if check is not None:
+            check()
+    return tuple(parsed)
+
+
+@dataclass
+class HubArguments:
+    """Uploading the finished checkpoint to the Hugging Face Hub (shared by pretraining and fine-tuning)."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the output directory to the Hub at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repository name, e.g. `user/my-bert`."})
+    hub_token: str | None = field(default=None, metadata={"help": "Token; defaults to the logged-in one."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+    def validate(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise UserError("--push_to_hub needs --hub_model_id (e.g. `your-name/minibert-small`)")

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One entry point for newcomers and CI: sets up .venv on first use, then runs a job.
+#   bash run.sh pretrain [args]   pretrain a tiny BERT on text that ships with Python (the main job)
+#   bash run.sh finetune [args]   fine-tune the result on a small classification demo
+#   bash run.sh test [args]       run the test suite
+#   bash run.sh bench [script]    run a benchmark from benchmarks/
+set -euo pipefail
+cd "$(dirname "$0")"
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+# Re-install when pyproject.toml changes (a stamp holds its hash).
+stamp="$venv/.stamp-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  "$py" -m pip install -q --upgrade pip
+  # torch first, pinned to the CPU build that lies on this disk: a bare `torch` requirement
+  # would pull a multi-GB CUDA build. Users with their own torch keep it (the project asks for a range).
+  "$py" -c "import torch" 2>/dev/null || "$py" -m pip install -q "torch==2.13.0"
+  "$py" -m pip install -q -e ".[dev]"
+  rm -f "$venv"/.stamp-*
+  touch "$stamp"
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+job="${1:-}"; shift || true
+case "$job" in
+  pretrain) exec minibert-pretrain "$@" ;;
+  finetune) exec minibert-finetune "$@" ;;
+  convert)  exec minibert-convert "$@" ;;
+  test)     exec "$py" -m pytest -q "$@" ;;
+  bench)    exec "$py" "benchmarks/${1:?name a script in benchmarks/}" "${@:2}" ;;
+  *) echo "usage: bash run.sh {pretrain|finetune|convert|test|bench} [args]" >&2; exit 2 ;;
+esac
