@@ -1,0 +1,116 @@
+"""MiniBERT configuration.
+
+Field names and defaults are `BertConfig`'s (BERT-base), so a BERT user reads this config without a glossary.
+This file ships inside every checkpoint as remote code: it imports only transformers.
+"""
+
+from transformers import PreTrainedConfig
+
+# Google's BERT family (Turc et al., 2019, "Well-Read Students Learn Better"): layers L and hidden size H;
+# heads = H / 64 and feed-forward size = 4H throughout.
+MODEL_SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+# Activations the feed-forward block and the MLM head transform know (transformers' ACT2FN names).
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+
+
+class MiniBertConfig(PreTrainedConfig):
+    r"""Configuration of a MiniBERT encoder; the same fields as `transformers.BertConfig`.
+
+    Args:
+        vocab_size: number of WordPiece tokens.
+        hidden_size: width H of every layer.
+        num_hidden_layers: number of encoder layers L.
+        num_attention_heads: attention heads per layer; must divide `hidden_size`.
+        intermediate_size: width of the feed-forward block (4H in BERT).
+        hidden_act: feed-forward activation (`gelu` is BERT's exact erf GELU).
+        hidden_dropout_prob / attention_probs_dropout_prob: dropout on hidden states / attention weights.
+        max_position_embeddings: longest sequence the learned position table covers.
+        type_vocab_size: number of segment ids (2: sentence A and B).
+        initializer_range: std of the truncated-free normal init of every weight matrix.
+        layer_norm_eps: LayerNorm epsilon (1e-12 as in BERT).
+        pad_token_id: id of `[PAD]`; its embedding row starts at zero.
+        classifier_dropout: dropout before classification heads (defaults to `hidden_dropout_prob`).
+
+    Use `MiniBertConfig.from_preset("mini", vocab_size=8192)` for the sizes of Google's BERT family.
+    """
+
+    model_type = "minibert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    classifier_dropout: float | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self._check()
+
+    def _check(self) -> None:
+        """Reject values no model can be built from, with a message that names the field."""
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"MiniBertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"MiniBertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"MiniBertConfig.hidden_act {self.hidden_act!r} is not supported; choose one of {SUPPORTED_ACTIVATIONS}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= float(value) < 1.0):
+                raise ValueError(f"MiniBertConfig.{name} must be in [0, 1), got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"MiniBertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"MiniBertConfig.pad_token_id ({self.pad_token_id}) must lie in the vocabulary [0, {self.vocab_size})"
+            )
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MiniBertConfig":
+        """A config of Google's BERT family by name (tiny, mini, small, medium, base, large), plus overrides."""
+        if name not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(MODEL_SIZES)}")
+        layers, hidden = MODEL_SIZES[name]
+        sizes = dict(
+            num_hidden_layers=layers,
+            hidden_size=hidden,
+            num_attention_heads=hidden // 64,
+            intermediate_size=4 * hidden,
+        )
+        return cls(**{**sizes, **overrides})
+
+
+__all__ = ["MiniBertConfig", "MODEL_SIZES"]
