@@ -1,0 +1,281 @@
+"""Conversion between transformers' BERT and MiniBERT, both ways.
+
+    minibert-convert SRC DST              # a transformers BERT checkpoint -> the matching MiniBERT checkpoint
+    minibert-convert SRC DST --to bert    # and back
+
+The two models hold the same numbers under different names, except Q, K and V: BERT keeps three (H, H)
+projections, MiniBERT one fused (3H, H). Conversion is a rename plus that concatenation (or split), and is exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import torch
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertForNextSentencePrediction,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    PreTrainedModel,
+)
+
+from .cli import UserError, run_cli
+from .configuration_minibert import MiniBertConfig
+from .modeling_minibert import (
+    MiniBertForMaskedLM,
+    MiniBertForNextSentencePrediction,
+    MiniBertForPreTraining,
+    MiniBertForQuestionAnswering,
+    MiniBertForSequenceClassification,
+    MiniBertForTokenClassification,
+    MiniBertModel,
+)
+
+# transformers BERT class <-> MiniBERT class, one pair per task.
+PAIRS = [
+    (BertModel, MiniBertModel),
+    (BertForPreTraining, MiniBertForPreTraining),
+    (BertForMaskedLM, MiniBertForMaskedLM),
+    (BertForNextSentencePrediction, MiniBertForNextSentencePrediction),
+    (BertForSequenceClassification, MiniBertForSequenceClassification),
+    (BertForTokenClassification, MiniBertForTokenClassification),
+    (BertForQuestionAnswering, MiniBertForQuestionAnswering),
+]
+TO_MINIBERT = {bert.__name__: mini for bert, mini in PAIRS}
+TO_BERT = {mini.__name__: bert for bert, mini in PAIRS}
+MINIBERT_TO_BERT_CLASS = {mini: bert for bert, mini in PAIRS}
+
+# Config fields with the same meaning in both (BertConfig's names), plus the fine-tuning fields.
+SHARED_CONFIG_FIELDS = [
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout", "id2label", "label2id",
+    "problem_type",
+]  # fmt: skip
+
+# Per-layer renames, BERT name -> MiniBERT name (Q/K/V handled apart).
+LAYER_RENAMES = {
+    "attention.output.dense": "attention.dense",
+    "attention.output.LayerNorm": "attention.LayerNorm",
+    "intermediate.dense": "feed_forward.intermediate",
+    "output.dense": "feed_forward.output",
+    "output.LayerNorm": "feed_forward.LayerNorm",
+}
+_LAYER = re.compile(r"^(?P<prefix>(?:bert\.)?encoder\.layer\.\d+\.)(?P<rest>.+)\.(?P<param>weight|bias)$")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Configs and weights
+# --------------------------------------------------------------------------------------------------------------
+def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        raise UserError("this BERT is configured as a decoder (is_decoder / add_cross_attention); MiniBERT is an encoder")
+    position = getattr(config, "position_embedding_type", "absolute")
+    if position not in (None, "absolute"):
+        raise UserError(f"position_embedding_type={position!r} is not supported: MiniBERT uses absolute positions")
+    fields = {k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None}
+    try:
+        return MiniBertConfig(**fields)
+    except ValueError as e:
+        raise UserError(f"this BERT config cannot be converted: {e}") from None
+
+
+def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
+    return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
+
+
+def bert_state_dict_to_minibert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out, qkv = {}, {}
+    for name, tensor in state.items():
+        m = _LAYER.match(name)
+        if m is None:
+            out[name] = tensor
+            continue
+        prefix, rest, param = m["prefix"], m["rest"], m["param"]
+        if rest.startswith("attention.self."):
+            qkv.setdefault((prefix, param), {})[rest.rsplit(".", 1)[1]] = tensor
+        elif rest in LAYER_RENAMES:
+            out[f"{prefix}{LAYER_RENAMES[rest]}.{param}"] = tensor
+        else:
+            raise UserError(f"unexpected BERT weight {name!r}: not a checkpoint of transformers' BERT")
+    for (prefix, param), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise UserError(f"BERT checkpoint lacks part of {prefix}attention.self ({sorted(parts)})")
+        out[f"{prefix}attention.qkv.{param}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    return out
+
+
+def minibert_state_dict_to_bert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    back = {v: k for k, v in LAYER_RENAMES.items()}
+    out = {}
+    for name, tensor in state.items():
+        m = _LAYER.match(name)
+        if m is None:
+            out[name] = tensor
+            continue
+        prefix, rest, param = m["prefix"], m["rest"], m["param"]
+        if rest == "attention.qkv":
+            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
+                out[f"{prefix}attention.self.{part}.{param}"] = chunk.clone()
+        else:
+            out[f"{prefix}{back[rest]}.{param}"] = tensor
+    return out
+
+
+def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel, rename) -> None:
+    state = rename(src.state_dict())
+    missing, unexpected = dst.load_state_dict(state, strict=False)
+    # The tied MLM decoder appears under two names; everything else must match exactly.
+    missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]
+    unexpected = [k for k in unexpected if not k.endswith(("decoder.weight", "decoder.bias", "position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise UserError(f"weights do not line up (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    dst.tie_weights()
+
+
+def bert_to_minibert(model: PreTrainedModel) -> PreTrainedModel:
+    """A transformers BERT model (any class in PAIRS) -> the matching MiniBERT model, same weights."""
+    cls = TO_MINIBERT.get(type(model).__name__)
+    if cls is None:
+        raise UserError(f"{type(model).__name__} has no MiniBERT counterpart; supported: {', '.join(TO_MINIBERT)}")
+    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is MiniBertModel else {}
+    out = cls(bert_config_to_minibert(model.config), **kwargs)
+    _copy_weights(model, out, bert_state_dict_to_minibert)
+    return out.to(model.dtype)
+
+
+def minibert_to_bert(model: PreTrainedModel) -> PreTrainedModel:
+    """A MiniBERT model -> the matching transformers BERT model, same weights."""
+    cls = TO_BERT[type(model).__name__]
+    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is BertModel else {}
+    out = cls(minibert_config_to_bert(model.config), **kwargs)
+    _copy_weights(model, out, minibert_state_dict_to_bert)
+    return out.to(model.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints on disk
+# --------------------------------------------------------------------------------------------------------------
+def read_checkpoint_config(path: str) -> dict:
+    """config.json of a local checkpoint directory, or of a Hub model id; a UserError if there is none."""
+    if os.path.isdir(path):
+        config_file = os.path.join(path, "config.json")
+        if not os.path.isfile(config_file):
+            raise UserError(f"{path} is not a model checkpoint: it has no config.json")
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read {config_file}: {e}") from None
+    if os.path.exists(path):
+        raise UserError(f"{path} is a file; a checkpoint is a directory holding config.json and weights")
+    try:  # a Hub model id
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(path).to_dict()
+    except Exception as e:
+        raise UserError(f"cannot find checkpoint {path!r} (not a local directory, and the Hub said: {e})") from None
+
+
+def _pick_class(config: dict, table: dict, default) -> type:
+    for arch in config.get("architectures") or []:
+        if arch in table:
+            return table[arch]
+    return default
+
+
+def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> PreTrainedModel:
+    """Load `name_or_path` into `model_cls` (a MiniBERT class): a MiniBERT checkpoint directly, a transformers BERT
+    checkpoint converted on the fly. Heads the checkpoint lacks are freshly initialised, as `from_pretrained` does.
+    Anything else, or weights whose shapes do not fit, ends in a `UserError`.
+    """
+    config = read_checkpoint_config(name_or_path)
+    model_type = config.get("model_type")
+    try:
+        if model_type == MiniBertConfig.model_type:
+            return model_cls.from_pretrained(name_or_path, **kwargs)
+        if model_type == "bert":
+            bert = MINIBERT_TO_BERT_CLASS[model_cls].from_pretrained(name_or_path, **kwargs)
+            return bert_to_minibert(bert)
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load {name_or_path} as {model_cls.__name__}: {first}") from None
+    raise UserError(
+        f"{name_or_path} is a {model_type or 'unknown'!r} checkpoint, not a BERT: expected model_type "
+        f"'minibert' or 'bert' in its config.json"
+    )
+
+
+def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
+    """Convert the checkpoint directory `src` into `dst`, with its tokenizer; returns the class written."""
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise UserError("SRC and DST must differ: conversion never overwrites its input")
+    config = read_checkpoint_config(src)
+    model_type = config.get("model_type")
+    if to == "minibert":
+        if model_type != "bert":
+            raise UserError(f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint")
+        bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
+        try:
+            model = bert_to_minibert(bert_cls.from_pretrained(src))
+        except UserError:
+            raise
+        except (RuntimeError, ValueError, OSError) as e:
+            raise UserError(f"cannot load {src} as {bert_cls.__name__}: {str(e).splitlines()[0]}") from None
+    elif to == "bert":
+        if model_type != MiniBertConfig.model_type:
+            raise UserError(f"{src} has model_type {model_type!r}; `--to bert` needs a MiniBERT checkpoint")
+        mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
+        model = minibert_to_bert(load_pretrained_minibert(mini_cls, src))
+    else:
+        raise UserError(f"--to must be 'minibert' or 'bert', got {to!r}")
+
+    tokenizer = None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src)
+    except Exception:
+        pass  # a checkpoint without tokenizer files converts too; say so below
+    if to == "minibert":
+        from .hub import save_checkpoint
+
+        save_checkpoint(model, tokenizer, dst)
+    else:
+        model.save_pretrained(dst)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(dst)
+    if tokenizer is None:
+        print(f"note: {src} has no tokenizer files; {dst} holds the model only")
+    return type(model).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="minibert-convert",
+        description="Convert a transformers BERT checkpoint directory into a MiniBERT one (or back with --to bert).",
+    )
+    parser.add_argument("src", help="checkpoint directory to read")
+    parser.add_argument("dst", help="directory to write (created)")
+    parser.add_argument("--to", choices=["minibert", "bert"], default="minibert", help="target format")
+    args = parser.parse_args(argv)
+    written = convert_checkpoint(args.src, args.dst, args.to)
+    print(f"wrote {written} to {args.dst}")
+
+
+def cli() -> int:
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
