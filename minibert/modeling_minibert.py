@@ -235,6 +235,12 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["MiniBertEmbeddings", "MiniBertLayer"]
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses from the source (it looks for `ALL_ATTENTION_FUNCTIONS`) and would refuse
+        # `model.set_attn_implementation("eager")`; MiniBertAttention reads the setting at every call, so it is safe.
+        return True
+
     @torch.no_grad()
     def _init_weights(self, module):
         # transformers' helpers, not `.data.normal_()`: they skip weights that `from_pretrained` has just loaded.
