@@ -683,12 +683,23 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
         )  # fmt: skip
         logits = self.qa_outputs(outputs.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1))
+        if attention_mask is not None:
+            # Padding is never the answer: keep it out of the softmax over positions, so that an example's loss does
+            # not depend on how much padding its batch has (equal to BERT's loss on the unpadded example).
+            padded = attention_mask == 0  # (B, S)
+            start_logits = start_logits.masked_fill(padded, torch.finfo(start_logits.dtype).min)
+            end_logits = end_logits.masked_fill(padded, torch.finfo(end_logits.dtype).min)
         loss = None
         if start_positions is not None and end_positions is not None:
-            # Positions outside the sequence are clamped to S and ignored, as in transformers' BERT.
+            # Positions outside the sequence are clamped to S and ignored, as in transformers' BERT; so are positions
+            # on padding, which lie outside the example too.
             ignored = start_logits.size(1)
             start_positions = start_positions.view(-1).clamp(0, ignored)
             end_positions = end_positions.view(-1).clamp(0, ignored)
+            if attention_mask is not None:
+                outside = F.pad(padded, (0, 1), value=True)  # (B, S + 1)
+                start_positions = start_positions.masked_fill(outside.gather(1, start_positions[:, None])[:, 0], ignored)
+                end_positions = end_positions.masked_fill(outside.gather(1, end_positions[:, None])[:, 0], ignored)
             start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
             end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
