@@ -1,0 +1,227 @@
+"""Pretraining arguments: the model, the training loop, and (from `pretrain.data`) the data.
+
+Names follow transformers' `run_mlm_no_trainer.py`, so a command line written for it mostly works here.
+`minibert-pretrain --help` lists every flag; a YAML/JSON file may hold the same keys (`minibert.cli.parse_args`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from minibert import MODEL_SIZES
+from minibert.cli import UserError
+
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+OPTIMIZERS = ("adamw", "lamb")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to pretrain: a fresh one of a preset size, or an existing checkpoint to continue from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue pretraining from this checkpoint: a minibert or transformers BERT folder or Hub id "
+            "(BERT checkpoints are converted on the fly). Its tokenizer is used unless --tokenizer_name says otherwise."
+        },
+    )
+    model_size: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Size of a fresh model: one of {', '.join(MODEL_SIZES)} (Google's BERT family; default tiny).",
+            "choices": list(MODEL_SIZES),
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Config fields to override, e.g. `hidden_size=64,num_hidden_layers=2,hidden_dropout_prob=0`. "
+            "A new hidden_size also sets num_attention_heads (hidden/64) and intermediate_size (4 x hidden) "
+            "unless they are given too."
+        },
+    )
+
+    def validate(self) -> None:
+        if self.model_name_or_path and self.model_size:
+            raise UserError("give either --model_name_or_path (continue a checkpoint) or --model_size (a fresh model), not both")
+        if self.config_overrides is not None:
+            parse_config_overrides(self.config_overrides)  # raises a UserError naming the bad entry
+
+
+def parse_config_overrides(text: str | None) -> dict[str, str]:
+    """`"a=1,b=x"` -> `{"a": "1", "b": "x"}` (values are typed later, against the config's fields)."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--config_overrides: expected `name=value` entries separated by commas, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass
+class PretrainingArguments:
+    """The training loop: batch, optimizer, schedule, precision, checkpoints, logging and evaluation."""
+
+    output_dir: str = field(
+        default="outputs/pretrain",
+        metadata={"help": "Where the final Hub-ready model, metrics, curves and checkpoints/ are written."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds another run's checkpoints (they are deleted)."},
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Sequences per device per micro-batch."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Sequences per device per evaluation batch."})
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Micro-batches per optimizer step. Global batch = per_device_train_batch_size x processes x "
+            "gradient_accumulation_steps; the loss is averaged over the masked tokens of the whole global batch."
+        },
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (after warmup)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "Decoupled weight decay (not on biases or LayerNorm)."})
+    optimizer: str = field(
+        default="adamw",
+        metadata={"help": "adamw (fused on CUDA) or lamb (for very large batches).", "choices": list(OPTIMIZERS)},
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "First-moment decay of AdamW / LAMB."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "Second-moment decay of AdamW / LAMB."})
+    adam_epsilon: float = field(default=1e-6, metadata={"help": "Epsilon of AdamW / LAMB (BERT used 1e-6)."})
+    num_train_epochs: int = field(default=3, metadata={"help": "Epochs, unless --max_train_steps is given."})
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."}
+    )
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"help": "Decay after warmup.", "choices": list(SCHEDULERS)}
+    )
+    num_warmup_steps: int | None = field(default=None, metadata={"help": "Linear warmup, in optimizer steps."})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "Warmup as a fraction of the training steps (instead of --num_warmup_steps)."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0: no clipping)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the model initialisation, data order, masks and dropout."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no, fp16 or bf16 (default: what `accelerate config` / `accelerate launch` says, else no).",
+            "choices": list(MIXED_PRECISION),
+        },
+    )
+    checkpointing_steps: str | None = field(
+        default=None,
+        metadata={
+            "help": "Save a resumable checkpoint every N optimizer steps, or `epoch` at the end of every epoch "
+            "(one is always saved at the end)."
+        },
+    )
+    checkpoints_total_limit: int | None = field(
+        default=3, metadata={"help": "Keep only the newest K checkpoints in output_dir/checkpoints (None: keep all)."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue a run: a checkpoint folder (output_dir/checkpoints/step_N), or `latest` for the newest "
+            "one in output_dir (a fresh start when there is none yet, so a requeued job can always pass it)."
+        },
+    )
+    logging_steps: int = field(default=50, metadata={"help": "Log training loss, lr, grad norm and tokens/s every N steps."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate on the held-out data every N optimizer steps (always at the end)."}
+    )
+    with_tracking: bool = field(default=False, metadata={"help": "Also log to accelerate trackers (see --report_to)."})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={"help": "Trackers for --with_tracking: tensorboard, wandb, comet_ml, mlflow, ... or `all`."},
+    )
+    time_budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "Wall-clock minutes for the training loop: then stop at a step boundary, checkpoint, evaluate "
+            "and export as if the run had ended."
+        },
+    )
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30% slower)."}
+    )
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Worker processes that build batches (default: 2 per process on GPU, 0 on CPU)."},
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={"help": "Check the set-up: a few training steps and a short evaluation; nothing saved or exported."},
+    )
+    fill_mask_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Sentences with [MASK] whose predictions are printed at the end (default: a few for the demo "
+            "corpus, none for other data)."
+        },
+    )
+
+    def validate(self) -> None:
+        positive = {
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "per_device_eval_batch_size": self.per_device_eval_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "num_train_epochs": self.num_train_epochs,
+            "logging_steps": self.logging_steps,
+        }
+        for name in ("max_train_steps", "eval_steps", "checkpoints_total_limit"):
+            if getattr(self, name) is not None:
+                positive[name] = getattr(self, name)
+        for name, value in positive.items():
+            if value <= 0:
+                raise UserError(f"--{name} must be a positive integer, not {value}")
+        if not self.learning_rate > 0:
+            raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight_decay must be >= 0, not {self.weight_decay}")
+        if self.max_grad_norm < 0:
+            raise UserError(f"--max_grad_norm must be >= 0 (0 turns clipping off), not {self.max_grad_norm}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
+        if not self.adam_epsilon > 0:
+            raise UserError(f"--adam_epsilon must be positive, not {self.adam_epsilon}")
+        if self.num_warmup_steps is not None and self.warmup_ratio is not None:
+            raise UserError("give --num_warmup_steps or --warmup_ratio, not both")
+        if self.num_warmup_steps is not None and self.num_warmup_steps < 0:
+            raise UserError(f"--num_warmup_steps must be >= 0, not {self.num_warmup_steps}")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise UserError(f"--time_budget is in minutes and must be positive, not {self.time_budget}")
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
+            raise UserError(f"--dataloader_num_workers must be >= 0, not {self.dataloader_num_workers}")
+        self.checkpoint_interval()  # raises on a bad --checkpointing_steps
+        if not self.output_dir:
+            raise UserError("--output_dir must not be empty")
+
+    def checkpoint_interval(self) -> int | str | None:
+        """--checkpointing_steps as None, "epoch" or a positive int."""
+        value = self.checkpointing_steps
+        if value is None or str(value).lower() in ("", "none", "no"):
+            return None
+        if str(value).lower() == "epoch":
+            return "epoch"
+        try:
+            steps = int(value)
+        except ValueError:
+            steps = 0
+        if steps <= 0:
+            raise UserError(f"--checkpointing_steps must be a positive integer or `epoch`, not {value!r}")
+        return steps
+
+    def warmup_steps(self, max_train_steps: int) -> int:
+        if self.num_warmup_steps is not None:
+            return self.num_warmup_steps
+        return round((self.warmup_ratio or 0.0) * max_train_steps)

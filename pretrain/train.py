@@ -1,0 +1,747 @@
+"""The pretraining loop: MLM + NSP with accelerate, from one CPU to many GPUs and nodes.
+
+`pretrain(model_args, data_args, training_args, hub_args)` runs a whole job and returns its metrics:
+
+    data (pretrain.data) -> model -> accelerator.prepare -> [resume] -> loop -> checkpoint -> evaluate -> export
+
+The loop is `run_mlm_no_trainer.py`'s, with what a long run on shared hardware needs:
+
+- The loss of an optimizer step is the mean over *all* masked tokens (and all sequences, for NSP) of the global
+  batch, however it is split into processes and micro-batches: each micro-batch contributes
+  `sum / global_count`, where the global counts of the step are known before its first forward (the step's
+  micro-batches are fetched first). So one process with batch 2B and two with batch B take the same step, and
+  gradient accumulation is exact, not "the mean of means".
+- The schedule steps once per optimizer update on any number of processes (`optim.UpdateStepScheduler`).
+- The data order is a function of (seed, epoch) (accelerate's seedable sampler, `set_epoch` every epoch) and the
+  masks of (seed, epoch, example) (`pretrain.collator`), so a resumed run sees what an uninterrupted run sees:
+  `skip_first_batches` repositions the first epoch after a resume, later epochs start from scratch.
+- One small host read per optimizer step (not per micro-batch): the step's grad norm is checked for being finite
+  and the stop flags (signal, time budget) are agreed by all processes in the same read. A non-finite step is
+  skipped (no update, gradients zeroed); `MAX_NONFINITE_STEPS` in a row end the run. Losses and token counts
+  stay on the device until a logging step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader, IterableDataset
+from tqdm.auto import tqdm
+
+from minibert import MiniBertConfig, MiniBertForPreTraining
+from minibert.cli import HubArguments, UserError
+
+from .args import ModelArguments, PretrainingArguments, parse_config_overrides
+from .checkpointing import (
+    Progress,
+    StopRequest,
+    check_compatible,
+    checkpoints_root,
+    latest_checkpoint,
+    resolve_resume,
+    save_checkpoint_state,
+)
+from .evaluate import eval_collator, evaluate
+from .optim import build_lr_scheduler, build_optimizer
+from .report import CURVES_FILE, RESULTS_FILE, MetricsLog, hardware_description, model_card, plot_training_curves, write_json
+
+logger = logging.getLogger(__name__)
+
+MAX_NONFINITE_STEPS = 20  # consecutive skipped steps that end the run
+DRY_RUN_STEPS = 3
+DRY_RUN_EVAL_BATCHES = 2
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients stayed non-finite: lower the learning rate, use bf16 rather than fp16, check data."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------------
+def _typed(value: str, like):
+    """A --config_overrides value as the type of the field's default."""
+    if isinstance(like, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {value!r}")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if like is None:
+        if value.lower() in ("none", "null"):
+            return None
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
+def typed_config_overrides(text: str | None, base) -> dict:
+    """--config_overrides as config kwargs typed against `base` (a config); unknown names are an error."""
+    out = {}
+    for key, value in parse_config_overrides(text).items():
+        if not hasattr(base, key):
+            raise UserError(f"--config_overrides: {key!r} is not a {type(base).__name__} field")
+        try:
+            out[key] = _typed(value, getattr(base, key))
+        except ValueError as e:
+            raise UserError(f"--config_overrides: {key}={value}: {e}") from None
+    return out
+
+
+def build_config(model_args: ModelArguments, tokenizer, max_seq_length: int) -> MiniBertConfig:
+    """A fresh model's config: the preset size, the tokenizer's vocabulary, then --config_overrides."""
+    overrides = typed_config_overrides(model_args.config_overrides, MiniBertConfig())
+    if "hidden_size" in overrides:  # keep BERT's proportions unless told otherwise
+        overrides.setdefault("num_attention_heads", max(1, overrides["hidden_size"] // 64))
+        overrides.setdefault("intermediate_size", 4 * overrides["hidden_size"])
+    overrides.setdefault("vocab_size", len(tokenizer))
+    overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
+    overrides.setdefault("max_position_embeddings", max(512, max_seq_length))
+    try:
+        return MiniBertConfig.from_preset(model_args.model_size or "tiny", **overrides)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"bad model configuration: {e}") from None
+
+
+def build_model(model_args: ModelArguments, tokenizer, max_seq_length: int) -> MiniBertForPreTraining:
+    """A fresh `MiniBertForPreTraining`, or the checkpoint of --model_name_or_path (BERT ones converted)."""
+    if not model_args.model_name_or_path:
+        return MiniBertForPreTraining(build_config(model_args, tokenizer, max_seq_length))
+    from minibert.convert import load_pretrained_minibert
+
+    # Overrides on a checkpoint can change dropout and the like; shapes must still fit its weights.
+    overrides = typed_config_overrides(model_args.config_overrides, MiniBertConfig())
+    model = load_pretrained_minibert(MiniBertForPreTraining, model_args.model_name_or_path, **overrides)
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but {model_args.model_name_or_path} only "
+            f"{model.config.vocab_size} embeddings: use the checkpoint's own tokenizer"
+        )
+    if max_seq_length > model.config.max_position_embeddings:
+        raise UserError(
+            f"--max_seq_length {max_seq_length} is longer than the {model.config.max_position_embeddings} "
+            f"positions of {model_args.model_name_or_path}"
+        )
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, of which embeddings); tied weights counted once."""
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in params.values())
+    embeddings = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    return total, embeddings
+
+
+def make_accelerator(args: PretrainingArguments) -> Accelerator:
+    tracker = None
+    if args.with_tracking:
+        tracker = args.report_to if args.report_to != "all" else "all"
+    try:
+        return Accelerator(
+            mixed_precision=args.mixed_precision,
+            # Windows of exactly `gradient_accumulation_steps` micro-batches (see `_train_epoch`), so the
+            # accumulation boundary never depends on where a dataloader happens to end.
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
+            ),
+            # Same shuffling on every process, reseeded per epoch: the order is a function of (seed, epoch).
+            dataloader_config=DataLoaderConfiguration(
+                use_seedable_sampler=True, data_seed=args.seed, dispatch_batches=False
+            ),
+            log_with=tracker,
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "runs")
+            ),
+        )
+    except (ValueError, NotImplementedError) as e:  # e.g. fp16 without a GPU
+        raise UserError(f"cannot set up accelerate: {e}") from None
+
+
+def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
+    if args.dataloader_num_workers is not None:
+        return args.dataloader_num_workers
+    return 2 if device.type == "cuda" else 0
+
+
+def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
+    """Train (shuffled, full batches) and eval dataloaders; `accelerator.prepare` shards them per process."""
+    workers = _num_workers(args, device)
+    common = dict(
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        # Not persistent: workers take a fresh copy of the collator (and its epoch) every epoch.
+        persistent_workers=False,
+    )
+    streaming = isinstance(data.train_dataset, IterableDataset) or not hasattr(data.train_dataset, "__len__")
+    train = DataLoader(
+        data.train_dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=not streaming,
+        drop_last=True,  # every step sees the full global batch
+        collate_fn=data.data_collator,
+        **common,
+    )
+    evaluation = None
+    if data.eval_dataset is not None:
+        evaluation = DataLoader(
+            data.eval_dataset,
+            batch_size=args.per_device_eval_batch_size,
+            shuffle=False,
+            collate_fn=eval_collator(data.data_collator),
+            **common,
+        )
+    return train, evaluation, streaming
+
+
+def _model_inputs(batch: dict) -> dict:
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "token_type_ids": batch["token_type_ids"],
+        "labels": batch["labels"],
+        "next_sentence_label": batch["next_sentence_label"],
+    }
+
+
+def _export_model(accelerator, model):
+    """A plain `MiniBertForPreTraining` holding the trained weights (collective under FSDP / DeepSpeed)."""
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        state_dict = accelerator.get_state_dict(model)  # gathered on the main process
+        unwrapped = accelerator.unwrap_model(model)
+        if not accelerator.is_main_process:
+            return None
+        fresh = MiniBertForPreTraining(unwrapped.config)
+        fresh.load_state_dict(state_dict)
+        return fresh
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
+def _describe_data(data_args) -> str:
+    if getattr(data_args, "dataset_name", None):
+        config = f" ({data_args.dataset_config_name})" if getattr(data_args, "dataset_config_name", None) else ""
+        return f"the `{data_args.dataset_name}`{config} dataset"
+    files = getattr(data_args, "train_file", None) or []
+    if isinstance(files, str):
+        files = [files]
+    if files:
+        return ", ".join(f"`{os.path.basename(f)}`" for f in files)
+    return "the embedded demo corpus (Python's documentation topics, `pydoc_data.topics`)"
+
+
+def uses_demo_corpus(data_args) -> bool:
+    return not getattr(data_args, "dataset_name", None) and not getattr(data_args, "train_file", None)
+
+
+def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator) -> None:
+    """Refuse to mix two runs' checkpoints in one output_dir; clear it with --overwrite_output_dir."""
+    if resume_path is not None or args.dry_run:
+        return
+    existing = latest_checkpoint(args.output_dir)
+    if existing is None:
+        return
+    if not args.overwrite_output_dir:
+        raise UserError(
+            f"{args.output_dir} already holds a run ({os.path.relpath(existing, args.output_dir)}): pass "
+            "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir to start over"
+        )
+    if accelerator.is_main_process:
+        shutil.rmtree(checkpoints_root(args.output_dir), ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _tracker_config(*arg_groups) -> dict:
+    """Hyperparameters as the flat scalars TensorBoard's hparams accept."""
+    config = {}
+    for group in arg_groups:
+        if group is None:
+            continue
+        for key, value in asdict(group).items():
+            if key in ("hub_token",):
+                continue
+            config[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return config
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------
+class Trainer:
+    """The state of one pretraining run between `pretrain()`'s set-up and its end. Not a framework: a place for
+    the loop's pieces (a step, logging, evaluating, checkpointing) to share the objects they all use."""
+
+    def __init__(self, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, collator,
+                 args: PretrainingArguments, progress: Progress, max_train_steps: int, steps_per_epoch: int | None,
+                 metrics: MetricsLog):  # fmt: skip
+        self.accelerator = accelerator
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.train_dataloader = train_dataloader
+        self.eval_dataloader = eval_dataloader
+        self.collator = collator
+        self.args = args
+        self.progress = progress
+        self.max_train_steps = max_train_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.metrics = metrics
+        self.gas = args.gradient_accumulation_steps
+        self.checkpoint_every = args.checkpoint_interval()
+        self.last_saved_step = progress.completed_steps if progress.completed_steps else None
+        self.last_eval: dict = {}
+        self.consecutive_skips = 0
+        self.skipped_steps = 0
+        self.stop_reason: str | None = None
+        self.stop_signal: int | None = None
+        self.global_batch = args.per_device_train_batch_size * accelerator.num_processes * self.gas
+        device = accelerator.device
+        self._zero = torch.zeros((), device=device)
+        self._one = torch.ones((), device=device)
+        # Running sums since the last log, on the device: [mlm loss, nsp loss, grad norm, applied steps].
+        self._log_sums = torch.zeros(4, dtype=torch.float32, device=device)
+        self._tokens = torch.zeros((), dtype=torch.int64, device=device)  # non-padding tokens, not yet flushed
+        self._unlogged_tokens = 0  # flushed into progress (by a checkpoint) but not yet in a training record
+        self._log_steps = 0
+        self._log_time = 0.0
+
+    # ---- one optimizer step -------------------------------------------------------------------------------
+    def train_step(self, window: list[dict], signalled: bool, time_up: bool) -> tuple[bool, str | None]:
+        """Forward/backward over the step's micro-batches, then clip, check and update.
+
+        Returns (skipped, stop): whether the update was skipped (non-finite), and "signal" / "time_budget" when any
+        process was signalled or ran out of time (all processes learn it in the same step).
+        """
+        accelerator, model = self.accelerator, self.model
+        # Global normalisers of the step: masked tokens over every micro-batch and process (one all-reduce, no
+        # host read) and sequences (fixed: every micro-batch is full).
+        masked = [(b["labels"] != -100).sum() for b in window]
+        n_masked = torch.stack(masked).sum()
+        if accelerator.num_processes > 1:
+            n_masked = accelerator.reduce(n_masked, reduction="sum")
+        n_masked = n_masked.clamp(min=1).float()
+        n_sequences = float(self.global_batch)
+        # DDP / FSDP / DeepSpeed average gradients over processes and accelerate divides by the accumulation
+        # steps: scale back up so that the step's gradient is that of the global mean.
+        scale = accelerator.num_processes * self.gas
+        parts = torch.zeros(2, device=accelerator.device)
+        for batch, batch_masked in zip(window, masked):
+            with accelerator.accumulate(model):
+                out = model(**_model_inputs(batch), sparse_prediction=True)
+                # Means times counts = sums; a micro-batch without masked tokens adds zero (not 0 * nan).
+                mlm_sum = torch.where(batch_masked > 0, out.mlm_loss * batch_masked, torch.zeros_like(out.mlm_loss))
+                nsp_sum = out.nsp_loss * batch["labels"].size(0)
+                loss = mlm_sum / n_masked + nsp_sum / n_sequences
+                accelerator.backward(loss * scale)
+            parts += torch.stack([mlm_sum / n_masked, nsp_sum / n_sequences]).detach().float()
+            self._tokens += batch["attention_mask"].sum()
+        if not accelerator.sync_gradients:  # cannot happen with full windows; guards a broken invariant loudly
+            raise RuntimeError("gradient accumulation window out of step with accelerate")
+
+        max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        if grad_norm is None:  # DeepSpeed clips (and checks) inside its engine
+            grad_norm = self._zero
+        grad_norm = grad_norm.detach().float()
+        flags = torch.stack([
+            (~torch.isfinite(grad_norm)).float(), self._one if signalled else self._zero, self._one if time_up else self._zero
+        ])  # fmt: skip
+        if accelerator.num_processes > 1:
+            flags = accelerator.reduce(flags, reduction="sum")
+        nonfinite, signalled, time_up = (v > 0 for v in flags.tolist())  # the step's one host read
+        stop = "signal" if signalled else "time_budget" if time_up else None
+
+        if nonfinite and accelerator.scaler is None:
+            skipped = True  # never let a nan/inf into the weights or the optimizer's moments
+        else:  # under fp16 the grad scaler decides, and must see the overflow to lower its scale
+            self.optimizer.step()
+            skipped = accelerator.optimizer_step_was_skipped
+            if not skipped:
+                self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not skipped:
+            self._log_sums += torch.cat([parts, grad_norm.view(1), self._one.view(1)])
+        return skipped, stop
+
+    # ---- bookkeeping around steps -------------------------------------------------------------------------
+    def _flush_tokens(self) -> int:
+        """Add the tokens counted on the device since the last flush to `progress` (all processes call this)."""
+        tokens = self._tokens
+        if self.accelerator.num_processes > 1:
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        count = int(tokens.item())
+        self._tokens.zero_()
+        self.progress.tokens_seen += count
+        return count
+
+    def log_training(self, bar) -> None:
+        """Reduce the running sums over processes and write a training record (a logging step's host read)."""
+        sums = self._log_sums
+        if self.accelerator.num_processes > 1:
+            # the loss parts are shares of a global mean: their sum over processes is the global mean.
+            sums = torch.cat([self.accelerator.reduce(sums[:2], reduction="sum"), sums[2:]])
+        mlm, nsp, grad_norm, applied = sums.tolist()
+        tokens = self._flush_tokens() + self._unlogged_tokens
+        elapsed = max(self._log_time, 1e-9)
+        samples = self._log_steps * self.global_batch
+        mean = (lambda x: x / applied) if applied else (lambda x: float("nan"))
+        record = {
+            "epoch": self._fractional_epoch(),
+            "loss": mean(mlm + nsp),
+            "mlm_loss": mean(mlm),
+            "nsp_loss": mean(nsp),
+            "learning_rate": self.lr_scheduler.get_last_lr()[0],
+            "grad_norm": mean(grad_norm),
+            "tokens_per_second": tokens / elapsed,
+            "samples_per_second": samples / elapsed,
+            "tokens_seen": self.progress.tokens_seen,
+            "skipped_steps": self.skipped_steps,
+        }
+        self.metrics.log(record, step=self.progress.completed_steps)
+        if bar is not None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}", refresh=False)
+        self._log_sums.zero_()
+        self._unlogged_tokens = 0
+        self._log_steps = 0
+        self._log_time = 0.0
+
+    def _fractional_epoch(self) -> float:
+        if not self.steps_per_epoch:
+            return float(self.progress.epoch)
+        return round(self.progress.epoch + self.progress.step_in_epoch / self.steps_per_epoch, 4)
+
+    def run_evaluation(self, max_batches: int | None = None) -> dict:
+        if self.eval_dataloader is None:
+            return {}
+        results = evaluate(self.model, self.eval_dataloader, self.accelerator, seed=self.args.seed, max_batches=max_batches)
+        self.metrics.log({"epoch": self._fractional_epoch(), **results}, step=self.progress.completed_steps)
+        logger.info(
+            "step %d: eval loss %.4f, MLM accuracy %.3f, NSP accuracy %.3f, perplexity %.2f",
+            self.progress.completed_steps, results["eval_loss"], results["eval_mlm_accuracy"],
+            results["eval_nsp_accuracy"], results["perplexity"],
+        )  # fmt: skip
+        self.last_eval = results
+        return results
+
+    def save(self) -> str | None:
+        if self.args.dry_run or self.last_saved_step == self.progress.completed_steps:
+            return None
+        self._unlogged_tokens += self._flush_tokens()
+        path = save_checkpoint_state(self.accelerator, self.args.output_dir, self.progress, self.args.checkpoints_total_limit)
+        self.last_saved_step = self.progress.completed_steps
+        logger.info("saved checkpoint %s", path)
+        return path
+
+    # ---- epochs -------------------------------------------------------------------------------------------
+    def _window(self, batches) -> list[dict] | None:
+        """The next optimizer step's `gas` micro-batches, or None when the epoch has fewer left."""
+        window = []
+        for _ in range(self.gas):
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            window.append(batch)
+        return window
+
+    def train(self, stop: StopRequest) -> None:
+        """Run epochs until `max_train_steps`, a stop signal, the time budget, or too many non-finite steps."""
+        args, progress = self.args, self.progress
+        budget_s = args.time_budget * 60 if args.time_budget else None
+        start = time.monotonic()
+        bar = tqdm(
+            total=self.max_train_steps, initial=progress.completed_steps, disable=not self.accelerator.is_local_main_process,
+            desc="pretraining", unit="step", dynamic_ncols=True, mininterval=1.0,
+        )  # fmt: skip
+        self.model.train()
+        try:
+            while progress.completed_steps < self.max_train_steps and self.stop_reason is None:
+                self._train_epoch(stop, bar, start, budget_s)
+        finally:
+            bar.close()
+
+    def _train_epoch(self, stop: StopRequest, bar, start: float, budget_s: float | None) -> None:
+        progress, accelerator = self.progress, self.accelerator
+        # The order of epoch e is a function of (seed, e), and so are its masks: a resumed run starting in a later
+        # epoch does not replay epoch 0 (accelerate #2016).
+        self.train_dataloader.set_epoch(progress.epoch)
+        if hasattr(self.collator, "set_epoch"):
+            self.collator.set_epoch(progress.epoch)
+        dataloader = self.train_dataloader
+        if progress.step_in_epoch:  # resumed mid-epoch: skip what the checkpointed run already trained on
+            dataloader = accelerator.skip_first_batches(self.train_dataloader, progress.step_in_epoch * self.gas)
+        batches = iter(dataloader)
+        try:
+            while progress.completed_steps < self.max_train_steps:
+                t0 = time.perf_counter()
+                window = self._window(batches)
+                if window is None:  # a streamed epoch ran out (counted epochs end below, before a short window)
+                    if progress.step_in_epoch == 0:
+                        raise UserError("the training data yields less than one global batch")
+                    progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+                    return
+                time_up = budget_s is not None and time.monotonic() - start >= budget_s
+                skipped, stop_now = self.train_step(window, stop.requested, time_up)
+                step_time = time.perf_counter() - t0
+                progress.train_runtime += step_time
+                self._log_time += step_time
+                self._log_steps += 1
+                progress.samples_seen += self.global_batch
+                progress.completed_steps += 1
+                progress.step_in_epoch += 1
+                epoch_done = bool(self.steps_per_epoch) and progress.step_in_epoch >= self.steps_per_epoch
+                if epoch_done:
+                    progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+                bar.update(1)
+                self._after_step(skipped, epoch_done, bar)
+                if stop_now:
+                    self.stop_reason = stop_now
+                    if stop_now == "signal":  # a process the signal did not reach reports SIGTERM
+                        self.stop_signal = int(stop.signum or signal.SIGTERM)
+                    if self.stop_reason == "time_budget":
+                        logger.warning("time budget of %g minutes reached at step %d", self.args.time_budget, progress.completed_steps)
+                    return
+                if epoch_done:
+                    return
+        finally:
+            getattr(batches, "close", lambda: None)()  # the epoch may stop before the dataloader's end (a short window, a stop)
+            dataloader.end()  # ... then accelerate's record of active dataloaders needs this
+
+    def _after_step(self, skipped: bool, epoch_done: bool, bar) -> None:
+        progress, args = self.progress, self.args
+        if skipped:
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            log = logger.info if self.accelerator.scaler is not None else logger.warning
+            log("step %d: non-finite loss or gradient, update skipped (%d in a row)", progress.completed_steps, self.consecutive_skips)
+            if self.consecutive_skips >= MAX_NONFINITE_STEPS:
+                raise TrainingDiverged(
+                    f"{self.consecutive_skips} optimizer steps in a row had a non-finite loss or gradient (up to step "
+                    f"{progress.completed_steps}); lower --learning_rate, raise --num_warmup_steps, prefer bf16 to "
+                    "fp16, or check the data. The last checkpoint in output_dir/checkpoints is intact."
+                )
+        else:
+            self.consecutive_skips = 0
+        step = progress.completed_steps
+        if step % args.logging_steps == 0 or step == self.max_train_steps:
+            self.log_training(bar)
+        if args.eval_steps and step % args.eval_steps == 0 and step < self.max_train_steps:
+            self.run_evaluation(DRY_RUN_EVAL_BATCHES if args.dry_run else None)
+        every = self.checkpoint_every
+        if (isinstance(every, int) and step % every == 0) or (every == "epoch" and epoch_done):
+            self.save()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------------------
+def _setup_logging(accelerator) -> None:
+    import datasets
+    import transformers
+
+    level = logging.INFO if accelerator.is_local_main_process else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger("pretrain").setLevel(level)
+    # accelerate logs every file of every checkpoint at INFO, and warns at each save that the tied decoder
+    # weight was stored once (expected: it is re-tied on load).
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    logging.getLogger("accelerate.utils.other").addFilter(lambda record: "Removed shared tensor" not in record.getMessage())
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def pretrain(
+    model_args: ModelArguments,
+    data_args,
+    training_args: PretrainingArguments,
+    hub_args: HubArguments | None = None,
+    data=None,
+) -> dict:
+    """Run a pretraining job; returns the final metrics (what all_results.json holds, plus `status`).
+
+    `status` is "completed" (also after --time_budget), or "interrupted" after SIGTERM/SIGINT (then `signal`
+    holds its number, a checkpoint was saved, and nothing was exported). `data` (a `PretrainingData`) skips
+    `prepare_pretraining_data`, for callers that built it already.
+    """
+    args = training_args
+    hub_args = hub_args or HubArguments()
+    session_start = time.monotonic()
+    accelerator = make_accelerator(args)
+    _setup_logging(accelerator)
+    resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    _prepare_output_dir(args, resume_path, accelerator)
+    set_seed(args.seed)  # the same initial weights on every process
+
+    if model_args.model_name_or_path and not getattr(data_args, "tokenizer_name", None):
+        data_args.tokenizer_name = model_args.model_name_or_path  # continue with the checkpoint's vocabulary
+    if data is None:
+        from .data import prepare_pretraining_data
+
+        data = prepare_pretraining_data(
+            data_args, seed=args.seed, output_dir=args.output_dir, main_process_first=accelerator.main_process_first
+        )
+    if hasattr(data.data_collator, "seed") and data.data_collator.seed is None:
+        data.data_collator.seed = args.seed  # masks as a function of (seed, epoch, example)
+    max_seq_length = getattr(data_args, "max_seq_length", 128)
+    model = build_model(model_args, data.tokenizer, max_seq_length)
+    total_params, embedding_params = count_parameters(model)
+    logger.info("model: %.2fM parameters (%.2fM in embeddings)", total_params / 1e6, embedding_params / 1e6)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.optimizer == "lamb" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise UserError("--optimizer lamb needs whole tensors for its trust ratio: use it with DDP, not FSDP/DeepSpeed")
+
+    train_dataloader, eval_dataloader, streaming = build_dataloaders(data, args, accelerator.device)
+    optimizer = build_optimizer(model, args, accelerator.device)
+    if eval_dataloader is not None:
+        model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(model, optimizer, train_dataloader, eval_dataloader)
+    else:
+        model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    if args.torch_compile:
+        model = torch.compile(model)
+
+    gas = args.gradient_accumulation_steps
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes * gas
+    steps_per_epoch = None
+    if not streaming:
+        steps_per_epoch = len(train_dataloader) // gas
+        if steps_per_epoch == 0:
+            raise UserError(
+                f"the training data has {len(data.train_dataset)} sequences, fewer than one global batch of "
+                f"{global_batch} (per_device_train_batch_size x processes x gradient_accumulation_steps)"
+            )
+    if args.max_train_steps:
+        max_train_steps = args.max_train_steps
+    elif steps_per_epoch:
+        max_train_steps = args.num_train_epochs * steps_per_epoch
+    else:
+        raise UserError("streamed data has no length: give --max_train_steps")
+    if args.dry_run:
+        max_train_steps = min(max_train_steps, DRY_RUN_STEPS)
+    num_warmup_steps = args.warmup_steps(max_train_steps)
+    lr_scheduler = build_lr_scheduler(optimizer, args.lr_scheduler_type, num_warmup_steps, max_train_steps)
+    accelerator.register_for_checkpointing(lr_scheduler)
+
+    progress = Progress(
+        num_processes=accelerator.num_processes,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=gas,
+        max_train_steps=max_train_steps,
+        seed=args.seed,
+    )
+    metrics = MetricsLog(accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run)
+    if resume_path is not None:
+        saved = Progress.read(resume_path)
+        check_compatible(saved, progress, resume_path)
+        accelerator.load_state(resume_path)
+        progress = Progress(**{**asdict(saved), "max_train_steps": max_train_steps})
+        if steps_per_epoch and progress.step_in_epoch >= steps_per_epoch:  # written by an older layout
+            progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+        metrics.truncate_after(progress.completed_steps)
+        logger.info("resumed from %s: step %d, epoch %d (+%d steps)", resume_path, progress.completed_steps, progress.epoch, progress.step_in_epoch)
+    elif not args.dry_run:
+        metrics.clear()
+    if args.with_tracking and not args.dry_run:
+        accelerator.init_trackers("minibert-pretrain", config=_tracker_config(model_args, data_args, args))
+
+    logger.info(
+        "pretraining on %s: %d steps of %d sequences (%d per device x %d processes x %d accumulation), "
+        "%s epoch(s) of %s steps, lr %g (%s, %d warmup), %s",
+        hardware_description(accelerator), max_train_steps, global_batch, args.per_device_train_batch_size,
+        accelerator.num_processes, gas, math.ceil(max_train_steps / steps_per_epoch) if steps_per_epoch else "?",
+        steps_per_epoch or "?", args.learning_rate, args.lr_scheduler_type, num_warmup_steps,
+        f"mixed precision {accelerator.mixed_precision}",
+    )  # fmt: skip
+
+    trainer = Trainer(accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader,
+                      data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics)  # fmt: skip
+    with StopRequest() as stop:
+        trainer.train(stop)
+        session_train_time = progress.train_runtime
+        if trainer.stop_reason == "signal":
+            trainer.save()
+            accelerator.end_training()
+            logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint latest", trainer.stop_signal, progress.completed_steps)
+            return {"status": "interrupted", "signal": trainer.stop_signal, "train_steps": progress.completed_steps}
+        trainer.save()
+        results = trainer.run_evaluation(DRY_RUN_EVAL_BATCHES if args.dry_run else None)
+
+    results = {
+        **results,
+        "train_steps": progress.completed_steps,
+        "train_epochs": trainer._fractional_epoch(),
+        "train_samples": progress.samples_seen,
+        "train_tokens": progress.tokens_seen,
+        "train_runtime": round(session_train_time, 3),
+        "train_tokens_per_second": progress.tokens_seen / max(progress.train_runtime, 1e-9),
+        "train_samples_per_second": progress.samples_seen / max(progress.train_runtime, 1e-9),
+        "skipped_steps": trainer.skipped_steps,
+        "num_processes": accelerator.num_processes,
+        "global_batch_size": global_batch,
+        "num_parameters": total_params,
+        "mixed_precision": accelerator.mixed_precision,
+        "stopped_by_time_budget": trainer.stop_reason == "time_budget",
+        "total_runtime": round(time.monotonic() - session_start, 3),
+    }
+    if not args.dry_run:
+        _write_outputs(accelerator, model, data, data_args, args, hub_args, results, total_params, max_train_steps, num_warmup_steps)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"status": "completed", **results}
+
+
+def _write_outputs(accelerator, model, data, data_args, args, hub_args, results, total_params, max_train_steps, num_warmup_steps):
+    """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked."""
+    export = _export_model(accelerator, model)
+    if not accelerator.is_main_process:
+        return
+    from minibert.hub import push_to_hub, save_checkpoint
+
+    training = {
+        "steps": results["train_steps"],
+        "epochs": results["train_epochs"],
+        "global batch": f"{results['global_batch_size']} sequences of up to {getattr(data_args, 'max_seq_length', '?')} tokens",
+        "tokens seen": results["train_tokens"],
+        "optimizer": f"{args.optimizer} (lr {args.learning_rate:g}, weight decay {args.weight_decay:g}, "
+        f"{args.lr_scheduler_type} schedule, {num_warmup_steps} warmup steps)",
+        "masking": f"{getattr(data_args, 'mlm_probability', 0.15):g} of tokens"
+        + (", whole words" if getattr(data_args, "whole_word_mask", False) else ""),
+        "mixed precision": results["mixed_precision"],
+        "hardware": hardware_description(accelerator),
+        "training time": f"{results['train_runtime'] / 60:.1f} min ({results['train_tokens_per_second']:.0f} tokens/s)",
+        "seed": args.seed,
+    }
+    eval_keys = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity")
+    card = model_card(
+        model_id=hub_args.hub_model_id,
+        config=export.config,
+        num_parameters=total_params,
+        data_description=_describe_data(data_args),
+        training=training,
+        results={k: results[k] for k in eval_keys if k in results},
+    )
+    save_checkpoint(export, data.tokenizer, args.output_dir, model_card=card)
+    write_json(os.path.join(args.output_dir, RESULTS_FILE), results)
+    plot_training_curves(os.path.join(args.output_dir, "metrics.jsonl"), os.path.join(args.output_dir, CURVES_FILE))
+    logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)
+    if hub_args.push_to_hub:
+        url = push_to_hub(args.output_dir, hub_args)
+        logger.info("uploaded to %s", url)
