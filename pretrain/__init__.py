@@ -1,0 +1,1 @@
+"""BERT pretraining: corpus preparation (MLM + NSP data) and the training loop."""

@@ -1,0 +1,313 @@
+"""Reading a pretraining corpus: where documents come from and how text becomes sentences.
+
+Sources, all turned into documents (one row each, a `text` string):
+- BERT-format text (`.txt`, or any file that is not `.jsonl`/`.json`): one sentence per line, a blank line
+  between documents, as Google's `create_pretraining_data.py` reads it. The row's `presplit` flag says the
+  lines already are the sentences.
+- JSON Lines (`.jsonl`, `.json`): one document per record, its text in a column (`text` by default), split
+  into sentences by `split_sentences`.
+- A `datasets` dataset saved with `save_to_disk`, or any `load_dataset` name: one document per row.
+
+Everything a user can get wrong here (a path that does not exist, a glob that matches nothing, bytes that are
+not UTF-8, a record without the text column) ends in a `UserError` that names the file and line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from minibert.cli import UserError
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt", ".text")
+JSONL_SUFFIXES = (".jsonl", ".json")
+# A "document" with more text than this (e.g. a whole book with no blank line) is cut into consecutive
+# documents, so one row never holds gigabytes and Arrow's 2 GiB string limit is never near.
+MAX_DOCUMENT_CHARS = 4_000_000
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sentence splitting
+# ----------------------------------------------------------------------------------------------------------
+
+# Never a sentence end, whatever follows: titles before names, Latin abbreviations.
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms mx dr prof sr jr st mt rev fr hon gen col lt maj sgt capt cmdr adm gov pres sen rep supt
+    vs cf al viz approx est dept univ assn bros inc ltd co corp""".split()
+)
+# Abbreviations that end sentences often enough that we only trust them before a number ("No. 5", "p. 12").
+_NUMERIC_ABBREVIATIONS = frozenset(
+    """no nos vol vols p pp ch chap sec sect fig figs eq eqs art ref tab op
+    jan feb mar apr jun jul aug sep sept oct nov dec""".split()
+)
+# Terminal punctuation, then closing quotes/brackets (they belong to the sentence that ends), then space.
+_CANDIDATE = re.compile(r"(?P<end>[.!?…]+)(?P<close>[\"'”’)\]»]*)\s+")
+_CJK_END = re.compile(r"[。！？]+[」』”’）]*")
+_OPENERS = "\"'“‘([«¿¡"
+_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, Ph.D (the final period is not included)
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split running text into sentences with rules that need no model or download.
+
+    Paragraphs (blank-line separated) always end a sentence; single newlines are spaces. A sentence ends at
+    `.`, `!`, `?` or an ellipsis (plus any closing quotes or brackets) followed by space and a capital letter,
+    a digit or an opening quote -- except after known abbreviations ("Mr.", "e.g.", "et al."), single
+    initials ("J. R. R. Tolkien"), dotted acronyms ("U.S."), and number-taking abbreviations before a number
+    ("No. 5"). Decimals never split (no space after the point). CJK full stops split without a space.
+    """
+    sentences: list[str] = []
+    for paragraph in _PARAGRAPH.split(text):
+        paragraph = " ".join(paragraph.split())
+        if paragraph:
+            for chunk in _split_cjk(paragraph):
+                sentences.extend(_split_paragraph(chunk))
+    return sentences
+
+
+def _split_cjk(paragraph: str) -> list[str]:
+    if not _CJK_END.search(paragraph):
+        return [paragraph]
+    pieces, start = [], 0
+    for m in _CJK_END.finditer(paragraph):
+        pieces.append(paragraph[start : m.end()])
+        start = m.end()
+    pieces.append(paragraph[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def _split_paragraph(paragraph: str) -> list[str]:
+    sentences, start = [], 0
+    for m in _CANDIDATE.finditer(paragraph):
+        if m.end() >= len(paragraph):
+            break
+        if _is_boundary(paragraph, m):
+            sentences.append(paragraph[start : m.start("close") + len(m.group("close"))])
+            start = m.end()
+    sentences.append(paragraph[start:])
+    return [s.strip() for s in sentences if s.strip()]
+
+
+def _is_boundary(text: str, m: re.Match) -> bool:
+    rest = text[m.end() :].lstrip(_OPENERS)
+    if not rest:
+        return False
+    first = rest[0]
+    if not (first.isupper() or first.isdigit()):
+        return False
+    if m.group("end") != ".":
+        return True  # "?", "!", "..." and "…" before a capital: a new sentence
+    word_start = text.rfind(" ", 0, m.start()) + 1
+    word = text[word_start : m.start()].lstrip(_OPENERS)
+    lower = word.lower()
+    if lower in _ABBREVIATIONS:
+        return False
+    if lower in _NUMERIC_ABBREVIATIONS and first.isdigit():
+        return False
+    if len(word) == 1 and word.isalpha() and word.isupper():
+        return False  # an initial: "J. Smith"
+    if _DOTTED.fullmatch(word):
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusSource:
+    """Where one split's documents come from: local files, a dataset saved on disk, or a `load_dataset` name."""
+
+    kind: str  # "files" | "disk" | "hub"
+    files: list[str] = field(default_factory=list)
+    path: str | None = None  # "disk": the directory given to load_from_disk; "hub": the dataset name
+    config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+
+    def describe(self) -> str:
+        if self.kind == "files":
+            head = ", ".join(os.path.basename(f) for f in self.files[:3])
+            more = f" and {len(self.files) - 3} more" if len(self.files) > 3 else ""
+            return f"{len(self.files)} file(s) ({head}{more})"
+        return f"dataset {self.path}" + (f" ({self.config})" if self.config else "") + f" split {self.split}"
+
+    def fingerprint(self) -> str:
+        """Changes when any input changes: file paths, sizes and modification times; saved datasets' files."""
+        h = hashlib.sha256()
+        h.update(json.dumps([self.kind, self.path, self.config, self.split, self.text_column]).encode())
+        for path in self.files:
+            st = os.stat(path)
+            h.update(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns]).encode())
+        if self.kind == "disk":
+            for root, _, names in sorted(os.walk(self.path)):
+                for name in sorted(names):
+                    st = os.stat(os.path.join(root, name))
+                    h.update(json.dumps([os.path.relpath(os.path.join(root, name), self.path), st.st_size,
+                                         st.st_mtime_ns]).encode())
+        return h.hexdigest()[:16]
+
+
+def is_saved_dataset(path: str) -> bool:
+    """A directory written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, name)) for name in ("state.json", "dataset_dict.json")
+    )
+
+
+def resolve_files(patterns: list[str], role: str = "train") -> list[str]:
+    """Expand files, directories (recursively: .txt, .text, .jsonl, .json) and globs into a sorted file list.
+
+    Order is the order given, each directory or glob sorted, duplicates dropped: the corpus, and so the data,
+    does not depend on the file system's listing order.
+    """
+    files: list[str] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise UserError(f"{role} file pattern {pattern!r} matches no files")
+            files += matches
+        elif os.path.isdir(pattern):
+            found = sorted(
+                os.path.join(root, name)
+                for root, dirs, names in os.walk(pattern)
+                for name in names
+                if name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES) and not name.startswith(".")
+                and not any(part.startswith(".") for part in os.path.relpath(root, pattern).split(os.sep)
+                            if part != ".")
+            )
+            if not found:
+                raise UserError(f"{role} directory {pattern} holds no .txt, .jsonl or .json files")
+            files += found
+        elif os.path.isfile(pattern):
+            files.append(pattern)
+        else:
+            raise UserError(f"{role} file not found: {pattern}")
+    seen: set[str] = set()
+    unique = []
+    for f in files:
+        key = os.path.abspath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def is_jsonl(path: str) -> bool:
+    return path.lower().endswith(JSONL_SUFFIXES)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading documents from files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_documents(files: list[str], text_column: str = "text") -> Iterator[dict]:
+    """Yield `{"text": str, "presplit": bool}` per document of each file, in order.
+
+    A generator for `Dataset.from_generator` / `IterableDataset.from_generator` (which shard `files` across
+    processes), so reading never holds more than one document in memory.
+    """
+    for path in files:
+        if is_jsonl(path):
+            yield from _read_jsonl(path, text_column)
+        else:
+            yield from _read_bert_text(path)
+
+
+def _open_text(path: str):
+    # utf-8-sig drops a byte-order mark some editors write; everything else must be strict UTF-8.
+    return open(path, encoding="utf-8-sig", errors="strict", newline=None)
+
+
+def _not_utf8(path: str, lineno: int, e: UnicodeDecodeError) -> UserError:
+    byte = e.object[e.start : e.start + 1].hex()
+    return UserError(
+        f"{path} is not UTF-8 text (byte 0x{byte} near line {lineno}); convert it first, e.g. "
+        f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`"
+    )
+
+
+def _check_not_binary(path: str, lineno: int, line: str) -> None:
+    if "\x00" in line:
+        raise UserError(f"{path} looks like a binary file (NUL byte on line {lineno}), not UTF-8 text")
+
+
+def _read_bert_text(path: str) -> Iterator[dict]:
+    lines: list[str] = []
+    chars = 0
+    cut = 0
+    lineno = 0
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                _check_not_binary(path, lineno, line)
+                line = line.strip()
+                if not line:
+                    if lines:
+                        yield {"text": "\n".join(lines), "presplit": True}
+                        lines, chars = [], 0
+                    continue
+                lines.append(line)
+                chars += len(line) + 1
+                if chars > MAX_DOCUMENT_CHARS:
+                    cut += 1
+                    yield {"text": "\n".join(lines), "presplit": True}
+                    lines, chars = [], 0
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, lineno + 1, e) from None
+    if lines:
+        yield {"text": "\n".join(lines), "presplit": True}
+    if cut:
+        logger.warning(
+            "%s: %d document(s) longer than %d characters were cut into consecutive documents (is there a blank "
+            "line between documents?)", path, cut, MAX_DOCUMENT_CHARS,
+        )
+
+
+def _read_jsonl(path: str, text_column: str) -> Iterator[dict]:
+    lineno = 0
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                _check_not_binary(path, lineno, line)
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(
+                        f"{path}:{lineno}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON "
+                        "object per line"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+                if text_column not in record:
+                    fields = ", ".join(sorted(record)[:10]) or "none"
+                    raise UserError(
+                        f"{path}:{lineno}: record has no {text_column!r} field (fields: {fields}); "
+                        "set --dataset_text_column"
+                    )
+                text = record[text_column]
+                if text is None:
+                    continue
+                if not isinstance(text, str):
+                    raise UserError(
+                        f"{path}:{lineno}: field {text_column!r} is a {type(text).__name__}, not a string"
+                    )
+                for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
+                    yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, lineno + 1, e) from None

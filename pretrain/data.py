@@ -1,0 +1,788 @@
+"""Pretraining data: raw text -> WordPiece tokenizer -> NSP pairs -> dynamic MLM batches, at corpus scale.
+
+`prepare_pretraining_data(data_args, seed, ...)` runs, once per machine (under `main_process_first`):
+
+1. sources    text files / JSON Lines / a saved or named `datasets` dataset -> documents (`corpus.py`);
+              no source: the demo corpus built from Python's own documentation (`demo_corpus.py`)
+2. tokenizer  `--tokenizer_name`, or a WordPiece vocabulary trained on the training documents (`tokenizer.py`)
+3. documents  sentences -> token ids, overlong lines cut (batched `datasets.map`, `num_proc` workers)
+4. pairs      validation documents held out, NSP instances made as Google's script makes them (`nsp.py`)
+
+Steps 2-4 are cached as Arrow under `data_cache_dir` (default `$MINIBERT_CACHE` or `~/.cache/minibert`), each
+keyed on everything that can change its output (files' paths, sizes and mtimes, the tokenizer, max_seq_length,
+seed, ...), so a second run with the same inputs only memory-maps the result, and changing the seed re-pairs
+without re-tokenizing. Everything is written to a temporary directory and renamed into place when complete: a
+failed or interrupted run never leaves a half-written cache behind. Masking is not cached: the collator
+(`collator.py`) draws new masks every epoch.
+
+With `--streaming`, nothing is written for the training set: documents are read, tokenized and paired on the fly
+(`IterableDataset`), the random NotNext document coming from a bounded buffer of recent documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, Features, IterableDataset, List, Value, load_dataset, load_from_disk
+from datasets.exceptions import DatasetGenerationError
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from minibert.cli import UserError
+from pretrain.collator import DataCollatorForPreTraining
+from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
+from pretrain.demo_corpus import build_demo_corpus
+from pretrain.nsp import NSPInstanceMap, stable_int, stream_instances
+from pretrain.tokenizer import DocumentTokenizer, check_tokenizer, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Bump when a change to this package changes the data it makes: every cache key includes it.
+PIPELINE_VERSION = 1
+
+RAW_FEATURES = Features({"text": Value("string"), "presplit": Value("bool")})
+DOCUMENT_FEATURES = Features(
+    {
+        "segments": List(List(Value("int32"))),
+        "num_lines": Value("int32"),
+        "lines_split": Value("int32"),
+        "num_bytes": Value("int64"),
+    }
+)
+INSTANCE_FEATURES = Features(
+    {
+        "input_ids": List(Value("int32")),
+        "token_type_ids": List(Value("int8")),
+        "next_sentence_label": Value("int8"),
+        "example_id": Value("int64"),
+    }
+)
+# Documents per map batch. Pairing turns ~100 documents into a few thousand instances held as Python lists
+# until written: small batches keep that (and so memory) bounded whatever the corpus size.
+TOKENIZE_BATCH_SIZE = 256
+PAIR_BATCH_SIZE = 64
+STREAMING_TOKENIZER_DOCUMENTS = 100_000
+STREAMING_EVAL_SAMPLES = 2_000
+
+
+@dataclass
+class DataArguments:
+    """What to pretrain on and how to turn it into MLM + NSP examples (names as in run_mlm_no_trainer.py)."""
+
+    train_file: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Training text: files, directories or globs (several allowed). .txt: BERT format, one sentence "
+            "per line and a blank line between documents; .jsonl/.json: one JSON document per line. A directory "
+            "saved by `datasets.save_to_disk` also works. None (and no --dataset_name): the built-in demo corpus."
+        },
+    )
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Held-out text in the same formats; else --validation_split_percentage."}
+    )
+    validation_split_percentage: float = field(
+        default=5,
+        metadata={"help": "Percent of training documents held out for evaluation when there is no validation file."},
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets.load_dataset` name, or a directory saved with save_to_disk."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    dataset_text_column: str = field(default="text", metadata={"help": "Column (JSON field) holding the text."})
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "An existing tokenizer (path or Hub name); if unset, train a WordPiece one."}
+    )
+    vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size of a trained tokenizer."})
+    lowercase: bool = field(default=True, metadata={"help": "Lowercase (and strip accents) in a trained tokenizer."})
+    min_frequency: int = field(default=2, metadata={"help": "Minimum count of a merge in a trained tokenizer."})
+    tokenizer_train_documents: int | None = field(
+        default=None,
+        metadata={"help": f"Train the tokenizer on at most this many documents (streaming: "
+                          f"{STREAMING_TOKENIZER_DOCUMENTS} unless set)."},
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
+    short_seq_prob: float = field(
+        default=0.1, metadata={"help": "Probability that a document's pairs are packed to a random shorter length."}
+    )
+    whole_word_mask: bool = field(default=False, metadata={"help": "Mask all WordPiece pieces of a word together."})
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad batches to a multiple of this length (e.g. 8 for tensor cores)."}
+    )
+    dupe_factor: int = field(
+        default=1, metadata={"help": "Pairings made per document, each with other split points and random Bs."}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenizing and pairing (datasets.map num_proc)."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the cached tokenizer and data."})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where prepared data is cached (default: $MINIBERT_CACHE or ~/.cache/minibert)."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
+    )
+    streaming_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "Streaming: recent documents a random NotNext B is drawn from, and the instance "
+                          "shuffle buffer."},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
+    )
+
+    def validate(self) -> None:
+        if self.train_file and self.dataset_name:
+            raise UserError("give either --train_file or --dataset_name, not both")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise UserError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+        if self.max_seq_length < 8:
+            raise UserError(f"--max_seq_length must be at least 8 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
+        if not 0 < self.mlm_probability < 1:
+            raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if not 0 <= self.short_seq_prob <= 1:
+            raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of", "tokenizer_train_documents"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name} must be at least 1, got {value}")
+        if self.tokenizer_name is None and self.vocab_size < 100:
+            raise UserError(f"--vocab_size must be at least 100, got {self.vocab_size}")
+
+
+@dataclass
+class PretrainingData:
+    train_dataset: Dataset | IterableDataset
+    eval_dataset: Dataset | None
+    tokenizer: PreTrainedTokenizerBase
+    data_collator: DataCollatorForPreTraining
+    stats: dict[str, Any]
+
+
+def prepare_pretraining_data(
+    data_args: DataArguments,
+    seed: int,
+    output_dir: str | None = None,
+    main_process_first: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> PretrainingData:
+    """Build (or load from cache) the tokenizer, the training and evaluation pairs, and the MLM collator.
+
+    `main_process_first` is `accelerator.main_process_first`: the main process prepares and caches, the other
+    ranks then find everything in the cache. `output_dir`, if given, receives `data_stats.json`.
+    Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a corpus).
+    """
+    data_args.validate()
+    started = time.perf_counter()
+    _LOADED.clear()  # datasets loaded by name are reused within one call only: a saved one may have changed
+    cache = _Cache(_cache_root(data_args), overwrite=data_args.overwrite_cache)
+    # Cheap checks (missing files, empty globs) run in every process, so every rank fails with the same message.
+    train_source, eval_source = _resolve_sources(data_args, cache.root)
+    with main_process_first(), cache.workdir() as work:
+        raw = _RawDocuments(work, data_args.preprocessing_num_workers)
+        tokenizer, status = _get_tokenizer(data_args, train_source, raw, cache)
+        cache_status = {"tokenizer": status}
+        if data_args.streaming:
+            train, evaluation, stats = _prepare_streaming(data_args, seed, train_source, eval_source, tokenizer,
+                                                          raw, cache, cache_status)
+        else:
+            train, evaluation, stats = _prepare_map_style(data_args, seed, train_source, eval_source, tokenizer,
+                                                          raw, cache, cache_status)
+    if evaluation is not None and data_args.max_eval_samples and len(evaluation) > data_args.max_eval_samples:
+        keep = np.random.default_rng(seed).choice(len(evaluation), data_args.max_eval_samples, replace=False)
+        evaluation = evaluation.select(np.sort(keep), keep_in_memory=True)
+    stats["cache"] = cache_status
+    stats["seconds"] = round(time.perf_counter() - started, 2)
+    _log_stats(stats)
+    if output_dir:
+        _write_json(os.path.join(output_dir, "data_stats.json"), stats)
+    collator = DataCollatorForPreTraining(
+        tokenizer,
+        mlm_probability=data_args.mlm_probability,
+        whole_word_mask=data_args.whole_word_mask,
+        pad_to_multiple_of=data_args.pad_to_multiple_of,
+        seed=seed,
+    )
+    return PretrainingData(train, evaluation, tokenizer, collator, stats)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _cache_root(data_args: DataArguments) -> str:
+    root = data_args.data_cache_dir or os.environ.get("MINIBERT_CACHE") or os.path.join("~", ".cache", "minibert")
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def _resolve_sources(args: DataArguments, cache_root: str) -> tuple[CorpusSource, CorpusSource | None]:
+    column = args.dataset_text_column
+    if args.train_file:
+        if len(args.train_file) == 1 and is_saved_dataset(args.train_file[0]):
+            train = CorpusSource("disk", path=args.train_file[0], text_column=column)
+        else:
+            train = CorpusSource("files", files=resolve_files(args.train_file, "train"), text_column=column)
+    elif args.dataset_name:
+        kind = "disk" if is_saved_dataset(args.dataset_name) else "hub"
+        train = CorpusSource(kind, path=args.dataset_name, config=args.dataset_config_name, text_column=column)
+    else:
+        demo = build_demo_corpus(os.path.join(cache_root, "demo"))
+        logger.info("No --train_file or --dataset_name: using the demo corpus (Python's documentation), %s", demo)
+        train = CorpusSource("files", files=[demo], text_column=column)
+
+    evaluation = None
+    if args.validation_file:
+        if is_saved_dataset(args.validation_file):
+            evaluation = CorpusSource("disk", path=args.validation_file, split="validation", text_column=column)
+        else:
+            evaluation = CorpusSource("files", files=resolve_files([args.validation_file], "validation"),
+                                      text_column=column)
+    elif train.kind in ("disk", "hub"):
+        evaluation = CorpusSource(train.kind, path=train.path, config=train.config, split="validation",
+                                  text_column=column)  # used only if the dataset has such a split
+    return train, evaluation
+
+
+def _load_source_dataset(source: CorpusSource, streaming: bool = False):
+    """The `datasets` dataset behind a "disk" or "hub" source, or None if it has no such split."""
+    key = (source.kind, source.path, source.config, source.split, streaming)
+    if key not in _LOADED:
+        _LOADED[key] = _load_source_dataset_uncached(source, streaming)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, Any] = {}
+
+
+def _load_source_dataset_uncached(source: CorpusSource, streaming: bool):
+    try:
+        if source.kind == "disk":
+            loaded = load_from_disk(source.path)
+            if isinstance(loaded, Dataset):
+                if source.split != "train":
+                    return None
+                return loaded.to_iterable_dataset() if streaming else loaded
+            splits = list(loaded)
+            if source.split in loaded:
+                dataset = loaded[source.split]
+            elif source.split == "train" and len(splits) == 1:
+                dataset = loaded[splits[0]]
+            elif source.split == "train":
+                raise UserError(f"dataset {source.path} has no 'train' split (splits: {', '.join(splits)})")
+            else:
+                return None
+            return dataset.to_iterable_dataset() if streaming else dataset
+        loaded = load_dataset(source.path, source.config, streaming=streaming)
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        raise UserError(f"cannot load dataset {source.path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # datasets' DatasetNotFoundError and friends
+        if type(e).__module__.startswith("datasets"):
+            raise UserError(f"cannot load dataset {source.path!r}: {str(e).splitlines()[0]}") from None
+        raise
+    if source.split not in loaded:
+        if source.split == "train":
+            raise UserError(f"dataset {source.path!r} has no 'train' split (splits: {', '.join(loaded)})")
+        return None
+    return loaded[source.split]
+
+
+def _text_only(dataset, source: CorpusSource):
+    columns = dataset.column_names
+    if columns is not None and source.text_column not in columns:
+        raise UserError(
+            f"{source.describe()} has no column {source.text_column!r} (columns: {', '.join(columns)}); "
+            "set --dataset_text_column"
+        )
+    dataset = dataset.select_columns([source.text_column])
+    if source.text_column != "text":
+        dataset = dataset.rename_column(source.text_column, "text")
+    return dataset
+
+
+def _source_key(source: CorpusSource, dataset=None) -> str:
+    if source.kind == "hub" and dataset is not None and getattr(dataset, "_fingerprint", None):
+        return _digest(source.fingerprint(), dataset._fingerprint)
+    return source.fingerprint()
+
+
+class _RawDocuments:
+    """Documents of a source as a `text`/`presplit` Dataset, built at most once per run in the work directory."""
+
+    def __init__(self, work: str, num_proc: int | None):
+        self.work, self.num_proc = work, num_proc
+        self._built: dict[str, Dataset] = {}
+
+    def __call__(self, source: CorpusSource, key: str) -> Dataset:
+        if key not in self._built:
+            self._built[key] = self._build(source, key)
+        return self._built[key]
+
+    def _build(self, source: CorpusSource, key: str) -> Dataset:
+        if source.kind != "files":
+            dataset = _load_source_dataset(source)
+            return _text_only(dataset, source)
+        num_proc = min(self.num_proc or 1, len(source.files))
+        try:
+            return Dataset.from_generator(
+                read_documents,
+                features=RAW_FEATURES,
+                gen_kwargs={"files": source.files, "text_column": source.text_column},
+                cache_dir=os.path.join(self.work, f"raw-{key}"),
+                num_proc=num_proc if num_proc > 1 else None,
+                fingerprint=f"raw-{key}",
+            )
+        except DatasetGenerationError as e:
+            raise _user_error_in(e) or e
+
+
+def _user_error_in(error: BaseException) -> UserError | None:
+    """`datasets` wraps exceptions raised while generating; find the user's error inside."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return UserError(str(error))
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _get_tokenizer(args: DataArguments, source: CorpusSource, raw: _RawDocuments, cache: _Cache):
+    if args.tokenizer_name:
+        return load_tokenizer(args.tokenizer_name), "given"
+    limit = args.tokenizer_train_documents or (STREAMING_TOKENIZER_DOCUMENTS if args.streaming else None)
+    source_key = source.fingerprint() if args.streaming else _source_key(source, _maybe_loaded(source))
+    key = _digest("tokenizer", PIPELINE_VERSION, source_key, args.vocab_size, args.lowercase, args.min_frequency,
+                  args.dataset_text_column, limit)
+    if cache.has("tokenizer", key):
+        tokenizer = AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
+        check_tokenizer(tokenizer, "cached tokenizer")
+        return tokenizer, "hit"
+
+    if args.streaming:
+        texts, length = _streamed_texts(source, limit), None
+    else:
+        documents = raw(source, source_key)
+        if len(documents) == 0:
+            raise UserError(f"the corpus is empty: no text in {source.describe()}")
+        end = len(documents) if limit is None else min(limit, len(documents))
+        texts, length = _batched_texts(documents, end), -(-end // 1000)
+    logger.info("Training a WordPiece tokenizer (vocab_size=%d) on %s", args.vocab_size, source.describe())
+    tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=args.lowercase,
+                                min_frequency=args.min_frequency, length=length)
+    if tokenizer.backend_tokenizer.get_vocab_size() <= len(tokenizer.all_special_ids):
+        raise UserError(f"the corpus is empty: no text in {source.describe()}")
+    with cache.publish("tokenizer", key) as directory:
+        tokenizer.save_pretrained(directory)
+    return tokenizer, "built"
+
+
+def _maybe_loaded(source: CorpusSource):
+    return _load_source_dataset(source) if source.kind == "hub" else None
+
+
+def _batched_texts(documents: Dataset, end: int) -> Iterator[list[str]]:
+    for start in range(0, end, 1000):
+        yield documents[start : min(start + 1000, end)]["text"]
+
+
+def _streamed_texts(source: CorpusSource, limit: int | None) -> Iterator[str]:
+    for n, document in enumerate(_iter_source(source)):
+        if limit is not None and n >= limit:
+            return
+        yield document["text"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Map-style: documents and pairs cached as Arrow
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _prepare_map_style(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
+    tok_key = tokenizer_fingerprint(tokenizer)
+    train_docs, train_doc_key, doc_stats = _tokenized_documents(
+        train_source, tokenizer, tok_key, args, raw, cache, cache_status, "documents")
+    eval_docs = eval_doc_key = None
+    if _has_split(eval_source):
+        eval_docs, eval_doc_key, eval_doc_stats = _tokenized_documents(
+            eval_source, tokenizer, tok_key, args, raw, cache, cache_status, "eval_documents")
+        doc_stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items() if k in ("sentences", "lines_split")})
+
+    held_out = args.validation_split_percentage if eval_docs is None else 0
+    key = _digest("pairs", PIPELINE_VERSION, train_doc_key, eval_doc_key, held_out, seed, args.short_seq_prob,
+                  args.dupe_factor, args.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    cache_status["pairs"] = "hit" if cache.has("pairs", key) else "built"
+    if cache_status["pairs"] == "built":
+        with cache.workdir() as work, cache.publish("pairs", key) as directory:
+            where = train_source.describe()
+            if held_out:
+                train_docs, eval_docs = _hold_out(train_docs, held_out, seed, work)
+                if eval_docs is not None:
+                    where += f" after holding out {len(eval_docs)} validation documents"
+            stats = _pair_and_save(train_docs, where, "train", args, seed, tokenizer, work, directory)
+            if eval_docs is not None:
+                # Another seed than training's, so an eval document never pairs the way a train one would.
+                stats.update(_pair_and_save(eval_docs, "the validation documents", "validation", args, seed + 1,
+                                            tokenizer, work, directory))
+            _write_json(os.path.join(directory, "stats.json"), stats)
+    directory = cache.path("pairs", key)
+    train = load_from_disk(os.path.join(directory, "train"))
+    evaluation = None
+    if os.path.isdir(os.path.join(directory, "validation")):
+        evaluation = load_from_disk(os.path.join(directory, "validation"))
+    return train, evaluation, {**doc_stats, **_read_json(os.path.join(directory, "stats.json"))}
+
+
+def _has_split(source: CorpusSource | None) -> bool:
+    return source is not None and (source.kind == "files" or _load_source_dataset(source) is not None)
+
+
+def _pair_and_save(documents, where, name, args, seed, tokenizer, work, directory) -> dict:
+    """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
+    role = "training" if name == "train" else "validation"
+    _check_pairable(documents, where, role)
+    instances = _pair(documents, args, seed, tokenizer, args.preprocessing_num_workers, work, name)
+    instances.save_to_disk(os.path.join(directory, name))
+    prefix = "" if name == "train" else "eval_"
+    return {
+        f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
+        f"{prefix}docs_skipped": _single_segment_count(documents),
+        **_instance_stats(instances, prefix, args.max_seq_length),
+    }
+
+
+def _tokenized_documents(source, tokenizer, tok_key, args, raw, cache, cache_status, name):
+    source_key = _source_key(source, _maybe_loaded(source))
+    key = _digest("documents", PIPELINE_VERSION, source_key, tok_key, args.max_seq_length)
+    if cache.has("documents", key):
+        cache_status[name] = "hit"
+    else:
+        cache_status[name] = "built"
+        documents = raw(source, source_key)
+        if len(documents) == 0:
+            raise UserError(f"the corpus is empty: no text in {source.describe()}")
+        with cache.workdir() as work, cache.publish("documents", key) as directory:
+            tokenized = documents.map(
+                DocumentTokenizer(tokenizer, args.max_seq_length),
+                batched=True,
+                batch_size=TOKENIZE_BATCH_SIZE,
+                remove_columns=documents.column_names,
+                features=DOCUMENT_FEATURES,
+                num_proc=_num_proc(args.preprocessing_num_workers, len(documents), TOKENIZE_BATCH_SIZE),
+                cache_file_name=os.path.join(work, "documents.arrow"),
+                new_fingerprint=key,
+                desc=f"Tokenizing {name.replace('_', ' ')}",
+            )
+            if len(tokenized) == 0:
+                raise UserError(f"the corpus is empty: {source.describe()} holds no tokens")
+            stats = _document_stats(tokenized, len(documents))
+            tokenized.save_to_disk(os.path.join(directory, "data"))
+            _write_json(os.path.join(directory, "stats.json"), stats)
+    directory = cache.path("documents", key)
+    return load_from_disk(os.path.join(directory, "data")), key, _read_json(os.path.join(directory, "stats.json"))
+
+
+def _hold_out(documents: Dataset, percentage: float, seed: int, work: str):
+    """Split documents (not pairs) into training and validation by a seeded draw; order is kept within each."""
+    n = len(documents)
+    k = max(2, round(n * percentage / 100))  # two at least: a NotNext B needs another document
+    if n - k < 2:
+        logger.warning("Only %d documents: not holding out %.4g%% for validation (no evaluation set)", n, percentage)
+        return documents, None
+    order = np.random.default_rng([seed, 0x5EED]).permutation(n)
+    parts = []
+    for name, indices in (("train", order[k:]), ("validation", order[:k])):
+        part = documents.select(np.sort(indices), keep_in_memory=True)
+        parts.append(part.flatten_indices(cache_file_name=os.path.join(work, f"{name}_documents.arrow")))
+    return parts[0], parts[1]
+
+
+def _check_pairable(documents: Dataset, where: str, role: str) -> None:
+    n = len(documents)
+    multi = n - _single_segment_count(documents)
+    if n < 2 or multi < 1:
+        sentences = int(pc.sum(documents.data.column("num_lines")).as_py() or 0)
+        raise UserError(
+            f"the {role} corpus is too small to make NSP pairs: {where} gave {n} document(s) with {sentences} "
+            f"sentence(s), {multi} of them with 2 or more sentences; need at least 2 documents, one of them with "
+            "2 or more sentences (BERT format: one sentence per line, a blank line between documents)"
+        )
+
+
+def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Dataset:
+    pairing = NSPInstanceMap(documents, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
+                             tokenizer.cls_token_id, tokenizer.sep_token_id)
+    return documents.with_format("arrow").map(
+        pairing,
+        batched=True,
+        batch_size=PAIR_BATCH_SIZE,
+        with_indices=True,
+        remove_columns=documents.column_names,
+        features=INSTANCE_FEATURES,
+        num_proc=_num_proc(num_proc, len(documents), PAIR_BATCH_SIZE),
+        cache_file_name=os.path.join(work, f"{name}_pairs.arrow"),
+        new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
+        desc=f"Creating NSP pairs ({name})",
+    ).with_format(None)
+
+
+def _num_proc(requested: int | None, rows: int, batch_size: int) -> int | None:
+    # More processes than batches only costs start-up time.
+    n = min(requested or 1, max(1, -(-rows // batch_size)))
+    return n if n > 1 else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Streaming
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _iter_source(source: CorpusSource) -> Iterator[dict]:
+    if source.kind == "files":
+        yield from read_documents(source.files, source.text_column)
+        return
+    dataset = _text_only(_load_source_dataset(source, streaming=True), source)
+    for row in dataset:
+        if row["text"]:
+            yield {"text": row["text"], "presplit": False}
+
+
+def _stream_generator(source: CorpusSource, tokenizer, args_dict: dict, seed: int, keep: str):
+    """Instances of one source, read, tokenized and paired on the fly. `keep`: "all", "train" or "validation"
+    (the documents a stable hash of (seed, document) assigns to that side of the percentage split)."""
+    args = DataArguments(**args_dict)
+    tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
+    threshold = args.validation_split_percentage * 100
+
+    def documents() -> Iterator[list[list[int]]]:
+        batch: list[dict] = []
+        for index, document in enumerate(_iter_source(source)):
+            if keep != "all":
+                held_out = stable_int(seed, "validation", index) % 10_000 < threshold
+                if held_out != (keep == "validation"):
+                    continue
+            batch.append(document)
+            if len(batch) == TOKENIZE_BATCH_SIZE:
+                yield from tokenize({"text": [d["text"] for d in batch],
+                                     "presplit": [d["presplit"] for d in batch]})["segments"]
+                batch = []
+        if batch:
+            yield from tokenize({"text": [d["text"] for d in batch],
+                                 "presplit": [d["presplit"] for d in batch]})["segments"]
+
+    yield from stream_instances(documents(), args.streaming_buffer_size, args.max_seq_length, args.short_seq_prob,
+                                seed, args.dupe_factor, tokenizer.cls_token_id, tokenizer.sep_token_id)
+
+
+def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
+    args_dict = asdict(args)
+    has_eval_split = _has_split(eval_source)
+    held_out = not has_eval_split and args.validation_split_percentage > 0
+    train = IterableDataset.from_generator(
+        _stream_generator,
+        features=INSTANCE_FEATURES,
+        gen_kwargs={"source": train_source, "tokenizer": tokenizer, "args_dict": args_dict, "seed": seed,
+                    "keep": "train" if held_out else "all"},
+    ).shuffle(seed=seed, buffer_size=args.streaming_buffer_size)
+    stats: dict[str, Any] = {"streaming": True, "streaming_buffer_size": args.streaming_buffer_size}
+    if not (has_eval_split or held_out):
+        return train, None, stats
+
+    if has_eval_split:
+        eval_docs, eval_doc_key, eval_doc_stats = _tokenized_documents(
+            eval_source, tokenizer, tokenizer_fingerprint(tokenizer), args, raw, cache, cache_status,
+            "eval_documents")
+        stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items()})
+        key = _digest("pairs", PIPELINE_VERSION, eval_doc_key, seed, args.short_seq_prob, args.dupe_factor,
+                      args.max_seq_length)
+    else:
+        limit = args.max_eval_samples or STREAMING_EVAL_SAMPLES
+        key = _digest("stream-eval", PIPELINE_VERSION, train_source.fingerprint(), tokenizer_fingerprint(tokenizer),
+                      seed, args.validation_split_percentage, args.max_seq_length, args.short_seq_prob, limit)
+    cache_status["pairs"] = "hit" if cache.has("pairs", key) else "built"
+    if cache_status["pairs"] == "built":
+        with cache.workdir() as work, cache.publish("pairs", key) as directory:
+            if has_eval_split:
+                eval_stats = _pair_and_save(eval_docs, "the validation documents", "validation", args, seed + 1,
+                                            tokenizer, work, directory)
+            else:
+                # The held-out documents are spread through the stream: read it until enough pairs exist.
+                generator = _stream_generator(train_source, tokenizer, args_dict, seed + 1, "validation")
+                rows = [row for _, row in zip(range(limit), generator)]
+                if not rows:
+                    raise UserError(
+                        f"no validation pairs: too few of the documents of {train_source.describe()} are held out "
+                        "for validation; raise --validation_split_percentage or give --validation_file")
+                evaluation = Dataset.from_list(rows, features=INSTANCE_FEATURES)
+                evaluation.save_to_disk(os.path.join(directory, "validation"))
+                eval_stats = _instance_stats(evaluation, "eval_", args.max_seq_length)
+            _write_json(os.path.join(directory, "stats.json"), eval_stats)
+    directory = cache.path("pairs", key)
+    stats.update(_read_json(os.path.join(directory, "stats.json")))
+    return train, load_from_disk(os.path.join(directory, "validation")), stats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _document_stats(documents: Dataset, raw_count: int) -> dict:
+    table = documents.data
+    segments = table.column("segments")
+    return {
+        "documents": len(documents),
+        "documents_empty": raw_count - len(documents),
+        "sentences": int(pc.sum(table.column("num_lines")).as_py()),
+        "lines_split": int(pc.sum(table.column("lines_split")).as_py()),
+        "segments": int(pc.sum(pc.list_value_length(segments)).as_py()),
+        "tokens": int(pc.sum(pc.list_value_length(pc.list_flatten(segments))).as_py()),
+        "bytes": int(pc.sum(table.column("num_bytes")).as_py()),
+    }
+
+
+def _single_segment_count(documents: Dataset) -> int:
+    lengths = pc.list_value_length(documents.data.column("segments"))
+    return int(pc.sum(pc.less(lengths, 2)).as_py() or 0)
+
+
+def _instance_stats(instances: Dataset, prefix: str, max_seq_length: int) -> dict:
+    table = instances.data
+    n = len(instances)
+    lengths = pc.list_value_length(table.column("input_ids"))
+    not_next = int(pc.sum(table.column("next_sentence_label")).as_py() or 0) if n else 0
+    tokens = int(pc.sum(lengths).as_py() or 0) if n else 0
+    return {
+        f"{prefix}instances": n,
+        f"{prefix}instance_tokens": tokens,
+        f"{prefix}is_next_fraction": round(1 - not_next / n, 4) if n else None,
+        f"{prefix}mean_seq_length": round(tokens / n, 2) if n else None,
+        f"{prefix}fill": round(tokens / (n * max_seq_length), 4) if n else None,
+    }
+
+
+def _log_stats(stats: dict) -> None:
+    logger.info("Pretraining data: %s", json.dumps(stats, sort_keys=True))
+    documents = stats.get("documents")
+    if documents and stats.get("docs_skipped"):
+        share = stats["docs_skipped"] / documents
+        log = logger.warning if share > 0.1 else logger.info
+        log("%d of %d documents (%.0f%%) have a single sentence: they make no pairs of their own (they still give "
+            "random NotNext B segments). Is the text one document per blank-line-separated block?",
+            stats["docs_skipped"], documents, 100 * share)
+    if stats.get("lines_split"):
+        logger.info("%d lines longer than max_seq_length - 3 tokens were cut into pieces", stats["lines_split"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The cache
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+class _Cache:
+    """`<root>/<kind>-<key>/` directories, each published whole by an atomic rename or not at all."""
+
+    def __init__(self, root: str, overwrite: bool = False):
+        self.root, self.overwrite = root, overwrite
+        self._rebuilt: set[str] = set()
+        os.makedirs(root, exist_ok=True)
+        self._remove_stale_work_dirs()
+
+    def path(self, kind: str, key: str) -> str:
+        return os.path.join(self.root, f"{kind}-{key}")
+
+    def has(self, kind: str, key: str) -> bool:
+        path = self.path(kind, key)
+        # --overwrite_cache rebuilds each entry once per run, then uses what it rebuilt.
+        if self.overwrite and path not in self._rebuilt:
+            return False
+        return os.path.isdir(path)
+
+    @contextlib.contextmanager
+    def workdir(self) -> Iterator[str]:
+        path = tempfile.mkdtemp(dir=self.root, prefix=f"tmp-{socket.gethostname()}-{os.getpid()}-")
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def publish(self, kind: str, key: str) -> Iterator[str]:
+        final = self.path(kind, key)
+        with self.workdir() as work:
+            staging = os.path.join(work, "entry")
+            os.makedirs(staging)
+            yield staging
+            if os.path.isdir(final):  # --overwrite_cache: swap the old entry out, then delete it
+                retired = os.path.join(work, "retired")
+                os.rename(final, retired)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                # Another process published the same entry first; its content is the same as ours.
+        self._rebuilt.add(final)
+
+    def _remove_stale_work_dirs(self) -> None:
+        """Work directories of runs that were killed (their process is gone) or that are a day old."""
+        host = socket.gethostname()
+        for name in os.listdir(self.root):
+            if not name.startswith("tmp-"):
+                continue
+            path = os.path.join(self.root, name)
+            parts = name.split("-")
+            stale = time.time() - os.path.getmtime(path) > 86_400
+            if len(parts) >= 4 and "-".join(parts[1:-2]) == host and parts[-2].isdigit():
+                stale = stale or not _pid_alive(int(parts[-2]))
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
