@@ -357,8 +357,10 @@ class MiniBertLMPredictionHead(nn.Module):
         super().__init__()
         self.transform = MiniBertPredictionHeadTransform(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
+        # decoder.bias becomes this same parameter through `_tied_weights_keys` (tie_weights), as in transformers'
+        # BERT. Sharing it here by hand instead makes `from_pretrained` of a checkpoint without an MLM head (a
+        # MiniBertModel's) leave the bias on the meta device: transformers sees it as an already-loaded tied weight.
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.decoder.bias = self.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.transform(hidden))  # (..., vocab)
