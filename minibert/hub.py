@@ -30,7 +30,7 @@ def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_ca
     try:
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
-            _save_tokenizer(tokenizer, staging)
+            _save_tokenizer(tokenizer, staging, max_length=getattr(model.config, "max_position_embeddings", None))
         if model_card is not None:
             with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as f:
                 f.write(model_card)
@@ -42,18 +42,86 @@ def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_ca
     return output_dir
 
 
-def _save_tokenizer(tokenizer, directory: str) -> None:
+# Strings that exercise what a BERT tokenizer's settings change: case, accents, CJK, punctuation, sentence pairs.
+_PROBES = [("Hello WORLD, héllo wörld! 中文 [MASK] tokens?", None), ("Paris is nice.", "Is it? Yes, it is.")]
+
+
+def _save_tokenizer(tokenizer, directory: str, max_length: int | None = None) -> None:
+    """Save `tokenizer` so that it loads as the same tokenizer everywhere.
+
+    A tokenizer trained with `tokenizers` and wrapped generically is saved as `TokenizersBackend`, a class older
+    transformers and other libraries cannot load. A BERT-style WordPiece tokenizer is saved as `BertTokenizer`, with
+    the normalizer's settings (`do_lower_case`, ...) that class rebuilds its pipeline from, and `vocab.txt`; anything
+    else as `PreTrainedTokenizerFast`, which reads tokenizer.json as it is. Either way the saved tokenizer is
+    reloaded and must encode a few probes exactly as the original does. `model_max_length` is capped at the
+    model's `max_position_embeddings`, so pipelines truncate instead of overflowing the position table.
+    """
     tokenizer.save_pretrained(directory)
-    # A tokenizer trained with `tokenizers` and wrapped generically is saved as `TokenizersBackend`, a class
-    # older transformers and other libraries cannot load. BERT's WordPiece set-up is `BertTokenizer`.
     config_file = os.path.join(directory, "tokenizer_config.json")
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        if config.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
-            config["tokenizer_class"] = "BertTokenizer"
-            with open(config_file, "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=2, ensure_ascii=False)
+    if not os.path.isfile(config_file):
+        return
+    with open(config_file, encoding="utf-8") as f:
+        config = json.load(f)
+    if max_length and not (0 < (config.get("model_max_length") or 0) <= max_length):
+        config["model_max_length"] = max_length
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    generic = config.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+    bert_settings = _bert_settings(backend) if generic and backend is not None else None
+    if bert_settings is not None:
+        config.update(bert_settings, tokenizer_class="BertTokenizer")
+        _write_config(config_file, config)
+        _write_vocab(backend, os.path.join(directory, "vocab.txt"))
+        if _encodes_like(backend, directory):
+            return
+        os.remove(os.path.join(directory, "vocab.txt"))
+        for key in bert_settings:
+            config.pop(key)
+    if generic:
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    _write_config(config_file, config)
+
+
+def _bert_settings(backend) -> dict | None:
+    """`BertTokenizer`'s arguments that rebuild `backend` (a `tokenizers.Tokenizer`), or None if it is no BERT."""
+    spec = json.loads(backend.to_str())
+    model, normalizer, pre = spec.get("model") or {}, spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    if model.get("type") != "WordPiece" or model.get("continuing_subword_prefix") != "##":
+        return None
+    if normalizer.get("type") != "BertNormalizer" or not normalizer.get("clean_text", True):
+        return None
+    if pre.get("type") != "BertPreTokenizer":
+        return None
+    return {
+        "do_lower_case": bool(normalizer.get("lowercase", True)),
+        "strip_accents": normalizer.get("strip_accents"),
+        "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
+    }
+
+
+def _write_vocab(backend, path: str) -> None:
+    """vocab.txt, one token per line in id order: what BERT tokenizers outside `tokenizers` read."""
+    vocab = sorted(backend.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1])
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{token}\n" for token, _ in vocab)
+
+
+def _encodes_like(backend, directory: str) -> bool:
+    from transformers import AutoTokenizer
+
+    try:
+        reloaded = AutoTokenizer.from_pretrained(directory).backend_tokenizer
+    except Exception:
+        return False
+    for a, b in _PROBES:
+        x, y = backend.encode(a, b), reloaded.encode(a, b)
+        if x.ids != y.ids or x.type_ids != y.type_ids:
+            return False
+    return True
+
+
+def _write_config(path: str, config: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 def push_to_hub(output_dir: str, hub_args: HubArguments, api=None, commit_message: str = "Upload MiniBERT") -> str:
