@@ -1,0 +1,376 @@
+"""Checkpoints on disk: exact save -> load through every Auto class, the tied MLM decoder, Hub-ready export, and a
+checkpoint loaded as remote code (minibert not importable) running every pipeline.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForNextSentencePrediction,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    pipeline,
+)
+
+from minibert import AUTO_MAP, MiniBertConfig
+from minibert.cli import HubArguments, UserError
+from minibert.hub import push_to_hub, save_checkpoint
+from minibert.modeling_minibert import (
+    CODE_FILES,
+    MiniBertForMaskedLM,
+    MiniBertForNextSentencePrediction,
+    MiniBertForPreTraining,
+    MiniBertForQuestionAnswering,
+    MiniBertForSequenceClassification,
+    MiniBertForTokenClassification,
+    MiniBertModel,
+)
+
+from conftest import CORPUS, TINY, train_wordpiece
+
+AUTO_CLASSES = {
+    AutoModel: MiniBertModel,
+    AutoModelForPreTraining: MiniBertForPreTraining,
+    AutoModelForMaskedLM: MiniBertForMaskedLM,
+    AutoModelForNextSentencePrediction: MiniBertForNextSentencePrediction,
+    AutoModelForSequenceClassification: MiniBertForSequenceClassification,
+    AutoModelForTokenClassification: MiniBertForTokenClassification,
+    AutoModelForQuestionAnswering: MiniBertForQuestionAnswering,
+}
+TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+
+def tiny_config(**overrides) -> MiniBertConfig:
+    if "id2label" not in overrides:
+        overrides.setdefault("num_labels", 3)
+    return MiniBertConfig(**{**TINY, **overrides})
+
+
+def random_model(cls, seed=0, **config):
+    """A model whose every weight is random: a re-run `_init_weights` (zeros, ones, normal) would show."""
+    torch.manual_seed(seed)
+    model = cls(tiny_config(**config)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def unprefixed(state: dict) -> dict:
+    """State dict keys without the base model prefix, so a MiniBertModel and a head model can be compared."""
+    return {k.removeprefix("bert."): v for k, v in state.items()}
+
+
+def tied(model) -> bool:
+    emb = model.get_input_embeddings().weight
+    dec = model.get_output_embeddings().weight
+    return dec is emb or dec.data_ptr() == emb.data_ptr()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Save -> load is exact, for every class, through every Auto class
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("auto_cls", AUTO_CLASSES, ids=lambda a: a.__name__)
+def test_save_load_is_exact(auto_cls, tmp_path):
+    model = random_model(AUTO_CLASSES[auto_cls])
+    if model.get_output_embeddings() is not None:
+        assert tied(model), "the MLM decoder is not tied to the input embeddings after init"
+    model.save_pretrained(tmp_path)
+    loaded = auto_cls.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    expected, actual = model.state_dict(), loaded.state_dict()
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        assert actual[name].dtype == tensor.dtype and torch.equal(actual[name], tensor), name
+    if model.get_output_embeddings() is not None:
+        assert tied(loaded), "the MLM decoder is not tied to the input embeddings after load"
+        assert torch.equal(loaded.cls.predictions.decoder.bias, model.cls.predictions.bias)
+    batch = dict(input_ids=torch.randint(5, 99, (2, 7)), attention_mask=torch.tensor([[1] * 7, [1] * 4 + [0] * 3]))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch)[0], model(**batch)[0], rtol=0, atol=0)
+
+
+def test_tied_decoder_stays_tied_in_training_and_after_resize(tmp_path):
+    model = random_model(MiniBertForMaskedLM)
+    emb = model.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        emb[7] += 1.0  # one storage: a change to the embeddings is a change to the decoder
+    assert torch.equal(model.cls.predictions.decoder.weight[7], emb[7])
+    labels = torch.full((2, 6), -100)
+    labels[:, 2] = 9
+    model.train()
+    model(input_ids=torch.randint(5, 99, (2, 6)), labels=labels).loss.backward()
+    torch.optim.SGD(model.parameters(), lr=1.0).step()
+    assert tied(model)
+    model.resize_token_embeddings(120)
+    assert model.config.vocab_size == 120 and tied(model)
+    assert model.cls.predictions.bias.shape == (120,) and model.cls.predictions.decoder.bias is model.cls.predictions.bias
+    model.save_pretrained(tmp_path)
+    again = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert again.get_input_embeddings().weight.shape == (120, 32) and tied(again)
+    assert again(input_ids=torch.randint(5, 120, (1, 5))).logits.shape == (1, 5, 120)
+
+
+@pytest.mark.parametrize("source", list(AUTO_CLASSES.values()), ids=lambda c: c.__name__)
+def test_any_checkpoint_loads_through_every_auto_class(source, tmp_path):
+    """E.g. a pretraining checkpoint loads as AutoModel and AutoModelForMaskedLM, its weights equal."""
+    model = random_model(source)
+    model.save_pretrained(tmp_path)
+    saved = unprefixed(model.state_dict())
+    for auto_cls, target in AUTO_CLASSES.items():
+        loaded = auto_cls.from_pretrained(tmp_path)
+        assert type(loaded) is target
+        state = unprefixed(loaded.state_dict())
+        shared = saved.keys() & state.keys()
+        encoder = {k for k in saved if k.startswith(("embeddings.", "encoder."))}
+        assert encoder <= shared, f"{target.__name__} from {source.__name__} lacks {sorted(encoder - shared)[:3]}"
+        for name in shared:
+            if name in TIED and TIED[name].removeprefix("bert.") in shared:
+                continue  # a checkpoint that never had a decoder ties it to the embeddings, checked below
+            assert torch.equal(state[name], saved[name]), f"{name}: {source.__name__} -> {target.__name__}"
+        if loaded.get_output_embeddings() is not None:
+            assert tied(loaded)
+            assert loaded.cls.predictions.decoder.bias is loaded.cls.predictions.bias
+        # Heads the checkpoint lacks are freshly initialised: real tensors, finite, never left on the meta device.
+        for name, tensor in [*loaded.named_parameters(remove_duplicate=False), *loaded.named_buffers()]:
+            assert not tensor.is_meta and torch.isfinite(tensor).all(), f"{name}: {source.__name__} -> {target.__name__}"
+        with torch.no_grad():
+            assert torch.isfinite(loaded(input_ids=torch.randint(5, 99, (1, 6)))[0]).all()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hub-ready export
+# --------------------------------------------------------------------------------------------------------------
+def test_save_checkpoint_layout(tmp_path, wordpiece_tokenizer):
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "state.bin").write_text("training state")
+    model = random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer))
+    save_checkpoint(model, wordpiece_tokenizer, str(out), model_card="# tiny\n")
+    names = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", *CODE_FILES} <= names
+    assert (out / "checkpoints" / "state.bin").read_text() == "training state"  # training state is left alone
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".saving-")]  # the staging folder is gone
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP and config["model_type"] == "minibert"
+    assert config["architectures"] == ["MiniBertForPreTraining"]
+    tok_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] in ("BertTokenizer", "BertTokenizerFast"), tok_config["tokenizer_class"]
+    assert tok_config["model_max_length"] == TINY["max_position_embeddings"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(tokenizer).__name__.startswith("BertTokenizer")
+    for text in CORPUS[:3]:
+        assert tokenizer(text)["input_ids"] == wordpiece_tokenizer(text)["input_ids"]
+    pair = tokenizer("paris is", "the capital")
+    assert pair["token_type_ids"][-1] == 1 and pair["token_type_ids"][0] == 0  # segment ids for sentence pairs
+    # Saving again over it replaces the model and keeps the training state.
+    save_checkpoint(random_model(MiniBertForPreTraining, seed=1, vocab_size=len(wordpiece_tokenizer)), None, str(out))
+    assert (out / "checkpoints" / "state.bin").exists() and (out / "tokenizer.json").exists()
+
+
+def _wrap(tokenizer_object):
+    special = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, **special)
+
+
+def _encodings(tokenizer, texts):
+    return [tokenizer(*t)["input_ids"] if isinstance(t, tuple) else tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_cased_tokenizer_stays_cased(tmp_path):
+    """BertTokenizer rebuilds its normalizer from do_lower_case (default True): a cased vocabulary must say so."""
+    cased = _wrap(train_wordpiece(lowercase=False, corpus=CORPUS + [c.upper() for c in CORPUS]))
+    model = random_model(MiniBertForMaskedLM, vocab_size=len(cased))
+    save_checkpoint(model, cased, str(tmp_path))
+    tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "BertTokenizer" and tok_config["do_lower_case"] is False
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    texts = ["PARIS is the Capital", ("Hello World", "HELLO world"), "héllo, Wörld!"]
+    assert _encodings(reloaded, texts) == _encodings(cased, texts)
+    assert reloaded.tokenize("PARIS paris") != reloaded.tokenize("paris paris")
+    # vocab.txt, for BERT tokenizers that do not read tokenizer.json, lists the vocabulary in id order.
+    vocab = (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(vocab) == len(cased)
+
+
+def test_non_bert_tokenizer_is_not_relabelled(tmp_path):
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=90, special_tokens=["[PAD]", "[UNK]", "[CLS]",
+                                                                                       "[SEP]", "[MASK]"]))  # fmt: skip
+    wrapped = _wrap(bpe)
+    save_checkpoint(random_model(MiniBertForMaskedLM, vocab_size=len(wrapped)), wrapped, str(tmp_path))
+    tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # loads tokenizer.json as it is
+    assert not (tmp_path / "vocab.txt").exists()
+    texts = ["Paris is the capital", "Hello World"]
+    assert _encodings(AutoTokenizer.from_pretrained(tmp_path), texts) == _encodings(wrapped, texts)
+
+
+class RecordingApi:
+    def __init__(self, fail=False):
+        self.calls, self.fail = [], fail
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        if self.fail:
+            raise ConnectionError("network is down")
+        self.calls.append(("upload_folder", kwargs))
+
+
+def test_push_to_hub_uploads_the_folder(tmp_path):
+    api = RecordingApi()
+    url = push_to_hub(str(tmp_path), HubArguments(push_to_hub=True, hub_model_id="me/tiny"), api=api)
+    assert url == "https://huggingface.co/me/tiny"
+    (_, repo_id, kwargs), (_, upload) = api.calls
+    assert repo_id == "me/tiny" and upload["repo_id"] == "me/tiny" and upload["folder_path"] == str(tmp_path)
+    assert "checkpoints/*" in upload["ignore_patterns"]
+    with pytest.raises(UserError, match="hub_model_id"):
+        push_to_hub(str(tmp_path), HubArguments(push_to_hub=True), api=api)
+    with pytest.raises(UserError, match="network is down"):
+        push_to_hub(str(tmp_path), HubArguments(push_to_hub=True, hub_model_id="me/tiny"), api=RecordingApi(fail=True))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Remote code: a machine without minibert loads the checkpoint and runs every pipeline
+# --------------------------------------------------------------------------------------------------------------
+LABELS = {"seq": {0: "negative", 1: "positive"}, "tok": {0: "TAG-A", 1: "TAG-B", 2: "TAG-C"}}
+FILL_MASK_TEXT = "paris is the [MASK] of france."
+FEATURE_TEXT = "the quick brown fox"
+QUESTION = dict(question="what is the capital of france?", context="paris is the capital of france.")
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.modules["minibert"] = None  # as on a machine where minibert was never installed
+    try:
+        import minibert
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("minibert is importable: the test proves nothing")
+    import torch
+    from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering, AutoTokenizer,
+                              pipeline)
+
+    ckpt, out = json.loads(sys.argv[1]), {}
+    remote = dict(trust_remote_code=True)
+
+    fe = pipeline("feature-extraction", model=ckpt["pretraining"], **remote)
+    out["module"] = type(fe.model).__module__
+    out["feature_class"] = type(fe.model).__name__
+    out["features"] = fe(FEATURE_TEXT)
+    fm = pipeline("fill-mask", model=ckpt["pretraining"], **remote)
+    out["fill_mask_class"] = type(fm.model).__name__
+    out["fill_mask"] = fm(FILL_MASK_TEXT, top_k=3)
+    tc = pipeline("text-classification", model=ckpt["seq"], **remote)
+    out["text_classification"] = tc(["hello world", "the lazy dog"], top_k=None)
+    out["token_classification"] = pipeline("token-classification", model=ckpt["tok"], **remote)(
+        "marie curie was born in warsaw"
+    )
+    # transformers 5 removed the "question-answering" pipeline; this is what it did, on the same Auto class.
+    qa_tokenizer = AutoTokenizer.from_pretrained(ckpt["qa"], **remote)  # it reads config.json too
+    qa = AutoModelForQuestionAnswering.from_pretrained(ckpt["qa"], **remote).eval()
+    out["qa_class"] = type(qa).__name__
+    enc = qa_tokenizer(QUESTION["question"], QUESTION["context"], return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    in_context = torch.tensor([s == 1 for s in enc.sequence_ids(0)])
+    with torch.no_grad():
+        logits = qa(**enc)
+    start = int(logits.start_logits[0].masked_fill(~in_context, -1e9).argmax())
+    end = start + int(logits.end_logits[0, start:].masked_fill(~in_context[start:], -1e9).argmax())
+    out["question_answering"] = dict(start=offsets[start][0], end=offsets[end][1], token_start=start, token_end=end,
+                                     start_logits=logits.start_logits[0].tolist())
+
+    # Loaded as remote code and saved again: the new folder still carries the code and the full auto_map,
+    # and loads again (here, without minibert) through another Auto class.
+    model = AutoModelForMaskedLM.from_pretrained(ckpt["pretraining"], **remote)
+    model.save_pretrained(ckpt["resaved"])
+    again = AutoModel.from_pretrained(ckpt["resaved"], **remote)
+    out["resaved_class"] = type(again).__name__
+    print(json.dumps(out, default=float))  # pipelines return numpy scores
+    """
+)
+
+
+def _save_all(root, tokenizer) -> dict:
+    vocab = len(tokenizer)
+    models = {
+        "pretraining": random_model(MiniBertForPreTraining, vocab_size=vocab),
+        "seq": random_model(MiniBertForSequenceClassification, vocab_size=vocab, id2label=LABELS["seq"]),
+        "tok": random_model(MiniBertForTokenClassification, vocab_size=vocab, id2label=LABELS["tok"]),
+        "qa": random_model(MiniBertForQuestionAnswering, vocab_size=vocab),
+    }
+    paths = {}
+    for name, model in models.items():
+        paths[name] = str(root / name)
+        save_checkpoint(model, tokenizer, paths[name])
+    paths["resaved"] = str(root / "resaved")
+    return paths
+
+
+def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
+    paths = _save_all(tmp_path, wordpiece_tokenizer)
+    for name in ("pretraining", "seq", "tok", "qa"):
+        tok_config = json.loads((tmp_path / name / "tokenizer_config.json").read_text())
+        assert tok_config["tokenizer_class"] in ("BertTokenizer", "BertTokenizerFast")
+        assert tok_config["tokenizer_class"] != "TokenizersBackend"
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    constants = f"FEATURE_TEXT = {FEATURE_TEXT!r}\nFILL_MASK_TEXT = {FILL_MASK_TEXT!r}\nQUESTION = {QUESTION!r}\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", constants + REMOTE_SCRIPT, json.dumps(paths)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert out["module"].startswith("transformers_modules"), out["module"]  # the checkpoint's own code ran
+    assert out["feature_class"] == "MiniBertModel" and out["fill_mask_class"] == "MiniBertForMaskedLM"
+    # Remote code computes what minibert computes.
+    local_fe = pipeline("feature-extraction", model=paths["pretraining"])
+    torch.testing.assert_close(torch.tensor(out["features"]), torch.tensor(local_fe(FEATURE_TEXT)), rtol=1e-5, atol=1e-5)
+
+    fill = out["fill_mask"]
+    assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)
+    local_fill = pipeline("fill-mask", model=paths["pretraining"])(FILL_MASK_TEXT, top_k=3)
+    assert [f["token"] for f in fill] == [f["token"] for f in local_fill]
+
+    for scores in out["text_classification"]:
+        assert sorted(s["label"] for s in scores) == ["negative", "positive"]  # names from id2label
+        assert abs(sum(s["score"] for s in scores) - 1) < 1e-4
+    entities = out["token_classification"]
+    assert entities and {e["entity"] for e in entities} <= set(LABELS["tok"].values())
+    answer = out["question_answering"]
+    assert out["qa_class"] == "MiniBertForQuestionAnswering"
+    assert 0 <= answer["start"] < answer["end"] <= len(QUESTION["context"])  # a span of the context
+    local_qa = AutoModelForQuestionAnswering.from_pretrained(paths["qa"]).eval()
+    enc = AutoTokenizer.from_pretrained(paths["qa"])(QUESTION["question"], QUESTION["context"], return_tensors="pt")
+    with torch.no_grad():
+        local_start = local_qa(**enc).start_logits[0]
+    torch.testing.assert_close(torch.tensor(answer["start_logits"]), local_start, rtol=1e-5, atol=1e-5)
+
+    assert out["resaved_class"] == "MiniBertModel"
+    resaved = tmp_path / "resaved"
+    assert {*CODE_FILES, "config.json", "model.safetensors"} <= set(os.listdir(resaved))
+    assert json.loads((resaved / "config.json").read_text())["auto_map"] == AUTO_MAP
+    for name in CODE_FILES:  # the same code, byte for byte
+        assert (resaved / name).read_bytes() == (tmp_path / "pretraining" / name).read_bytes()
