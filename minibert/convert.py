@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 from collections.abc import Sequence
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -61,6 +63,12 @@ SHARED_CONFIG_FIELDS = [
     "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
     "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout", "id2label", "label2id",
     "problem_type",
+]  # fmt: skip
+
+# The config fields that fix weight shapes.
+SIZE_FIELDS = [
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "max_position_embeddings", "type_vocab_size",
 ]  # fmt: skip
 
 # Per-layer renames, BERT name -> MiniBERT name (Q/K/V handled apart).
@@ -179,12 +187,25 @@ def read_checkpoint_config(path: str) -> dict:
             raise UserError(f"cannot read {config_file}: {e}") from None
     if os.path.exists(path):
         raise UserError(f"{path} is a file; a checkpoint is a directory holding config.json and weights")
+    if not _looks_like_hub_id(path):
+        raise UserError(f"{path}: no such checkpoint directory")
     try:  # a Hub model id
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(path).to_dict()
     except Exception as e:
-        raise UserError(f"cannot find checkpoint {path!r} (not a local directory, and the Hub said: {e})") from None
+        raise UserError(f"cannot find checkpoint {path!r}: no such local directory, and the Hub said: {_one_line(e)}") from None
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    """`name` or `owner/name`; a path like `/data/ckpt`, `./ckpt`, `~/ckpt` or `a/b/c` is a local directory."""
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) is not None and not path.startswith((".", "-"))
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (transformers' and the Hub's span several), for `error: ...`."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 def _pick_class(config: dict, table: dict, default) -> type:
@@ -201,39 +222,74 @@ def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> Pr
     """
     config = read_checkpoint_config(name_or_path)
     model_type = config.get("model_type")
-    try:
-        if model_type == MiniBertConfig.model_type:
-            return model_cls.from_pretrained(name_or_path, **kwargs)
-        if model_type == "bert":
-            bert = MINIBERT_TO_BERT_CLASS[model_cls].from_pretrained(name_or_path, **kwargs)
-            return bert_to_minibert(bert)
-    except UserError:
-        raise
-    except (RuntimeError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {name_or_path} as {model_cls.__name__}: {first}") from None
+    if model_type == MiniBertConfig.model_type:
+        return _from_pretrained(model_cls, name_or_path, **kwargs)
+    if model_type == "bert":
+        if isinstance(kwargs.get("config"), MiniBertConfig):
+            kwargs["config"] = minibert_config_to_bert(kwargs["config"])
+        return bert_to_minibert(_from_pretrained(MINIBERT_TO_BERT_CLASS[model_cls], name_or_path, **kwargs))
     raise UserError(
         f"{name_or_path} is a {model_type or 'unknown'!r} checkpoint, not a BERT: expected model_type "
         f"'minibert' or 'bert' in its config.json"
     )
 
 
+# What a damaged or unreadable weights file raises (safetensors has its own error class; a torch pickle others).
+_LOAD_ERRORS = (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
+def _from_pretrained(cls: type, path: str, **kwargs) -> PreTrainedModel:
+    """`cls.from_pretrained(path)`, with every way a checkpoint can fail to fit turned into one clear UserError."""
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except UserError:
+        raise
+    except _LOAD_ERRORS as e:
+        if isinstance(e, SafetensorError):
+            reason = f"its safetensors weights are damaged or truncated ({_one_line(e)})"
+        elif "ignore_mismatched_sizes" in str(e):
+            reason = _shape_mismatch(cls, path, kwargs.get("config"))
+        else:
+            reason = _one_line(e)
+        raise UserError(f"cannot load {path} as {cls.__name__}: {reason}") from None
+
+
+def _shape_mismatch(cls: type, path: str, config=None) -> str:
+    """Name the config sizes and the first weight whose shapes differ between the checkpoint and the model."""
+    detail = []
+    try:
+        config = config if config is not None else cls.config_class.from_pretrained(path)
+        saved = read_checkpoint_config(path)
+        detail += [f"{k}={saved[k]} in the checkpoint but {getattr(config, k)} in the model's config"
+                   for k in SIZE_FIELDS if k in saved and saved[k] != getattr(config, k, saved[k])]  # fmt: skip
+        with torch.device("meta"):
+            expected = {k.removeprefix("bert."): tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".safetensors"):
+                with safe_open(os.path.join(path, name), framework="pt") as f:
+                    for key in f.keys():
+                        shape = tuple(f.get_slice(key).get_shape())
+                        if expected.get(key.removeprefix("bert."), shape) != shape:
+                            detail.append(f"{key} has shape {shape} in the checkpoint, {expected[key.removeprefix('bert.')]} in the model")
+                            break
+    except Exception:  # the explanation is a courtesy: never let it hide the error itself
+        pass
+    return "the checkpoint's weight shapes do not fit the model" + (f" ({'; '.join(detail[:3])})" if detail else "")
+
+
 def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
     """Convert the checkpoint directory `src` into `dst`, with its tokenizer; returns the class written."""
     if os.path.abspath(src) == os.path.abspath(dst):
         raise UserError("SRC and DST must differ: conversion never overwrites its input")
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise UserError(f"{dst} is a file; DST must be a directory (it is created if missing)")
     config = read_checkpoint_config(src)
     model_type = config.get("model_type")
     if to == "minibert":
         if model_type != "bert":
             raise UserError(f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint")
         bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
-        try:
-            model = bert_to_minibert(bert_cls.from_pretrained(src))
-        except UserError:
-            raise
-        except (RuntimeError, ValueError, OSError) as e:
-            raise UserError(f"cannot load {src} as {bert_cls.__name__}: {str(e).splitlines()[0]}") from None
+        model = bert_to_minibert(_from_pretrained(bert_cls, src))
     elif to == "bert":
         if model_type != MiniBertConfig.model_type:
             raise UserError(f"{src} has model_type {model_type!r}; `--to bert` needs a MiniBERT checkpoint")
@@ -247,14 +303,9 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception:
         pass  # a checkpoint without tokenizer files converts too; say so below
-    if to == "minibert":
-        from .hub import save_checkpoint
+    from .hub import save_checkpoint
 
-        save_checkpoint(model, tokenizer, dst)
-    else:
-        model.save_pretrained(dst)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(dst)
+    save_checkpoint(model, tokenizer, dst)  # both ways: staged, so a failure never leaves DST half-written
     if tokenizer is None:
         print(f"note: {src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
@@ -273,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {written} to {args.dst}")
 
 
-def cli() -> int:
-    return run_cli(main)
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":
