@@ -1,0 +1,465 @@
+"""Fine-tune a MiniBERT (or transformers BERT) checkpoint on text classification or regression.
+
+    main(model_args, data_args, training_args, hub_args) -> metrics
+
+reads the data (`finetune.data`), builds the classifier on the pretrained encoder, trains it with transformers'
+`Trainer` (which runs on accelerate: `accelerate launch -m finetune ...` works as is), keeps the best checkpoint
+by validation score, and writes a Hub-ready checkpoint to `output_dir`:
+
+    output_dir/
+      model.safetensors, config.json (label names, auto_map), *_minibert.py, tokenizer files, README.md (card)
+      all_results.json         train_* / eval_* / test_* metrics
+      predict_results.jsonl    one line per --test_file row: text, predicted label, score
+      checkpoints/             Trainer checkpoints (for --resume_from_checkpoint; never uploaded)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from minibert.cli import HubArguments, UserError, parse_args
+
+from . import data as D
+from .arguments import DEFAULT_PRETRAINED_DIR, DataArguments, FinetuneArguments, ModelArguments
+from .card import CardInfo, render_model_card
+from .demo import fresh_model, write_demo_data
+from .metrics import BEST_METRIC, MULTI_LABEL, REGRESSION, SINGLE_LABEL, build_compute_metrics, metric_names
+
+logger = logging.getLogger("finetune")
+
+CHECKPOINTS_DIR = "checkpoints"
+RESULTS_FILE = "all_results.json"
+PREDICTIONS_FILE = "predict_results.jsonl"
+DEMO_DATA_DIR = "demo_data"
+# What a previous fine-tuning run leaves in output_dir; anything else there means it is not ours to write into.
+OUR_FILES = {CHECKPOINTS_DIR, RESULTS_FILE, PREDICTIONS_FILE, DEMO_DATA_DIR, "README.md", "config.json",
+             "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output directory
+
+
+def prepare_output_dir(output_dir: str, resuming: bool) -> None:
+    """Refuse a folder holding someone else's files; clear the previous run's results unless resuming."""
+    if os.path.isfile(output_dir):
+        raise UserError(f"--output_dir {output_dir} is a file")
+    if not os.path.isdir(output_dir):
+        return
+    foreign = sorted(n for n in os.listdir(output_dir) if n not in OUR_FILES and not n.startswith("."))
+    if foreign and not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise UserError(
+            f"--output_dir {output_dir} already holds files that are not a checkpoint ({', '.join(foreign[:5])}); "
+            "choose a new or empty folder"
+        )
+    if resuming:
+        return
+    checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
+    if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+        logger.warning("starting afresh: removing the previous run's %s (resume it with --resume_from_checkpoint last)",
+                       checkpoints)
+        shutil.rmtree(checkpoints)
+    for name in (RESULTS_FILE, PREDICTIONS_FILE):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def resolve_resume(resume: str | None, output_dir: str) -> str | None:
+    if resume is None:
+        return None
+    if resume == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = os.path.join(output_dir, CHECKPOINTS_DIR)
+        last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+        if last is None:
+            raise UserError(f"--resume_from_checkpoint last: no checkpoint in {folder}")
+        return last
+    if not os.path.isdir(resume):
+        raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    return resume
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclasses.dataclass
+class PreparedData:
+    labels: D.LabelSpace
+    text_columns: tuple[str, str | None]
+    splits: dict[str, D.Examples]  # train / validation / test (those that exist)
+    description: str
+
+
+def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None) -> PreparedData:
+    """Read, check and encode every split (no tokenizer yet)."""
+    raw = D.load_splits(data_args, cache_dir)
+    train = raw["train"]
+    text_columns = D.resolve_text_columns(train, data_args.text_column, data_args.text_pair_column)
+    D.check_columns(train, text_columns, data_args.label_column, needs_labels=True)
+    labels = D.infer_label_space(train, data_args.label_column, data_args.problem_type)
+    if "validation" not in raw and data_args.validation_split_percentage > 0:
+        raw["train"], raw["validation"] = D.split_off_validation(train, data_args.validation_split_percentage, seed)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_predict_samples}  # fmt: skip
+    splits = {}
+    for name, split in raw.items():
+        D.check_columns(split, text_columns, data_args.label_column, needs_labels=name != "test")
+        splits[name] = D.build_examples(split, text_columns, data_args.label_column, labels, limits[name])
+    if data_args.dataset_name:
+        description = f"the dataset `{data_args.dataset_name}`" + (
+            f" (`{data_args.dataset_config_name}`)" if data_args.dataset_config_name else "")
+    else:
+        description = f"`{os.path.basename(data_args.train_file)}`"
+    kind = {SINGLE_LABEL: f"{labels.num_labels} classes", MULTI_LABEL: f"{labels.num_labels} labels (multi-label)",
+            REGRESSION: "regression"}[labels.problem_type]  # fmt: skip
+    logger.info(
+        "data: %s; text %s; %s; %s",
+        description,
+        " + ".join(c for c in text_columns if c),
+        kind + (f" ({', '.join(labels.names[:10])}{', ...' if len(labels.names) > 10 else ''})" if labels.names else ""),
+        ", ".join(f"{name} {len(ex)} rows" for name, ex in splits.items()),
+    )
+    return PreparedData(labels, text_columns, splits, description)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts: list[str], seed: int):
+    """(model, tokenizer, base model description) with a classification head for `labels`."""
+    from transformers import AutoTokenizer, set_seed
+
+    from minibert import MiniBertForSequenceClassification
+    from minibert.convert import load_pretrained_minibert
+
+    head = dict(
+        num_labels=labels.num_labels,
+        id2label=labels.id2label,
+        label2id=labels.label2id,
+        problem_type=labels.problem_type,
+    )
+    if model_args.classifier_dropout is not None:
+        head["classifier_dropout"] = model_args.classifier_dropout
+    path = model_args.model_name_or_path
+    if path is None and os.path.isfile(os.path.join(DEFAULT_PRETRAINED_DIR, "config.json")):
+        path = DEFAULT_PRETRAINED_DIR
+        logger.info("fine-tuning the pretrained checkpoint in %s", path)
+    set_seed(seed)  # the classifier head (or the whole fresh model) starts from this seed
+    if path is None:
+        logger.warning(
+            "no --model_name_or_path and no pretrained checkpoint in %s (run `minibert-pretrain` first): "
+            "fine-tuning a randomly initialised tiny model with a tokenizer trained on the training texts",
+            DEFAULT_PRETRAINED_DIR,
+        )
+        model, tokenizer = fresh_model(training_texts, MiniBertForSequenceClassification, seed=seed)
+        for key, value in head.items():
+            setattr(model.config, key, value)
+        return model, tokenizer, "a randomly initialised tiny MiniBERT"
+
+    model = load_pretrained_minibert(
+        MiniBertForSequenceClassification,
+        path,
+        **head,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
+    base = f"`{path}`"
+    if model_args.from_scratch:
+        set_seed(seed)
+        model = MiniBertForSequenceClassification(model.config)
+        base = f"random weights in the shape of `{path}` (a from-scratch baseline)"
+        logger.info("--from_scratch: %s's config and tokenizer, random weights", path)
+    return model, tokenizer, base
+
+
+def describe(model) -> str:
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+    return (f"{c.num_hidden_layers} layers, hidden size {c.hidden_size}, {c.num_attention_heads} heads, "
+            f"{size} parameters")  # fmt: skip
+
+
+def default_learning_rate(model) -> float:
+    # BERT-base (hidden 768) fine-tunes at 5e-5; Adam's best rate grows as the width shrinks (roughly 1 / width),
+    # and a tiny model at 5e-5 barely moves in a few epochs. 3e-4 for hidden 128, capped at 1e-3.
+    return min(1e-3, 5e-5 * 768 / model.config.hidden_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def build_training_arguments(args: FinetuneArguments, *, has_eval: bool, best_metric: str, learning_rate: float):
+    from transformers import TrainingArguments
+
+    strategy = "steps" if args.eval_steps else "epoch"
+    return TrainingArguments(
+        output_dir=os.path.join(args.output_dir, CHECKPOINTS_DIR),
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a fraction of the training steps
+        lr_scheduler_type=args.lr_scheduler_type,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_train_steps or -1,
+        eval_strategy=strategy if has_eval else "no",
+        save_strategy=strategy,
+        eval_steps=args.eval_steps,
+        save_steps=args.eval_steps,
+        save_total_limit=args.save_total_limit,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model=best_metric if has_eval else None,
+        greater_is_better=best_metric != "loss",
+        logging_steps=args.logging_steps,
+        report_to=args.report_to,
+        seed=args.seed,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def pick_best_metric(requested: str | None, problem_type: str, num_labels: int) -> str:
+    available = metric_names(problem_type, num_labels) + ["loss"]
+    metric = requested or BEST_METRIC[problem_type]
+    metric = metric.removeprefix("eval_")
+    if metric not in available:
+        raise UserError(f"--metric_for_best_model {requested}: this task reports {', '.join(available)}")
+    return metric
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Predictions
+
+
+def decode_predictions(logits: np.ndarray, labels: D.LabelSpace) -> list[dict]:
+    """Per row: {"label", "score"} (classes), {"labels", "scores"} (multi-label) or {"score"} (regression)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if labels.problem_type == REGRESSION:
+        return [{"score": float(v)} for v in logits.reshape(-1)]
+    if labels.problem_type == MULTI_LABEL:
+        probabilities = 1 / (1 + np.exp(-logits))
+        return [
+            {"labels": [labels.names[i] for i in np.flatnonzero(p > 0.5)],
+             "scores": {name: round(float(s), 6) for name, s in zip(labels.names, p)}}
+            for p in probabilities
+        ]  # fmt: skip
+    shifted = logits - logits.max(-1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    best = probabilities.argmax(-1)
+    return [{"label": labels.names[i], "score": round(float(p[i]), 6)} for i, p in zip(best, probabilities)]
+
+
+def write_predictions(path: str, examples: D.Examples, predictions: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, prediction in enumerate(predictions):
+            row = {"index": i, "text": examples.texts[i]}
+            if examples.text_pairs is not None:
+                row["text_pair"] = examples.text_pairs[i]
+            row.update(prediction)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def show_examples(examples: D.Examples, predictions: list[dict], labels: D.LabelSpace, n: int) -> None:
+    if n <= 0:
+        return
+    print(f"\nExample predictions ({min(n, len(predictions))} of {len(predictions)}):")
+    for i in range(min(n, len(predictions))):
+        text = examples.texts[i] + (f" || {examples.text_pairs[i]}" if examples.text_pairs is not None else "")
+        text = text if len(text) <= 90 else text[:87] + "..."
+        p = predictions[i]
+        if "label" in p:
+            shown = f"{p['label']} ({p['score']:.2f})"
+        elif "labels" in p:
+            shown = ", ".join(p["labels"]) or "(none)"
+        else:
+            shown = f"{p['score']:.3f}"
+        truth = ""
+        if examples.labels is not None:
+            truth = f"   [true: {_label_text(examples.labels[i], labels)}]"
+        print(f"  {shown:<24} {text}{truth}")
+    print()
+
+
+def _label_text(encoded, labels: D.LabelSpace) -> str:
+    if labels.problem_type == REGRESSION:
+        return f"{encoded:.3f}"
+    if labels.problem_type == MULTI_LABEL:
+        return ", ".join(n for n, v in zip(labels.names, encoded) if v > 0.5) or "(none)"
+    return labels.names[encoded]
+
+
+def _clean(metrics: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def main(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: FinetuneArguments,
+    hub_args: HubArguments | None = None,
+    hub_api=None,
+) -> dict[str, float]:
+    """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*)."""
+    from accelerate import PartialState
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from minibert.hub import push_to_hub, save_checkpoint
+
+    hub_args = hub_args or HubArguments()
+    state = PartialState()
+    output_dir = training_args.output_dir
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    if state.is_main_process:
+        prepare_output_dir(output_dir, resuming=resume is not None)
+    is_demo = not data_args.has_data
+    if is_demo:
+        demo_dir = os.path.join(output_dir, DEMO_DATA_DIR)
+        if state.is_main_process:
+            paths = write_demo_data(demo_dir, seed=0)
+            logger.info("no data arguments: running the built-in demo (original vs word-shuffled sentences), "
+                        "data written to %s", demo_dir)
+        state.wait_for_everyone()
+        paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in D.SPLITS}
+        data_args = dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
+                                        test_file=paths["test"])  # fmt: skip
+    state.wait_for_everyone()
+
+    prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
+    labels = prepared.labels
+    with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
+        model, tokenizer, base = load_model(model_args, labels, prepared.splits["train"].texts, training_args.seed)
+    logger.info("model: %s (%s)", describe(model), base)
+
+    max_length = min(data_args.max_seq_length, model.config.max_position_embeddings)
+    if max_length < data_args.max_seq_length:
+        logger.warning("--max_seq_length %d > the model's %d positions: using %d",
+                       data_args.max_seq_length, model.config.max_position_embeddings, max_length)
+    datasets = {name: D.tokenize_examples(ex, tokenizer, max_length, labels.problem_type)
+                for name, ex in prepared.splits.items()}  # fmt: skip
+    has_eval = "validation" in datasets
+    best_metric = pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels)
+    learning_rate = training_args.learning_rate or default_learning_rate(model)
+    args = build_training_arguments(training_args, has_eval=has_eval, best_metric=best_metric,
+                                    learning_rate=learning_rate)  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if (args.fp16 or args.bf16) else None),
+        compute_metrics=build_compute_metrics(labels.problem_type, labels.num_labels),
+    )
+
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = {**train_result.metrics, "train_samples": len(datasets["train"])}
+    if has_eval:  # the best checkpoint is loaded by now
+        metrics.update(trainer.evaluate())
+        metrics["eval_samples"] = len(datasets["validation"])
+        if trainer.state.best_model_checkpoint:
+            metrics["best_checkpoint"] = os.path.basename(trainer.state.best_model_checkpoint)
+    test_predictions = None
+    if "test" in datasets:
+        output = trainer.predict(datasets["test"], metric_key_prefix="test")
+        test_predictions = decode_predictions(output.predictions, labels)
+        if prepared.splits["test"].labels is not None:
+            metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+        metrics["test_samples"] = len(datasets["test"])
+    metrics = _clean(metrics)
+
+    if state.is_main_process:
+        card = CardInfo(
+            model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
+            base_model=model_args.model_name_or_path or base,
+            problem_type=labels.problem_type,
+            label_names=labels.names,
+            data_description=prepared.description + (" (the built-in demo task)" if is_demo else ""),
+            dataset_id=data_args.dataset_name,
+            dataset_config=data_args.dataset_config_name,
+            metrics=metrics,
+            hyperparameters={
+                "learning_rate": learning_rate,
+                "per_device_train_batch_size": args.per_device_train_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "num_train_epochs": args.num_train_epochs,
+                "max_train_steps": training_args.max_train_steps,
+                "weight_decay": args.weight_decay,
+                "warmup_ratio": training_args.warmup_ratio,
+                "lr_scheduler_type": training_args.lr_scheduler_type,
+                "max_seq_length": max_length,
+                "seed": args.seed,
+                "training examples": metrics["train_samples"],
+                "steps": trainer.state.global_step,
+            },
+            architecture=describe(model),
+            is_pair=prepared.text_columns[1] is not None,
+            example_text=prepared.splits["train"].texts[0][:200],
+            example_pair=(prepared.splits["train"].text_pairs or [None])[0],
+        )
+        save_checkpoint(trainer.model, tokenizer, output_dir, model_card=render_model_card(card))
+        with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2)
+        if test_predictions is not None:
+            write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], test_predictions)
+        logger.info("results: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}))
+        logger.info("checkpoint written to %s", os.path.abspath(output_dir))
+        if test_predictions is not None:
+            show_examples(prepared.splits["test"], test_predictions, labels, training_args.num_examples_shown)
+        if hub_args.push_to_hub:
+            url = push_to_hub(output_dir, hub_args, api=hub_api, commit_message="Upload fine-tuned MiniBERT")
+            logger.info("uploaded to %s", url)
+    state.wait_for_everyone()
+    return metrics
+
+
+def cli_main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Parse flags (or a YAML/JSON file) and run `main`."""
+    model_args, data_args, training_args, hub_args = parse_args(
+        (ModelArguments, DataArguments, FinetuneArguments, HubArguments), argv, prog="minibert-finetune"
+    )
+    setup_logging()
+    return main(model_args, data_args, training_args, hub_args)
+
+
+def setup_logging() -> None:
+    import datasets
+    import transformers
+    from accelerate import PartialState
+
+    level = logging.INFO if PartialState().is_main_process else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=level, stream=sys.stdout)  # fmt: skip
+    logger.setLevel(level)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
