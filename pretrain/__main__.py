@@ -1,6 +1,7 @@
 """`minibert-pretrain` / `python -m pretrain` / `accelerate launch [options] -m pretrain`.
 
     minibert-pretrain                                   # the demo: a tiny BERT on Python's own docs, a few minutes on CPU
+    minibert-pretrain demo --output_dir /tmp/demo       # a config shipped in pretrain/configs, by name, plus flags
     minibert-pretrain pretrain/configs/bert-base.yaml   # a run config (YAML keys = flag names); flags override it
     minibert-pretrain --train_file 'corpus/*.txt' --model_size mini --max_train_steps 20000 --checkpointing_steps 1000
     accelerate launch --config_file pretrain/accelerate_configs/multi_gpu_8.yaml -m pretrain pretrain/configs/bert-base.yaml
@@ -32,8 +33,10 @@ DEMO_PROMPTS = [
 ]
 
 
-def demo_config_path() -> str:
-    return str(resources.files("pretrain").joinpath("configs", DEMO_CONFIG))
+def shipped_config(name: str) -> str | None:
+    """The path of a run config that ships in pretrain/configs (`demo`, `bert-base`, ...), if there is one."""
+    path = resources.files("pretrain").joinpath("configs", f"{name}.yaml")
+    return str(path) if path.is_file() else None
 
 
 def parse(argv: Sequence[str] | None):
@@ -41,7 +44,9 @@ def parse(argv: Sequence[str] | None):
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:  # no arguments at all: the demo run
-        argv = [demo_config_path()]
+        argv = [shipped_config(DEMO_CONFIG.removesuffix(".yaml"))]
+    elif not argv[0].startswith("-") and "." not in argv[0] and shipped_config(argv[0]):
+        argv[0] = shipped_config(argv[0])  # `minibert-pretrain demo --output_dir x`: a shipped config by name
     return parse_args(
         [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog="minibert-pretrain"
     )

@@ -153,8 +153,14 @@ def make_accelerator(args: PretrainingArguments) -> Accelerator:
     tracker = None
     if args.with_tracking:
         tracker = args.report_to if args.report_to != "all" else "all"
+    # `accelerate launch --multi_gpu --num_processes N` on a machine without GPUs starts N processes, but
+    # accelerate 1.x only forms a (gloo) process group when told to use the CPU; otherwise each process would
+    # silently train alone on the whole data, all writing the same output_dir.
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = world_size > 1 and not _has_accelerator()
     try:
-        return Accelerator(
+        accelerator = Accelerator(
+            cpu=cpu,
             mixed_precision=args.mixed_precision,
             # Windows of exactly `gradient_accumulation_steps` micro-batches (see `_train_epoch`), so the
             # accumulation boundary never depends on where a dataloader happens to end.
@@ -172,6 +178,15 @@ def make_accelerator(args: PretrainingArguments) -> Accelerator:
         )
     except (ValueError, NotImplementedError) as e:  # e.g. fp16 without a GPU
         raise UserError(f"cannot set up accelerate: {e}") from None
+    if accelerator.num_processes != world_size:
+        raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {accelerator.num_processes}")
+    return accelerator
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
 
 
 def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
@@ -196,6 +211,10 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
         shuffle=not streaming,
         drop_last=True,  # every step sees the full global batch
         collate_fn=data.data_collator,
+        # The loader's own generator: starting an epoch (and its workers' seeds) must not draw from the global
+        # RNG, whose state a checkpoint restores for dropout; a resumed run starts an iterator where the
+        # uninterrupted one did not.
+        generator=torch.Generator().manual_seed(args.seed),
         **common,
     )
     evaluation = None
@@ -205,6 +224,7 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
             batch_size=args.per_device_eval_batch_size,
             shuffle=False,
             collate_fn=eval_collator(data.data_collator),
+            generator=torch.Generator().manual_seed(args.seed),
             **common,
         )
     return train, evaluation, streaming
