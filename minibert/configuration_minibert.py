@@ -21,6 +21,10 @@ MODEL_SIZES = {
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class MiniBertConfig(PreTrainedConfig):
     r"""Configuration of a MiniBERT encoder; the same fields as `transformers.BertConfig`.
 
@@ -89,14 +93,27 @@ class MiniBertConfig(PreTrainedConfig):
             )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
-            if value is not None and not (0.0 <= float(value) < 1.0):
-                raise ValueError(f"MiniBertConfig.{name} must be in [0, 1), got {value!r}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"MiniBertConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+            if value is None and name == "classifier_dropout":
+                continue  # falls back to hidden_dropout_prob
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"MiniBertConfig.{name} must be a number in [0, 1), got {value!r}")
+        if not _is_number(self.layer_norm_eps) or not self.layer_norm_eps > 0:
+            raise ValueError(f"MiniBertConfig.layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
+        if not _is_number(self.initializer_range) or not self.initializer_range >= 0:
+            raise ValueError(
+                f"MiniBertConfig.initializer_range must be a non-negative number, got {self.initializer_range!r}"
+            )
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"MiniBertConfig.pad_token_id ({self.pad_token_id}) must lie in the vocabulary [0, {self.vocab_size})"
             )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # `from_pretrained(path, hidden_size=...)` sets such overrides after construction: check them as well.
+        result = super().from_dict(config_dict, **kwargs)
+        (result[0] if isinstance(result, tuple) else result)._check()
+        return result
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MiniBertConfig":

@@ -505,12 +505,20 @@ def test_gpu_bf16_matches_bert():
         ("attention_probs_dropout_prob", 1.5),
         ("classifier_dropout", 1.0),
         ("layer_norm_eps", 0.0),
+        ("layer_norm_eps", "1e-12"),  # YAML 1.1 reads this as a string
+        ("hidden_dropout_prob", "0.1"),
+        ("hidden_dropout_prob", None),
+        ("initializer_range", -0.02),
         ("pad_token_id", 99),
     ],
 )
-def test_invalid_config_names_the_field(field, value):
+def test_invalid_config_names_the_field(field, value, tmp_path):
     with pytest.raises(ValueError, match=field):
         MiniBertConfig(**{**TINY, field: value})
+    # Also when the bad value arrives as an override of a saved config (set after construction by transformers).
+    MiniBertConfig(**TINY).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=field):
+        MiniBertConfig.from_pretrained(tmp_path, **{field: value})
 
 
 def test_valid_config_round_trips_through_dict():
