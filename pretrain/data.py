@@ -351,6 +351,10 @@ class _RawDocuments:
             )
         except DatasetGenerationError as e:
             raise _user_error_in(e) or e
+        except ValueError as e:
+            if "corresponds to no data" not in str(e):
+                raise
+            return Dataset.from_dict({"text": [], "presplit": []}, features=RAW_FEATURES)  # nothing was generated
 
 
 def _user_error_in(error: BaseException) -> UserError | None:
@@ -569,9 +573,12 @@ def _iter_source(source: CorpusSource) -> Iterator[dict]:
             yield {"text": row["text"], "presplit": False}
 
 
-def _stream_generator(source: CorpusSource, tokenizer, args_dict: dict, seed: int, keep: str):
-    """Instances of one source, read, tokenized and paired on the fly. `keep`: "all", "train" or "validation"
-    (the documents a stable hash of (seed, document) assigns to that side of the percentage split)."""
+def _stream_generator(source: CorpusSource, tokenizer, args_dict: dict, seed: int, keep: str, pair_seed: int):
+    """Instances of one source, read, tokenized and paired on the fly (pairing seeded by `pair_seed`).
+
+    `keep`: "all", "train" or "validation": the documents a stable hash of (seed, document number) assigns to
+    that side of the percentage split, so both sides agree on it without a shared list.
+    """
     args = DataArguments(**args_dict)
     tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
     threshold = args.validation_split_percentage * 100
@@ -593,7 +600,7 @@ def _stream_generator(source: CorpusSource, tokenizer, args_dict: dict, seed: in
                                  "presplit": [d["presplit"] for d in batch]})["segments"]
 
     yield from stream_instances(documents(), args.streaming_buffer_size, args.max_seq_length, args.short_seq_prob,
-                                seed, args.dupe_factor, tokenizer.cls_token_id, tokenizer.sep_token_id)
+                                pair_seed, args.dupe_factor, tokenizer.cls_token_id, tokenizer.sep_token_id)
 
 
 def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
@@ -604,7 +611,7 @@ def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, ca
         _stream_generator,
         features=INSTANCE_FEATURES,
         gen_kwargs={"source": train_source, "tokenizer": tokenizer, "args_dict": args_dict, "seed": seed,
-                    "keep": "train" if held_out else "all"},
+                    "keep": "train" if held_out else "all", "pair_seed": seed},
     ).shuffle(seed=seed, buffer_size=args.streaming_buffer_size)
     stats: dict[str, Any] = {"streaming": True, "streaming_buffer_size": args.streaming_buffer_size}
     if not (has_eval_split or held_out):
@@ -629,7 +636,7 @@ def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, ca
                                             tokenizer, work, directory)
             else:
                 # The held-out documents are spread through the stream: read it until enough pairs exist.
-                generator = _stream_generator(train_source, tokenizer, args_dict, seed + 1, "validation")
+                generator = _stream_generator(train_source, tokenizer, args_dict, seed, "validation", seed + 1)
                 rows = [row for _, row in zip(range(limit), generator)]
                 if not rows:
                     raise UserError(

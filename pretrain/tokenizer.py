@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
@@ -23,7 +24,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def train_tokenizer(
-    texts: Iterable[str | list[str]],
+    texts: Iterable[str | list[str]] | Callable[[], Iterable[str | list[str]]],
     vocab_size: int = 8192,
     lowercase: bool = True,
     min_frequency: int = 2,
@@ -37,25 +38,51 @@ def train_tokenizer(
     BertPreTokenizer (whitespace and punctuation), WordPiece with `##` continuations, special tokens
     [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4. `limit_alphabet` keeps rare characters (emoji, a stray script)
     from eating the vocabulary; `length` (number of items) only feeds the progress bar.
+
+    `texts` is read twice (pass a list, or a function returning a fresh iterator for a large corpus): once to
+    fix the alphabet, once to train. The same corpus gives the same vocabulary in every run, which `tokenizers`
+    alone does not promise (huggingface/tokenizers#1794): its trainer numbers the `##c` pieces in hash-map order
+    and breaks ties between equally frequent merges by those numbers. Declaring every `##c` up front, in sorted
+    order, and choosing the alphabet here (ties broken by character) leaves it nothing to number at random.
     """
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    # The same normalizer `BertTokenizer` builds below, so the vocabulary is learnt on the text it will see.
-    backend.normalizer = normalizers.BertNormalizer(
+    iterate = texts if callable(texts) else (lambda: texts)
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
+    alphabet = _alphabet(iterate(), normalizer, limit_alphabet)
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # The same normalizer `BertTokenizer` builds below, so the vocabulary is learnt on the text it will see.
+    backend.normalizer = normalizer
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        limit_alphabet=limit_alphabet,
+        special_tokens=[*SPECIAL_TOKENS, *(f"##{c}" for c in alphabet)],
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
         continuing_subword_prefix="##",
         show_progress=show_progress,
     )
-    backend.train_from_iterator(texts, trainer=trainer, length=length)
+    backend.train_from_iterator(iterate(), trainer=trainer, length=length)
     # BertTokenizer(vocab=...) rebuilds normalizer, pre-tokenizer, WordPiece decoder and the
-    # `[CLS] $A [SEP] $B [SEP]` template with segment ids around the learnt vocabulary.
+    # `[CLS] $A [SEP] $B [SEP]` template with segment ids around the learnt vocabulary (where the `##c` are plain
+    # entries again, not special tokens).
     return BertTokenizer(vocab=backend.get_vocab(), do_lower_case=lowercase)
+
+
+def _alphabet(texts: Iterable[str | list[str]], normalizer, limit: int) -> list[str]:
+    """The `limit` most frequent characters of the normalized text, ties broken by code point; sorted."""
+    raw: Counter[str] = Counter()
+    for item in texts:
+        for text in [item] if isinstance(item, str) else item:
+            raw.update(text)
+    counts: Counter[str] = Counter()
+    for char, count in raw.items():
+        for normalized in normalizer.normalize_str(char):
+            if not normalized.isspace():
+                counts[normalized] += count
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    return sorted(char for char, _ in ranked)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:

@@ -1,0 +1,181 @@
+"""`DataCollatorForPreTraining`: masking statistics, what must never be masked, whole words, determinism.
+
+The oracle for the masking rule is statistics over many tokens, and transformers' own
+`DataCollatorForLanguageModeling` on the same batch.
+"""
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertTokenizer, DataCollatorForLanguageModeling
+
+from pretrain.collator import DataCollatorForPreTraining
+
+WORDS = [f"w{i}" for i in range(200)]
+PIECES = [f"##p{i}" for i in range(50)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *PIECES])}
+    return BertTokenizer(vocab=vocab)
+
+
+def make_examples(tokenizer, n, seed=0, min_len=20, max_len=60, pieces=False):
+    rng = np.random.default_rng(seed)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    word_ids = [tokenizer.convert_tokens_to_ids(w) for w in WORDS]
+    piece_ids = [tokenizer.convert_tokens_to_ids(p) for p in PIECES]
+    word_ids, piece_ids = np.array(word_ids), np.array(piece_ids)
+    examples = []
+    for k in range(n):
+        def segment(length):
+            if not pieces:
+                return rng.choice(word_ids, size=length).tolist()
+            counts = rng.integers(0, 3, size=length).tolist()  # `##` pieces after each word
+            extra = iter(rng.choice(piece_ids, size=sum(counts)).tolist())
+            out = []
+            for word, n_pieces in zip(rng.choice(word_ids, size=length).tolist(), counts):
+                out += [word, *(next(extra) for _ in range(n_pieces))]
+            return out
+        a, b = segment(int(rng.integers(min_len, max_len))), segment(int(rng.integers(min_len, max_len)))
+        examples.append({
+            "input_ids": [cls, *a, sep, *b, sep],
+            "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+            "next_sentence_label": int(rng.integers(0, 2)),
+            "example_id": k,
+        })
+    return examples
+
+
+def test_batch_layout_padding_and_labels(tokenizer):
+    examples = make_examples(tokenizer, 8)
+    batch = DataCollatorForPreTraining(tokenizer, seed=0)(examples)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"}
+    longest = max(len(e["input_ids"]) for e in examples)
+    assert batch["input_ids"].shape == (8, longest)
+    assert all(t.dtype == torch.long for t in batch.values())
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (longest - n)
+        assert batch["token_type_ids"][row, :n].tolist() == example["token_type_ids"]
+        assert (batch["input_ids"][row, n:] == tokenizer.pad_token_id).all()
+        labels = batch["labels"][row]
+        masked = labels != -100
+        # Labels hold the original token exactly where one was chosen.
+        assert (labels[masked] == torch.tensor(example["input_ids"])[masked[:n]]).all()
+    assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in examples]
+
+
+def test_pad_to_multiple_of(tokenizer):
+    examples = make_examples(tokenizer, 4)
+    batch = DataCollatorForPreTraining(tokenizer, pad_to_multiple_of=64, seed=0)(examples)
+    assert batch["input_ids"].shape[1] % 64 == 0
+
+
+def masking_statistics(tokenizer, collator, examples):
+    batch = collator(examples)
+    original = torch.full_like(batch["input_ids"], tokenizer.pad_token_id)
+    for row, e in enumerate(examples):
+        original[row, : len(e["input_ids"])] = torch.tensor(e["input_ids"])
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    chosen = batch["labels"] != -100
+    return batch, original, special, chosen
+
+
+def test_mask_rate_and_80_10_10_split(tokenizer):
+    examples = make_examples(tokenizer, 2000, seed=1)
+    batch, original, special, chosen = masking_statistics(tokenizer, DataCollatorForPreTraining(tokenizer, seed=3),
+                                                          examples)
+    maskable = int((~special).sum())
+    assert maskable > 150_000
+    rate = chosen.sum().item() / maskable
+    assert abs(rate - 0.15) < 0.005, rate
+    inputs = batch["input_ids"][chosen]
+    targets = original[chosen]
+    as_mask = (inputs == tokenizer.mask_token_id).float().mean().item()
+    unchanged = (inputs == targets).float().mean().item()
+    random_ = 1 - as_mask - unchanged
+    assert abs(as_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01 and abs(random_ - 0.1) < 0.01
+    # Random replacements are ordinary tokens, never [CLS]/[SEP]/[PAD]/[MASK]/[UNK].
+    replaced = inputs[(inputs != tokenizer.mask_token_id) & (inputs != targets)]
+    assert not torch.isin(replaced, torch.tensor(tokenizer.all_special_ids)).any()
+
+
+def test_same_rates_as_transformers_collator(tokenizer):
+    examples = make_examples(tokenizer, 1000, seed=2)
+    ours = masking_statistics(tokenizer, DataCollatorForPreTraining(tokenizer, seed=0), examples)
+    torch.manual_seed(0)
+    reference_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    reference = reference_collator([{"input_ids": e["input_ids"]} for e in examples])
+    reference_rate = (reference["labels"] != -100).sum().item() / int((~ours[2]).sum())
+    our_rate = ours[3].sum().item() / int((~ours[2]).sum())
+    assert abs(our_rate - reference_rate) < 0.006
+
+
+def test_specials_and_padding_are_never_masked(tokenizer):
+    examples = make_examples(tokenizer, 300, seed=4, min_len=1, max_len=40)
+    collator = DataCollatorForPreTraining(tokenizer, mlm_probability=0.9, seed=0)
+    batch, original, special, chosen = masking_statistics(tokenizer, collator, examples)
+    assert not chosen[special].any()
+    assert (batch["input_ids"][special] == original[special]).all()  # [CLS]/[SEP]/[PAD] stay in place
+    assert chosen[~special].float().mean() > 0.85
+
+
+def test_whole_word_masking_masks_whole_words(tokenizer):
+    examples = make_examples(tokenizer, 1500, seed=5, pieces=True)
+    collator = DataCollatorForPreTraining(tokenizer, whole_word_mask=True, seed=0)
+    batch, original, special, chosen = masking_statistics(tokenizer, collator, examples)
+    is_piece = torch.tensor([t.startswith("##") for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+    continuation = is_piece[original] & ~special
+    # A `##` piece is chosen exactly when the token before it (same word) is.
+    previous_chosen = torch.roll(chosen, 1, dims=1)
+    assert (chosen[continuation] == previous_chosen[continuation]).all()
+    assert continuation.sum() > 20_000 and chosen[continuation].any()
+    rate = chosen.sum().item() / int((~special).sum())
+    assert abs(rate - 0.15) < 0.01  # every token's word is chosen with probability 0.15
+    inputs, targets = batch["input_ids"][chosen], original[chosen]
+    assert abs((inputs == tokenizer.mask_token_id).float().mean().item() - 0.8) < 0.015
+
+
+def test_masks_depend_on_seed_epoch_and_example_only(tokenizer):
+    examples = make_examples(tokenizer, 16, seed=6)
+    collator = DataCollatorForPreTraining(tokenizer, seed=11)
+    whole = collator(examples)
+    # The same example masked alone, or in another batch order, gets the same mask (resume / multi-process).
+    half = collator(examples[8:][::-1])
+    longest = half["input_ids"].shape[1]
+    for row, source in enumerate(range(15, 7, -1)):
+        n = len(examples[source]["input_ids"])
+        assert torch.equal(half["input_ids"][row, :n], whole["input_ids"][source, :n])
+        assert torch.equal(half["labels"][row, :n], whole["labels"][source, :n])
+    assert longest <= whole["input_ids"].shape[1]
+    collator.set_epoch(1)
+    assert not torch.equal(collator(examples)["labels"], whole["labels"])  # new masks every epoch
+    collator.set_epoch(0)
+    assert torch.equal(collator(examples)["labels"], whole["labels"])
+    assert not torch.equal(DataCollatorForPreTraining(tokenizer, seed=12)(examples)["labels"], whole["labels"])
+
+
+def test_without_example_id_the_key_is_the_content(tokenizer):
+    examples = [{k: v for k, v in e.items() if k != "example_id"} for e in make_examples(tokenizer, 6, seed=7)]
+    collator = DataCollatorForPreTraining(tokenizer, seed=0)
+    assert torch.equal(collator(examples)["labels"], collator(examples)["labels"])
+
+
+def test_unseeded_collator_follows_torch_global_rng(tokenizer):
+    examples = make_examples(tokenizer, 6, seed=8)
+    collator = DataCollatorForPreTraining(tokenizer)
+    torch.manual_seed(0)
+    first = collator(examples)["labels"]
+    second = collator(examples)["labels"]
+    torch.manual_seed(0)
+    assert torch.equal(collator(examples)["labels"], first)
+    assert not torch.equal(first, second)
+
+
+def test_rejects_bad_probabilities(tokenizer):
+    with pytest.raises(ValueError):
+        DataCollatorForPreTraining(tokenizer, mlm_probability=1.5)
+    with pytest.raises(ValueError):
+        DataCollatorForPreTraining(tokenizer, mask_replace_prob=0.8, random_replace_prob=0.3)
