@@ -700,8 +700,9 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
             end_positions = end_positions.view(-1).clamp(0, ignored)
             if attention_mask is not None:
                 outside = F.pad(padded, (0, 1), value=True)  # (B, S + 1)
-                start_positions = start_positions.masked_fill(outside.gather(1, start_positions[:, None])[:, 0], ignored)
-                end_positions = end_positions.masked_fill(outside.gather(1, end_positions[:, None])[:, 0], ignored)
+                rows = torch.arange(outside.size(0), device=outside.device)
+                start_positions = start_positions.masked_fill(outside[rows, start_positions], ignored)
+                end_positions = end_positions.masked_fill(outside[rows, end_positions], ignored)
             start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
             end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
