@@ -194,7 +194,8 @@ def read_checkpoint_config(path: str) -> dict:
 
         return AutoConfig.from_pretrained(path).to_dict()
     except Exception as e:
-        raise UserError(f"cannot find checkpoint {path!r}: no such local directory, and the Hub said: {_one_line(e)}") from None
+        hub_said = _one_line(e)
+        raise UserError(f"cannot find checkpoint {path!r}: no such local directory; the Hub said: {hub_said}") from None
 
 
 def _looks_like_hub_id(path: str) -> bool:
@@ -268,9 +269,9 @@ def _shape_mismatch(cls: type, path: str, config=None) -> str:
             if name.endswith(".safetensors"):
                 with safe_open(os.path.join(path, name), framework="pt") as f:
                     for key in f.keys():
-                        shape = tuple(f.get_slice(key).get_shape())
-                        if expected.get(key.removeprefix("bert."), shape) != shape:
-                            detail.append(f"{key} has shape {shape} in the checkpoint, {expected[key.removeprefix('bert.')]} in the model")
+                        shape, wanted = tuple(f.get_slice(key).get_shape()), expected.get(key.removeprefix("bert."))
+                        if wanted is not None and wanted != shape:
+                            detail.append(f"{key} has shape {shape} in the checkpoint, {wanted} in the model")
                             break
     except Exception:  # the explanation is a courtesy: never let it hide the error itself
         pass

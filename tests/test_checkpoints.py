@@ -116,7 +116,8 @@ def test_tied_decoder_stays_tied_in_training_and_after_resize(tmp_path):
     assert tied(model)
     model.resize_token_embeddings(120)
     assert model.config.vocab_size == 120 and tied(model)
-    assert model.cls.predictions.bias.shape == (120,) and model.cls.predictions.decoder.bias is model.cls.predictions.bias
+    head = model.cls.predictions
+    assert head.bias.shape == (120,) and head.decoder.bias is head.bias
     model.save_pretrained(tmp_path)
     again = AutoModelForMaskedLM.from_pretrained(tmp_path)
     assert again.get_input_embeddings().weight.shape == (120, 32) and tied(again)
@@ -145,7 +146,8 @@ def test_any_checkpoint_loads_through_every_auto_class(source, tmp_path):
             assert loaded.cls.predictions.decoder.bias is loaded.cls.predictions.bias
         # Heads the checkpoint lacks are freshly initialised: real tensors, finite, never left on the meta device.
         for name, tensor in [*loaded.named_parameters(remove_duplicate=False), *loaded.named_buffers()]:
-            assert not tensor.is_meta and torch.isfinite(tensor).all(), f"{name}: {source.__name__} -> {target.__name__}"
+            where = f"{name}: {source.__name__} -> {target.__name__}"
+            assert not tensor.is_meta and torch.isfinite(tensor).all(), where
         with torch.no_grad():
             assert torch.isfinite(loaded(input_ids=torch.randint(5, 99, (1, 6)))[0]).all()
 
@@ -160,7 +162,8 @@ def test_save_checkpoint_layout(tmp_path, wordpiece_tokenizer):
     model = random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer))
     save_checkpoint(model, wordpiece_tokenizer, str(out), model_card="# tiny\n")
     names = set(os.listdir(out))
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", *CODE_FILES} <= names
+    expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
+    assert expected | set(CODE_FILES) <= names
     assert (out / "checkpoints" / "state.bin").read_text() == "training state"  # training state is left alone
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".saving-")]  # the staging folder is gone
     config = json.loads((out / "config.json").read_text())
@@ -332,7 +335,8 @@ def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
         assert tok_config["tokenizer_class"] != "TokenizersBackend"
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(TRANSFORMERS_VERBOSITY="error")
     work = tmp_path / "elsewhere"
     work.mkdir()
     constants = f"FEATURE_TEXT = {FEATURE_TEXT!r}\nFILL_MASK_TEXT = {FILL_MASK_TEXT!r}\nQUESTION = {QUESTION!r}\n"
@@ -347,7 +351,8 @@ def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
     assert out["feature_class"] == "MiniBertModel" and out["fill_mask_class"] == "MiniBertForMaskedLM"
     # Remote code computes what minibert computes.
     local_fe = pipeline("feature-extraction", model=paths["pretraining"])
-    torch.testing.assert_close(torch.tensor(out["features"]), torch.tensor(local_fe(FEATURE_TEXT)), rtol=1e-5, atol=1e-5)
+    local_features = torch.tensor(local_fe(FEATURE_TEXT))
+    torch.testing.assert_close(torch.tensor(out["features"]), local_features, rtol=1e-5, atol=1e-5)
 
     fill = out["fill_mask"]
     assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)

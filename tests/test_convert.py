@@ -177,7 +177,8 @@ def test_shape_mismatch_is_a_user_error(bert_pretraining_dir, tmp_path):
         load_pretrained_minibert(MiniBertForSequenceClassification, str(src), config=wider)
     MiniBertForPreTraining(MiniBertConfig(**TINY)).save_pretrained(tmp_path)
     with pytest.raises(UserError, match=r"vocab_size=99 in the checkpoint but 50.*word_embeddings"):
-        load_pretrained_minibert(MiniBertForMaskedLM, str(tmp_path), config=MiniBertConfig(**{**TINY, "vocab_size": 50}))
+        smaller = MiniBertConfig(**{**TINY, "vocab_size": 50})
+        load_pretrained_minibert(MiniBertForMaskedLM, str(tmp_path), config=smaller)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])

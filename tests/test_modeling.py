@@ -107,6 +107,14 @@ def test_base_model_without_pooler():
         assert mini(**batch).pooler_output is None
 
 
+def test_left_padding_matches_bert():
+    bert, mini = pair(BertForTokenClassification, num_labels=5)
+    batch = {k: v.flip(1) for k, v in make_batch().items()}  # padding first, as some collators do
+    with torch.no_grad():
+        expected, actual = bert(**batch), mini(**batch)
+    assert_close(real(actual.logits, batch), real(expected.logits, batch))
+
+
 def test_attentions_match_eager_bert():
     bert, mini = pair(BertModel, attn_implementation="eager")
     batch = make_batch()
@@ -288,6 +296,7 @@ def test_padding_never_changes_real_tokens():
     with torch.no_grad():
         for impl in ("sdpa", "eager"):
             mini.set_attn_implementation(impl)
+            assert mini.config._attn_implementation == impl
             short = mini(**batch, output_hidden_states=True)
             long = mini(**padded, output_hidden_states=True)
             assert_close(long.logits[:, :9], short.logits, msg=impl)
