@@ -9,9 +9,9 @@ Steps, each a plain function on Python lists so that it can be tested without a 
 3. `infer_label_space`: the problem type and the label names from the training labels: strings -> classes named by
    the strings (sorted); integers -> classes whose ids are the integers (names from a `ClassLabel` feature when there
    is one); floats -> regression (one output); lists -> multi-label (multi-hot targets, BCE loss).
-4. `build_examples`: drops rows with empty text or a missing label (warning with the count and where they are:
-   a few blank lines in a scraped CSV should not stop a run, and the warning says what was skipped), checks that
-   validation labels were all seen in training, and encodes labels as model targets.
+4. `drop_incomplete_rows`: rows with an empty text or a missing label are dropped from train / validation, with a
+   warning giving the count and where they are (a few blank lines in a scraped CSV should not stop a run).
+   `build_examples` checks that validation labels were all seen in training and encodes labels as model targets.
 5. `tokenize_examples`: `datasets.Dataset.map` over the tokenizer, no padding (the collator pads each batch).
 """
 
@@ -172,7 +172,7 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
             if extension in (".csv", ".tsv"):
                 records, locations = _read_csv(f, "\t" if extension == ".tsv" else ",", path)
             else:
-                records, locations = _read_json(f, path)
+                records, locations = _read_json(f, path, lines=extension == ".jsonl")
     except UnicodeDecodeError as e:
         raise UserError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not records:
@@ -221,21 +221,24 @@ def _read_csv(f, delimiter: str, path: str) -> tuple[list[dict], list[str]]:
     return records, locations
 
 
-def _read_json(f, path: str) -> tuple[list[dict], list[str]]:
+def _read_json(f, path: str, lines: bool) -> tuple[list[dict], list[str]]:
+    """JSON Lines (`.jsonl`, or a `.json` file that is not one JSON document), or a JSON list of records."""
     text = f.read()
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and _is_single_json_document(stripped)):
+    data = None
+    if not lines:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if isinstance(data, dict):  # {"data": [...]}, the layout of `datasets`' json builder with field="data"
-            lists = [v for v in data.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                raise UserError(f"{path}: a JSON object must hold exactly one list of records (e.g. {{\"data\": [...]}})")
-            data = lists[0]
+        except json.JSONDecodeError:
+            pass  # perhaps JSON Lines under a .json name, as `datasets` also accepts
+    if isinstance(data, dict):
+        # {"data": [...]}: the layout of `datasets`' json builder with field="data"; any other object is one record.
+        lists = [v for v in data.values() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+        data = lists[0] if len(lists) == 1 else [data]
+    if data is not None:
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a list of records, got a JSON {type(data).__name__}")
         records, locations = data, [f"item {i}" for i in range(len(data))]
-    else:  # JSON Lines
+    else:
         records, locations = [], []
         for line_number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -249,14 +252,6 @@ def _read_json(f, path: str) -> tuple[list[dict], list[str]]:
         if not isinstance(record, dict):
             raise UserError(f"{path} {location}: expected an object with named fields, got {type(record).__name__}")
     return records, locations
-
-
-def _is_single_json_document(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
 
 
 def _load_dataset(data_args, cache_dir: str | None = None) -> dict[str, RawSplit]:
@@ -482,6 +477,32 @@ def _classes(where: str, values: list, kinds: set[str], class_names: list[str] |
 # 4. Examples
 
 
+def drop_incomplete_rows(split: RawSplit, text_columns: tuple[str, str | None], label_column: str) -> RawSplit:
+    """The rows with a text (both texts, for pairs) and a label; a warning says how many others there were and where.
+
+    Dropping rather than stopping: a few blank lines in a scraped CSV should not end a run, and the warning names
+    them. A split with no complete row at all is an error.
+    """
+    text_column, pair_column = text_columns
+    texts, labels = split.columns[text_column], split.columns[label_column]
+    pairs = split.columns[pair_column] if pair_column else None
+    keep, dropped = [], []
+    for i in range(len(split)):
+        empty = _is_missing(texts[i]) or (pairs is not None and _is_missing(pairs[i])) or _is_missing(labels[i])
+        (dropped if empty else keep).append(i)
+    if not keep:
+        raise UserError(f"{split.source}: no row has both a text and a label")
+    if not dropped:
+        return split
+    shown = ", ".join(split.locations[i] for i in dropped[:SHOWN_ROWS])
+    more = f" and {len(dropped) - SHOWN_ROWS} more" if len(dropped) > SHOWN_ROWS else ""
+    logger.warning(
+        "%s: dropped %d of %d rows with an empty text or a missing label (%s%s)",
+        split.source, len(dropped), len(split), shown, more,
+    )
+    return split.select(keep)
+
+
 def build_examples(
     split: RawSplit,
     text_columns: tuple[str, str | None],
@@ -489,45 +510,22 @@ def build_examples(
     labels: LabelSpace,
     max_samples: int | None = None,
 ) -> Examples:
-    """Texts and encoded labels of one split.
+    """Texts and encoded labels of one split (train / validation: after `drop_incomplete_rows`).
 
-    train / validation: rows with an empty text or a missing label are dropped (with a warning saying how many and
-    where); a validation label never seen in training is an error. test: every row is kept (its predictions line up
-    with the file); its labels are used for test metrics only when every row has a known one.
+    A validation label never seen in training is an error. test: every row is kept (its predictions line up with
+    the file); its labels are used for test metrics only when every row has a known one.
     """
     text_column, pair_column = text_columns
     texts = split.columns[text_column]
     pairs = split.columns[pair_column] if pair_column else None
     raw_labels = split.columns.get(label_column)
-    is_test = split.name == "test"
-
-    if is_test:
-        keep = list(range(len(split)))
-    else:
-        keep, dropped = [], []
-        for i in range(len(split)):
-            empty_text = _is_missing(texts[i]) or (pairs is not None and _is_missing(pairs[i]))
-            if empty_text or _is_missing(raw_labels[i]):
-                dropped.append(i)
-            else:
-                keep.append(i)
-        if dropped:
-            shown = ", ".join(split.locations[i] for i in dropped[:SHOWN_ROWS])
-            more = f" and {len(dropped) - SHOWN_ROWS} more" if len(dropped) > SHOWN_ROWS else ""
-            logger.warning(
-                "%s: dropped %d of %d rows with an empty text or a missing label (%s%s)",
-                split.source, len(dropped), len(split), shown, more,
-            )
-        if not keep:
-            raise UserError(f"{split.source}: no row has both a text and a label")
-
+    keep = list(range(len(split)))
     if split.name == "validation" and labels.problem_type != REGRESSION:
-        _check_seen(split, [raw_labels[i] for i in keep], [split.locations[i] for i in keep], labels, label_column)
-
+        _check_seen(split, raw_labels, split.locations, labels, label_column)
     if max_samples is not None:
         keep = keep[:max_samples]
     encoded = None
-    if raw_labels is not None and not is_test:
+    if raw_labels is not None and split.name != "test":
         encoded = [labels.encode(raw_labels[i]) for i in keep]
     elif raw_labels is not None:
         encoded = _test_labels([raw_labels[i] for i in keep], labels, split.source)

@@ -95,28 +95,15 @@ def write_demo_data(directory: str, seed: int = 0) -> dict[str, str]:
     return paths
 
 
-def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4096):
-    """A lower-casing BERT WordPiece tokenizer trained on `texts` with the `tokenizers` library."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizer
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    # BertTokenizer from the vocabulary: the standard [CLS] A [SEP] B [SEP] template and BERT's normaliser.
-    return BertTokenizer(vocab=tokenizer.get_vocab(), do_lower_case=True)
-
-
-def fresh_model(texts: list[str], model_cls, preset: str = "tiny", seed: int = 0):
-    """A randomly initialised `model_cls` of the given preset and a tokenizer trained on `texts`."""
+def fresh_model(texts: list[str], model_cls, preset: str = "tiny", vocab_size: int = 4096, seed: int = 0):
+    """A randomly initialised `model_cls` of the given preset and a WordPiece tokenizer trained on `texts` (with
+    pretraining's deterministic trainer: the same texts give the same vocabulary on every rank and every run)."""
     import torch
 
     from minibert import MiniBertConfig
+    from pretrain.tokenizer import train_tokenizer
 
-    tokenizer = train_wordpiece_tokenizer(texts)
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size, show_progress=False)
     config = MiniBertConfig.from_preset(preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     return model_cls(config), tokenizer

@@ -107,18 +107,19 @@ class PreparedData:
 def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None) -> PreparedData:
     """Read, check and encode every split (no tokenizer yet)."""
     raw = D.load_splits(data_args, cache_dir)
-    train = raw["train"]
-    text_columns = D.resolve_text_columns(train, data_args.text_column, data_args.text_pair_column)
-    D.check_columns(train, text_columns, data_args.label_column, needs_labels=True)
-    labels = D.infer_label_space(train, data_args.label_column, data_args.problem_type)
-    if "validation" not in raw and data_args.validation_split_percentage > 0:
-        raw["train"], raw["validation"] = D.split_off_validation(train, data_args.validation_split_percentage, seed)
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "test": data_args.max_predict_samples}  # fmt: skip
-    splits = {}
+    text_columns = D.resolve_text_columns(raw["train"], data_args.text_column, data_args.text_pair_column)
     for name, split in raw.items():
         D.check_columns(split, text_columns, data_args.label_column, needs_labels=name != "test")
-        splits[name] = D.build_examples(split, text_columns, data_args.label_column, labels, limits[name])
+        if name != "test":
+            raw[name] = D.drop_incomplete_rows(split, text_columns, data_args.label_column)
+    labels = D.infer_label_space(raw["train"], data_args.label_column, data_args.problem_type)
+    if "validation" not in raw and data_args.validation_split_percentage > 0:
+        raw["train"], raw["validation"] = D.split_off_validation(
+            raw["train"], data_args.validation_split_percentage, seed)
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_predict_samples}  # fmt: skip
+    splits = {name: D.build_examples(split, text_columns, data_args.label_column, labels, limits[name])
+              for name, split in raw.items()}  # fmt: skip
     if data_args.dataset_name:
         description = f"the dataset `{data_args.dataset_name}`" + (
             f" (`{data_args.dataset_config_name}`)" if data_args.dataset_config_name else "")
