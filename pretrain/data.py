@@ -385,14 +385,15 @@ def _get_tokenizer(args: DataArguments, source: CorpusSource, raw: _RawDocuments
         check_tokenizer(tokenizer, "cached tokenizer")
         return tokenizer, "hit"
 
+    # Functions, not iterators: the trainer reads the texts twice.
     if args.streaming:
-        texts, length = _streamed_texts(source, limit), None
+        texts, length = (lambda: _streamed_texts(source, limit)), None
     else:
         documents = raw(source, source_key)
         if len(documents) == 0:
             raise UserError(f"the corpus is empty: no text in {source.describe()}")
         end = len(documents) if limit is None else min(limit, len(documents))
-        texts, length = _batched_texts(documents, end), -(-end // 1000)
+        texts, length = (lambda: _batched_texts(documents, end)), -(-end // 1000)
     logger.info("Training a WordPiece tokenizer (vocab_size=%d) on %s", args.vocab_size, source.describe())
     tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=args.lowercase,
                                 min_frequency=args.min_frequency, length=length)

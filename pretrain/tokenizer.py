@@ -45,6 +45,8 @@ def train_tokenizer(
     and breaks ties between equally frequent merges by those numbers. Declaring every `##c` up front, in sorted
     order, and choosing the alphabet here (ties broken by character) leaves it nothing to number at random.
     """
+    if not callable(texts) and iter(texts) is texts:
+        raise TypeError("train_tokenizer reads `texts` twice: pass a list, or a function returning an iterator")
     iterate = texts if callable(texts) else (lambda: texts)
     normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase

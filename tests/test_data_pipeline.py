@@ -182,6 +182,8 @@ def test_same_seed_same_data_any_num_proc_other_seed_other_data(tmp_path, corpus
     two_workers = prepare(tmp_path / "c", preprocessing_num_workers=2, **common)
     other_seed = prepare(tmp_path / "a", seed=1, **common)
     assert again.stats["cache"]["pairs"] == "built" and two_workers.stats["cache"]["pairs"] == "built"
+    assert set(FILLER) <= set(one.tokenizer.get_vocab())  # a real vocabulary, not just characters
+    assert one.tokenizer.get_vocab() == again.tokenizer.get_vocab()  # trained twice, the same
     assert rows(one.train_dataset) == rows(again.train_dataset) == rows(two_workers.train_dataset)
     assert rows(one.eval_dataset) == rows(two_workers.eval_dataset)
     assert one.train_dataset["example_id"] == two_workers.train_dataset["example_id"]
@@ -237,6 +239,7 @@ def test_trained_tokenizer_jsonl_and_sentence_splitting(tmp_path):
                    max_seq_length=64)
     stats = data.stats
     assert stats["documents"] == 80 and stats["cache"]["tokenizer"] == "built"
+    assert {"sentence", "words", "doc"} <= set(data.tokenizer.get_vocab())
     assert stats["sentences"] == sum(1 for line in open(tmp_path / "docs.jsonl") for _ in
                                      json.loads(line)["text"].split(" Sentence ")), "one sentence per 'Sentence'"
     # The trained tokenizer is a BERT tokenizer that AutoTokenizer reloads from its saved form.

@@ -39,6 +39,14 @@ def test_trained_tokenizer_saves_and_reloads_as_bert(trained, tmp_path):
     assert tokenizer_fingerprint(reloaded) == tokenizer_fingerprint(trained)
 
 
+def test_training_is_deterministic_and_learns_words(trained):
+    assert {"model", "tokenization", "documents"} <= set(trained.get_vocab())
+    again = train_tokenizer(lambda: iter(sentences(500)), vocab_size=200, min_frequency=1, show_progress=False)
+    assert again.get_vocab() == trained.get_vocab()
+    with pytest.raises(TypeError, match="reads `texts` twice"):
+        train_tokenizer(iter(sentences(10)), vocab_size=200, show_progress=False)
+
+
 def test_wordpiece_continuations_and_unknown_characters(trained):
     tokens = trained.tokenize("tokenizationtokenization")
     assert len(tokens) > 1 and all(t.startswith("##") for t in tokens[1:])
