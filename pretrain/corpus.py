@@ -135,6 +135,7 @@ class CorpusSource:
     config: str | None = None
     split: str = "train"
     text_column: str = "text"
+    optional: bool = False  # a split looked for (a dataset's "validation"), not one the user asked for
 
     def describe(self) -> str:
         if self.kind == "files":

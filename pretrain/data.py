@@ -46,7 +46,13 @@ from pretrain.collator import DataCollatorForPreTraining
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo_corpus import build_demo_corpus
 from pretrain.nsp import NSPInstanceMap, stable_int, stream_instances
-from pretrain.tokenizer import DocumentTokenizer, check_tokenizer, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from pretrain.tokenizer import (
+    DocumentTokenizer,
+    check_tokenizer,
+    load_tokenizer,
+    tokenizer_fingerprint,
+    train_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +136,8 @@ class DataArguments:
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the cached tokenizer and data."})
     data_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where prepared data is cached (default: $MINIBERT_CACHE or ~/.cache/minibert)."}
+        default=None,
+        metadata={"help": "Where prepared data is cached (default: $MINIBERT_CACHE or ~/.cache/minibert)."},
     )
     streaming: bool = field(
         default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
@@ -148,7 +155,9 @@ class DataArguments:
         if self.train_file and self.dataset_name:
             raise UserError("give either --train_file or --dataset_name, not both")
         if not 0 <= self.validation_split_percentage < 100:
-            raise UserError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+            raise UserError(
+                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
+            )
         if self.max_seq_length < 8:
             raise UserError(f"--max_seq_length must be at least 8 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
         if not 0 < self.mlm_probability < 1:
@@ -158,7 +167,9 @@ class DataArguments:
         for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of", "tokenizer_train_documents"):
+        optional_counts = ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of",
+                           "tokenizer_train_documents")
+        for name in optional_counts:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name} must be at least 1, got {value}")
@@ -255,7 +266,7 @@ def _resolve_sources(args: DataArguments, cache_root: str) -> tuple[CorpusSource
                                       text_column=column)
     elif train.kind in ("disk", "hub"):
         evaluation = CorpusSource(train.kind, path=train.path, config=train.config, split="validation",
-                                  text_column=column)  # used only if the dataset has such a split
+                                  text_column=column, optional=True)
     return train, evaluation
 
 
@@ -275,18 +286,18 @@ def _load_source_dataset_uncached(source: CorpusSource, streaming: bool):
         if source.kind == "disk":
             loaded = load_from_disk(source.path)
             if isinstance(loaded, Dataset):
-                if source.split != "train":
-                    return None
+                if source.optional:
+                    return None  # a single saved Dataset is the training set; it has no validation split
                 return loaded.to_iterable_dataset() if streaming else loaded
             splits = list(loaded)
             if source.split in loaded:
                 dataset = loaded[source.split]
-            elif source.split == "train" and len(splits) == 1:
+            elif len(splits) == 1 and not source.optional:
                 dataset = loaded[splits[0]]
-            elif source.split == "train":
-                raise UserError(f"dataset {source.path} has no 'train' split (splits: {', '.join(splits)})")
-            else:
+            elif source.optional:
                 return None
+            else:
+                raise UserError(f"dataset {source.path} has no {source.split!r} split (splits: {', '.join(splits)})")
             return dataset.to_iterable_dataset() if streaming else dataset
         loaded = load_dataset(source.path, source.config, streaming=streaming)
     except UserError:
@@ -298,9 +309,9 @@ def _load_source_dataset_uncached(source: CorpusSource, streaming: bool):
             raise UserError(f"cannot load dataset {source.path!r}: {str(e).splitlines()[0]}") from None
         raise
     if source.split not in loaded:
-        if source.split == "train":
-            raise UserError(f"dataset {source.path!r} has no 'train' split (splits: {', '.join(loaded)})")
-        return None
+        if source.optional:
+            return None
+        raise UserError(f"dataset {source.path!r} has no {source.split!r} split (splits: {', '.join(loaded)})")
     return loaded[source.split]
 
 

@@ -279,6 +279,11 @@ def test_saved_dataset_and_load_dataset_sources(tmp_path, marker_tokenizer, monk
     assert data.stats["documents"] == 50 and data.stats["documents_used"] == 50 - 2  # 5% held out, 2 at least
     assert data.eval_dataset is not None and data.stats["eval_documents_used"] == 2
 
+    Dataset.from_dict({"body": records["body"][-4:]}).save_to_disk(str(tmp_path / "held_out"))
+    data = prepare(tmp_path / "cache", train_file=[str(tmp_path / "saved")], validation_file=str(tmp_path / "held_out"),
+                   dataset_text_column="body", tokenizer_name=marker_tokenizer, max_seq_length=64)
+    assert data.stats["eval_documents_used"] == 4 and data.stats["documents_used"] == 50
+
     with pytest.raises(UserError, match="no column 'missing'"):
         prepare(tmp_path / "cache", dataset_name=str(tmp_path / "saved"), dataset_text_column="missing",
                 tokenizer_name=marker_tokenizer)

@@ -8,7 +8,13 @@ import pytest
 from transformers import AutoTokenizer, BertTokenizer
 
 from minibert.cli import UserError
-from pretrain.tokenizer import DocumentTokenizer, load_tokenizer, split_long_line, tokenizer_fingerprint, train_tokenizer
+from pretrain.tokenizer import (
+    DocumentTokenizer,
+    load_tokenizer,
+    split_long_line,
+    tokenizer_fingerprint,
+    train_tokenizer,
+)
 
 WORDS = "the model reads text and learns which words follow others in long documents about tokenization".split()
 
