@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, IterableDataset, List, Value, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
@@ -124,7 +125,10 @@ class DataArguments:
     short_seq_prob: float = field(
         default=0.1, metadata={"help": "Probability that a document's pairs are packed to a random shorter length."}
     )
-    whole_word_mask: bool = field(default=False, metadata={"help": "Mask all WordPiece pieces of a word together."})
+    whole_word_mask: bool = field(
+        default=False,
+        metadata={"help": "Mask all pieces of a word together (words are found by WordPiece `##` continuations)."},
+    )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this length (e.g. 8 for tensor cores)."}
     )
@@ -649,7 +653,7 @@ def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, ca
             else:
                 # The held-out documents are spread through the stream: read it until enough pairs exist.
                 generator = _stream_generator(train_source, tokenizer, args_dict, seed, "validation", seed + 1)
-                rows = [row for _, row in zip(range(limit), generator)]
+                rows = [row for _, row in zip(range(limit), tqdm(generator, total=limit, desc="Validation pairs"))]
                 if not rows:
                     raise UserError(
                         f"no validation pairs: too few of the documents of {train_source.describe()} are held out "
@@ -771,15 +775,15 @@ class _Cache:
             staging = os.path.join(work, "entry")
             os.makedirs(staging)
             yield staging
-            if os.path.isdir(final):  # --overwrite_cache: swap the old entry out, then delete it
-                retired = os.path.join(work, "retired")
-                os.rename(final, retired)
+            if self.overwrite and os.path.isdir(final):  # swap the old entry out (deleted with `work`)
+                os.rename(final, os.path.join(work, "retired"))
             try:
                 os.rename(staging, final)
             except OSError:
                 if not os.path.isdir(final):
                     raise
-                # Another process published the same entry first; its content is the same as ours.
+                # Another process published the same entry first; its content is the same as ours, and it
+                # may be reading it already: keep it.
         self._rebuilt.add(final)
 
     def _remove_stale_work_dirs(self) -> None:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
@@ -51,7 +52,8 @@ def train_tokenizer(
     normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
-    alphabet = _alphabet(iterate(), normalizer, limit_alphabet)
+    counting = tqdm(iterate(), total=length, desc="Counting characters", disable=not show_progress)
+    alphabet = _alphabet(counting, normalizer, limit_alphabet)
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     # The same normalizer `BertTokenizer` builds below, so the vocabulary is learnt on the text it will see.
     backend.normalizer = normalizer
