@@ -84,7 +84,8 @@ class DataCollatorForPreTraining:
             else:
                 key = feature.get("example_id")
                 key = _hash_ids(example_ids) if key is None else int(key)
-            rng = np.random.default_rng([call_seed & (2**63 - 1), self.epoch, key])
+            # SeedSequence takes non-negative integers only: fold negative seeds and epochs into that range.
+            rng = np.random.default_rng([call_seed & _MASK63, self.epoch & _MASK63, key])
             input_ids[row, :n], labels[row, :n] = self.mask_tokens(example_ids, rng)
             if "token_type_ids" in feature:
                 token_type_ids[row, :n] = np.asarray(feature["token_type_ids"], dtype=np.int64)
@@ -122,6 +123,9 @@ class DataCollatorForPreTraining:
         masked[to_mask] = self.tokenizer.mask_token_id
         masked[to_random] = self._random_ids[rng.integers(0, len(self._random_ids), int(to_random.sum()))]
         return masked, labels
+
+
+_MASK63 = 2**63 - 1
 
 
 def _hash_ids(ids: np.ndarray) -> int:

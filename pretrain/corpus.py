@@ -174,11 +174,12 @@ def resolve_files(patterns: list[str], role: str = "train") -> list[str]:
     does not depend on the file system's listing order.
     """
     files: list[str] = []
-    for pattern in patterns:
+    for given in patterns:
+        pattern = os.path.expanduser(given)
         if glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
             if not matches:
-                raise UserError(f"{role} file pattern {pattern!r} matches no files")
+                raise UserError(f"{role} file pattern {given!r} matches no files")
             files += matches
         elif os.path.isdir(pattern):
             found = sorted(
@@ -190,12 +191,12 @@ def resolve_files(patterns: list[str], role: str = "train") -> list[str]:
                             if part != ".")
             )
             if not found:
-                raise UserError(f"{role} directory {pattern} holds no .txt, .jsonl or .json files")
+                raise UserError(f"{role} directory {given} holds no .txt, .jsonl or .json files")
             files += found
         elif os.path.isfile(pattern):
             files.append(pattern)
         else:
-            raise UserError(f"{role} file not found: {pattern}")
+            raise UserError(f"{role} file not found: {given}")
     seen: set[str] = set()
     unique = []
     for f in files:

@@ -154,6 +154,8 @@ def test_masks_depend_on_seed_epoch_and_example_only(tokenizer):
     assert not torch.equal(collator(examples)["labels"], whole["labels"])  # new masks every epoch
     collator.set_epoch(0)
     assert torch.equal(collator(examples)["labels"], whole["labels"])
+    collator.set_epoch(-1)  # any integer is an epoch, e.g. a loop's "evaluation" value
+    assert not torch.equal(collator(examples)["labels"], whole["labels"])
     assert not torch.equal(DataCollatorForPreTraining(tokenizer, seed=12)(examples)["labels"], whole["labels"])
 
 
