@@ -1,0 +1,371 @@
+"""End-to-end fine-tuning with tiny models (hidden 32, 2 layers): pretraining vs from scratch, the Hub-ready output
+and its upload, `pipeline(...)` with and without minibert, regression, multi-label, pairs, a transformers BERT
+checkpoint, resuming, the demo, and the CLI's one-line errors.
+
+The pretraining-vs-scratch task is built so that the answer is known: a synthetic language where animal words and
+vehicle words occur in different contexts. A tiny MLM is pretrained on those contexts; the classifier then sees
+sentences in *neutral* contexts ("i saw a cow yesterday") with half of the words of each class, and is validated
+on the other half. Words it never saw during fine-tuning can only be classified through what pretraining put in
+their embeddings, so the from-scratch run sits near chance and the pretrained run near 100%.
+"""
+
+import fnmatch
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from finetune import train as T
+from finetune.arguments import DataArguments, FinetuneArguments, ModelArguments
+from minibert.cli import HubArguments, UserError
+
+ANIMALS = "cat dog horse cow sheep goat pig rabbit mouse fox wolf bear deer lion tiger zebra camel donkey duck goose"
+VEHICLES = "car truck bus van taxi tram train bike scooter tractor lorry jeep wagon cart boat ship canoe yacht plane jet"
+ANIMALS, VEHICLES = ANIMALS.split(), VEHICLES.split()
+CONTEXTS = {
+    "animal": ["the {} eats grass", "a {} sleeps in the barn", "the farmer feeds the {}",
+               "the {} runs across the field", "a young {} drinks milk", "the {} has four legs and a tail"],
+    "vehicle": ["the {} drives on the road", "a {} needs fuel", "the driver parks the {}",
+                "the {} carries people to the city", "a new {} has a strong engine", "the mechanic repairs the {}"],
+}  # fmt: skip
+NEUTRAL = ["i saw a {} yesterday", "there is a {} near the house", "my friend likes the {}", "look at that {}",
+           "we talked about the {} today", "she took a photo of the {}"]  # fmt: skip
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+REPO_ID = "someone/minibert-animals"
+
+
+def make_tokenizer():
+    from transformers import BertTokenizer
+
+    templates = CONTEXTS["animal"] + CONTEXTS["vehicle"] + NEUTRAL
+    words = sorted({w for t in templates for w in t.replace("{}", "").split()} | set(ANIMALS) | set(VEHICLES))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "first", "second", "same", "different"]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+
+
+def write_task(directory) -> dict[str, str]:
+    """JSON Lines with {"text", "label"}: train on words 0-9 of each class, validate / test on words 10-19."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {}
+    for split, words in (("train", slice(0, 10)), ("validation", slice(10, 20)), ("test", slice(10, 20))):
+        rows = [{"text": template.format(word), "label": label}
+                for label, vocabulary in (("animal", ANIMALS), ("vehicle", VEHICLES))
+                for word in vocabulary[words] for template in NEUTRAL]  # fmt: skip
+        if split == "test":
+            rows = rows[::5]
+        paths[split] = os.path.join(directory, f"{split}.jsonl")
+        with open(paths[split], "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return paths
+
+
+def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
+    """A hand-written masked-language-model loop (15% of the words masked) over the context sentences."""
+    from minibert import MiniBertConfig, MiniBertForMaskedLM
+
+    corpus = [t.format(w) for label, words in (("animal", ANIMALS), ("vehicle", VEHICLES))
+              for w in words for t in CONTEXTS[label]]  # fmt: skip
+    encoded = tokenizer(corpus)["input_ids"]
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    for step in range(steps):
+        batch = [encoded[i] for i in rng.sample(range(len(encoded)), 64)]
+        length = max(map(len, batch))
+        ids = torch.tensor([b + [tokenizer.pad_token_id] * (length - len(b)) for b in batch])
+        masked = (torch.rand(ids.shape) < 0.15) & (ids >= 5)  # never the special tokens
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * min(1.0, (step + 1) / 20)
+        loss = model(input_ids=ids.masked_fill(masked, tokenizer.mask_token_id), attention_mask=(ids != 0).long(),
+                     labels=ids.masked_fill(~masked, -100)).loss  # fmt: skip
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, float(loss)
+
+
+class RecordingHfApi:
+    """Stands in for `huggingface_hub.HfApi`: records the calls and what `upload_folder` would send."""
+
+    def __init__(self):
+        self.calls = []
+        self.uploaded: dict[str, bytes] = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=(), **kwargs):
+        self.calls.append(("upload_folder", repo_id, {"ignore_patterns": ignore_patterns, **kwargs}))
+        for root, _, files in os.walk(folder_path):
+            for name in files:
+                rel = os.path.relpath(os.path.join(root, name), folder_path).replace(os.sep, "/")
+                if not any(fnmatch.fnmatch(rel, pattern) for pattern in ignore_patterns):
+                    with open(os.path.join(root, name), "rb") as f:
+                        self.uploaded[rel] = f.read()
+
+
+def args(output_dir, paths=None, model=None, **training):
+    paths = paths or {}
+    data = DataArguments(train_file=paths.get("train"), validation_file=paths.get("validation"),
+                         test_file=paths.get("test"))  # fmt: skip
+    defaults = dict(output_dir=str(output_dir), num_train_epochs=10, per_device_train_batch_size=16,
+                    logging_steps=1000, num_examples_shown=0)  # fmt: skip
+    return ModelArguments(model_name_or_path=model), data, FinetuneArguments(**{**defaults, **training})
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return write_task(str(tmp_path_factory.mktemp("task")))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from minibert.hub import save_checkpoint
+
+    tokenizer = make_tokenizer()
+    model, loss = pretrain_mlm(tokenizer)
+    assert loss < 1.5, f"the MLM did not learn the contexts (loss {loss:.2f})"
+    path = str(tmp_path_factory.mktemp("pretrained"))
+    save_checkpoint(model, tokenizer, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, pretrained, task):
+    """Fine-tune the pretrained tiny model and 'push' the result through a recording HfApi."""
+    output_dir = tmp_path_factory.mktemp("finetuned") / "out"
+    api = RecordingHfApi()
+    hub = HubArguments(push_to_hub=True, hub_model_id=REPO_ID)
+    metrics = T.main(*args(output_dir, task, model=pretrained), hub_args=hub, hub_api=api)
+    return {"metrics": metrics, "dir": str(output_dir), "api": api}
+
+
+def test_pretraining_helps_on_words_the_classifier_never_saw(finetuned, pretrained, task, tmp_path):
+    model_args = ModelArguments(model_name_or_path=pretrained, from_scratch=True)
+    scratch = T.main(model_args, *args(tmp_path / "scratch", task)[1:])
+    pretrained_accuracy = finetuned["metrics"]["eval_accuracy"]
+    scratch_accuracy = scratch["eval_accuracy"]
+    print(f"\nvalidation accuracy on unseen words: pretrained {pretrained_accuracy:.3f}, "
+          f"from scratch {scratch_accuracy:.3f}")  # fmt: skip
+    assert pretrained_accuracy >= 0.9
+    # From scratch, unseen words keep random embeddings: near chance (0.5). The margin is wide on purpose.
+    assert pretrained_accuracy >= scratch_accuracy + 0.2
+
+
+def test_output_is_a_hub_ready_checkpoint(finetuned):
+    out = finetuned["dir"]
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["model_type"] == "minibert"
+    assert config["id2label"] == {"0": "animal", "1": "vehicle"} and config["label2id"] == {"animal": 0, "vehicle": 1}
+    assert config["problem_type"] == "single_label_classification"
+    assert config["auto_map"]["AutoModel"] == "modeling_minibert.MiniBertModel"
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_minibert.MiniBertForSequenceClassification"
+
+    with open(os.path.join(out, "all_results.json")) as f:
+        results = json.load(f)
+    for key in ("eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss", "train_runtime", "train_loss",
+                "test_accuracy", "train_samples", "eval_samples", "test_samples"):
+        assert key in results, key
+    assert results["eval_accuracy"] == finetuned["metrics"]["eval_accuracy"]
+
+    with open(os.path.join(out, "predict_results.jsonl")) as f:
+        predictions = [json.loads(line) for line in f]
+    assert len(predictions) == results["test_samples"] == 24
+    assert {p["label"] for p in predictions} <= {"animal", "vehicle"}
+    assert all(0.5 <= p["score"] <= 1 and p["text"] for p in predictions)
+
+    with open(os.path.join(out, "README.md")) as f:
+        card = f.read()
+    _, front, body = card.split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
+    assert "minibert" in meta["tags"] and {"accuracy", "f1", "matthews_correlation"} <= set(meta["metrics"])
+    reported = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert reported["Accuracy"] == pytest.approx(results["eval_accuracy"], abs=1e-4)
+    assert f'pipeline("text-classification", model="{REPO_ID}", trust_remote_code=True)' in body
+    assert "| 1 | `vehicle` |" in body
+    assert os.listdir(os.path.join(out, "checkpoints"))  # Trainer checkpoints, kept for resuming
+
+
+def test_push_uploads_the_checkpoint_and_nothing_else(finetuned):
+    api = finetuned["api"]
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[0][1] == REPO_ID and api.calls[0][2]["exist_ok"] is True
+    uploaded = api.uploaded
+    for name in ("config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py",
+                 "tokenizer.json", "tokenizer_config.json", "README.md"):
+        assert name in uploaded, name
+    assert not [name for name in uploaded if name.startswith("checkpoints/")]
+    config = json.loads(uploaded["config.json"])
+    assert {"AutoModel", "AutoModelForSequenceClassification", "AutoConfig"} <= set(config["auto_map"])
+    assert uploaded["README.md"].startswith(b"---\n")
+
+
+def test_pipeline_with_minibert_installed(finetuned):
+    import minibert  # noqa: F401  (registers the Auto classes)
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=finetuned["dir"])
+    with open(os.path.join(finetuned["dir"], "predict_results.jsonl")) as f:
+        first = json.loads(f.readline())
+    (got,) = classifier(first["text"])
+    assert got["label"] == first["label"] and got["score"] == pytest.approx(first["score"], abs=1e-4)
+
+
+def test_pipeline_without_minibert(finetuned, tmp_path):
+    code = f"""
+import sys, json
+sys.modules["minibert"] = None  # `import minibert` now fails: only the checkpoint's own code can serve
+from transformers import pipeline
+classifier = pipeline("text-classification", model={finetuned['dir']!r}, trust_remote_code=True)
+print(json.dumps(classifier(["i saw a tiger yesterday", "look at that tram"])))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [p["label"] for p in predictions] == ["animal", "vehicle"]
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return str(path)
+
+
+def test_regression(pretrained, tmp_path):
+    rng = random.Random(0)
+    rows = [{"text": t.format(w), "label": round(rng.random() * 5, 2)} for w in ANIMALS[:8] for t in NEUTRAL[:3]]
+    paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:4])}
+    metrics = T.main(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
+    with open(tmp_path / "out" / "config.json") as f:
+        config = json.load(f)
+    assert (config["problem_type"], len(config["id2label"])) == ("regression", 1)
+    assert {"eval_pearson", "eval_spearmanr", "eval_loss", "train_runtime"} <= set(metrics)
+    with open(tmp_path / "out" / "predict_results.jsonl") as f:
+        assert set(json.loads(f.readline())) == {"index", "text", "score"}
+    with open(tmp_path / "out" / "README.md") as f:
+        assert 'function_to_apply="none"' in f.read()
+
+
+def test_multi_label(pretrained, tmp_path):
+    rows = [{"text": t.format(w), "label": labels}
+            for w, labels in [("cat", ["animal", "small"]), ("horse", ["animal", "big"]), ("bike", ["vehicle", "small"]),
+                              ("truck", ["vehicle", "big"]), ("goose", ["animal"]), ("van", [])]
+            for t in NEUTRAL]  # fmt: skip
+    paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:3])}
+    metrics = T.main(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
+    with open(tmp_path / "out" / "config.json") as f:
+        config = json.load(f)
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["id2label"] == {"0": "animal", "1": "big", "2": "small", "3": "vehicle"}
+    assert {"eval_exact_match", "eval_f1_micro", "eval_f1_macro"} <= set(metrics)
+    with open(tmp_path / "out" / "predict_results.jsonl") as f:
+        first = json.loads(f.readline())
+    assert set(first["scores"]) == {"animal", "big", "small", "vehicle"} and isinstance(first["labels"], list)
+
+
+def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_path):
+    """A transformers BertForPreTraining checkpoint is converted on the fly; ClassLabel names become label names."""
+    import datasets
+    from transformers import BertConfig, BertForPreTraining
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    bert_dir = str(tmp_path / "bert")
+    BertForPreTraining(BertConfig(vocab_size=len(tokenizer), **TINY)).save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    features = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["same", "different"])})  # fmt: skip
+    rows = {"sentence1": [], "sentence2": [], "label": []}
+    for a in ANIMALS[:6]:
+        for b in (ANIMALS[0], VEHICLES[0]):
+            rows["sentence1"].append(f"i saw a {a}")
+            rows["sentence2"].append(f"look at that {b}")
+            rows["label"].append(0 if b in ANIMALS else 1)
+    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
+                                    "validation": datasets.Dataset.from_dict(rows, features=features).select(range(4))})
+    dataset.save_to_disk(str(tmp_path / "pairs"))
+
+    model_args, _, training = args(tmp_path / "out", model=bert_dir, max_train_steps=2)
+    metrics = T.main(model_args, DataArguments(dataset_name=str(tmp_path / "pairs")), training)
+    assert "eval_accuracy" in metrics
+    with open(tmp_path / "out" / "config.json") as f:
+        config = json.load(f)
+    assert config["model_type"] == "minibert" and config["id2label"] == {"0": "same", "1": "different"}
+
+    import minibert  # noqa: F401
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=str(tmp_path / "out"))
+    assert classifier({"text": "i saw a cow", "text_pair": "look at that car"})["label"] in ("same", "different")
+
+
+def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
+    first = T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
+    checkpoints = sorted(os.listdir(tmp_path / "out" / "checkpoints"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"]
+    resumed = T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2,
+                           resume_from_checkpoint="last"))  # fmt: skip
+    assert "checkpoint-6" in os.listdir(tmp_path / "out" / "checkpoints")
+    assert resumed["epoch"] > first["epoch"]
+    # A new run without --resume_from_checkpoint starts afresh: the old checkpoints go.
+    T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
+    assert os.listdir(tmp_path / "out" / "checkpoints") == ["checkpoint-1"]
+
+
+def test_output_dir_with_other_files_is_refused(task, pretrained, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a checkpoint"):
+        T.main(*args(tmp_path, task, model=pretrained, max_train_steps=1))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
+    """No data arguments: the built-in demo (a fresh tiny model here, as there is no outputs/pretrain)."""
+    monkeypatch.chdir(tmp_path)
+    from finetune.__main__ import main
+
+    code = main(["--max_train_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32",
+                 "--max_predict_samples", "4", "--num_examples_shown", "3"])  # fmt: skip
+    assert code == 0
+    out = tmp_path / "outputs" / "finetune"
+    assert sorted(os.listdir(out / "demo_data")) == ["test.csv", "train.csv", "validation.csv"]
+    with open(out / "config.json") as f:
+        assert json.load(f)["id2label"] == {"0": "original", "1": "shuffled"}
+    assert "Example predictions (3 of 4)" in capsys.readouterr().out
+
+
+def test_not_a_bert_checkpoint_is_one_clear_error(task, tmp_path, capsys):
+    from finetune.__main__ import main
+
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    code = main(["--model_name_or_path", str(gpt), "--train_file", task["train"], "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: ") and "'gpt2' checkpoint, not a BERT" in err[0]
+
+
+def test_cli_missing_column_exits_2_with_one_line(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("review,stars\ngreat,5\nawful,1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune", "--train_file", str(train), "--text_column", "review",
+         "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: train_file {train} has no label column 'label' (--label_column); columns: review, stars"
+    ]
