@@ -39,6 +39,15 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 REPO_ID = "someone/minibert-animals"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Models this small gain nothing from a second thread, and on a busy machine two threads can run 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_tokenizer():
     from transformers import BertTokenizer
 
@@ -87,7 +96,7 @@ def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    return model, float(loss)
+    return model, loss.item()
 
 
 class RecordingHfApi:
@@ -228,7 +237,7 @@ from transformers import pipeline
 classifier = pipeline("text-classification", model={finetuned['dir']!r}, trust_remote_code=True)
 print(json.dumps(classifier(["i saw a tiger yesterday", "look at that tram"])))
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -363,7 +372,7 @@ def test_cli_missing_column_exits_2_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "finetune", "--train_file", str(train), "--text_column", "review",
          "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
