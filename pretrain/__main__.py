@@ -1,10 +1,14 @@
 """`minibert-pretrain` / `python -m pretrain` / `accelerate launch [options] -m pretrain`.
 
     minibert-pretrain                                   # the demo: a tiny BERT on Python's own docs, a few minutes on CPU
-    minibert-pretrain demo --output_dir /tmp/demo       # a config shipped in pretrain/configs, by name, plus flags
-    minibert-pretrain pretrain/configs/bert-base.yaml   # a run config (YAML keys = flag names); flags override it
+    minibert-pretrain --max_train_steps 100             # the demo recipe, changed by flags
+    minibert-pretrain bert-base --train_file 'wiki/*.txt'   # a config shipped in pretrain/configs, by name
+    minibert-pretrain my_run.yaml --seed 3              # a run config (YAML keys = flag names); flags override it
     minibert-pretrain --train_file 'corpus/*.txt' --model_size mini --max_train_steps 20000 --checkpointing_steps 1000
     accelerate launch --config_file pretrain/accelerate_configs/multi_gpu_8.yaml -m pretrain pretrain/configs/bert-base.yaml
+
+Without a config file, --train_file or --dataset_name the run uses the demo corpus and the demo recipe
+(pretrain/configs/demo.yaml) under the flags given; otherwise the defaults of `--help`.
 
 Exit status: 0 when the run completed (also when --time_budget ended it), 2 for a user error (one `error:` line),
 128 + signal (143 for SIGTERM, 130 for SIGINT) when a signal stopped it after saving a checkpoint; rerun with
@@ -22,7 +26,7 @@ from minibert.cli import HubArguments, parse_args, run_cli
 
 from .args import ModelArguments, PretrainingArguments
 
-DEMO_CONFIG = "demo.yaml"
+DEMO_CONFIG = "demo"
 # Sentences in the demo corpus's domain (Python's language reference), each with one [MASK].
 DEMO_PROMPTS = [
     'The "for" statement is used to iterate over the [MASK] of a sequence.',
@@ -43,10 +47,10 @@ def parse(argv: Sequence[str] | None):
     from .data import DataArguments
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:  # no arguments at all: the demo run
-        argv = [shipped_config(DEMO_CONFIG.removesuffix(".yaml"))]
-    elif not argv[0].startswith("-") and "." not in argv[0] and shipped_config(argv[0]):
-        argv[0] = shipped_config(argv[0])  # `minibert-pretrain demo --output_dir x`: a shipped config by name
+    if argv and not argv[0].startswith("-") and "." not in argv[0] and shipped_config(argv[0]):
+        argv[0] = shipped_config(argv[0])  # `minibert-pretrain bert-base ...`: a shipped config by name
+    if _is_demo(argv):  # the demo corpus comes with the demo recipe; flags still override it
+        argv = [shipped_config(DEMO_CONFIG), *argv]
     return parse_args(
         [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog="minibert-pretrain"
     )
@@ -62,6 +66,14 @@ def show_fill_mask(output_dir: str, prompts: list[str], top_k: int = 3) -> None:
     for prompt in prompts:
         guesses = ", ".join(f"{p['token_str']} ({p['score']:.2f})" for p in fill(prompt))
         print(f"  {prompt}\n      -> {guesses}")
+
+
+def _is_demo(argv: list[str]) -> bool:
+    """No config file and no data named: the run is the demo."""
+    if argv and not argv[0].startswith("-"):
+        return False  # a config file
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return not given & {"--config", "--train_file", "--dataset_name"}
 
 
 def _run(argv: Sequence[str] | None) -> dict:

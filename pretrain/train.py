@@ -616,7 +616,10 @@ def pretrain(
         from .data import prepare_pretraining_data
 
         data = prepare_pretraining_data(
-            data_args, seed=args.seed, output_dir=args.output_dir, main_process_first=accelerator.main_process_first
+            data_args,
+            seed=args.seed,
+            output_dir=None if args.dry_run else args.output_dir,  # data_stats.json
+            main_process_first=accelerator.main_process_first,
         )
     if hasattr(data.data_collator, "seed") and data.data_collator.seed is None:
         data.data_collator.seed = args.seed  # masks as a function of (seed, epoch, example)
@@ -625,7 +628,11 @@ def pretrain(
     total_params, embedding_params = count_parameters(model)
     logger.info("model: %.2fM parameters (%.2fM in embeddings)", total_params / 1e6, embedding_params / 1e6)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed gradient_checkpointing_enable (deprecated) to activation_checkpointing_enable.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.optimizer == "lamb" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise UserError("--optimizer lamb needs whole tensors for its trust ratio: use it with DDP, not FSDP/DeepSpeed")
 

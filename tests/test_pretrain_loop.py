@@ -1,0 +1,387 @@
+"""The pretraining loop end to end, in this process, on a generated corpus that has something to learn.
+
+The oracle for resume is a second, uninterrupted run (every tensor equal); for gradient accumulation and
+checkpointing, a run without them; for learning, chance level.
+"""
+
+import json
+import os
+import random
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minibert.cli import UserError
+from pretrain.__main__ import main, parse
+from pretrain.checkpointing import LATEST_FILE, Progress
+from pretrain.train import MAX_NONFINITE_STEPS, Trainer, pretrain
+
+# A model small enough for a CPU test, and its data: sequences of 32 tokens, batches of 16.
+TINY_MODEL = "hidden_size=64,num_hidden_layers=2,num_attention_heads=4"
+NO_DROPOUT = ",hidden_dropout_prob=0,attention_probs_dropout_prob=0"
+BATCH = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads spin-wait for each
+    other (10x slower steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A corpus with structure
+# ----------------------------------------------------------------------------------------------------------------
+def _pseudo_words(rng: random.Random, n: int, used: set) -> list[str]:
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    words = []
+    while len(words) < n:
+        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(2))
+        if word not in used:
+            used.add(word)
+            words.append(word)
+    return words
+
+
+def synthetic_documents(n_docs: int = 240, n_topics: int = 4, seed: int = 0) -> list[list[str]]:
+    """Documents that each keep to one topic: every sentence is `MARKER NOUN VERB OBJECT .`, with the topic's
+    marker word, one of its nouns and objects, and the verb fixed by the noun. MLM can learn the verbs (and the
+    markers, and the full stops); NSP can learn that a random next sentence usually comes from another topic
+    (chance 50%, best possible 1 - 1/(2 x n_topics))."""
+    rng = random.Random(seed)
+    used: set = set()
+    topics = []
+    for _ in range(n_topics):
+        marker = _pseudo_words(rng, 1, used)[0]
+        nouns, verbs, objects = (_pseudo_words(rng, 6, used) for _ in range(3))
+        topics.append((marker, nouns, dict(zip(nouns, verbs)), objects))
+    documents = []
+    for _ in range(n_docs):
+        marker, nouns, verb_of, objects = topics[rng.randrange(n_topics)]
+        nouns_used = [rng.choice(nouns) for _ in range(rng.randint(4, 10))]
+        documents.append([f"{marker} {n} {verb_of[n]} {rng.choice(objects)} ." for n in nouns_used])
+    return documents
+
+
+def write_corpus(path, documents) -> str:
+    """BERT's text format: one sentence per line, a blank line between documents."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(doc) for doc in documents) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> str:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "topics.txt", synthetic_documents())
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> str:
+    """Fewer documents: epochs of a few steps, for the resume tests."""
+    return write_corpus(tmp_path_factory.mktemp("small_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=1))
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory) -> str:
+    """One preprocessing cache for the whole session: the same corpus is tokenized and paired once."""
+    return str(tmp_path_factory.mktemp("data_cache"))
+
+
+def args_for(corpus_file, cache, output_dir, *extra, model=TINY_MODEL) -> list[str]:
+    return [
+        "--train_file", corpus_file, "--data_cache_dir", cache, "--output_dir", str(output_dir),
+        "--vocab_size", "120", "--max_seq_length", "32", "--dupe_factor", "2",
+        "--config_overrides", model, "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
+        "--learning_rate", "3e-3", "--warmup_ratio", "0.05", "--logging_steps", "5", "--seed", "0",
+        *map(str, extra),
+    ]  # fmt: skip
+
+
+def run(argv) -> dict:
+    return pretrain(*parse(argv))
+
+
+def weights(output_dir) -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(output_dir, "model.safetensors"))
+
+
+def records(output_dir, kind="train") -> list[dict]:
+    """metrics.jsonl's training records (kind="train") or evaluation records (kind="eval")."""
+    with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [r for r in map(json.loads, f) if ("eval_loss" in r) == (kind == "eval")]
+
+
+def assert_same_weights(a: dict, b: dict, exact: bool = True) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        if exact:
+            assert torch.equal(a[name], b[name]), name
+        else:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learning
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(corpus, data_cache, tmp_path_factory) -> tuple[str, dict]:
+    """The learning run (also the checkpoint the export tests load)."""
+    out = tmp_path_factory.mktemp("trained")
+    result = run(args_for(corpus, data_cache, out, "--per_device_train_batch_size", 32, "--max_train_steps", 300,
+                          "--eval_steps", 100, "--checkpointing_steps", 100, "--with_tracking", "true"))  # fmt: skip
+    return str(out), result
+
+
+def test_mlm_and_nsp_accuracy_rise_well_above_chance(trained):
+    out, result = trained
+    assert result["status"] == "completed"
+    evals = records(out, "eval")
+    assert [r["step"] for r in evals] == [100, 200, 300]
+    vocab = json.load(open(os.path.join(out, "config.json")))["vocab_size"]
+    assert result["eval_mlm_accuracy"] > 0.15 > 10 / vocab  # chance: 1 / vocabulary
+    assert result["eval_nsp_accuracy"] > 0.65  # chance: 0.5
+    assert result["eval_loss"] < evals[0]["eval_loss"]
+    train = records(out)
+    assert train[-1]["loss"] < train[0]["loss"] - 1.0
+
+
+def test_run_outputs(trained):
+    out, result = trained
+    results = json.load(open(os.path.join(out, "all_results.json")))
+    for key in ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity", "train_steps",
+                "train_tokens_per_second", "train_runtime", "num_processes"):  # fmt: skip
+        assert key in results, key
+    assert results["train_steps"] == 300 and results["num_processes"] == 1
+    assert results["train_tokens"] > 0 and results["train_tokens_per_second"] > 0
+    with open(os.path.join(out, "training_curves.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # Training records every --logging_steps, with the learning rate following warmup + linear decay.
+    train = records(out)
+    assert [r["step"] for r in train] == list(range(5, 301, 5))
+    lrs = [r["learning_rate"] for r in train]
+    assert max(lrs) == pytest.approx(3e-3, rel=0.1) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    assert all(r["tokens_per_second"] > 0 and r["grad_norm"] > 0 for r in train)
+    # TensorBoard (--with_tracking) under runs/, which the Hub upload leaves out.
+    events = [f for _, _, fs in os.walk(os.path.join(out, "runs")) for f in fs if "tfevents" in f]
+    assert events
+    # Checkpoints every 100 steps, the newest 3 kept, `latest` naming the last.
+    ckpts = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(ckpts)) == ["latest", "step_100", "step_200", "step_300"]
+    assert open(os.path.join(ckpts, LATEST_FILE)).read().strip() == "step_300"
+    state = Progress.read(os.path.join(ckpts, "step_300"))
+    assert state.completed_steps == 300 and state.tokens_seen == results["train_tokens"]
+    card = open(os.path.join(out, "README.md")).read()
+    assert "pipeline_tag: fill-mask" in card and "eval_mlm_accuracy" in card and "topics.txt" in card
+
+
+def test_output_dir_loads_through_auto_classes_and_fill_mask(trained):
+    import minibert  # noqa: F401
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
+
+    out, _ = trained
+    saved = weights(out)
+    pretraining = AutoModelForPreTraining.from_pretrained(out)
+    assert type(pretraining).__name__ == "MiniBertForPreTraining"
+    for name, tensor in pretraining.state_dict().items():
+        if name in saved:
+            assert torch.equal(tensor, saved[name]), name
+    assert type(AutoModel.from_pretrained(out)).__name__ == "MiniBertModel"
+    mlm = AutoModelForMaskedLM.from_pretrained(out)
+    torch.testing.assert_close(mlm.cls.predictions.decoder.weight, pretraining.bert.embeddings.word_embeddings.weight)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    documents = synthetic_documents()
+    sentence = documents[0][0].split()  # MARKER NOUN VERB OBJECT .
+    predictions = pipeline("fill-mask", model=out)(" ".join([*sentence[:2], tokenizer.mask_token, *sentence[3:]]))
+    assert len(predictions) == 5 and all(p["token_str"] for p in predictions)
+
+
+def test_continue_pretraining_from_the_output_dir(trained, corpus, data_cache, tmp_path):
+    """--model_name_or_path starts from the weights and the tokenizer of a checkpoint."""
+    out, result = trained
+    again = run(args_for(corpus, data_cache, tmp_path, "--model_name_or_path", out, "--max_train_steps", 2,
+                         "--config_overrides", "hidden_dropout_prob=0.0"))  # fmt: skip
+    assert again["status"] == "completed"
+    # The first evaluation of the continued run starts where the trained one ended (2 small steps later).
+    assert again["eval_mlm_accuracy"] > 0.6 * result["eval_mlm_accuracy"]
+    assert json.load(open(tmp_path / "config.json"))["hidden_dropout_prob"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exact resume
+# ----------------------------------------------------------------------------------------------------------------
+def steps_per_epoch(small_corpus, data_cache) -> int:
+    from pretrain.data import DataArguments, prepare_pretraining_data
+
+    _, data_args, _, _ = parse(args_for(small_corpus, data_cache, "unused"))
+    data = prepare_pretraining_data(data_args, seed=0)
+    return len(data.train_dataset) // BATCH
+
+
+@pytest.fixture(scope="module")
+def resume_setup(small_corpus, data_cache, tmp_path_factory):
+    """An uninterrupted run of 1.5 epochs (dropout on: resume must restore the RNG too)."""
+    per_epoch = steps_per_epoch(small_corpus, data_cache)
+    assert per_epoch >= 6
+    total = per_epoch + per_epoch // 2
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run(args_for(small_corpus, data_cache, out, "--max_train_steps", total, "--checkpointing_steps", 1000, "--logging_steps", 1))
+    return per_epoch, total, str(out)
+
+
+def sigterm_after(monkeypatch, step: int) -> None:
+    """Deliver SIGTERM to this process right after optimizer step `step`, as a preempting scheduler would."""
+    original = Trainer._after_step
+
+    def after_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.progress.completed_steps == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_after_step", after_step)
+
+
+@pytest.mark.parametrize("where", ["mid_epoch_0", "end_of_epoch_0", "mid_epoch_1"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(where, resume_setup, small_corpus, data_cache, tmp_path, monkeypatch):
+    per_epoch, total, uninterrupted = resume_setup
+    # SIGTERM after step k; the loop notices at the next step boundary, so it stops (and saves) after k + 1.
+    stop_at = {"mid_epoch_0": per_epoch // 2, "end_of_epoch_0": per_epoch, "mid_epoch_1": per_epoch + 2}[where]
+    argv = args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", total, "--checkpointing_steps", 1000,
+                    "--logging_steps", 1)  # fmt: skip
+    with monkeypatch.context() as m:
+        sigterm_after(m, stop_at - 1)
+        first = run(argv)
+    assert first == {"status": "interrupted", "signal": signal.SIGTERM, "train_steps": stop_at}
+    state = Progress.read(str(tmp_path / "checkpoints" / f"step_{stop_at}"))
+    assert (state.epoch, state.step_in_epoch) == divmod(stop_at, per_epoch)
+    assert not (tmp_path / "model.safetensors").exists()  # preempted: no export, only the checkpoint
+
+    second = run(argv + ["--resume_from_checkpoint", "latest"])
+    assert second["status"] == "completed" and second["train_steps"] == total
+    assert_same_weights(weights(tmp_path), weights(uninterrupted), exact=True)
+    # The training log reads as one run: the same losses, each step once.
+    keys = ("step", "loss", "mlm_loss", "nsp_loss", "learning_rate", "grad_norm", "tokens_seen")
+    resumed_log = [tuple(r[k] for k in keys) for r in records(tmp_path)]
+    assert resumed_log == [tuple(r[k] for k in keys) for r in records(uninterrupted)]
+    results = json.load(open(tmp_path / "all_results.json"))
+    assert results["train_tokens"] == json.load(open(os.path.join(uninterrupted, "all_results.json")))["train_tokens"]
+
+
+def test_gradient_accumulation_and_checkpointing_change_nothing(small_corpus, data_cache, tmp_path):
+    """Batch 16 in one step, 2 x 8 accumulated, and 16 with activation checkpointing: the same weights
+    (the loss is normalised by the masked tokens of the whole global batch, not averaged per micro-batch)."""
+    common = ["--max_train_steps", 6, "--config_overrides", TINY_MODEL + NO_DROPOUT]
+    run(args_for(small_corpus, data_cache, tmp_path / "big", *common))
+    run(args_for(small_corpus, data_cache, tmp_path / "accumulated", *common,
+                 "--per_device_train_batch_size", 8, "--gradient_accumulation_steps", 2))  # fmt: skip
+    run(args_for(small_corpus, data_cache, tmp_path / "recomputed", *common, "--gradient_checkpointing", "true"))
+    big = weights(tmp_path / "big")
+    assert_same_weights(weights(tmp_path / "accumulated"), big, exact=False)
+    assert_same_weights(weights(tmp_path / "recomputed"), big, exact=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stopping: time budget, non-finite losses, dry runs
+# ----------------------------------------------------------------------------------------------------------------
+def test_time_budget_stops_checkpoints_and_exports(small_corpus, data_cache, tmp_path):
+    result = run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 100000, "--time_budget", 0.03))
+    assert result["status"] == "completed" and result["stopped_by_time_budget"]
+    assert 0 < result["train_steps"] < 100000
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "all_results.json").exists()
+    assert (tmp_path / "checkpoints" / f"step_{result['train_steps']}").is_dir()
+    assert "eval_mlm_accuracy" in result
+
+
+def poison_losses(monkeypatch, calls: set[int]) -> None:
+    """Make the model's MLM loss NaN on the given forward calls (counted from 0)."""
+    from minibert import MiniBertForPreTraining
+
+    original = MiniBertForPreTraining.forward
+    counter = {"n": 0}
+
+    def forward(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training:
+            if counter["n"] in calls:
+                out.mlm_loss = out.mlm_loss * float("nan")
+            counter["n"] += 1
+        return out
+
+    monkeypatch.setattr(MiniBertForPreTraining, "forward", forward)
+
+
+def test_non_finite_steps_are_skipped(small_corpus, data_cache, tmp_path, monkeypatch, caplog):
+    poison_losses(monkeypatch, {2, 3})
+    result = run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 6))
+    assert result["status"] == "completed" and result["skipped_steps"] == 2 and result["train_steps"] == 6
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path).values())
+    assert "non-finite loss or gradient, update skipped" in caplog.text
+    log = records(tmp_path)
+    assert log[-1]["skipped_steps"] == 2 and all(r["loss"] == r["loss"] for r in log)  # no nan in the log
+
+
+def test_too_many_non_finite_steps_end_the_run(small_corpus, data_cache, tmp_path, monkeypatch, capsys):
+    poison_losses(monkeypatch, set(range(1, 1000)))
+    code = main(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 50))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"error: {MAX_NONFINITE_STEPS} optimizer steps in a row had a non-finite loss" in err
+
+
+def test_dry_run_writes_nothing(small_corpus, data_cache, tmp_path):
+    result = run(args_for(small_corpus, data_cache, tmp_path, "--dry_run", "true", "--checkpointing_steps", 1))
+    assert result["status"] == "completed" and result["train_steps"] == 3
+    assert "eval_mlm_accuracy" in result
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output directories and continuing runs
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_second_run_in_the_same_output_dir_must_say_what_it_wants(small_corpus, data_cache, tmp_path):
+    argv = args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 2)
+    run(argv)
+    with pytest.raises(UserError, match="--resume_from_checkpoint latest to continue it, or --overwrite_output_dir"):
+        run(argv)
+    assert run(argv + ["--overwrite_output_dir", "true"])["status"] == "completed"
+    # Resuming a finished run with more steps extends it.
+    longer = run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 4, "--resume_from_checkpoint", "latest"))
+    assert longer["train_steps"] == 4
+    with pytest.raises(UserError, match="per_device_train_batch_size=16"):
+        run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 6, "--resume_from_checkpoint", "latest",
+                     "--per_device_train_batch_size", 8))  # fmt: skip
+
+
+def test_lamb_trains(small_corpus, data_cache, tmp_path):
+    result = run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 4, "--optimizer", "lamb"))
+    assert result["status"] == "completed" and result["skipped_steps"] == 0
+
+
+def test_push_to_hub_uploads_the_output_dir(small_corpus, data_cache, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, exist_ok, private):
+            calls.append(("create_repo", repo_id, private))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns):
+            calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path)), ignore_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 2, "--push_to_hub", "true",
+                 "--hub_model_id", "me/tiny-bert"))  # fmt: skip
+    (_, repo, private), (_, repo2, files, ignored) = calls[1], calls[2]
+    assert repo == repo2 == "me/tiny-bert" and private is False
+    assert {"model.safetensors", "config.json", "README.md", "all_results.json"} <= set(files)
+    assert "checkpoints/*" in ignored
+    assert "me/tiny-bert" in open(tmp_path / "README.md").read()
