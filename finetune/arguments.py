@@ -129,7 +129,9 @@ class FinetuneArguments:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of the steps spent warming up linearly."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "linear, cosine, constant_with_warmup, ..."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training data."})
+    num_train_epochs: float | None = field(
+        default=None, metadata={"help": "Passes over the training data. Default: 3 (10 for the built-in demo)."}
+    )
     max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (overrides epochs)."})
     eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluate and checkpoint every N steps instead of every epoch."}
@@ -162,7 +164,7 @@ class FinetuneArguments:
             raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        if self.num_train_epochs <= 0 and not self.max_train_steps:
+        if self.num_train_epochs is not None and self.num_train_epochs <= 0:
             raise UserError(f"--num_train_epochs must be positive, not {self.num_train_epochs}")
         for name in ("max_train_steps", "eval_steps"):
             value = getattr(self, name)

@@ -1,11 +1,12 @@
-"""The built-in demo: a real two-class task made from text that ships with Python, and a base model when there is
-no pretrained one.
+"""The built-in demo: a real classification task made from text that ships with Python, and a base model when there
+is no pretrained one.
 
-The task ("original" vs "shuffled") asks whether a sentence of Python's own documentation (`pydoc_data.topics`) is
-as written or has had its words put in a random order. Casing and the final full stop are kept where a sentence
-has them, so only word order tells the classes apart: a bag of words cannot solve it, a model of syntax can, which
-is what masked-language-model pretraining teaches. Sentences, not rows, are split between train / validation /
-test, so a test sentence was never seen in training in either form.
+The task: which part of Python's language reference does a sentence come from? `pydoc_data.topics` (the text behind
+`help("for")`) holds the reference's topics; their prose sentences are labelled by the part of the reference their
+topic belongs to (`TOPIC_GROUPS`: statements, expressions, built-in types, the debugger). A sentence that occurs in
+topics of two parts is left out, so every label is unambiguous. A model has to learn which words and phrasings go
+with which part ("the loop", "the target list" vs "the operand" vs "the method returns" vs "print the stack"),
+and sentences, not words, are split between train / validation / test, so every test sentence is new.
 """
 
 from __future__ import annotations
@@ -15,70 +16,65 @@ import os
 import random
 import re
 
-ORIGINAL, SHUFFLED = "original", "shuffled"
+# The part of the language reference each pydoc topic belongs to (topics of other parts are not used).
+TOPIC_GROUPS = {
+    "statements": (
+        "assert assignment async augassign break class compound continue del else for function global if import "
+        "nonlocal pass raise return try while with yield"
+    ).split(),
+    "expressions": (
+        "atom-identifiers atom-literals attribute-references await binary bitwise booleans calls comparisons "
+        "conversions exprlists floating formatstrings identifiers imaginary in integers lambda numbers "
+        "operator-summary power shifting slicings strings subscriptions unary"
+    ).split(),
+    "built-in types": (
+        "dict lists numeric-types sequence-types string-methods types typesfunctions typesmapping typesmethods "
+        "typesseq typesseq-mutable"
+    ).split(),
+    "debugger": ["debugger"],
+}
+DEMO_EPOCHS = 10.0  # ~1,000 training sentences: a tiny model needs more passes than the usual 3
 _SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-_PLAIN_SENTENCE = re.compile(r"[A-Za-z0-9 ,;:'\"\-.()]+")
+_SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=[A-Z"])')
 
 
-def demo_sentences(min_words: int = 6, max_words: int = 40) -> list[str]:
-    """Prose sentences of the pydoc topics (code examples and tables skipped), sorted and de-duplicated."""
+def topic_sentences(text: str, min_words: int = 5, max_words: int = 50) -> set[str]:
+    """Prose sentences of one pydoc topic: interactive examples skipped, reST emphasis marks dropped."""
+    sentences = set()
+    for paragraph in re.split(r"\n\s*\n", text):
+        if ">>>" in paragraph:
+            continue
+        flat = re.sub(r"[*`]", "", " ".join(paragraph.split()))
+        for sentence in _SENTENCE_END.split(flat):
+            sentence = sentence.strip()
+            if min_words <= len(sentence.split()) <= max_words and sentence.endswith(".") and sentence[0].isupper():
+                sentences.add(sentence)
+    return sentences
+
+
+def labelled_sentences() -> list[tuple[str, str]]:
+    """(sentence, part of the reference), sorted; sentences found in two parts are left out."""
     from pydoc_data.topics import topics
 
-    sentences = set()
-    for key in sorted(topics):
-        for paragraph in re.split(r"\n\s*\n", topics[key]):
-            if ">>>" in paragraph:
-                continue  # interactive examples
-            flat = re.sub(r"[*`]", "", " ".join(paragraph.split()))  # reST emphasis marks
-            for sentence in _SENTENCE_END.split(flat):
-                sentence = sentence.strip()
-                n_words = len(sentence.split())
-                if min_words <= n_words <= max_words and sentence.endswith(".") and _PLAIN_SENTENCE.fullmatch(sentence):
-                    sentences.add(sentence)
-    return sorted(sentences)
-
-
-def shuffle_words(sentence: str, rng: random.Random) -> str:
-    """The sentence's words in a new random order, re-cased and re-punctuated like a sentence."""
-    words = sentence[:-1].split() if sentence.endswith(".") else sentence.split()
-    if len(set(words)) < 2:
-        raise ValueError(f"cannot shuffle a sentence with fewer than two distinct words: {sentence!r}")
-    first_was_capitalised = words[0][:1].isupper() and words[0][1:] == words[0][1:].lower()
-    order = list(range(len(words)))
-    while [words[i] for i in order] == words:
-        rng.shuffle(order)
-    # The old first word loses its capital, the new one gains it: casing must not give the answer away.
-    shuffled = [words[i].lower() if i == 0 and first_was_capitalised else words[i] for i in order]
-    if first_was_capitalised:
-        shuffled[0] = shuffled[0][:1].upper() + shuffled[0][1:]
-    if sentence.endswith("."):  # no "word,." at the end either
-        shuffled[-1] = shuffled[-1].rstrip(",;:")
-    return " ".join(shuffled) + ("." if sentence.endswith(".") else "")
+    parts: dict[str, set[str]] = {}
+    for label, keys in TOPIC_GROUPS.items():
+        for key in keys:
+            for sentence in topic_sentences(topics.get(key, "")):
+                parts.setdefault(sentence, set()).add(label)
+    return sorted((sentence, next(iter(labels))) for sentence, labels in parts.items() if len(labels) == 1)
 
 
 def make_demo_splits(seed: int = 0) -> dict[str, list[dict[str, str]]]:
-    """Rows {"sentence", "label"} per split: each sentence once as written and once shuffled, in random order."""
-    rng = random.Random(seed)
-    sentences = demo_sentences()
-    rng.shuffle(sentences)
-    n = len(sentences)
-    n_train = int(n * _SPLIT_FRACTIONS["train"])
-    n_validation = int(n * _SPLIT_FRACTIONS["validation"])
-    parts = {
-        "train": sentences[:n_train],
-        "validation": sentences[n_train : n_train + n_validation],
-        "test": sentences[n_train + n_validation :],
+    """Rows {"sentence", "label"} per split, a seeded shuffle cut 80 / 10 / 10."""
+    rows = [{"sentence": sentence, "label": label} for sentence, label in labelled_sentences()]
+    random.Random(seed).shuffle(rows)
+    n_train = int(len(rows) * _SPLIT_FRACTIONS["train"])
+    n_validation = int(len(rows) * _SPLIT_FRACTIONS["validation"])
+    return {
+        "train": rows[:n_train],
+        "validation": rows[n_train : n_train + n_validation],
+        "test": rows[n_train + n_validation :],
     }
-    splits = {}
-    for name, part in parts.items():
-        rows = []
-        for sentence in part:
-            rows.append({"sentence": sentence, "label": ORIGINAL})
-            rows.append({"sentence": shuffle_words(sentence, rng), "label": SHUFFLED})
-        rng.shuffle(rows)
-        splits[name] = rows
-    return splits
 
 
 def write_demo_data(directory: str, seed: int = 0) -> dict[str, str]:
@@ -95,15 +91,20 @@ def write_demo_data(directory: str, seed: int = 0) -> dict[str, str]:
     return paths
 
 
-def fresh_model(texts: list[str], model_cls, preset: str = "tiny", vocab_size: int = 4096, seed: int = 0):
-    """A randomly initialised `model_cls` of the given preset and a WordPiece tokenizer trained on `texts` (with
-    pretraining's deterministic trainer: the same texts give the same vocabulary on every rank and every run)."""
+def fresh_model(
+    texts: list[str], model_cls, preset: str = "tiny", vocab_size: int = 4096, seed: int = 0, **config_overrides
+):
+    """A randomly initialised `model_cls` of the given preset (plus `config_overrides`, e.g. the labels) and a
+    WordPiece tokenizer trained on `texts` with pretraining's deterministic trainer (the same texts give the same
+    vocabulary on every rank and in every run)."""
     import torch
 
     from minibert import MiniBertConfig
     from pretrain.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size, show_progress=False)
-    config = MiniBertConfig.from_preset(preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    config = MiniBertConfig.from_preset(
+        preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **config_overrides
+    )
     torch.manual_seed(seed)
     return model_cls(config), tokenizer

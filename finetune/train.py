@@ -32,7 +32,7 @@ from minibert.cli import HubArguments, UserError, parse_args
 from . import data as D
 from .arguments import DEFAULT_PRETRAINED_DIR, DataArguments, FinetuneArguments, ModelArguments
 from .card import CardInfo, render_model_card
-from .demo import fresh_model, write_demo_data
+from .demo import DEMO_EPOCHS, fresh_model, write_demo_data
 from .metrics import BEST_METRIC, MULTI_LABEL, REGRESSION, SINGLE_LABEL, build_compute_metrics, metric_names
 
 logger = logging.getLogger("finetune")
@@ -167,9 +167,7 @@ def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts:
             "fine-tuning a randomly initialised tiny model with a tokenizer trained on the training texts",
             DEFAULT_PRETRAINED_DIR,
         )
-        model, tokenizer = fresh_model(training_texts, MiniBertForSequenceClassification, seed=seed)
-        for key, value in head.items():
-            setattr(model.config, key, value)
+        model, tokenizer = fresh_model(training_texts, MiniBertForSequenceClassification, seed=seed, **head)
         return model, tokenizer, "a randomly initialised tiny MiniBERT"
 
     model = load_pretrained_minibert(
@@ -213,7 +211,9 @@ def default_learning_rate(model) -> float:
 # Trainer
 
 
-def build_training_arguments(args: FinetuneArguments, *, has_eval: bool, best_metric: str, learning_rate: float):
+def build_training_arguments(
+    args: FinetuneArguments, *, has_eval: bool, best_metric: str, learning_rate: float, epochs: float
+):
     from transformers import TrainingArguments
 
     strategy = "steps" if args.eval_steps else "epoch"
@@ -226,7 +226,7 @@ def build_training_arguments(args: FinetuneArguments, *, has_eval: bool, best_me
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a fraction of the training steps
         lr_scheduler_type=args.lr_scheduler_type,
-        num_train_epochs=args.num_train_epochs,
+        num_train_epochs=epochs,
         max_steps=args.max_train_steps or -1,
         eval_strategy=strategy if has_eval else "no",
         save_strategy=strategy,
@@ -347,9 +347,9 @@ def main(
     if is_demo:
         demo_dir = os.path.join(output_dir, DEMO_DATA_DIR)
         if state.is_main_process:
-            paths = write_demo_data(demo_dir, seed=0)
-            logger.info("no data arguments: running the built-in demo (original vs word-shuffled sentences), "
-                        "data written to %s", demo_dir)
+            write_demo_data(demo_dir, seed=0)
+            logger.info("no data arguments: running the built-in demo (which part of Python's language reference "
+                        "is a sentence from?), data written to %s", demo_dir)
         state.wait_for_everyone()
         paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in D.SPLITS}
         data_args = dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
@@ -371,8 +371,9 @@ def main(
     has_eval = "validation" in datasets
     best_metric = pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels)
     learning_rate = training_args.learning_rate or default_learning_rate(model)
+    epochs = training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0)
     args = build_training_arguments(training_args, has_eval=has_eval, best_metric=best_metric,
-                                    learning_rate=learning_rate)  # fmt: skip
+                                    learning_rate=learning_rate, epochs=epochs)  # fmt: skip
     trainer = Trainer(
         model=model,
         args=args,

@@ -8,7 +8,7 @@ import pytest
 
 from finetune import data as D
 from finetune.arguments import DataArguments, FinetuneArguments, ModelArguments
-from finetune.demo import make_demo_splits, shuffle_words, write_demo_data
+from finetune.demo import TOPIC_GROUPS, make_demo_splits, topic_sentences, write_demo_data
 from finetune.metrics import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from finetune.train import prepare_data
 from minibert.cli import HubArguments, UserError, parse_args
@@ -222,26 +222,21 @@ def test_argument_errors_are_user_errors():
 # The demo task
 
 
-def test_demo_task_is_deterministic_balanced_and_only_word_order_differs(tmp_path):
+def test_demo_task_is_deterministic_unambiguous_and_split_by_sentence(tmp_path):
     splits = make_demo_splits()
     assert splits == make_demo_splits()
-    assert len(splits["train"]) > 2000 and len(splits["validation"]) > 200 and len(splits["test"]) > 200
-    originals = {}
-    for name, rows in splits.items():
-        assert sum(r["label"] == "shuffled" for r in rows) * 2 == len(rows)
-        originals[name] = {r["sentence"] for r in rows if r["label"] == "original"}
-    # A sentence is in one split only, in both forms.
-    assert not originals["train"] & originals["test"] and not originals["train"] & originals["validation"]
+    assert len(splits["train"]) > 1000 and len(splits["validation"]) > 100 and len(splits["test"]) > 100
+    sentences = {name: [r["sentence"] for r in rows] for name, rows in splits.items()}
+    assert not set(sentences["train"]) & set(sentences["test"])
+    assert not set(sentences["train"]) & set(sentences["validation"])
+    for rows in splits.values():
+        assert {r["label"] for r in rows} == set(TOPIC_GROUPS)
+    # Each sentence carries the part of the reference its topic belongs to, and no other part has it.
+    from pydoc_data.topics import topics
 
-    def bag(sentence):
-        return sorted(w.strip(",;:.").lower() for w in sentence.split())
-
-    import random
-
-    rng = random.Random(3)
-    for sentence in list(originals["test"])[:50]:
-        shuffled = shuffle_words(sentence, rng)
-        assert shuffled != sentence and bag(shuffled) == bag(sentence)
-        assert shuffled.endswith(".") and not shuffled.endswith(",.")
+    row = splits["test"][0]
+    owners = {label for label, keys in TOPIC_GROUPS.items() for key in keys
+              if row["sentence"] in topic_sentences(topics.get(key, ""))}  # fmt: skip
+    assert owners == {row["label"]}
     paths = write_demo_data(str(tmp_path / "demo"))
     assert open(paths["train"]).readline().strip() == "sentence,label"

@@ -350,7 +350,7 @@ def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
     out = tmp_path / "outputs" / "finetune"
     assert sorted(os.listdir(out / "demo_data")) == ["test.csv", "train.csv", "validation.csv"]
     with open(out / "config.json") as f:
-        assert json.load(f)["id2label"] == {"0": "original", "1": "shuffled"}
+        assert json.load(f)["id2label"] == {"0": "built-in types", "1": "debugger", "2": "expressions", "3": "statements"}
     assert "Example predictions (3 of 4)" in capsys.readouterr().out
 
 
