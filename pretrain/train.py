@@ -377,6 +377,8 @@ class Trainer:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
         if grad_norm is None:  # DeepSpeed clips (and checks) inside its engine
             grad_norm = self._zero
+        elif not torch.is_tensor(grad_norm):  # DeepSpeed's global norm is a float
+            grad_norm = torch.tensor(float(grad_norm), device=accelerator.device)
         grad_norm = grad_norm.detach().float()
         flags = torch.stack([
             (~torch.isfinite(grad_norm)).float(), self._one if signalled else self._zero, self._one if time_up else self._zero

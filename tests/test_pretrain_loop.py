@@ -385,3 +385,15 @@ def test_push_to_hub_uploads_the_output_dir(small_corpus, data_cache, tmp_path, 
     assert {"model.safetensors", "config.json", "README.md", "all_results.json"} <= set(files)
     assert "checkpoints/*" in ignored
     assert "me/tiny-bert" in open(tmp_path / "README.md").read()
+
+
+def test_streamed_data_resumes_exactly(small_corpus, data_cache, tmp_path, monkeypatch):
+    """--streaming: no length, no sampler; the resumed run re-reads and skips the batches already trained on."""
+    argv = lambda out: args_for(small_corpus, data_cache, out, "--streaming", "true", "--max_train_steps", 30,  # noqa: E731
+                                "--logging_steps", 1, "--checkpointing_steps", 1000)  # fmt: skip
+    run(argv(tmp_path / "full"))
+    with monkeypatch.context() as m:
+        sigterm_after(m, 11)
+        assert run(argv(tmp_path / "part"))["status"] == "interrupted"
+    assert run(argv(tmp_path / "part") + ["--resume_from_checkpoint", "latest"])["train_steps"] == 30
+    assert_same_weights(weights(tmp_path / "part"), weights(tmp_path / "full"), exact=True)

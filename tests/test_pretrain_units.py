@@ -311,3 +311,52 @@ def test_resume_refuses_a_differently_shaped_run():
         check_compatible(saved, Progress(num_processes=2, per_device_train_batch_size=4, gradient_accumulation_steps=2), "ckpt")
     check_compatible(saved, Progress(num_processes=2, per_device_train_batch_size=8), "ckpt")
     assert saved.global_batch_size == 16
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shipped configuration files
+# ----------------------------------------------------------------------------------------------------------------
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrain")
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(CONFIG_DIR, "configs"))))
+def test_run_configs_parse(name):
+    """Every shipped run config holds only known keys with valid values; a shipped name works without a path."""
+    from pretrain.__main__ import parse
+
+    model_args, data_args, training_args, _ = parse([name.removesuffix(".yaml"), "--seed", "7"])
+    assert training_args.seed == 7  # flags override the file
+    assert training_args.output_dir.startswith("outputs/")
+    if name != "demo.yaml":
+        assert not training_args.overwrite_output_dir  # real runs never delete checkpoints by default
+
+
+def test_the_demo_recipe_is_the_default_for_the_demo_corpus():
+    from pretrain.__main__ import parse
+
+    _, data_args, training_args, _ = parse([])
+    assert training_args.max_train_steps is not None and data_args.train_file is None
+    _, _, changed, _ = parse(["--max_train_steps", "7", "--output_dir", "/tmp/x"])
+    assert (changed.max_train_steps, changed.learning_rate) == (7, training_args.learning_rate)
+    _, _, own_data, _ = parse(["--train_file", "corpus.txt"])
+    assert own_data.max_train_steps is None  # another corpus: the plain defaults
+
+
+EXPECTED_DISTRIBUTION = {
+    "single_gpu.yaml": ("NO", 1),
+    "multi_gpu_8.yaml": ("MULTI_GPU", 8),
+    "multi_node_2x8.yaml": ("MULTI_GPU", 16),
+    "fsdp.yaml": ("FSDP", 8),
+    "deepspeed_zero2.yaml": ("DEEPSPEED", 8),
+    "cpu_2proc.yaml": ("MULTI_GPU", 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(CONFIG_DIR, "accelerate_configs"))))
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(os.path.join(CONFIG_DIR, "accelerate_configs", name))
+    assert (config.distributed_type.value, config.num_processes) == EXPECTED_DISTRIBUTION[name]
+    if name == "fsdp.yaml":
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "MiniBertLayer"

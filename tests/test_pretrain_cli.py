@@ -1,0 +1,159 @@
+"""`python -m pretrain` and `accelerate launch -m pretrain` as a user runs them: real processes, real signals.
+
+- two processes (`accelerate launch --multi_gpu --num_processes 2`, a gloo group on this CPU-only machine) take
+  the same steps as one process with the same global batch;
+- SIGTERM mid-run leaves a checkpoint, exit status 143, and `--resume_from_checkpoint latest` finishes the run;
+- bad arguments and bad data end with exit status 2 and one `error:` line, no traceback.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_pretrain_loop import NO_DROPOUT, TINY_MODEL, args_for, assert_same_weights, records, synthetic_documents, weights, write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env() -> dict:
+    # One thread per process: two processes share 2 cores, and busy machines make OpenMP threads spin.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false"}
+
+
+def pretrain_cmd(*argv) -> list[str]:
+    return [sys.executable, "-m", "pretrain", *map(str, argv)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    return write_corpus(tmp_path_factory.mktemp("cli_corpus") / "topics.txt", synthetic_documents(n_docs=80, seed=2))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("cli_cache"))
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(corpus, cache, tmp_path):
+    """2 processes x 8 sequences vs 1 process x 16: the same samples, masks and normalised loss per step, so the
+    same weights up to the order of float additions (dropout off)."""
+    common = ["--max_train_steps", 8, "--logging_steps", 1, "--eval_steps", 4, "--config_overrides", TINY_MODEL + NO_DROPOUT]
+    # Preprocess once here, so that the launched processes only read the cache.
+    subprocess.run(pretrain_cmd(*args_for(corpus, cache, tmp_path / "one", *common)), env=env(), check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+              "-m", "pretrain", *map(str, args_for(corpus, cache, tmp_path / "two", *common,
+                                                   "--per_device_train_batch_size", 8))]  # fmt: skip
+    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.load(open(tmp_path / "two" / "all_results.json"))
+    one = json.load(open(tmp_path / "one" / "all_results.json"))
+    assert two["num_processes"] == 2 and one["num_processes"] == 1
+    assert two["global_batch_size"] == one["global_batch_size"] == 16
+    assert two["train_tokens"] == one["train_tokens"]  # the same sequences
+    assert two["eval_samples"] == one["eval_samples"] and two["eval_masked_tokens"] == one["eval_masked_tokens"]
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    for a, b in zip(records(tmp_path / "two"), records(tmp_path / "one"), strict=True):
+        assert a["learning_rate"] == b["learning_rate"]  # the schedule counts updates, not processes x updates
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert_same_weights(weights(tmp_path / "two"), weights(tmp_path / "one"), exact=False)
+
+
+def wait_for(predicate, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out")
+
+
+def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
+    argv = args_for(corpus, cache, tmp_path, "--max_train_steps", 60, "--checkpointing_steps", 1000,
+                    "--logging_steps", 1, "--config_overrides", TINY_MODEL)  # fmt: skip
+    proc = subprocess.Popen(pretrain_cmd(*argv), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and sum(1 for _ in open(metrics)) >= 3, proc)  # a few steps in
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by signal 15" in err and "Traceback" not in err
+    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
+    stopped_at = int(json.load(open(tmp_path / "checkpoints" / latest / "trainer_state.json"))["completed_steps"])
+    assert 3 <= stopped_at < 60
+    assert not (tmp_path / "model.safetensors").exists()
+
+    done = subprocess.run(pretrain_cmd(*argv, "--resume_from_checkpoint", "latest"), env=env(), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.load(open(tmp_path / "all_results.json"))
+    assert results["train_steps"] == 60
+    steps = [r["step"] for r in records(tmp_path)]
+    assert steps == list(range(1, 61))  # each step logged once, across the two processes
+
+
+def _one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def test_bad_arguments_end_with_one_clear_message(tmp_path, cache):
+    done = subprocess.run(pretrain_cmd("--output_dir", tmp_path, "--learning_rate", "-1"), env=env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _one_error_line(done.stderr) == "error: --learning_rate must be positive, not -1.0"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train_file", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+        (["--max_train_steps", "many"], "--max_train_steps"),  # argparse's own message (and exit 2)
+        (["--config_overrides", "hidden_size=30,num_attention_heads=4"], "divisible"),
+        (["--resume_from_checkpoint", "/nonexistent/ckpt"], "does not exist"),
+        (["--mixed_precision", "fp16"], "fp16"),  # no GPU here
+        (["--optimizer", "sgd"], "--optimizer"),
+    ],
+)
+def test_more_bad_arguments(argv, message, tmp_path, cache, capsys):
+    from pretrain.__main__ import main
+
+    if torch.cuda.is_available() and "fp16" in argv:
+        pytest.skip("fp16 works with a GPU")
+    try:
+        code = main(["--output_dir", str(tmp_path), "--data_cache_dir", cache, "--max_train_steps", "1", *argv])
+    except SystemExit as e:  # argparse exits by itself, with status 2
+        code = e.code
+    assert code == 2
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+def test_bad_data_ends_with_one_clear_message(tmp_path, cache):
+    bad = tmp_path / "corpus.txt"
+    bad.write_bytes(b"one sentence\n\n\xff\xfe not utf-8\n")
+    done = subprocess.run(pretrain_cmd("--train_file", bad, "--output_dir", tmp_path / "out", "--data_cache_dir", cache),
+                          env=env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert "corpus.txt" in _one_error_line(done.stderr)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_bf16_on_gpu(corpus, cache, tmp_path):
+    done = subprocess.run(pretrain_cmd(*args_for(corpus, cache, tmp_path, "--max_train_steps", 20, "--mixed_precision", "bf16")),
+                          env=env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.load(open(tmp_path / "all_results.json"))
+    assert results["mixed_precision"] == "bf16" and results["skipped_steps"] == 0
