@@ -33,7 +33,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 @dataclass
 class CardInfo:
     model_name: str  # Hub id when pushing, else the output folder's name
-    base_model: str  # what was fine-tuned ("a randomly initialised tiny model" for a fresh one)
+    base_model: str  # what was fine-tuned, in words ("`outputs/pretrain`", "a randomly initialised tiny MiniBERT")
+    base_model_id: str | None  # --model_name_or_path: in the metadata when it is a Hub id
     problem_type: str
     label_names: list[str]
     data_description: str  # "train_file data/train.csv" / "dataset glue/sst2"
@@ -64,8 +65,8 @@ def front_matter(info: CardInfo) -> dict:
     elif info.problem_type == REGRESSION:
         tags.append("regression")
     meta: dict = {"library_name": "transformers", "pipeline_tag": "text-classification", "tags": tags}
-    if _is_hub_id(info.base_model):
-        meta["base_model"] = info.base_model
+    if _is_hub_id(info.base_model_id):
+        meta["base_model"] = info.base_model_id
     if info.dataset_id and _is_hub_id(info.dataset_id):
         meta["datasets"] = [info.dataset_id]
     evaluated = _metrics_for("eval_", info.metrics)

@@ -211,6 +211,12 @@ def default_learning_rate(model) -> float:
 # Trainer
 
 
+def _cpu_processes() -> bool:
+    """Several processes and no GPU: accelerate forms a (gloo) process group only when told to use the CPU;
+    otherwise each process would train alone on all the data, every one writing the same output_dir."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def build_training_arguments(
     args: FinetuneArguments, *, has_eval: bool, best_metric: str, learning_rate: float, epochs: float
 ):
@@ -241,6 +247,8 @@ def build_training_arguments(
         seed=args.seed,
         bf16=args.bf16,
         fp16=args.fp16,
+        use_cpu=_cpu_processes(),
+        ddp_find_unused_parameters=False,  # every parameter takes part in every forward pass
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
@@ -338,7 +346,10 @@ def main(
     from minibert.hub import push_to_hub, save_checkpoint
 
     hub_args = hub_args or HubArguments()
-    state = PartialState()
+    state = PartialState(cpu=_cpu_processes())
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != world_size:
+        raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {state.num_processes}")
     output_dir = training_args.output_dir
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     if state.is_main_process:
@@ -374,6 +385,10 @@ def main(
     epochs = training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0)
     args = build_training_arguments(training_args, has_eval=has_eval, best_metric=best_metric,
                                     learning_rate=learning_rate, epochs=epochs)  # fmt: skip
+    # MiniBERT's heads return the batch-mean loss (as BERT's do) and ignore `num_items_in_batch`; without this the
+    # Trainer sees `**kwargs` in `forward`, assumes the model normalises by the global item count, and skips the
+    # 1 / gradient_accumulation_steps scaling and multiplies by the number of processes: gradients too large.
+    model.accepts_loss_kwargs = False
     trainer = Trainer(
         model=model,
         args=args,
@@ -401,17 +416,22 @@ def main(
     metrics = _clean(metrics)
 
     if state.is_main_process:
+        # The usage snippet's example: the shortest of the first training texts that is not trivially short.
+        texts = prepared.splits["train"].texts[:50]
+        example = min(range(len(texts)), key=lambda i: (len(texts[i]) < 20, len(texts[i])))
         card = CardInfo(
             model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
-            base_model=model_args.model_name_or_path or base,
+            base_model=base,
+            base_model_id=model_args.model_name_or_path,
             problem_type=labels.problem_type,
             label_names=labels.names,
-            data_description=prepared.description + (" (the built-in demo task)" if is_demo else ""),
+            data_description=("the built-in demo task: sentences of Python's language reference, labelled with the "
+                              "part they come from" if is_demo else prepared.description),
             dataset_id=data_args.dataset_name,
             dataset_config=data_args.dataset_config_name,
             metrics=metrics,
             hyperparameters={
-                "learning_rate": learning_rate,
+                "learning_rate": f"{learning_rate:.3g}",
                 "per_device_train_batch_size": args.per_device_train_batch_size,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
                 "num_train_epochs": args.num_train_epochs,
@@ -426,8 +446,8 @@ def main(
             },
             architecture=describe(model),
             is_pair=prepared.text_columns[1] is not None,
-            example_text=prepared.splits["train"].texts[0][:200],
-            example_pair=(prepared.splits["train"].text_pairs or [None])[0],
+            example_text=prepared.splits["train"].texts[example][:300],
+            example_pair=(prepared.splits["train"].text_pairs or [None] * (example + 1))[example],
         )
         save_checkpoint(trainer.model, tokenizer, output_dir, model_card=render_model_card(card))
         with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
@@ -457,9 +477,10 @@ def cli_main(argv: Sequence[str] | None = None) -> dict[str, float]:
 def setup_logging() -> None:
     import datasets
     import transformers
-    from accelerate import PartialState
 
-    level = logging.INFO if PartialState().is_main_process else logging.WARNING
+    # From the launcher's environment, not `PartialState()`: the state must first be made in `main`, which knows
+    # whether the processes need a CPU group.
+    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=level, stream=sys.stdout)  # fmt: skip
     logger.setLevel(level)

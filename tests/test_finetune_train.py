@@ -319,6 +319,28 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
     assert classifier({"text": "i saw a cow", "text_pair": "look at that car"})["label"] in ("same", "different")
 
 
+def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
+    """Batch 16 in one step = batch 8 accumulated twice: same loss, same weights (dropout off)."""
+    from safetensors.torch import load_file
+
+    from minibert import MiniBertConfig, MiniBertForSequenceClassification
+    from minibert.hub import save_checkpoint
+
+    tokenizer = make_tokenizer()
+    config = MiniBertConfig(vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY)
+    save_checkpoint(MiniBertForSequenceClassification(config), tokenizer, str(tmp_path / "base"))
+    runs = {}
+    for batch, accumulation in ((16, 1), (8, 2)):
+        out = tmp_path / f"b{batch}"
+        metrics = T.main(*args(out, {"train": task["train"]}, model=str(tmp_path / "base"), max_train_steps=3,
+                               per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                               learning_rate=1e-2, warmup_ratio=0.0))  # fmt: skip
+        runs[batch] = (metrics["train_loss"], load_file(str(out / "model.safetensors")))
+    assert runs[16][0] == pytest.approx(runs[8][0], rel=1e-4)
+    for name, weight in runs[16][1].items():
+        torch.testing.assert_close(runs[8][1][name], weight, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
     first = T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
     checkpoints = sorted(os.listdir(tmp_path / "out" / "checkpoints"))
