@@ -332,6 +332,96 @@ def _clean(metrics: dict) -> dict:
 # The run
 
 
+def use_demo_data(data_args: DataArguments, output_dir: str, state) -> DataArguments:
+    """No data arguments: write the demo task's CSV files under output_dir (rank 0) and point the arguments there."""
+    demo_dir = os.path.join(output_dir, DEMO_DATA_DIR)
+    if state.is_main_process:
+        write_demo_data(demo_dir, seed=0)
+        logger.info("no data arguments: running the built-in demo (which part of Python's language reference is a "
+                    "sentence from?), data written to %s", demo_dir)  # fmt: skip
+    state.wait_for_everyone()
+    paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in D.SPLITS}
+    return dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
+                               test_file=paths["test"])  # fmt: skip
+
+
+def build_trainer(model, tokenizer, tokenized: dict, labels: D.LabelSpace, args):
+    from transformers import DataCollatorWithPadding, Trainer
+
+    # MiniBERT's heads return the batch-mean loss (as BERT's do) and ignore `num_items_in_batch`; without this the
+    # Trainer sees `**kwargs` in `forward`, assumes the model normalises by the global item count, skips the
+    # 1 / gradient_accumulation_steps scaling and multiplies by the number of processes: gradients too large.
+    model.accepts_loss_kwargs = False
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if (args.fp16 or args.bf16) else None),
+        compute_metrics=build_compute_metrics(labels.problem_type, labels.num_labels),
+    )
+
+
+def train_and_evaluate(trainer, tokenized: dict, prepared: PreparedData, resume: str | None):
+    """Train (the best checkpoint is loaded at the end), evaluate it, predict the test split.
+
+    Returns (metrics, decoded test predictions or None)."""
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = {**train_result.metrics, "train_samples": len(tokenized["train"])}
+    if "validation" in tokenized:
+        metrics.update(trainer.evaluate())
+        metrics["eval_samples"] = len(tokenized["validation"])
+        if trainer.state.best_model_checkpoint:
+            metrics["best_checkpoint"] = os.path.basename(trainer.state.best_model_checkpoint)
+    predictions = None
+    if "test" in tokenized:
+        output = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        predictions = decode_predictions(output.predictions, prepared.labels)
+        if prepared.splits["test"].labels is not None:
+            metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+        metrics["test_samples"] = len(tokenized["test"])
+    return _clean(metrics), predictions
+
+
+def model_card(trainer, prepared: PreparedData, model_args, data_args, training_args, hub_args, *, base: str,
+               is_demo: bool, max_length: int, metrics: dict) -> str:  # fmt: skip
+    args, train = trainer.args, prepared.splits["train"]
+    # The usage snippet's example: the shortest of the first training texts that is not trivially short.
+    example = min(range(min(50, len(train))), key=lambda i: (len(train.texts[i]) < 20, len(train.texts[i])))
+    info = CardInfo(
+        model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)),
+        base_model=base,
+        base_model_id=model_args.model_name_or_path,
+        problem_type=prepared.labels.problem_type,
+        label_names=prepared.labels.names,
+        data_description=("the built-in demo task: sentences of Python's language reference, labelled with the "
+                          "part they come from" if is_demo else prepared.description),  # fmt: skip
+        dataset_id=data_args.dataset_name,
+        dataset_config=data_args.dataset_config_name,
+        metrics=metrics,
+        hyperparameters={
+            "learning_rate": f"{args.learning_rate:.3g}",
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "num_train_epochs": args.num_train_epochs,
+            "max_train_steps": training_args.max_train_steps,
+            "weight_decay": args.weight_decay,
+            "warmup_ratio": training_args.warmup_ratio,
+            "lr_scheduler_type": training_args.lr_scheduler_type,
+            "max_seq_length": max_length,
+            "seed": args.seed,
+            "training examples": metrics["train_samples"],
+            "steps": trainer.state.global_step,
+        },
+        architecture=describe(trainer.model),
+        is_pair=prepared.text_columns[1] is not None,
+        example_text=train.texts[example][:300],
+        example_pair=train.text_pairs[example] if train.text_pairs is not None else None,
+    )
+    return render_model_card(info)
+
+
 def main(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -339,9 +429,10 @@ def main(
     hub_args: HubArguments | None = None,
     hub_api=None,
 ) -> dict[str, float]:
-    """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*)."""
+    """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*).
+
+    `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder)."""
     from accelerate import PartialState
-    from transformers import DataCollatorWithPadding, Trainer
 
     from minibert.hub import push_to_hub, save_checkpoint
 
@@ -354,110 +445,45 @@ def main(
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     if state.is_main_process:
         prepare_output_dir(output_dir, resuming=resume is not None)
+    state.wait_for_everyone()
     is_demo = not data_args.has_data
     if is_demo:
-        demo_dir = os.path.join(output_dir, DEMO_DATA_DIR)
-        if state.is_main_process:
-            write_demo_data(demo_dir, seed=0)
-            logger.info("no data arguments: running the built-in demo (which part of Python's language reference "
-                        "is a sentence from?), data written to %s", demo_dir)
-        state.wait_for_everyone()
-        paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in D.SPLITS}
-        data_args = dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
-                                        test_file=paths["test"])  # fmt: skip
-    state.wait_for_everyone()
+        data_args = use_demo_data(data_args, output_dir, state)
 
     prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
     labels = prepared.labels
     with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
         model, tokenizer, base = load_model(model_args, labels, prepared.splits["train"].texts, training_args.seed)
     logger.info("model: %s (%s)", describe(model), base)
-
     max_length = min(data_args.max_seq_length, model.config.max_position_embeddings)
     if max_length < data_args.max_seq_length:
         logger.warning("--max_seq_length %d > the model's %d positions: using %d",
-                       data_args.max_seq_length, model.config.max_position_embeddings, max_length)
-    datasets = {name: D.tokenize_examples(ex, tokenizer, max_length, labels.problem_type)
-                for name, ex in prepared.splits.items()}  # fmt: skip
-    has_eval = "validation" in datasets
-    best_metric = pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels)
-    learning_rate = training_args.learning_rate or default_learning_rate(model)
-    epochs = training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0)
-    args = build_training_arguments(training_args, has_eval=has_eval, best_metric=best_metric,
-                                    learning_rate=learning_rate, epochs=epochs)  # fmt: skip
-    # MiniBERT's heads return the batch-mean loss (as BERT's do) and ignore `num_items_in_batch`; without this the
-    # Trainer sees `**kwargs` in `forward`, assumes the model normalises by the global item count, and skips the
-    # 1 / gradient_accumulation_steps scaling and multiplies by the number of processes: gradients too large.
-    model.accepts_loss_kwargs = False
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets.get("validation"),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if (args.fp16 or args.bf16) else None),
-        compute_metrics=build_compute_metrics(labels.problem_type, labels.num_labels),
-    )
+                       data_args.max_seq_length, model.config.max_position_embeddings, max_length)  # fmt: skip
+    tokenized = {name: D.tokenize_examples(examples, tokenizer, max_length, labels.problem_type)
+                 for name, examples in prepared.splits.items()}  # fmt: skip
 
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**train_result.metrics, "train_samples": len(datasets["train"])}
-    if has_eval:  # the best checkpoint is loaded by now
-        metrics.update(trainer.evaluate())
-        metrics["eval_samples"] = len(datasets["validation"])
-        if trainer.state.best_model_checkpoint:
-            metrics["best_checkpoint"] = os.path.basename(trainer.state.best_model_checkpoint)
-    test_predictions = None
-    if "test" in datasets:
-        output = trainer.predict(datasets["test"], metric_key_prefix="test")
-        test_predictions = decode_predictions(output.predictions, labels)
-        if prepared.splits["test"].labels is not None:
-            metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
-        metrics["test_samples"] = len(datasets["test"])
-    metrics = _clean(metrics)
+    args = build_training_arguments(
+        training_args,
+        has_eval="validation" in tokenized,
+        best_metric=pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels),
+        learning_rate=training_args.learning_rate or default_learning_rate(model),
+        epochs=training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0),
+    )
+    trainer = build_trainer(model, tokenizer, tokenized, labels, args)
+    metrics, predictions = train_and_evaluate(trainer, tokenized, prepared, resume)
 
     if state.is_main_process:
-        # The usage snippet's example: the shortest of the first training texts that is not trivially short.
-        texts = prepared.splits["train"].texts[:50]
-        example = min(range(len(texts)), key=lambda i: (len(texts[i]) < 20, len(texts[i])))
-        card = CardInfo(
-            model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(output_dir)),
-            base_model=base,
-            base_model_id=model_args.model_name_or_path,
-            problem_type=labels.problem_type,
-            label_names=labels.names,
-            data_description=("the built-in demo task: sentences of Python's language reference, labelled with the "
-                              "part they come from" if is_demo else prepared.description),
-            dataset_id=data_args.dataset_name,
-            dataset_config=data_args.dataset_config_name,
-            metrics=metrics,
-            hyperparameters={
-                "learning_rate": f"{learning_rate:.3g}",
-                "per_device_train_batch_size": args.per_device_train_batch_size,
-                "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "num_train_epochs": args.num_train_epochs,
-                "max_train_steps": training_args.max_train_steps,
-                "weight_decay": args.weight_decay,
-                "warmup_ratio": training_args.warmup_ratio,
-                "lr_scheduler_type": training_args.lr_scheduler_type,
-                "max_seq_length": max_length,
-                "seed": args.seed,
-                "training examples": metrics["train_samples"],
-                "steps": trainer.state.global_step,
-            },
-            architecture=describe(model),
-            is_pair=prepared.text_columns[1] is not None,
-            example_text=prepared.splits["train"].texts[example][:300],
-            example_pair=(prepared.splits["train"].text_pairs or [None] * (example + 1))[example],
-        )
-        save_checkpoint(trainer.model, tokenizer, output_dir, model_card=render_model_card(card))
+        card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,
+                          is_demo=is_demo, max_length=max_length, metrics=metrics)  # fmt: skip
+        save_checkpoint(trainer.model, tokenizer, output_dir, model_card=card)
         with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=2)
-        if test_predictions is not None:
-            write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], test_predictions)
+        if predictions is not None:
+            write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], predictions)
         logger.info("results: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}))
         logger.info("checkpoint written to %s", os.path.abspath(output_dir))
-        if test_predictions is not None:
-            show_examples(prepared.splits["test"], test_predictions, labels, training_args.num_examples_shown)
+        if predictions is not None:
+            show_examples(prepared.splits["test"], predictions, labels, training_args.num_examples_shown)
         if hub_args.push_to_hub:
             url = push_to_hub(output_dir, hub_args, api=hub_api, commit_message="Upload fine-tuned MiniBERT")
             logger.info("uploaded to %s", url)
