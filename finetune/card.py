@@ -33,6 +33,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 @dataclass
 class CardInfo:
     model_name: str  # Hub id when pushing, else the output folder's name
+    model_path: str  # what `pipeline(model=...)` takes: the Hub id, or the output folder
     base_model: str  # what was fine-tuned, in words ("`outputs/pretrain`", "a randomly initialised tiny MiniBERT")
     base_model_id: str | None  # --model_name_or_path: in the metadata when it is a Hub id
     problem_type: str
@@ -106,7 +107,7 @@ def _usage(info: CardInfo) -> str:
     return (
         "```python\n"
         "from transformers import pipeline\n\n"
-        f'classifier = pipeline("text-classification", model="{info.model_name}", trust_remote_code=True{kwargs})\n'
+        f'classifier = pipeline("text-classification", model="{info.model_path}", trust_remote_code=True{kwargs})\n'
         f"print({call})\n"
         "```\n\n"
         "`trust_remote_code=True` runs the model code stored beside the weights (`modeling_minibert.py`, "

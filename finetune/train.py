@@ -387,10 +387,11 @@ def train_and_evaluate(trainer, tokenized: dict, prepared: PreparedData, resume:
 def model_card(trainer, prepared: PreparedData, model_args, data_args, training_args, hub_args, *, base: str,
                is_demo: bool, max_length: int, metrics: dict) -> str:  # fmt: skip
     args, train = trainer.args, prepared.splits["train"]
-    # The usage snippet's example: the shortest of the first training texts that is not trivially short.
-    example = min(range(min(50, len(train))), key=lambda i: (len(train.texts[i]) < 20, len(train.texts[i])))
+    # The usage snippet's example: of the first training texts, the one closest to a typical sentence's length.
+    example = min(range(min(50, len(train))), key=lambda i: abs(len(train.texts[i]) - 80))
     info = CardInfo(
         model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)),
+        model_path=hub_args.hub_model_id or training_args.output_dir,
         base_model=base,
         base_model_id=model_args.model_name_or_path,
         problem_type=prepared.labels.problem_type,
