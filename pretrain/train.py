@@ -250,7 +250,7 @@ def _export_model(accelerator, model):
         fresh = MiniBertForPreTraining(unwrapped.config)
         fresh.load_state_dict(state_dict)
         return fresh
-    return accelerator.unwrap_model(model, keep_torch_compile=False)
+    return accelerator.unwrap_model(model)
 
 
 def _describe_data(data_args) -> str:
@@ -283,6 +283,7 @@ def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, acc
         )
     if accelerator.is_main_process:
         shutil.rmtree(checkpoints_root(args.output_dir), ignore_errors=True)
+        shutil.rmtree(os.path.join(args.output_dir, "runs"), ignore_errors=True)  # the old run's TensorBoard logs
     accelerator.wait_for_everyone()
 
 
@@ -515,6 +516,8 @@ class Trainer:
                     if progress.step_in_epoch == 0:
                         raise UserError("the training data yields less than one global batch")
                     progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+                    if self.checkpoint_every == "epoch":
+                        self.save()
                     return
                 time_up = budget_s is not None and time.monotonic() - start >= budget_s
                 skipped, stop_now = self.train_step(window, stop.requested, time_up)
@@ -644,6 +647,7 @@ def pretrain(
         model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(model, optimizer, train_dataloader, eval_dataloader)
     else:
         model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    prepared_model = model  # what accelerate saves and exports; `model` may be its compiled wrapper
     if args.torch_compile:
         model = torch.compile(model)
 
@@ -704,7 +708,6 @@ def pretrain(
                       data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics)  # fmt: skip
     with StopRequest() as stop:
         trainer.train(stop)
-        session_train_time = progress.train_runtime
         if trainer.stop_reason == "signal":
             trainer.save()
             accelerator.end_training()
@@ -719,7 +722,7 @@ def pretrain(
         "train_epochs": trainer._fractional_epoch(),
         "train_samples": progress.samples_seen,
         "train_tokens": progress.tokens_seen,
-        "train_runtime": round(session_train_time, 3),
+        "train_runtime": round(progress.train_runtime, 3),  # seconds in training steps, all sessions
         "train_tokens_per_second": progress.tokens_seen / max(progress.train_runtime, 1e-9),
         "train_samples_per_second": progress.samples_seen / max(progress.train_runtime, 1e-9),
         "skipped_steps": trainer.skipped_steps,
@@ -731,7 +734,7 @@ def pretrain(
         "total_runtime": round(time.monotonic() - session_start, 3),
     }
     if not args.dry_run:
-        _write_outputs(accelerator, model, data, data_args, args, hub_args, results, total_params, max_train_steps, num_warmup_steps)
+        _write_outputs(accelerator, prepared_model, data, data_args, args, hub_args, results, total_params, max_train_steps, num_warmup_steps)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"status": "completed", **results}
