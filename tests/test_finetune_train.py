@@ -400,3 +400,21 @@ def test_cli_missing_column_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: train_file {train} has no label column 'label' (--label_column); columns: review, stars"
     ]
+
+
+def test_two_processes_share_the_data(pretrained, task, tmp_path):
+    """`accelerate launch --num_processes 2` on CPUs: one gloo group, each process half of every global batch
+    (8 steps of 2 x 8 rows per epoch of 120, not 15 each on its own), one set of outputs."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "finetune", "--model_name_or_path", pretrained, "--train_file", task["train"],
+               "--validation_file", task["validation"], "--output_dir", str(out), "--num_train_epochs", "1",
+               "--per_device_train_batch_size", "8", "--num_examples_shown", "0"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.listdir(out / "checkpoints") == ["checkpoint-8"]
+    with open(out / "all_results.json") as f:
+        results = json.load(f)
+    assert results["train_samples"] == 120 and 0 <= results["eval_accuracy"] <= 1
