@@ -146,7 +146,7 @@ def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts:
     from transformers import AutoTokenizer, set_seed
 
     from minibert import MiniBertForSequenceClassification
-    from minibert.convert import load_pretrained_minibert
+    from minibert.convert import load_pretrained_minibert, read_checkpoint_config
 
     head = dict(
         num_labels=labels.num_labels,
@@ -170,6 +170,14 @@ def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts:
         model, tokenizer = fresh_model(training_texts, MiniBertForSequenceClassification, seed=seed, **head)
         return model, tokenizer, "a randomly initialised tiny MiniBERT"
 
+    source = read_checkpoint_config(path)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in source.get("architectures") or [])
+    source_labels = len(source.get("id2label") or {}) or source.get("num_labels")
+    if is_classifier and source_labels != labels.num_labels and not model_args.ignore_mismatched_sizes:
+        raise UserError(
+            f"{path} is a classifier with {source_labels} outputs and this task needs {labels.num_labels}; pass "
+            "--ignore_mismatched_sizes to fine-tune it with a new classification head"
+        )
     model = load_pretrained_minibert(
         MiniBertForSequenceClassification,
         path,

@@ -418,3 +418,16 @@ def test_two_processes_share_the_data(pretrained, task, tmp_path):
     with open(out / "all_results.json") as f:
         results = json.load(f)
     assert results["train_samples"] == 120 and 0 <= results["eval_accuracy"] <= 1
+
+
+def test_a_classifier_with_other_labels_needs_a_new_head(finetuned, tmp_path):
+    rows = [{"text": t.format(w), "label": label} for w, label in (("cat", "a"), ("car", "b"), ("cow", "c"))
+            for t in NEUTRAL]  # fmt: skip
+    paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows)}
+    with pytest.raises(UserError, match="classifier with 2 outputs and this task needs 3; pass --ignore_mismatched"):
+        T.main(*args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
+    model_args, data_args, training = args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1)
+    model_args.ignore_mismatched_sizes = True
+    T.main(model_args, data_args, training)
+    with open(tmp_path / "out" / "config.json") as f:
+        assert json.load(f)["id2label"] == {"0": "a", "1": "b", "2": "c"}
