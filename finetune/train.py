@@ -51,24 +51,37 @@ OUR_FILES = {CHECKPOINTS_DIR, RESULTS_FILE, PREDICTIONS_FILE, DEMO_DATA_DIR, "RE
 # Output directory
 
 
-def prepare_output_dir(output_dir: str, resuming: bool) -> None:
-    """Refuse a folder holding someone else's files; clear the previous run's results unless resuming."""
+def prepare_output_dir(output_dir: str, resuming: bool, model_path: str | None = None) -> None:
+    """Refuse a folder that holds anything but an earlier fine-tuning run (someone's files, a pretraining run, the
+    checkpoint being fine-tuned); clear that earlier run's results and Trainer checkpoints unless resuming."""
     if os.path.isfile(output_dir):
         raise UserError(f"--output_dir {output_dir} is a file")
+    same = model_path and os.path.isdir(model_path) and os.path.isdir(output_dir) and os.path.samefile(model_path, output_dir)
+    if same:
+        raise UserError(f"--output_dir {output_dir} is the checkpoint being fine-tuned; write the result elsewhere")
     if not os.path.isdir(output_dir):
         return
     foreign = sorted(n for n in os.listdir(output_dir) if n not in OUR_FILES and not n.startswith("."))
-    if foreign and not os.path.isfile(os.path.join(output_dir, "config.json")):
+    if foreign:
         raise UserError(
-            f"--output_dir {output_dir} already holds files that are not a checkpoint ({', '.join(foreign[:5])}); "
-            "choose a new or empty folder"
+            f"--output_dir {output_dir} already holds files that a fine-tuning run does not write "
+            f"({', '.join(foreign[:5])}); choose a new or empty folder"
         )
+    config_file = os.path.join(output_dir, "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            architectures = json.load(f).get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise UserError(
+                f"--output_dir {output_dir} holds a {', '.join(architectures) or 'model'} checkpoint, not a fine-tuned "
+                "classifier; choose a new or empty folder"
+            )
     if resuming:
         return
     checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
         logger.warning("starting afresh: removing the previous run's %s (resume it with --resume_from_checkpoint last)",
-                       checkpoints)
+                       checkpoints)  # fmt: skip
         shutil.rmtree(checkpoints)
     for name in (RESULTS_FILE, PREDICTIONS_FILE):
         path = os.path.join(output_dir, name)
@@ -453,7 +466,7 @@ def main(
     output_dir = training_args.output_dir
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     if state.is_main_process:
-        prepare_output_dir(output_dir, resuming=resume is not None)
+        prepare_output_dir(output_dir, resuming=resume is not None, model_path=model_args.model_name_or_path)
     state.wait_for_everyone()
     is_demo = not data_args.has_data
     if is_demo:

@@ -356,9 +356,14 @@ def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
 
 def test_output_dir_with_other_files_is_refused(task, pretrained, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not a checkpoint"):
+    with pytest.raises(UserError, match=r"holds files that a fine-tuning run does not write \(notes.txt\)"):
         T.main(*args(tmp_path, task, model=pretrained, max_train_steps=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    # The pretrained checkpoint itself (a MiniBertForMaskedLM) is not overwritten either.
+    with pytest.raises(UserError, match="is the checkpoint being fine-tuned"):
+        T.main(*args(pretrained, task, model=pretrained, max_train_steps=1))
+    with pytest.raises(UserError, match="holds a MiniBertForMaskedLM checkpoint, not a fine-tuned classifier"):
+        T.main(*args(pretrained, task, max_train_steps=1))
 
 
 def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
