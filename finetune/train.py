@@ -185,7 +185,7 @@ def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts:
 
     source = read_checkpoint_config(path)
     is_classifier = any(a.endswith("ForSequenceClassification") for a in source.get("architectures") or [])
-    source_labels = len(source.get("id2label") or {}) or source.get("num_labels")
+    source_labels = len(source.get("id2label") or {}) or source.get("num_labels") or 2  # transformers' default
     if is_classifier and source_labels != labels.num_labels and not model_args.ignore_mismatched_sizes:
         raise UserError(
             f"{path} is a classifier with {source_labels} outputs and this task needs {labels.num_labels}; pass "
