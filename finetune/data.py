@@ -156,7 +156,7 @@ def _parse_csv_value(value: str) -> Any:
 
 
 def read_data_file(path: str, split: str, label_column: str | None = None) -> RawSplit:
-    """Read a CSV / TSV (header row), JSON (a list of records, or {"data": [...]}) or JSON Lines file.
+    """Read a CSV / TSV (header row; TSV fields unquoted), JSON (a list of records, or {"data": [...]}) or JSON Lines.
 
     CSV cells are strings; the label column is parsed into numbers when every non-empty cell is one (so that
     '0'/'1' are integer classes and '0.25' a regression target). JSON keeps its own types.
@@ -168,7 +168,7 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
     if extension not in FILE_EXTENSIONS:
         raise UserError(f"--{split}_file {path}: unsupported extension {extension!r}; use one of {FILE_EXTENSIONS}")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no header
             if extension in (".csv", ".tsv"):
                 records, locations = _read_csv(f, "\t" if extension == ".tsv" else ",", path)
             else:
@@ -194,7 +194,8 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
 
 
 def _read_csv(f, delimiter: str, path: str) -> tuple[list[dict], list[str]]:
-    reader = csv.reader(f, delimiter=delimiter)
+    # TSV fields are not quoted (GLUE's files hold unbalanced quotes inside sentences); CSV follows RFC 4180.
+    reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
     try:
         header = next(reader)
     except StopIteration:

@@ -44,6 +44,11 @@ def test_csv_tsv_json_and_jsonl_read_alike(tmp_path):
         split = D.read_data_file(path, "train", "label")
         assert split.columns == {"text": ["good, really", "bad"], "label": ["pos", "neg"]}, path
     assert D.read_data_file(files[0], "train").locations == ["line 2", "line 3"]
+    # A spreadsheet's byte-order mark is not part of the first column's name; TSV quotes are text (as in GLUE).
+    excel = D.read_data_file(write(tmp_path / "e.csv", "\ufefftext,label\nok,pos\n"), "train", "label")
+    assert list(excel.columns) == ["text", "label"]
+    glue = D.read_data_file(write(tmp_path / "g.tsv", 'sentence\tlabel\nit \'s a "great film\t1\n'), "train", "label")
+    assert glue.columns == {"sentence": ['it \'s a "great film'], "label": [1]}
     assert D.read_data_file(files[3], "train").locations == ["item 0", "item 1"]
 
 
