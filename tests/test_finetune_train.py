@@ -412,7 +412,7 @@ def test_two_processes_share_the_data(pretrained, task, tmp_path):
     (8 steps of 2 x 8 rows per epoch of 120, not 15 each on its own), one set of outputs."""
     out = tmp_path / "out"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
                "-m", "finetune", "--model_name_or_path", pretrained, "--train_file", task["train"],
                "--validation_file", task["validation"], "--output_dir", str(out), "--num_train_epochs", "1",
                "--per_device_train_batch_size", "8", "--num_examples_shown", "0"]  # fmt: skip
