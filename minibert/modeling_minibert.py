@@ -233,6 +233,9 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # The heads take **kwargs but do not scale their loss by `num_items_in_batch`; without this, Trainer assumes
+    # they do and gradient accumulation (or several processes) multiplies the gradients.
+    accepts_loss_kwargs = False
     _no_split_modules = ["MiniBertEmbeddings", "MiniBertLayer"]
 
     @classmethod
