@@ -60,8 +60,14 @@ def show_fill_mask(output_dir: str, prompts: list[str], top_k: int = 3) -> None:
     """Print the model's top predictions for each prompt, as `pipeline("fill-mask")` gives them."""
     import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
     from transformers import pipeline
+    from transformers.utils import logging as hf_logging
 
-    fill = pipeline("fill-mask", model=output_dir, top_k=top_k)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # not the list of pretraining-only weights a masked-LM model leaves unused
+    try:
+        fill = pipeline("fill-mask", model=output_dir, top_k=top_k)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     print(f"\nfill-mask predictions of {output_dir}:")
     for prompt in prompts:
         guesses = ", ".join(f"{p['token_str']} ({p['score']:.2f})" for p in fill(prompt))

@@ -168,8 +168,9 @@ def make_accelerator(args: PretrainingArguments) -> Accelerator:
                 num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
             ),
             # Same shuffling on every process, reseeded per epoch: the order is a function of (seed, epoch).
+            # non_blocking: host-to-GPU copies from pinned memory overlap with compute.
             dataloader_config=DataLoaderConfiguration(
-                use_seedable_sampler=True, data_seed=args.seed, dispatch_batches=False
+                use_seedable_sampler=True, data_seed=args.seed, dispatch_batches=False, non_blocking=True
             ),
             log_with=tracker,
             project_config=ProjectConfiguration(
@@ -614,6 +615,9 @@ def pretrain(
     resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     _prepare_output_dir(args, resume_path, accelerator)
     set_seed(args.seed)  # the same initial weights on every process
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
 
     if model_args.model_name_or_path and not getattr(data_args, "tokenizer_name", None):
         data_args.tokenizer_name = model_args.model_name_or_path  # continue with the checkpoint's vocabulary
