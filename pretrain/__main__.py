@@ -27,14 +27,6 @@ from minibert.cli import HubArguments, parse_args, run_cli
 from .args import ModelArguments, PretrainingArguments
 
 DEMO_CONFIG = "demo"
-# Sentences in the demo corpus's domain (Python's language reference), each with one [MASK].
-DEMO_PROMPTS = [
-    'The "for" statement is used to iterate over the [MASK] of a sequence.',
-    'The "while" statement is used for repeated [MASK] as long as an expression is true.',
-    'The return value of a [MASK] is determined by the last "return" statement.',
-    "When an [MASK] is not handled at all, the interpreter terminates execution of the program.",
-    'A "break" statement executed in the first suite terminates the [MASK].',
-]
 
 
 def shipped_config(name: str) -> str | None:
@@ -83,16 +75,34 @@ def _is_demo(argv: list[str]) -> bool:
 
 
 def _run(argv: Sequence[str] | None) -> dict:
-    from .train import pretrain, uses_demo_corpus
+    from .train import fill_mask_prompts, pretrain
 
     model_args, data_args, training_args, hub_args = parse(argv)
     result = pretrain(model_args, data_args, training_args, hub_args)
-    prompts = training_args.fill_mask_prompts
-    if prompts is None and uses_demo_corpus(data_args):
-        prompts = DEMO_PROMPTS
-    if result.get("status") == "completed" and not training_args.dry_run and prompts and _is_main_process():
-        show_fill_mask(training_args.output_dir, prompts)
+    prompts = fill_mask_prompts(training_args, data_args)
+    if result.get("status") == "completed" and _is_main_process():
+        _summarize(result, training_args)
+        if prompts and not training_args.dry_run:
+            show_fill_mask(training_args.output_dir, prompts)
     return result
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _summarize(result: dict, training_args) -> None:
+    """The run's headline numbers, next to chance."""
+    if "eval_mlm_accuracy" not in result:
+        return
+    vocab = result.get("vocab_size")
+    chance = f" (chance 1/{vocab} = {1 / vocab:.4f})" if vocab else ""
+    print(
+        f"\n{result['train_steps']} steps, {result['train_tokens']:,} tokens in {_duration(result['train_runtime'])}: "
+        f"held-out MLM accuracy {result['eval_mlm_accuracy']:.3f}{chance}, NSP accuracy "
+        f"{result['eval_nsp_accuracy']:.3f} (chance 0.5), perplexity {result['perplexity']:.1f}"
+        + ("" if training_args.dry_run else f"; the model is in {training_args.output_dir}")
+    )
 
 
 def _is_main_process() -> bool:

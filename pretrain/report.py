@@ -116,10 +116,12 @@ def hardware_description(accelerator) -> str:
         name = torch.cuda.get_device_name(accelerator.device)
         return f"{n} x {name}" + (f" ({accelerator.distributed_type.value})" if n > 1 else "")
     cpu = platform.processor() or platform.machine()
-    return f"{n} CPU process(es) ({cpu}, {os.cpu_count()} cores)"
+    return f"{n} CPU process{'es' if n > 1 else ''} ({cpu}, {os.cpu_count()} cores)"
 
 
 def _fmt(value) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if isinstance(value, float):
         if math.isinf(value) or math.isnan(value):
             return str(value)
@@ -127,7 +129,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def model_card(*, model_id: str | None, config, num_parameters: int, data_description: str, training: dict, results: dict) -> str:
+def model_card(*, model_id: str | None, model_path: str, config, num_parameters: int, data_description: str,
+               training: dict, results: dict, example: str = "Paris is the [MASK] of France.") -> str:  # fmt: skip
     """A Hub model card: what the model is, how it was trained, how it scored, how to use it."""
     title = model_id or "MiniBERT pretrained with minibert-pretrain"
     size = f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, {config.num_attention_heads} heads"
@@ -154,7 +157,7 @@ def model_card(*, model_id: str | None, config, num_parameters: int, data_descri
     lines += [f"- {k.replace('_', ' ').capitalize()}: {_fmt(v)}" for k, v in training.items()]
     lines += ["", "## Evaluation (held-out data)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in results.items()]
-    repo = model_id or "path/to/this/folder"
+    repo = model_id or model_path
     lines += [
         "",
         "## Use",
@@ -163,7 +166,7 @@ def model_card(*, model_id: str | None, config, num_parameters: int, data_descri
         "import minibert  # registers MiniBERT with transformers' Auto classes (or pass trust_remote_code=True)",
         "from transformers import pipeline",
         f'fill = pipeline("fill-mask", model="{repo}")',
-        'print(fill("the [MASK] statement is used to leave a loop."))',
+        f"print(fill({example!r}))",
         "```",
         "",
     ]

@@ -270,6 +270,23 @@ def uses_demo_corpus(data_args) -> bool:
     return not getattr(data_args, "dataset_name", None) and not getattr(data_args, "train_file", None)
 
 
+# Sentences in the demo corpus's domain (Python's language reference), each with one [MASK].
+DEMO_PROMPTS = [
+    'The "for" statement is used to iterate over the [MASK] of a sequence.',
+    'The "while" statement is used for repeated [MASK] as long as an expression is true.',
+    'The return value of a [MASK] is determined by the last "return" statement.',
+    "When an [MASK] is not handled at all, the interpreter terminates execution of the program.",
+    'A "break" statement executed in the first suite terminates the [MASK].',
+]
+
+
+def fill_mask_prompts(args: PretrainingArguments, data_args) -> list[str]:
+    """--fill_mask_prompts, or for the demo corpus sentences from its domain."""
+    if args.fill_mask_prompts is not None:
+        return args.fill_mask_prompts
+    return DEMO_PROMPTS if uses_demo_corpus(data_args) else []
+
+
 def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator) -> None:
     """Refuse to mix two runs' checkpoints in one output_dir; clear it with --overwrite_output_dir."""
     if resume_path is not None or args.dry_run:
@@ -310,7 +327,7 @@ class Trainer:
 
     def __init__(self, accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, collator,
                  args: PretrainingArguments, progress: Progress, max_train_steps: int, steps_per_epoch: int | None,
-                 metrics: MetricsLog):  # fmt: skip
+                 metrics: MetricsLog, streaming: bool = False):  # fmt: skip
         self.accelerator = accelerator
         self.model = model
         self.optimizer = optimizer
@@ -323,6 +340,9 @@ class Trainer:
         self.max_train_steps = max_train_steps
         self.steps_per_epoch = steps_per_epoch
         self.metrics = metrics
+        # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
+        # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
+        self.agree_on_epoch_end = streaming and accelerator.num_processes > 1
         self.gas = args.gradient_accumulation_steps
         self.checkpoint_every = args.checkpoint_interval()
         self.last_saved_step = progress.completed_steps if progress.completed_steps else None
@@ -513,6 +533,10 @@ class Trainer:
             while progress.completed_steps < self.max_train_steps:
                 t0 = time.perf_counter()
                 window = self._window(batches)
+                if self.agree_on_epoch_end:
+                    out_of_data = torch.ones((), device=accelerator.device) if window is None else self._zero
+                    if accelerator.reduce(out_of_data, reduction="sum").item() > 0:
+                        window = None
                 if window is None:  # a streamed epoch ran out (counted epochs end below, before a short window)
                     if progress.step_in_epoch == 0:
                         raise UserError("the training data yields less than one global batch")
@@ -709,7 +733,7 @@ def pretrain(
     )  # fmt: skip
 
     trainer = Trainer(accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader,
-                      data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics)  # fmt: skip
+                      data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics, streaming)  # fmt: skip
     with StopRequest() as stop:
         trainer.train(stop)
         if trainer.stop_reason == "signal":
@@ -733,6 +757,7 @@ def pretrain(
         "num_processes": accelerator.num_processes,
         "global_batch_size": global_batch,
         "num_parameters": total_params,
+        "vocab_size": accelerator.unwrap_model(prepared_model).config.vocab_size,
         "mixed_precision": accelerator.mixed_precision,
         "stopped_by_time_budget": trainer.stop_reason == "time_budget",
         "total_runtime": round(time.monotonic() - session_start, 3),
@@ -758,7 +783,7 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
         "tokens seen": results["train_tokens"],
         "optimizer": f"{args.optimizer} (lr {args.learning_rate:g}, weight decay {args.weight_decay:g}, "
         f"{args.lr_scheduler_type} schedule, {num_warmup_steps} warmup steps)",
-        "masking": f"{getattr(data_args, 'mlm_probability', 0.15):g} of tokens"
+        "masking": f"{getattr(data_args, 'mlm_probability', 0.15):.0%} of tokens"
         + (", whole words" if getattr(data_args, "whole_word_mask", False) else ""),
         "mixed precision": results["mixed_precision"],
         "hardware": hardware_description(accelerator),
@@ -768,6 +793,8 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
     eval_keys = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity")
     card = model_card(
         model_id=hub_args.hub_model_id,
+        model_path=args.output_dir,
+        example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
         config=export.config,
         num_parameters=total_params,
         data_description=_describe_data(data_args),
