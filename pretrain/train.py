@@ -346,7 +346,6 @@ class Trainer:
         self.gas = args.gradient_accumulation_steps
         self.checkpoint_every = args.checkpoint_interval()
         self.last_saved_step = progress.completed_steps if progress.completed_steps else None
-        self.last_eval: dict = {}
         self.consecutive_skips = 0
         self.skipped_steps = 0
         self.stop_reason: str | None = None
@@ -479,7 +478,6 @@ class Trainer:
             self.progress.completed_steps, results["eval_loss"], results["eval_mlm_accuracy"],
             results["eval_nsp_accuracy"], results["perplexity"],
         )  # fmt: skip
-        self.last_eval = results
         return results
 
     def save(self) -> str | None:

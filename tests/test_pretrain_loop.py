@@ -215,7 +215,7 @@ def test_continue_pretraining_from_the_output_dir(trained, corpus, data_cache, t
 # Exact resume
 # ----------------------------------------------------------------------------------------------------------------
 def steps_per_epoch(small_corpus, data_cache) -> int:
-    from pretrain.data import DataArguments, prepare_pretraining_data
+    from pretrain.data import prepare_pretraining_data
 
     _, data_args, _, _ = parse(args_for(small_corpus, data_cache, "unused"))
     data = prepare_pretraining_data(data_args, seed=0)

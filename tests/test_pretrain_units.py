@@ -15,7 +15,6 @@ from minibert.cli import UserError, parse_args
 from pretrain.args import ModelArguments, PretrainingArguments
 from pretrain.checkpointing import (
     LATEST_FILE,
-    STATE_FILE,
     Progress,
     check_compatible,
     latest_checkpoint,
