@@ -35,7 +35,8 @@ def shipped_config(name: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def parse(argv: Sequence[str] | None):
+def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
+    """Flags and run configs as `minibert-pretrain` reads them (`minibert-prepare` reads the same)."""
     from .data import DataArguments
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -44,7 +45,7 @@ def parse(argv: Sequence[str] | None):
     if _is_demo(argv):  # the demo corpus comes with the demo recipe; flags still override it
         argv = [shipped_config(DEMO_CONFIG), *argv]
     return parse_args(
-        [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog="minibert-pretrain"
+        [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog
     )
 
 

@@ -22,6 +22,7 @@ With `--streaming`, nothing is written for the training set: documents are read,
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -83,6 +84,9 @@ TOKENIZE_BATCH_SIZE = 256
 PAIR_BATCH_SIZE = 64
 STREAMING_TOKENIZER_DOCUMENTS = 100_000
 STREAMING_EVAL_SAMPLES = 2_000
+# Preparation speed (MB of text per second) that sizes the process group's timeout: a slow single core
+# (bench_data.py measures ~1.6 MB/s per core).
+PREPARE_WORST_MB_PER_S = 0.5
 
 
 @dataclass
@@ -143,6 +147,12 @@ class DataArguments:
         default=None,
         metadata={"help": "Where prepared data is cached (default: $MINIBERT_CACHE or ~/.cache/minibert)."},
     )
+    max_prepare_in_launch_mb: float = field(
+        default=500,
+        metadata={"help": "A multi-process launch that finds no prepared cache prepares a corpus of at most this "
+                          "many MB itself (the other processes wait); a larger one stops with a message to run "
+                          "`minibert-prepare` first."},
+    )
     streaming: bool = field(
         default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
     )
@@ -177,6 +187,8 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name} must be at least 1, got {value}")
+        if not self.max_prepare_in_launch_mb >= 0:
+            raise UserError(f"--max_prepare_in_launch_mb must be >= 0, got {self.max_prepare_in_launch_mb}")
         if self.tokenizer_name is None and self.vocab_size < 100:
             raise UserError(f"--vocab_size must be at least 100, got {self.vocab_size}")
 
@@ -194,34 +206,30 @@ def prepare_pretraining_data(
     data_args: DataArguments,
     seed: int,
     output_dir: str | None = None,
-    main_process_first: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    accelerator=None,
 ) -> PretrainingData:
     """Build (or load from cache) the tokenizer, the training and evaluation pairs, and the MLM collator.
 
-    `main_process_first` is `accelerator.main_process_first`: the main process prepares and caches, the other
-    ranks then find everything in the cache. `output_dir`, if given, receives `data_stats.json`.
-    Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a corpus).
+    `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or
+    with one process) this process builds what the cache lacks. `output_dir`, if given, receives
+    `data_stats.json`. Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a
+    corpus, too large a corpus to prepare inside a multi-process launch).
     """
     data_args.validate()
     started = time.perf_counter()
     _LOADED.clear()  # datasets loaded by name are reused within one call only: a saved one may have changed
-    cache = _Cache(_cache_root(data_args), overwrite=data_args.overwrite_cache)
+    root = cache_root(data_args)
+    os.makedirs(root, exist_ok=True)
     # Cheap checks (missing files, empty globs) run in every process, so every rank fails with the same message.
-    train_source, eval_source = _resolve_sources(data_args, cache.root)
-    with main_process_first(), cache.workdir() as work:
-        raw = _RawDocuments(work, data_args.preprocessing_num_workers)
-        tokenizer, status = _get_tokenizer(data_args, train_source, raw, cache)
-        cache_status = {"tokenizer": status}
-        if data_args.streaming:
-            train, evaluation, stats = _prepare_streaming(data_args, seed, train_source, eval_source, tokenizer,
-                                                          raw, cache, cache_status)
-        else:
-            train, evaluation, stats = _prepare_map_style(data_args, seed, train_source, eval_source, tokenizer,
-                                                          raw, cache, cache_status)
+    train_source, eval_source = _resolve_sources(data_args, root)
+    if accelerator is not None and accelerator.num_processes > 1:
+        prepared = _prepare_distributed(data_args, seed, train_source, eval_source, root, accelerator)
+    else:
+        prepared = _prepare(data_args, seed, train_source, eval_source, _Cache(root, overwrite=data_args.overwrite_cache))
+    tokenizer, train, evaluation, stats = prepared
     if evaluation is not None and data_args.max_eval_samples and len(evaluation) > data_args.max_eval_samples:
         keep = np.random.default_rng(seed).choice(len(evaluation), data_args.max_eval_samples, replace=False)
         evaluation = evaluation.select(np.sort(keep), keep_in_memory=True)
-    stats["cache"] = cache_status
     stats["seconds"] = round(time.perf_counter() - started, 2)
     _log_stats(stats)
     if output_dir:
@@ -236,12 +244,84 @@ def prepare_pretraining_data(
     return PretrainingData(train, evaluation, tokenizer, collator, stats)
 
 
+def _prepare(args: DataArguments, seed: int, train_source, eval_source, cache: _Cache):
+    """(tokenizer, train, evaluation, stats): each step loaded from `cache`, or built and published there."""
+    with cache.workdir() as work:
+        raw = _RawDocuments(work, args.preprocessing_num_workers)
+        tokenizer, status = _get_tokenizer(args, train_source, raw, cache)
+        cache_status = {"tokenizer": status}
+        prepare = _prepare_streaming if args.streaming else _prepare_map_style
+        train, evaluation, stats = prepare(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status)
+    stats["cache"] = cache_status
+    stats["cache_bytes"] = sum(_tree_bytes(path) for path in cache.used)
+    return tokenizer, train, evaluation, stats
+
+
+def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_source, root: str, accelerator):
+    """Who prepares the data in a multi-process (multi-node) launch, and how long the others may wait.
+
+    1. Every process looks in the cache (read-only). A complete cache (`minibert-prepare`, an earlier run) is
+       loaded at once by all: no barrier, no wait.
+    2. Otherwise the corpus must be small enough to prepare while the other processes wait in a barrier (whose
+       timeout `preparation_timeout` sized): past `--max_prepare_in_launch_mb` every process stops with the
+       same message, to run `minibert-prepare` first.
+    3. The global main process prepares (`main_process_first`); then each other node's first process
+       (`local_main_process_first`) finds that cache (a shared filesystem) or, on a node-local disk, prepares its
+       own copy; then the node's other processes load it. Two nodes publishing the same entry at once on a
+       shared cache keep the first: entries are renamed into place whole (`_Cache.publish`).
+    `--overwrite_cache` rebuilds on the global main process only.
+    """
+    try:
+        if not args.overwrite_cache:
+            return _prepare(args, seed, train_source, eval_source, _Cache(root, read_only=True))
+    except _CacheMiss:
+        pass
+    limit = args.max_prepare_in_launch_mb
+    size = None if args.streaming else _source_bytes(train_source)
+    if size is not None and size > limit * 1e6:
+        raise UserError(
+            f"the data is not prepared yet ({train_source.describe()}, {size / 1e6:,.3g} MB, over "
+            f"--max_prepare_in_launch_mb {limit:g}): {accelerator.num_processes} processes would wait while one "
+            "prepares it; run `minibert-prepare` with the same arguments first (once per node if "
+            "--data_cache_dir is on node-local disk), then launch again"
+        )
+    result = None
+    with accelerator.main_process_first():
+        if accelerator.is_main_process:
+            result = _prepare(args, seed, train_source, eval_source, _Cache(root, overwrite=args.overwrite_cache))
+    with accelerator.local_main_process_first():
+        if result is None:
+            result = _prepare(args, seed, train_source, eval_source, _Cache(root))
+    return result
+
+
+def preparation_timeout(args: DataArguments) -> datetime.timedelta:
+    """The process group's timeout: long enough for the main process to prepare the largest corpus a launch
+    prepares itself (`--max_prepare_in_launch_mb` at a slow `PREPARE_WORST_MB_PER_S`), never under torch's
+    default of 30 minutes."""
+    seconds = 600 + args.max_prepare_in_launch_mb / PREPARE_WORST_MB_PER_S
+    return datetime.timedelta(seconds=max(1800, seconds))
+
+
+def _source_bytes(source: CorpusSource) -> int | None:
+    """Bytes of a source on disk (files, or a saved dataset's Arrow files); None when unknown (the Hub)."""
+    if source.kind == "files":
+        return sum(os.path.getsize(f) for f in source.files)
+    if source.kind == "disk":
+        return _tree_bytes(source.path)
+    return None
+
+
+def _tree_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Sources
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _cache_root(data_args: DataArguments) -> str:
+def cache_root(data_args: DataArguments) -> str:
     root = data_args.data_cache_dir or os.environ.get("MINIBERT_CACHE") or os.path.join("~", ".cache", "minibert")
     return os.path.abspath(os.path.expanduser(root))
 
@@ -741,23 +821,36 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
-class _Cache:
-    """`<root>/<kind>-<key>/` directories, each published whole by an atomic rename or not at all."""
+class _CacheMiss(Exception):
+    """A read-only `_Cache` lacks an entry the run needs."""
 
-    def __init__(self, root: str, overwrite: bool = False):
-        self.root, self.overwrite = root, overwrite
+
+class _Cache:
+    """`<root>/<kind>-<key>/` directories, each published whole by an atomic rename or not at all.
+
+    `read_only`: `has` raises `_CacheMiss` instead of answering False, so that a caller can find out, without
+    building anything, whether everything it needs is there.
+    """
+
+    def __init__(self, root: str, overwrite: bool = False, read_only: bool = False):
+        self.root, self.overwrite, self.read_only = root, overwrite, read_only
         self._rebuilt: set[str] = set()
+        self.used: set[str] = set()  # the entries this run looked for (and so, by its end, found or built)
         os.makedirs(root, exist_ok=True)
-        self._remove_stale_work_dirs()
+        if not read_only:
+            self._remove_stale_work_dirs()
 
     def path(self, kind: str, key: str) -> str:
         return os.path.join(self.root, f"{kind}-{key}")
 
     def has(self, kind: str, key: str) -> bool:
         path = self.path(kind, key)
+        self.used.add(path)
         # --overwrite_cache rebuilds each entry once per run, then uses what it rebuilt.
         if self.overwrite and path not in self._rebuilt:
             return False
+        if self.read_only and not os.path.isdir(path):
+            raise _CacheMiss(path)
         return os.path.isdir(path)
 
     @contextlib.contextmanager

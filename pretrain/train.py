@@ -30,10 +30,17 @@ import shutil
 import signal
 import time
 from dataclasses import asdict
+from datetime import timedelta
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import DistributedType, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DistributedType,
+    GradientAccumulationPlugin,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    set_seed,
+)
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
@@ -149,7 +156,8 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return total, embeddings
 
 
-def make_accelerator(args: PretrainingArguments) -> Accelerator:
+def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = None) -> Accelerator:
+    """`timeout`: the process group's (every collective's, and the barrier the data preparation waits in)."""
     tracker = None
     if args.with_tracking:
         tracker = args.report_to if args.report_to != "all" else "all"
@@ -173,6 +181,7 @@ def make_accelerator(args: PretrainingArguments) -> Accelerator:
                 use_seedable_sampler=True, data_seed=args.seed, dispatch_batches=False, non_blocking=True
             ),
             log_with=tracker,
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)] if timeout else None,
             project_config=ProjectConfiguration(
                 project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "runs")
             ),
@@ -632,7 +641,11 @@ def pretrain(
     args = training_args
     hub_args = hub_args or HubArguments()
     session_start = time.monotonic()
-    accelerator = make_accelerator(args)
+    from .data import preparation_timeout
+
+    # Long enough for rank 0 to prepare a corpus in the launch while the others wait (pretrain.data).
+    timeout = preparation_timeout(data_args) if data is None and hasattr(data_args, "max_prepare_in_launch_mb") else None
+    accelerator = make_accelerator(args, timeout=timeout)
     _setup_logging(accelerator)
     resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     _prepare_output_dir(args, resume_path, accelerator)
@@ -650,7 +663,7 @@ def pretrain(
             data_args,
             seed=args.seed,
             output_dir=None if args.dry_run else args.output_dir,  # data_stats.json
-            main_process_first=accelerator.main_process_first,
+            accelerator=accelerator,
         )
     if hasattr(data.data_collator, "seed") and data.data_collator.seed is None:
         data.data_collator.seed = args.seed  # masks as a function of (seed, epoch, example)

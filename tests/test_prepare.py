@@ -1,0 +1,108 @@
+"""`minibert-prepare`, and what a multi-process launch does without it.
+
+- `minibert-prepare run.yaml` then `minibert-pretrain run.yaml`: the training run finds every cache entry and
+  tokenizes nothing (the tokenizer and pairing steps are made to fail if called), and it trains to the same
+  weights as a run that prepared its own data in another cache (the oracle);
+- a two-process launch with no cache and a corpus over --max_prepare_in_launch_mb stops in every process with
+  the same one-line message, before any process waits for another;
+- two processes that build the same cache at the same moment (each reaches every check and every publish
+  together) leave one valid cache, equal to one built alone.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from test_pretrain_loop import NO_DROPOUT, args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    return write_corpus(tmp_path_factory.mktemp("prepare_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=4))
+
+
+def run_config(path, corpus, cache, output_dir, **extra) -> str:
+    """A minibert-pretrain run config (YAML keys = flag names), data and training keys mixed as users write it."""
+    argv = args_for(corpus, cache, output_dir, "--max_train_steps", 4, "--logging_steps", 1)
+    config = {}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        config[flag[2:]] = str(value)
+    config["config_overrides"] += NO_DROPOUT
+    config.update(extra)
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_prepare_then_pretrain_hits_the_cache(corpus, tmp_path, monkeypatch, capsys):
+    from pretrain import data as data_module
+    from pretrain.__main__ import parse
+    from pretrain.prepare import main as prepare_main
+    from pretrain.train import pretrain
+
+    prepared = tmp_path / "prepared_cache"
+    config = run_config(tmp_path / "run.yaml", corpus, prepared, tmp_path / "out")
+    assert prepare_main([config]) == 0
+    out = capsys.readouterr().out
+    assert "tokenizer built, documents built, pairs built" in out
+    stats = data_module.prepare_pretraining_data(parse([config])[1], seed=0).stats  # a cache hit
+    for line in ("documents  60", f"tokens     {stats['tokens']:,}", f"instances  {stats['instances']:,} training pairs",
+                 f"validation {stats['eval_instances']:,} pairs"):  # fmt: skip
+        assert line in out, out
+    assert "MB in " + str(prepared) in out
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("the training run tokenized or paired: the prepared cache was missed")
+
+    with monkeypatch.context() as m:
+        m.setattr(data_module, "train_tokenizer", no_tokenizing)
+        m.setattr(data_module.DocumentTokenizer, "__call__", no_tokenizing)
+        m.setattr(data_module.NSPInstanceMap, "__call__", no_tokenizing)
+        result = pretrain(*parse([config]))
+    assert result["status"] == "completed"
+    data_stats = json.load(open(tmp_path / "out" / "data_stats.json"))
+    assert data_stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
+
+    # The oracle: the same run preparing its own data (one process, no minibert-prepare) in another cache.
+    alone = run_config(tmp_path / "alone.yaml", corpus, tmp_path / "own_cache", tmp_path / "alone")
+    assert run([alone])["status"] == "completed"
+    assert json.load(open(tmp_path / "alone" / "data_stats.json"))["cache"]["pairs"] == "built"
+    assert_same_weights(weights(tmp_path / "out"), weights(tmp_path / "alone"), exact=True)
+
+
+def test_prepare_reports_user_errors_in_one_line(tmp_path, capsys):
+    from pretrain.prepare import main as prepare_main
+
+    code = prepare_main(["--train_file", str(tmp_path / "missing.txt"), "--data_cache_dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        line for line in err.splitlines() if "error" in line.lower()
+    ] and "missing.txt" in err and "Traceback" not in err
+
+
+def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
+    """Two processes, an empty cache, a corpus over the limit: exit 2, the same single message from each process,
+    no traceback, and nothing tokenized."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+              "-m", "pretrain", *map(str, args_for(corpus, tmp_path / "cache", tmp_path / "out", "--max_train_steps", 2,
+                                                   "--max_prepare_in_launch_mb", 0.001))]  # fmt: skip
+    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    errors = {line for line in done.stderr.splitlines() if line.startswith("error:")}
+    assert len(errors) == 1, done.stderr[-3000:]
+    (message,) = errors
+    assert "minibert-prepare" in message and "--max_prepare_in_launch_mb" in message and "topics.txt" in message
+    # The one traceback allowed is the launcher's (torchrun reports a failed child with one), not ours.
+    assert done.stderr.count("Traceback") == done.stderr.count("raise ChildFailedError("), done.stderr[-3000:]
+    assert not [name for name in os.listdir(tmp_path / "cache") if not name.startswith("demo")]
