@@ -42,6 +42,10 @@ class MiniBertConfig(PreTrainedConfig):
         layer_norm_eps: LayerNorm epsilon (1e-12 as in BERT).
         pad_token_id: id of `[PAD]`; its embedding row starts at zero.
         classifier_dropout: dropout before classification heads (defaults to `hidden_dropout_prob`).
+        sparse_prediction: with MLM labels, run the MLM head only at the masked positions; `prediction_logits` /
+            `logits` are then (M, vocab), one row per masked position, instead of (B, S, vocab). The loss is the
+            same number for a fraction of the work (3-4x faster steps for a small model), so `Trainer` and
+            `run_mlm.py` users get the speed by setting this one value. Without labels (inference) the head is dense.
 
     Use `MiniBertConfig.from_preset("mini", vocab_size=8192)` for the sizes of Google's BERT family.
     """
@@ -63,6 +67,7 @@ class MiniBertConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
+    sparse_prediction: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -103,6 +108,8 @@ class MiniBertConfig(PreTrainedConfig):
             raise ValueError(
                 f"MiniBertConfig.initializer_range must be a non-negative number, got {self.initializer_range!r}"
             )
+        if not isinstance(self.sparse_prediction, bool):
+            raise ValueError(f"MiniBertConfig.sparse_prediction must be true or false, got {self.sparse_prediction!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"MiniBertConfig.pad_token_id ({self.pad_token_id}) must lie in the vocabulary [0, {self.vocab_size})"

@@ -3,8 +3,8 @@
     minibert-convert SRC DST              # a transformers BERT checkpoint -> the matching MiniBERT checkpoint
     minibert-convert SRC DST --to bert    # and back
 
-The two models hold the same numbers under different names, except Q, K and V: BERT keeps three (H, H)
-projections, MiniBERT one fused (3H, H). Conversion is a rename plus that concatenation (or split), and is exact.
+The two models have the same module and parameter names and hold the same numbers: conversion is a change of
+config (`model_type` "bert" <-> "minibert") with the weights copied as they are, and is exact.
 """
 
 from __future__ import annotations
@@ -71,17 +71,6 @@ SIZE_FIELDS = [
     "max_position_embeddings", "type_vocab_size",
 ]  # fmt: skip
 
-# Per-layer renames, BERT name -> MiniBERT name (Q/K/V handled apart).
-LAYER_RENAMES = {
-    "attention.output.dense": "attention.dense",
-    "attention.output.LayerNorm": "attention.LayerNorm",
-    "intermediate.dense": "feed_forward.intermediate",
-    "output.dense": "feed_forward.output",
-    "output.LayerNorm": "feed_forward.LayerNorm",
-}
-_LAYER = re.compile(r"^(?P<prefix>(?:bert\.)?encoder\.layer\.\d+\.)(?P<rest>.+)\.(?P<param>weight|bias)$")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Configs and weights
 # --------------------------------------------------------------------------------------------------------------
@@ -102,47 +91,8 @@ def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
     return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
 
 
-def bert_state_dict_to_minibert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out, qkv = {}, {}
-    for name, tensor in state.items():
-        m = _LAYER.match(name)
-        if m is None:
-            out[name] = tensor
-            continue
-        prefix, rest, param = m["prefix"], m["rest"], m["param"]
-        if rest.startswith("attention.self."):
-            qkv.setdefault((prefix, param), {})[rest.rsplit(".", 1)[1]] = tensor
-        elif rest in LAYER_RENAMES:
-            out[f"{prefix}{LAYER_RENAMES[rest]}.{param}"] = tensor
-        else:
-            raise UserError(f"unexpected BERT weight {name!r}: not a checkpoint of transformers' BERT")
-    for (prefix, param), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise UserError(f"BERT checkpoint lacks part of {prefix}attention.self ({sorted(parts)})")
-        out[f"{prefix}attention.qkv.{param}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
-    return out
-
-
-def minibert_state_dict_to_bert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    back = {v: k for k, v in LAYER_RENAMES.items()}
-    out = {}
-    for name, tensor in state.items():
-        m = _LAYER.match(name)
-        if m is None:
-            out[name] = tensor
-            continue
-        prefix, rest, param = m["prefix"], m["rest"], m["param"]
-        if rest == "attention.qkv":
-            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
-                out[f"{prefix}attention.self.{part}.{param}"] = chunk.clone()
-        else:
-            out[f"{prefix}{back[rest]}.{param}"] = tensor
-    return out
-
-
-def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel, rename) -> None:
-    state = rename(src.state_dict())
-    missing, unexpected = dst.load_state_dict(state, strict=False)
+def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel) -> None:
+    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
     # The tied MLM decoder appears under two names; everything else must match exactly.
     missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]
     unexpected = [k for k in unexpected if not k.endswith(("decoder.weight", "decoder.bias", "position_ids", "token_type_ids"))]
@@ -158,7 +108,7 @@ def bert_to_minibert(model: PreTrainedModel) -> PreTrainedModel:
         raise UserError(f"{type(model).__name__} has no MiniBERT counterpart; supported: {', '.join(TO_MINIBERT)}")
     kwargs = {"add_pooling_layer": model.pooler is not None} if cls is MiniBertModel else {}
     out = cls(bert_config_to_minibert(model.config), **kwargs)
-    _copy_weights(model, out, bert_state_dict_to_minibert)
+    _copy_weights(model, out)
     return out.to(model.dtype)
 
 
@@ -167,7 +117,7 @@ def minibert_to_bert(model: PreTrainedModel) -> PreTrainedModel:
     cls = TO_BERT[type(model).__name__]
     kwargs = {"add_pooling_layer": model.pooler is not None} if cls is BertModel else {}
     out = cls(minibert_config_to_bert(model.config), **kwargs)
-    _copy_weights(model, out, minibert_state_dict_to_bert)
+    _copy_weights(model, out)
     return out.to(model.dtype)
 
 
@@ -182,9 +132,12 @@ def read_checkpoint_config(path: str) -> dict:
             raise UserError(f"{path} is not a model checkpoint: it has no config.json")
         try:
             with open(config_file, encoding="utf-8") as f:
-                return json.load(f)
+                config = json.load(f)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read {config_file}: {e}") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{config_file} holds a JSON {type(config).__name__}; a model config is a JSON object")
+        return config
     if os.path.exists(path):
         raise UserError(f"{path} is a file; a checkpoint is a directory holding config.json and weights")
     if not _looks_like_hub_id(path):
@@ -239,8 +192,25 @@ def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> Pr
 _LOAD_ERRORS = (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
+def refuse_pickled_weights(path: str) -> None:
+    """Weights are read from safetensors only: a local folder with only pytorch_model.bin (a pickle) is refused."""
+    if not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    pickled = sorted(n for n in names if n.endswith((".bin", ".pt", ".pth", ".ckpt")))
+    if pickled:
+        raise UserError(
+            f"{path} holds its weights only as a pickle ({pickled[0]}), which minibert never loads (a pickle can run "
+            "code). If you trust its source, convert it once to safetensors, e.g. with transformers: "
+            f"`BertForPreTraining.from_pretrained('{path}').save_pretrained(NEW_FOLDER)`, and use NEW_FOLDER"
+        )
+
+
 def _from_pretrained(cls: type, path: str, **kwargs) -> PreTrainedModel:
     """`cls.from_pretrained(path)`, with every way a checkpoint can fail to fit turned into one clear UserError."""
+    refuse_pickled_weights(path)
     try:
         return cls.from_pretrained(path, **kwargs)
     except UserError:

@@ -1,16 +1,21 @@
 """MiniBERT: the BERT encoder (Devlin et al., 2019), written to be read top to bottom.
 
-    embeddings -> [attention -> feed-forward] x L -> pooler -> heads
+    embeddings -> [self-attention -> feed-forward] x L -> pooler -> heads
 
-Numerically it is transformers' `BertModel` (tests compare the two), with three changes that make training faster
-without changing any result:
+Module and parameter names are those of transformers' `BertModel` (`attention.self.query`, `intermediate.dense`,
+`cls.predictions...`), and so are the numbers (tests compare the two), so BERT tooling (peft targets, state dicts,
+conversion) addresses MiniBERT unchanged. Two optional inputs make pretraining faster without changing a result:
 
-1. No work on padding. Every position-wise operation (projections, feed-forward, LayerNorm) runs on the real tokens
-   only, packed into one (tokens, hidden) matrix; only attention itself sees the padded (batch, seq) layout.
-2. Q, K and V come from one fused (hidden -> 3 * hidden) projection, and attention runs through
-   `torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU).
-3. `sparse_prediction=True` runs the MLM head (a hidden x vocab matrix, most of a small model's cost) only at the
-   masked positions, which are the only ones the loss reads.
+1. `token_indices` (the unpadded path): the flat positions of the real tokens of the (batch, seq) batch. Every
+   position-wise operation (projections, feed-forward, LayerNorm) then runs on the real tokens only, packed into one
+   (tokens, hidden) matrix; attention alone sees the padded layout.
+2. `masked_positions` with `config.sparse_prediction`: the MLM head (a hidden x vocab matrix, most of a small
+   model's cost) runs only at the masked positions, the only ones the loss reads.
+
+Both are computed by the data collator, on the CPU (`pretrain.collator.DataCollatorForPreTraining`). The forward
+never branches on tensor values and never reads the device from the host, so `torch.export`, ONNX,
+`torch.compile(fullgraph=True)`, CUDA graphs and offload hooks all accept it. Without those inputs it is BERT's
+padded (batch, seq) forward, which is what pipelines and exporters see.
 
 This file ships inside every checkpoint as remote code: it imports only torch, transformers and its config.
 """
@@ -25,7 +30,6 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
@@ -34,47 +38,39 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_minibert import MiniBertConfig
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Padding bookkeeping
+# The unpadded layout
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
-class Padding:
-    """Where the real tokens of a padded (batch, seq) batch sit, to move between the padded and packed layouts."""
+class Unpadding:
+    """Moves per-token tensors between the padded (B, S, ...) layout and the packed (T, ...) one.
 
-    indices: torch.Tensor  # (T,) flat positions of real tokens in batch * seq
-    key_mask: torch.Tensor | None  # (B, 1, 1, S) True where a key may be attended to; None when nothing is padded
+    `indices` (T,) are flat positions in B * S. The collator pads them up to a bucket size with the value B * S,
+    which points at one scratch row past the end: then T repeats from batch to batch (compiled graphs are reused)
+    and nothing here needs to know how many tokens are real.
+    """
+
+    indices: torch.Tensor  # (T,) int64
     batch_size: int
     seq_len: int
 
-    @classmethod
-    def from_mask(cls, attention_mask: torch.Tensor | None, batch_size: int, seq_len: int, device) -> "Padding":
-        if attention_mask is None or bool(attention_mask.all()):
-            indices = torch.arange(batch_size * seq_len, device=device)
-            return cls(indices, None, batch_size, seq_len)
-        mask = attention_mask.bool()
-        indices = mask.flatten().nonzero().squeeze(1)
-        return cls(indices, mask[:, None, None, :], batch_size, seq_len)
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, ...) -> (T, ...): the real tokens (the bucket's fill reads the zero scratch row)."""
+        flat = x.reshape(self.batch_size * self.seq_len, *x.shape[2:])
+        flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])
+        return flat.index_select(0, self.indices)
 
-    @property
-    def is_padded(self) -> bool:
-        return self.key_mask is not None
-
-    def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S, ...) -> (T, ...): keep the real tokens."""
-        x = x.reshape(self.batch_size * self.seq_len, *x.shape[2:])
-        return x.index_select(0, self.indices) if self.is_padded else x
-
-    def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(T, ...) -> (B, S, ...): real tokens back in place, zeros at padding."""
-        if self.is_padded:
-            out = x.new_zeros(self.batch_size * self.seq_len, *x.shape[1:])
-            x = out.index_copy(0, self.indices, x)
-        return x.reshape(self.batch_size, self.seq_len, *x.shape[1:])
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, ...) -> (B, S, ...): real tokens back in place, zeros at padding (the scratch row is dropped)."""
+        out = x.new_zeros(self.batch_size * self.seq_len + 1, *x.shape[1:]).index_copy(0, self.indices, x)
+        return out[:-1].view(self.batch_size, self.seq_len, *x.shape[1:])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -91,93 +87,177 @@ class MiniBertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
-        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, S, H)
-        batch_size, seq_len = embeddings.shape[:2]
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, S, H)
+        seq_len = inputs_embeds.shape[1]
         if seq_len > self.position_embeddings.num_embeddings:
             raise ValueError(
                 f"sequence length {seq_len} exceeds max_position_embeddings "
                 f"({self.position_embeddings.num_embeddings}); truncate the input"
             )
+        # Module calls, not `.weight[...]` reads: offload hooks (accelerate's device_map, cpu_offload) fire on calls.
         if position_ids is None:
-            position_embeddings = self.position_embeddings.weight[:seq_len]  # (S, H), broadcast over the batch
-        else:
-            position_embeddings = self.position_embeddings(position_ids)
+            position_ids = torch.arange(seq_len, device=inputs_embeds.device)[None]  # (1, S), broadcast over B
         if token_type_ids is None:
-            segment_embeddings = self.token_type_embeddings.weight[0]  # everything is sentence A
-        else:
-            segment_embeddings = self.token_type_embeddings(token_type_ids)
-        embeddings = embeddings + position_embeddings + segment_embeddings
+            token_type_ids = torch.zeros_like(position_ids)  # everything is sentence A
+        embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Multi-head self-attention
 # --------------------------------------------------------------------------------------------------------------
-class MiniBertAttention(nn.Module):
-    """softmax(Q K^T / sqrt(d)) V over h heads, then output projection, residual and LayerNorm."""
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """softmax(Q K^T * scaling + mask) V, written out; the one implementation that returns the weights.
+
+    query/key/value: (B, nh, S, d); attention_mask: additive (B, 1, 1, S) or None. Returns (B, S, nh, d) and the
+    weights (B, nh, S, S), as every entry of transformers' `ALL_ATTENTION_FUNCTIONS` does.
+    """
+    scores = (query @ key.transpose(-1, -2)) * scaling  # (B, nh, S, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = scores.softmax(dim=-1)
+    context = F.dropout(weights, p=dropout, training=module.training) @ value  # (B, nh, S, d)
+    return context.transpose(1, 2).contiguous(), weights
+
+
+def attention_implementation(config, output_attentions: bool) -> str:
+    """The backend one forward uses: the configured one, or eager when the caller asks to see the weights."""
+    implementation = config._attn_implementation or "eager"
+    return "eager" if output_attentions else implementation
+
+
+def attention_mask_for(implementation: str, attention_mask, inputs_embeds, config):
+    """The (B, S) padding mask (1 = real token) in the form the attention backend takes. Never reads its values.
+
+    sdpa: boolean (B, 1, 1, S); eager: additive (B, 1, 1, S); flash attention: the 2D mask itself (it unpads);
+    anything else (flex attention, hub kernels): transformers' own mask builder.
+    """
+    if attention_mask is None or attention_mask.dim() == 4:
+        return attention_mask  # no padding, or a mask the caller already prepared
+    if implementation == "sdpa":
+        return attention_mask.bool()[:, None, None, :]
+    if implementation == "eager":
+        dtype = inputs_embeds.dtype
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+    if "flash" in implementation:
+        return attention_mask
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+
+class MiniBertSelfAttention(nn.Module):
+    """Q, K, V projections, h heads of scaled dot-product attention, heads merged back."""
+
+    is_causal = False  # read by transformers' attention backends
 
     def __init__(self, config: MiniBertConfig):
         super().__init__()
+        self.config = config  # read at call time: `attn_implementation` can change after construction
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.dropout_prob = config.attention_probs_dropout_prob
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # Q, K and V in one matmul
+        self.scaling = self.head_dim**-0.5
+        # Three projections, as BERT has (peft's ["query", "value"] targets them); one fused (H, 3H) matmul would
+        # save two kernel launches per layer, which BENCHMARKS.md measures as not worth the incompatibility.
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def forward(self, hidden, attention_mask=None, unpadding: Unpadding | None = None, output_attentions=False):
+        # hidden: (B, S, H), or (T, H) packed real tokens on the unpadded path
+        to_batch = unpadding.pad if unpadding is not None else (lambda x: x)
+        q, k, v = (to_batch(proj(hidden)) for proj in (self.query, self.key, self.value))  # each (B, S, H)
+        B, S, _ = q.shape
+        q, k, v = (x.view(B, S, self.num_heads, self.head_dim).transpose(1, 2) for x in (q, k, v))  # (B, nh, S, d)
+
+        implementation = attention_implementation(self.config, output_attentions)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, weights = attend(
+            self, q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0, scaling=self.scaling
+        )  # context (B, S, nh, d)
+        context = context.reshape(B, S, self.num_heads * self.head_dim)  # merge heads
+        return (unpadding.unpad(context) if unpadding is not None else context), weights
+
+
+class MiniBertSelfOutput(nn.Module):
+    """Output projection, dropout, residual and LayerNorm around attention."""
+
+    def __init__(self, config: MiniBertConfig):
+        super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.config = config  # read at call time: `attn_implementation` can change after construction
 
-    def forward(self, hidden: torch.Tensor, padding: Padding, output_attentions: bool = False):
-        # hidden: (T, H), the real tokens of the batch packed together
-        B, S, nh, d = padding.batch_size, padding.seq_len, self.num_heads, self.head_dim
-        qkv = padding.unpack(self.qkv(hidden))  # (B, S, 3H); attention is the one step that needs the padded layout
-        q, k, v = qkv.view(B, S, 3, nh, d).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, S, d)
-        dropout = self.dropout_prob if self.training else 0.0
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(context)))
 
-        weights = None
-        if output_attentions or self.config._attn_implementation == "eager":
-            # The explicit path, for when the caller wants to see the attention weights.
-            scores = (q @ k.transpose(-1, -2)) / d**0.5  # (B, nh, S, S)
-            if padding.key_mask is not None:
-                scores = scores.masked_fill(~padding.key_mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-            context = F.dropout(weights, p=dropout, training=self.training) @ v
-        else:
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=padding.key_mask, dropout_p=dropout)
 
-        context = padding.pack(context.transpose(1, 2).reshape(B, S, nh * d))  # merge heads -> (T, H)
-        hidden = self.LayerNorm(hidden + self.dropout(self.dense(context)))
-        return hidden, weights
+class MiniBertAttention(nn.Module):
+    def __init__(self, config: MiniBertConfig):
+        super().__init__()
+        self.self = MiniBertSelfAttention(config)
+        self.output = MiniBertSelfOutput(config)
+
+    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
+        context, weights = self.self(hidden, attention_mask, unpadding, output_attentions)
+        return self.output(context, hidden), weights
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Feed-forward, layer, encoder
 # --------------------------------------------------------------------------------------------------------------
-class MiniBertFeedForward(nn.Module):
-    """Position-wise H -> 4H -> H with GELU, then residual and LayerNorm."""
+class MiniBertIntermediate(nn.Module):
+    """Position-wise H -> intermediate_size, then the activation (GELU in BERT)."""
 
     def __init__(self, config: MiniBertConfig):
         super().__init__()
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = ACT2FN[config.hidden_act]
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden))
+
+
+class MiniBertOutput(nn.Module):
+    """intermediate_size -> H, dropout, residual and LayerNorm."""
+
+    def __init__(self, config: MiniBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(hidden + self.dropout(self.output(self.act(self.intermediate(hidden)))))
+    def forward(self, intermediate: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(intermediate)))
 
 
 class MiniBertLayer(GradientCheckpointingLayer):
     def __init__(self, config: MiniBertConfig):
         super().__init__()
         self.attention = MiniBertAttention(config)
-        self.feed_forward = MiniBertFeedForward(config)
+        self.intermediate = MiniBertIntermediate(config)
+        self.output = MiniBertOutput(config)
 
-    def forward(self, hidden: torch.Tensor, padding: Padding, output_attentions: bool = False):
-        hidden, weights = self.attention(hidden, padding, output_attentions)
-        return self.feed_forward(hidden), weights
+    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
+        hidden, weights = self.attention(hidden, attention_mask, unpadding, output_attentions)
+        return self.output(self.intermediate(hidden), hidden), weights
+
+
+def _selected_hidden_states(output_hidden_states, num_layers: int) -> set[int] | None:
+    """Which hidden states to return: None (none), or indices into the L + 1 states (negative ones allowed).
+
+    As in transformers: True or False, or an int / list of ints selecting some states (embeddings are state 0).
+    """
+    if output_hidden_states is None or output_hidden_states is False:
+        return None
+    count = num_layers + 1
+    if output_hidden_states is True:
+        return set(range(count))
+    chosen = [output_hidden_states] if isinstance(output_hidden_states, int) else list(output_hidden_states)
+    return {i % count for i in chosen if -count <= i < count}
 
 
 class MiniBertEncoder(nn.Module):
@@ -185,16 +265,26 @@ class MiniBertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(MiniBertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden, padding: Padding, output_attentions=False, output_hidden_states=False):
-        all_hidden = [hidden] if output_hidden_states else None
+    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False, output_hidden_states=None):
+        """Returns the last hidden state, the selected hidden states and the attention weights (or None).
+
+        The hidden states are the very tensors each layer consumed (the packed (T, H) ones on the unpadded path),
+        so gradients with respect to them (saliency, integrated gradients) flow.
+        """
+        selected = _selected_hidden_states(output_hidden_states, len(self.layer))
+        all_hidden = [] if selected is not None else None
         all_weights = [] if output_attentions else None
-        for layer in self.layer:
-            hidden, weights = layer(hidden, padding, output_attentions)
-            if output_hidden_states:
+        for i, layer in enumerate(self.layer):
+            if selected is not None and i in selected:
                 all_hidden.append(hidden)
+            hidden, weights = layer(hidden, attention_mask, unpadding, output_attentions)
             if output_attentions:
                 all_weights.append(weights)
-        return hidden, all_hidden, all_weights
+        if selected is not None and len(self.layer) in selected:
+            all_hidden.append(hidden)
+        return hidden, (tuple(all_hidden) if all_hidden is not None else None), (
+            tuple(all_weights) if all_weights is not None else None
+        )
 
 
 class MiniBertPooler(nn.Module):
@@ -227,22 +317,57 @@ AUTO_MAP = {
 CODE_FILES = ("configuration_minibert.py", "modeling_minibert.py")
 
 
+def _legacy_names_to_bert(state: dict) -> dict:
+    """Weights saved by minibert 0.1 (one fused `attention.qkv`, shorter layer names) under BERT's names."""
+    renames = {
+        ".attention.dense.": ".attention.output.dense.",
+        ".attention.LayerNorm.": ".attention.output.LayerNorm.",
+        ".feed_forward.intermediate.": ".intermediate.dense.",
+        ".feed_forward.output.": ".output.dense.",
+        ".feed_forward.LayerNorm.": ".output.LayerNorm.",
+    }
+    out = {}
+    for name, tensor in state.items():
+        if ".attention.qkv." in name:
+            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
+                out[name.replace(".attention.qkv.", f".attention.self.{part}.")] = chunk.contiguous()
+            continue
+        for old, new in renames.items():
+            name = name.replace(old, new)
+        out[name] = tensor
+    return out
+
+
+def _legacy_state_dict(name_or_path, **hub_kwargs) -> dict | None:
+    """The converted weights of a minibert 0.1 checkpoint (single safetensors file), or None for any other."""
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if path is None:
+            return None
+        with safe_open(path, framework="pt") as f:
+            if not any(".attention.qkv." in key for key in f.keys()):
+                return None
+        return _legacy_names_to_bert(load_file(path))
+    except Exception:  # not a local folder / not reachable: let from_pretrained say what is wrong
+        return None
+
+
 class MiniBertPreTrainedModel(PreTrainedModel):
     config_class = MiniBertConfig
     config: MiniBertConfig
     base_model_prefix = "bert"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    # The heads take **kwargs but do not scale their loss by `num_items_in_batch`; without this, Trainer assumes
-    # they do and gradient accumulation (or several processes) multiplies the gradients.
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # The heads take **kwargs but the pretraining loop and the fine-tuning Trainer normalise the loss themselves.
     accepts_loss_kwargs = False
     _no_split_modules = ["MiniBertEmbeddings", "MiniBertLayer"]
-
-    @classmethod
-    def _can_set_attn_implementation(cls) -> bool:
-        # transformers guesses from the source (it looks for `ALL_ATTENTION_FUNCTIONS`) and would refuse
-        # `model.set_attn_implementation("eager")`; MiniBertAttention reads the setting at every call, so it is safe.
-        return True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -250,6 +375,19 @@ class MiniBertPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, MiniBertLMPredictionHead):
             init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers does; a checkpoint of minibert 0.1 (fused Q/K/V names) is renamed on the way in."""
+        if kwargs.get("state_dict") is None and pretrained_model_name_or_path is not None:
+            hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs}
+            legacy = _legacy_state_dict(pretrained_model_name_or_path, **hub)
+            if legacy is not None:
+                config = kwargs.pop("config", None)
+                if not isinstance(config, MiniBertConfig):
+                    config = MiniBertConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+                return super().from_pretrained(None, *args, config=config, state_dict=legacy, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as transformers does, plus this code and the full `auto_map`, so the folder loads anywhere.
@@ -264,6 +402,14 @@ class MiniBertPreTrainedModel(PreTrainedModel):
                 shutil.copyfile(os.path.join(here, name), os.path.join(save_directory, name))
         self.config.auto_map = dict(AUTO_MAP)
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    # ---- shared by every head ---------------------------------------------------------------------------------
+    def _outputs(self, output_cls, encoded: BaseModelOutputWithPooling, return_dict, **fields):
+        """A head's `ModelOutput` with the encoder's hidden states and attentions, or its tuple."""
+        out = output_cls(**fields, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return out if return_dict else out.to_tuple()
 
 
 class MiniBertModel(MiniBertPreTrainedModel):
@@ -282,36 +428,6 @@ class MiniBertModel(MiniBertPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    def encode(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-    ):
-        """Run the encoder and keep the packed layout: returns (hidden (T, H), padding, all_hidden, all_attentions).
-
-        The heads call this so that sparse MLM prediction can pick masked tokens without re-padding.
-        """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        embeddings = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, S, H)
-        padding = Padding.from_mask(attention_mask, *embeddings.shape[:2], device=embeddings.device)
-        hidden, all_hidden, all_weights = self.encoder(
-            padding.pack(embeddings), padding, output_attentions, output_hidden_states
-        )
-        if all_hidden is not None:
-            all_hidden = tuple(padding.unpack(h) for h in all_hidden)
-        if all_weights is not None:
-            all_weights = tuple(all_weights)
-        return hidden, padding, all_hidden, all_weights
-
     def forward(
         self,
         input_ids=None,
@@ -322,21 +438,40 @@ class MiniBertModel(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        token_indices=None,
         **kwargs,
     ):
-        hidden, padding, all_hidden, all_weights = self.encode(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
-        )  # fmt: skip
-        sequence_output = padding.unpack(hidden)  # (B, S, H); zeros at padded positions
-        pooled = self.pooler(sequence_output) if self.pooler is not None else None
-        out = BaseModelOutputWithPooling(
-            last_hidden_state=sequence_output,
-            pooler_output=pooled,
-            hidden_states=all_hidden,
-            attentions=all_weights,
+        r"""
+        token_indices (`torch.LongTensor` of shape `(T,)`, *optional*): flat positions in `batch * seq` of the real
+            tokens, padded with the value `batch * seq` (see `Unpadding`). Given, position-wise work skips padding and
+            `last_hidden_state` is zero at padded positions; the returned `hidden_states` are then packed `(T, H)`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+
+        embeddings = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, S, H)
+        implementation = attention_implementation(self.config, output_attentions)
+        mask = attention_mask_for(implementation, attention_mask, embeddings, self.config)
+        unpadding = None
+        if token_indices is not None:
+            unpadding = Unpadding(token_indices, *embeddings.shape[:2])
+            embeddings = unpadding.unpad(embeddings)  # (T, H)
+
+        hidden, all_hidden, all_weights = self.encoder(
+            embeddings, mask, unpadding, output_attentions, output_hidden_states
         )
-        return out if return_dict is not False else out.to_tuple()
+        sequence_output = unpadding.pad(hidden) if unpadding is not None else hidden  # (B, S, H)
+        pooled = self.pooler(sequence_output) if self.pooler is not None else None
+        encoded = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output, pooler_output=pooled, hidden_states=all_hidden, attentions=all_weights
+        )
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        return encoded if return_dict else encoded.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -400,23 +535,37 @@ _TIED_DECODER = {
 }
 
 
-def _masked_lm(head, hidden, padding: Padding, labels, sparse_prediction: bool):
+def _cross_entropy(logits, targets, num_items_in_batch=None, ignore_index=-100):
+    """Mean cross-entropy over the targets that are not ignored; or their sum / `num_items_in_batch` when given
+    (transformers' convention: the count over every micro-batch and process, so that accumulation is exact)."""
+    logits, targets = logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
+    loss = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
+    return loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
+
+
+def _masked_lm(head, sequence_output, labels, masked_positions, sparse: bool, num_items_in_batch=None):
     """MLM logits and loss.
 
     Dense: logits (B, S, vocab) for every position, as transformers' BERT returns them.
-    Sparse: logits (M, vocab) only for the M positions with a label (in the order of `labels[labels != -100]`);
-    the loss is the same number, for a fraction of the work.
+    Sparse (with labels): logits (M, vocab), one row per entry of `masked_positions` (flat positions in B * S,
+    padded with B * S, whose rows carry label -100), or, when they are not given, per label != -100 in row-major
+    order (found with `nonzero`, which reads the device: the collator's `masked_positions` avoid that). The loss is
+    the same number either way, for a fraction of the work.
     """
-    if sparse_prediction and labels is not None:
-        flat_labels = padding.pack(labels)  # (T,) labels of the real tokens
-        selected = (flat_labels != -100).nonzero().squeeze(1)
-        logits = head(hidden.index_select(0, selected))  # (M, vocab)
-        loss = F.cross_entropy(logits.float(), flat_labels.index_select(0, selected))
-        return logits, loss
-    logits = padding.unpack(head(hidden))  # (B, S, vocab)
-    loss = None
-    if labels is not None:
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100)
+    if sparse and labels is not None:
+        hidden = sequence_output.reshape(-1, sequence_output.size(-1))  # (B * S, H)
+        flat_labels = labels.reshape(-1)
+        if masked_positions is None:
+            masked_positions = (flat_labels != -100).nonzero().squeeze(1)
+        else:  # the bucket's fill points one past the end: a zero row with an ignored label
+            hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.size(1))])
+            flat_labels = torch.cat([flat_labels, flat_labels.new_full((1,), -100)])
+        logits = head(hidden.index_select(0, masked_positions))  # (M, vocab)
+        return logits, _cross_entropy(logits, flat_labels.index_select(0, masked_positions), num_items_in_batch)
+    logits = head(sequence_output)  # (B, S, vocab)
+    loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
     return logits, loss
 
 
@@ -424,7 +573,7 @@ def _masked_lm(head, hidden, padding: Padding, labels, sparse_prediction: bool):
 class MiniBertForPreTrainingOutput(ModelOutput):
     """
     loss: mlm_loss + nsp_loss (each part that has labels).
-    prediction_logits: (B, S, vocab), or (M, vocab) at the masked positions with `sparse_prediction=True`.
+    prediction_logits: (B, S, vocab); with labels and `sparse_prediction`, (M, vocab) at the masked positions.
     seq_relationship_logits: (B, 2); index 0 = B follows A, 1 = B is random.
     """
 
@@ -437,16 +586,10 @@ class MiniBertForPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class MiniBertForPreTraining(MiniBertPreTrainedModel):
-    """BERT's pretraining objective: masked-language modelling + next-sentence prediction."""
+class _MaskedLMMixin:
+    """The MLM decoder is tied to the input embeddings, as in BERT."""
 
     _tied_weights_keys = _TIED_DECODER
-
-    def __init__(self, config: MiniBertConfig):
-        super().__init__(config)
-        self.bert = MiniBertModel(config)
-        self.cls = MiniBertPreTrainingHeads(config)
-        self.post_init()
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder
@@ -454,6 +597,19 @@ class MiniBertForPreTraining(MiniBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
+
+    def _sparse(self, sparse_prediction) -> bool:
+        return self.config.sparse_prediction if sparse_prediction is None else sparse_prediction
+
+
+class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
+    """BERT's pretraining objective: masked-language modelling + next-sentence prediction."""
+
+    def __init__(self, config: MiniBertConfig):
+        super().__init__(config)
+        self.bert = MiniBertModel(config)
+        self.cls = MiniBertPreTrainingHeads(config)
+        self.post_init()
 
     def forward(
         self,
@@ -467,45 +623,43 @@ class MiniBertForPreTraining(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
-        sparse_prediction: bool = False,
+        token_indices=None,
+        masked_positions=None,
+        sparse_prediction=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
-        hidden, padding, all_hidden, all_weights = self.bert.encode(
+        r"""
+        masked_positions (`torch.LongTensor` of shape `(M,)`, *optional*): with `sparse_prediction`, where the MLM
+            head runs (see `_masked_lm`). sparse_prediction (`bool`, *optional*): overrides `config.sparse_prediction`.
+        """
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True, token_indices=token_indices,
         )  # fmt: skip
-        mlm_logits, mlm_loss = _masked_lm(self.cls.predictions, hidden, padding, labels, sparse_prediction)
-        pooled = self.bert.pooler(padding.unpack(hidden))
-        nsp_logits = self.cls.seq_relationship(pooled)  # (B, 2)
-        nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1)) if next_sentence_label is not None else None
+        mlm_logits, mlm_loss = _masked_lm(
+            self.cls.predictions, encoded.last_hidden_state, labels, masked_positions,
+            self._sparse(sparse_prediction), num_items_in_batch,
+        )  # fmt: skip
+        nsp_logits = self.cls.seq_relationship(encoded.pooler_output)  # (B, 2)
+        nsp_loss = _cross_entropy(nsp_logits, next_sentence_label) if next_sentence_label is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
-        out = MiniBertForPreTrainingOutput(
-            loss=sum(losses) if losses else None,
-            prediction_logits=mlm_logits,
-            seq_relationship_logits=nsp_logits,
-            mlm_loss=mlm_loss,
-            nsp_loss=nsp_loss,
-            hidden_states=all_hidden,
-            attentions=all_weights,
-        )
-        return out if return_dict is not False else out.to_tuple()
+        return self._outputs(
+            MiniBertForPreTrainingOutput, encoded, return_dict,
+            loss=sum(losses) if losses else None, prediction_logits=mlm_logits, seq_relationship_logits=nsp_logits,
+            mlm_loss=mlm_loss, nsp_loss=nsp_loss,
+        )  # fmt: skip
 
 
-class MiniBertForMaskedLM(MiniBertPreTrainedModel):
-    _tied_weights_keys = _TIED_DECODER
+class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
+    # A pretraining checkpoint carries the NSP head and the pooler, which this class does not use: expected.
+    _keys_to_ignore_on_load_unexpected = [r"^cls\.seq_relationship\.", r"^bert\.pooler\."]
 
     def __init__(self, config: MiniBertConfig):
         super().__init__(config)
         self.bert = MiniBertModel(config, add_pooling_layer=False)
         self.cls = MiniBertOnlyMLMHead(config)
         self.post_init()
-
-    def get_output_embeddings(self):
-        return self.cls.predictions.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.cls.predictions.decoder = new_embeddings
-        self.cls.predictions.bias = new_embeddings.bias
 
     def forward(
         self,
@@ -518,19 +672,26 @@ class MiniBertForMaskedLM(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
-        sparse_prediction: bool = False,
+        token_indices=None,
+        masked_positions=None,
+        sparse_prediction=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
-        hidden, padding, all_hidden, all_weights = self.bert.encode(
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True, token_indices=token_indices,
         )  # fmt: skip
-        logits, loss = _masked_lm(self.cls.predictions, hidden, padding, labels, sparse_prediction)
-        out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=all_hidden, attentions=all_weights)
-        return out if return_dict is not False else out.to_tuple()
+        logits, loss = _masked_lm(
+            self.cls.predictions, encoded.last_hidden_state, labels, masked_positions,
+            self._sparse(sparse_prediction), num_items_in_batch,
+        )  # fmt: skip
+        return self._outputs(MaskedLMOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
 class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
+    _keys_to_ignore_on_load_unexpected = [r"^cls\.predictions\."]
+
     def __init__(self, config: MiniBertConfig):
         super().__init__(config)
         self.bert = MiniBertModel(config)
@@ -550,16 +711,13 @@ class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        outputs = self.bert(
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True,
         )  # fmt: skip
-        logits = self.cls(outputs.pooler_output)  # (B, 2)
-        loss = F.cross_entropy(logits.float(), labels.view(-1)) if labels is not None else None
-        out = NextSentencePredictorOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return out if return_dict is not False else out.to_tuple()
+        logits = self.cls(encoded.pooler_output)  # (B, 2)
+        loss = _cross_entropy(logits, labels) if labels is not None else None
+        return self._outputs(NextSentencePredictorOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
 def _classifier_dropout(config: MiniBertConfig) -> nn.Dropout:
@@ -567,8 +725,14 @@ def _classifier_dropout(config: MiniBertConfig) -> nn.Dropout:
     return nn.Dropout(p)
 
 
+# A classifier built on a pretraining checkpoint drops its MLM and NSP heads: expected, not worth a report line.
+_PRETRAINING_HEADS = [r"^cls\."]
+
+
 class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
     """A linear layer on the pooled [CLS] vector: single-label, multi-label or regression (`config.problem_type`)."""
+
+    _keys_to_ignore_on_load_unexpected = _PRETRAINING_HEADS
 
     def __init__(self, config: MiniBertConfig):
         super().__init__(config)
@@ -591,11 +755,11 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        outputs = self.bert(
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True,
         )  # fmt: skip
-        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
             if self.config.problem_type is None:  # inferred as transformers does
@@ -611,17 +775,16 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
                 else:
                     loss = F.mse_loss(logits.float(), labels.float())
             elif self.config.problem_type == "single_label_classification":
-                loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+                loss = _cross_entropy(logits, labels)
             else:
                 loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        out = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return out if return_dict is not False else out.to_tuple()
+        return self._outputs(SequenceClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
 class MiniBertForTokenClassification(MiniBertPreTrainedModel):
     """A linear layer on every token (NER, POS tagging); labels of -100 are ignored."""
+
+    _keys_to_ignore_on_load_unexpected = _PRETRAINING_HEADS + [r"^bert\.pooler\."]
 
     def __init__(self, config: MiniBertConfig):
         super().__init__(config)
@@ -644,28 +807,25 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        outputs = self.bert(
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True,
         )  # fmt: skip
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, S, num_labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
-        out = TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return out if return_dict is not False else out.to_tuple()
+        logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, S, num_labels)
+        loss = _cross_entropy(logits, labels) if labels is not None else None
+        return self._outputs(TokenClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
 class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
-    """Extractive QA: start and end logits over the tokens of the passage."""
+    """Extractive QA: start and end logits over the tokens of the passage (`config.num_labels` = 2 outputs)."""
+
+    _keys_to_ignore_on_load_unexpected = _PRETRAINING_HEADS + [r"^bert\.pooler\."]
 
     def __init__(self, config: MiniBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.bert = MiniBertModel(config, add_pooling_layer=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(
@@ -682,13 +842,13 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        outputs = self.bert(
+        encoded = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states,
+            output_attentions, output_hidden_states, return_dict=True,
         )  # fmt: skip
-        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, S, 2)
-        start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1))
-        if attention_mask is not None:
+        logits = self.qa_outputs(encoded.last_hidden_state)  # (B, S, num_labels)
+        start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1)[:2])
+        if attention_mask is not None and attention_mask.dim() == 2:
             # Padding is never the answer: keep it out of the softmax over positions, so that an example's loss does
             # not depend on how much padding its batch has (equal to BERT's loss on the unpadded example).
             padded = attention_mask == 0  # (B, S)
@@ -701,22 +861,18 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
             ignored = start_logits.size(1)
             start_positions = start_positions.view(-1).clamp(0, ignored)
             end_positions = end_positions.view(-1).clamp(0, ignored)
-            if attention_mask is not None:
+            if attention_mask is not None and attention_mask.dim() == 2:
                 outside = F.pad(padded, (0, 1), value=True)  # (B, S + 1)
                 rows = torch.arange(outside.size(0), device=outside.device)
                 start_positions = start_positions.masked_fill(outside[rows, start_positions], ignored)
                 end_positions = end_positions.masked_fill(outside[rows, end_positions], ignored)
-            start_loss = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
-            end_loss = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
+            start_loss = _cross_entropy(start_logits, start_positions, ignore_index=ignored)
+            end_loss = _cross_entropy(end_logits, end_positions, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
-        out = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-        return out if return_dict is not False else out.to_tuple()
+        return self._outputs(
+            QuestionAnsweringModelOutput, encoded, return_dict,
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+        )  # fmt: skip
 
 
 __all__ = [

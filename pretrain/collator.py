@@ -12,6 +12,10 @@ compare the two statistically): each maskable token (or word) is chosen with `ml
 becomes [MASK] with `mask_replace_prob`, a random token with `random_replace_prob`, else stays; labels are the
 original ids where chosen and -100 elsewhere. Special tokens and padding are never chosen, and random
 replacements are never special tokens.
+
+With `unpadded=True` (the default) the batch also carries what the model's fast path needs, computed here on the
+CPU (in the data-loader workers) so that the model's forward never reads the device: `token_indices`, the flat
+positions of the real tokens, and `masked_positions`, those of the labelled ones (see `unpadding_inputs`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class DataCollatorForPreTraining:
     random_replace_prob: float = 0.1
     seed: int | None = None
     epoch: int = 0
+    unpadded: bool = True
+    bucket_size: int = 64
 
     def __post_init__(self):
         if not 0.0 <= self.mlm_probability <= 1.0:
@@ -96,6 +102,8 @@ class DataCollatorForPreTraining:
             "token_type_ids": torch.from_numpy(token_type_ids),
             "labels": torch.from_numpy(labels),
         }
+        if self.unpadded:
+            batch.update(unpadding_inputs(attention_mask, labels, self.bucket_size))
         if "next_sentence_label" in features[0]:
             batch["next_sentence_label"] = torch.tensor(
                 [int(f["next_sentence_label"]) for f in features], dtype=torch.long
@@ -126,6 +134,27 @@ class DataCollatorForPreTraining:
 
 
 _MASK63 = 2**63 - 1
+
+
+def unpadding_inputs(attention_mask: np.ndarray, labels: np.ndarray, bucket_size: int = 64) -> dict[str, torch.Tensor]:
+    """`token_indices` and `masked_positions` for a (B, S) batch: flat positions in B * S of the real tokens and of
+    the tokens with a label, each padded with the value B * S up to a multiple of `bucket_size`.
+
+    The model reads the fill value as a scratch row (a zero hidden state with an ignored label). Fixed buckets
+    make the shapes repeat from batch to batch, so a compiled model reuses its graphs instead of recompiling.
+    """
+    fill = attention_mask.size
+
+    def bucketed(positions: np.ndarray) -> torch.Tensor:
+        size = max(-(-len(positions) // bucket_size), 1) * bucket_size
+        out = np.full(size, fill, dtype=np.int64)
+        out[: len(positions)] = positions
+        return torch.from_numpy(out)
+
+    return {
+        "token_indices": bucketed(np.flatnonzero(attention_mask)),
+        "masked_positions": bucketed(np.flatnonzero(labels != -100)),
+    }
 
 
 def _hash_ids(ids: np.ndarray) -> int:

@@ -21,11 +21,16 @@ MLM_LOSS, MLM_COUNT, MLM_CORRECT, NSP_LOSS, NSP_CORRECT = range(5)
 EVAL_EPOCH = 0  # the `epoch` given to a collator with `set_epoch` during evaluation (fixed: same masks every time)
 
 
-def masked_lm_targets(prediction_logits: torch.Tensor, labels: torch.Tensor):
+def masked_lm_targets(prediction_logits: torch.Tensor, labels: torch.Tensor, masked_positions=None):
     """(logits, targets, row of each target) at the masked positions, for dense (B, S, V) or sparse (M, V) logits.
 
-    Sparse logits come in the order of `labels[labels != -100]` (row-major), which is what `nonzero` gives too.
+    Sparse logits have one row per entry of the collator's `masked_positions` (flat positions in B * S, the bucket's
+    fill rows past the end), or, without them, come in the order of `labels[labels != -100]` (row-major).
     """
+    if prediction_logits.dim() == 2 and masked_positions is not None:
+        real = masked_positions < labels.numel()  # (M,) False on the bucket's fill
+        positions = masked_positions[real]
+        return prediction_logits[real], labels.reshape(-1)[positions], positions // labels.size(1)
     masked = labels != -100  # (B, S)
     rows = masked.nonzero()[:, 0]  # (M,) sequence index of each masked token
     targets = labels[masked]  # (M,)
@@ -37,7 +42,7 @@ def per_sequence_stats(outputs, batch) -> torch.Tensor:
     """(B, 5) float32: MLM loss sum, masked tokens, correct predictions, NSP loss, NSP correct, per sequence."""
     labels, nsp_labels = batch["labels"], batch["next_sentence_label"].view(-1)
     batch_size = labels.size(0)
-    logits, targets, rows = masked_lm_targets(outputs.prediction_logits, labels)
+    logits, targets, rows = masked_lm_targets(outputs.prediction_logits, labels, batch.get("masked_positions"))
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
     stats = torch.zeros(batch_size, 5, dtype=torch.float32, device=labels.device)
     stats[:, MLM_LOSS].index_add_(0, rows, token_loss)
@@ -113,6 +118,8 @@ def evaluate(model, dataloader, accelerator, seed: int, max_batches: int | None 
                 attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"],
                 labels=batch["labels"],
+                token_indices=batch.get("token_indices"),
+                masked_positions=batch.get("masked_positions"),
                 sparse_prediction=True,
             )
             stats = accelerator.gather_for_metrics(per_sequence_stats(outputs, batch))

@@ -51,7 +51,18 @@ def make_examples(tokenizer, n, seed=0, min_len=20, max_len=60, pieces=False):
 def test_batch_layout_padding_and_labels(tokenizer):
     examples = make_examples(tokenizer, 8)
     batch = DataCollatorForPreTraining(tokenizer, seed=0)(examples)
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"}
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label",
+                          "token_indices", "masked_positions"}  # fmt: skip
+    plain = DataCollatorForPreTraining(tokenizer, seed=0, unpadded=False)(examples)
+    assert set(plain) == set(batch) - {"token_indices", "masked_positions"}
+    assert all(torch.equal(plain[k], batch[k]) for k in plain)  # the fast-path keys change nothing else
+    # The fast path's inputs: flat positions of real / labelled tokens, bucketed with the one-past-the-end value.
+    flat = batch["input_ids"].numel()
+    for key, chosen in (("token_indices", batch["attention_mask"] == 1), ("masked_positions", batch["labels"] != -100)):
+        n = int(chosen.sum())
+        assert len(batch[key]) % 64 == 0 and n <= len(batch[key]) < n + 64
+        assert torch.equal(batch[key][:n], chosen.flatten().nonzero().squeeze(1))
+        assert (batch[key][n:] == flat).all()
     longest = max(len(e["input_ids"]) for e in examples)
     assert batch["input_ids"].shape == (8, longest)
     assert all(t.dtype == torch.long for t in batch.values())

@@ -28,6 +28,7 @@ from minibert.modeling_minibert import (
 )
 
 from conftest import TINY
+from pretrain.collator import unpadding_inputs
 
 ATOL = 1e-5
 LENGTHS = (11, 7, 4)  # right padding of different lengths; the first row is not padded at all
@@ -94,8 +95,70 @@ def test_base_model_hidden_states_and_pooled_output():
         assert_close(real(a, batch), real(e, batch), msg=f"hidden_states[{i}]")
     assert_close(real(actual.last_hidden_state, batch), real(expected.last_hidden_state, batch))
     assert_close(actual.pooler_output, expected.pooler_output)
-    # Padded positions of the sequence output are zeros, never garbage.
-    assert not actual.last_hidden_state[~batch["attention_mask"].bool()].any()
+
+
+def unpadded(batch: dict, labels=None, bucket_size: int = 8) -> dict:
+    """The collator's fast-path inputs for `batch` (the collator's own function)."""
+    labels = labels if labels is not None else torch.full_like(batch["input_ids"], -100)
+    return unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), bucket_size)
+
+
+def test_unpadding_inputs_are_bucketed_flat_positions():
+    batch = make_batch()
+    labels = mlm_labels(batch)
+    extra = unpadded(batch, labels, bucket_size=8)
+    flat = len(LENGTHS) * SEQ
+    for key, chosen in (("token_indices", batch["attention_mask"].bool()), ("masked_positions", labels != -100)):
+        positions = extra[key]
+        n = int(chosen.sum())
+        assert len(positions) % 8 == 0 and n <= len(positions) < n + 8, key
+        assert torch.equal(positions[:n], chosen.flatten().nonzero().squeeze(1)), key
+        assert (positions[n:] == flat).all(), key
+
+
+@pytest.mark.parametrize("bucket_size", [1, 8, 64])
+def test_unpadded_path_equals_padded_path(bucket_size):
+    bert, mini = pair(BertModel)
+    batch = make_batch()
+    with torch.no_grad():
+        padded = mini(**batch, output_hidden_states=True)
+        packed = mini(**batch, **unpadded(batch, bucket_size=bucket_size), output_hidden_states=True)
+        expected = bert(**batch)
+    assert_close(real(packed.last_hidden_state, batch), real(expected.last_hidden_state, batch))
+    assert_close(packed.pooler_output, padded.pooler_output)
+    assert not packed.last_hidden_state[~batch["attention_mask"].bool()].any()  # zeros at padding, never garbage
+    n = int(batch["attention_mask"].sum())
+    for a, e in zip(packed.hidden_states, padded.hidden_states, strict=True):
+        assert a.shape[0] % bucket_size == 0 and a.dim() == 2  # packed (T, H): what the layers consumed
+        assert_close(a[:n], real(e, batch))
+
+
+def test_hidden_states_are_the_tensors_the_layers_consume():
+    _, mini = pair(BertForSequenceClassification, num_labels=3)
+    batch = make_batch()
+    out = mini(**batch, output_hidden_states=True)
+    for h in out.hidden_states:
+        h.retain_grad()
+    out.logits.sum().backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in out.hidden_states[:-1])
+    # Saliency / integrated gradients: gradient of an output with respect to the embeddings.
+    out = mini(**batch, output_hidden_states=True)
+    (grad,) = torch.autograd.grad(out.logits[:, 0].sum(), out.hidden_states[0])
+    assert grad.shape == out.hidden_states[0].shape and grad[batch["attention_mask"].bool()].abs().sum() > 0
+
+
+def test_hidden_state_selection_as_transformers_does_it():
+    _, mini = pair(BertModel)
+    batch = make_batch()
+    with torch.no_grad():
+        every = mini(**batch, output_hidden_states=True).hidden_states
+        assert len(every) == TINY["num_hidden_layers"] + 1
+        for selection, expected in (([0, 2], [0, 2]), (-1, [2]), ([1, -1], [1, 2]), ([], [])):
+            chosen = mini(**batch, output_hidden_states=selection).hidden_states
+            assert len(chosen) == len(expected), selection
+            for a, i in zip(chosen, expected):
+                assert torch.equal(a, every[i]), selection
+        assert mini(**batch).hidden_states is None
 
 
 def test_base_model_without_pooler():
@@ -240,15 +303,30 @@ def test_sparse_prediction_equals_dense(bert_cls):
     assert sparse_logits.shape == (int(selected.sum()), TINY["vocab_size"])
     assert_close(sparse_logits, dense_logits[selected])
     assert_close(sparse.loss, dense.loss)
+    # The collator's positions (bucketed, fill rows past the end) and the unpadded path: the same numbers.
+    extra = unpadded(batch, labels, bucket_size=8)
+    with torch.no_grad():
+        fast = mini(**batch, labels=labels, **extra, sparse_prediction=True)
+    m = int(selected.sum())
+    assert fast[1].shape == (len(extra["masked_positions"]), TINY["vocab_size"])
+    assert_close(fast[1][:m], dense_logits[selected])
+    assert_close(fast.loss, dense.loss)
+    # `config.sparse_prediction` is the default of the forward flag (what Trainer / run_mlm users set).
+    mini.config.sparse_prediction = True
+    with torch.no_grad():
+        assert mini(**batch, labels=labels)[1].shape == sparse_logits.shape
+        assert mini(**batch)[0].shape == dense_logits.shape  # no labels: dense, as inference needs
+    mini.config.sparse_prediction = False
     # The gradient the optimiser sees is the same as well.
     mini.zero_grad()
     mini(**batch, labels=labels).loss.backward()
     dense_grads = {n: p.grad.clone() for n, p in mini.named_parameters() if p.grad is not None}
-    mini.zero_grad()
-    mini(**batch, labels=labels, sparse_prediction=True).loss.backward()
-    for n, p in mini.named_parameters():
-        if n in dense_grads:
-            assert_close(p.grad, dense_grads[n], msg=n)
+    for extra in ({}, unpadded(batch, labels, bucket_size=8)):
+        mini.zero_grad()
+        mini(**batch, labels=labels, sparse_prediction=True, **extra).loss.backward()
+        for n, p in mini.named_parameters():
+            if n in dense_grads:
+                assert_close(p.grad, dense_grads[n], msg=n)
 
 
 @pytest.mark.parametrize("head", ["pretraining", "masked_lm", "nsp", "seq_single_label", "token_classification",
@@ -573,3 +651,54 @@ def test_minibert_classes_construct_from_a_preset():
         with torch.no_grad():
             out = model(input_ids=torch.randint(5, 99, (2, 6)))
         assert torch.isfinite(out[0]).all()
+
+
+@pytest.mark.parametrize("head", ["pretraining", "masked_lm"])
+def test_unpadded_pretraining_heads_match_bert(head):
+    bert_cls, config, make_labels, compared = HEADS[head]
+    bert, mini = pair(bert_cls, **config)
+    batch = make_batch()
+    labels = make_labels(batch)
+    with torch.no_grad():
+        expected = bert(**batch, **labels)
+        dense = mini(**batch, **labels, **unpadded(batch, labels["labels"]), sparse_prediction=False)
+        sparse = mini(**batch, **labels, **unpadded(batch, labels["labels"]), sparse_prediction=True)
+    name = next(iter(compared))
+    assert_close(real(getattr(dense, name), batch), real(getattr(expected, name), batch))
+    m = int((labels["labels"] != -100).sum())
+    assert_close(getattr(sparse, name)[:m], getattr(expected, name)[labels["labels"] != -100])
+    assert_close(dense.loss, expected.loss)
+    assert_close(sparse.loss, expected.loss)
+
+
+def _legacy_names(state: dict) -> dict:
+    """The inverse of the loader's renaming: weights as minibert 0.1 saved them (fused Q/K/V, short names)."""
+    out = {}
+    for name, tensor in state.items():
+        if ".attention.self.query." in name:
+            parts = [state[name.replace(".query.", f".{p}.")] for p in ("query", "key", "value")]
+            out[name.replace(".attention.self.query.", ".attention.qkv.")] = torch.cat(parts)
+            continue
+        if ".attention.self.key." in name or ".attention.self.value." in name:
+            continue
+        for new, old in ((".attention.output.", ".attention."), (".intermediate.dense.", ".feed_forward.intermediate."),
+                         (".output.dense.", ".feed_forward.output."), (".output.LayerNorm.", ".feed_forward.LayerNorm.")):
+            if new in name:
+                name = name.replace(new, old)
+                break
+        out[name] = tensor
+    return out
+
+
+def test_checkpoints_with_the_old_fused_names_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, mini = pair(BertForPreTraining)
+    mini.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    legacy = _legacy_names(load_file(weights))
+    assert any(".attention.qkv." in k for k in legacy) and not any(".attention.self." in k for k in legacy)
+    save_file(legacy, weights, metadata={"format": "pt"})
+    loaded = MiniBertForPreTraining.from_pretrained(tmp_path).eval()
+    for name, tensor in mini.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
