@@ -496,7 +496,9 @@ def _get_tokenizer(args: DataArguments, source: CorpusSource, raw: _RawDocuments
         raise UserError(f"the corpus is empty: no text in {source.describe()}")
     with cache.publish("tokenizer", key) as directory:
         tokenizer.save_pretrained(directory)
-    return tokenizer, "built"
+    # The published one: another process may have published its own first (trained on other threads, its
+    # ties may break otherwise), and the later cache keys must name the tokenizer every process uses.
+    return AutoTokenizer.from_pretrained(cache.path("tokenizer", key)), "built"
 
 
 def _maybe_loaded(source: CorpusSource):

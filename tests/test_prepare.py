@@ -9,6 +9,7 @@
   together) leave one valid cache, equal to one built alone.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -106,3 +107,73 @@ def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
     # The one traceback allowed is the launcher's (torchrun reports a failed child with one), not ours.
     assert done.stderr.count("Traceback") == done.stderr.count("raise ChildFailedError("), done.stderr[-3000:]
     assert not [name for name in os.listdir(tmp_path / "cache") if not name.startswith("demo")]
+
+
+RACER = r"""
+import hashlib, json, os, sys, time
+import pretrain.data as data
+
+barrier_dir, corpus, cache = sys.argv[1:]
+calls = []
+
+
+def barrier(name):
+    # Wait until the other process has made as many calls: both check (and publish) each entry at once.
+    calls.append(name)
+    prefix = f"{len(calls):02d}-{name}-"
+    open(os.path.join(barrier_dir, prefix + str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 90
+    while sum(f.startswith(prefix) for f in os.listdir(barrier_dir)) < 2:
+        if time.monotonic() > deadline:
+            sys.exit(f"the other process never reached {prefix}")
+        time.sleep(0.01)
+
+
+has, rename = data._Cache.has, os.rename
+data._Cache.has = lambda self, kind, key: barrier("has") or has(self, kind, key)
+os.rename = lambda src, dst: (barrier("publish") if os.path.basename(src) == "entry" else None) or rename(src, dst)
+args = data.DataArguments(train_file=[corpus], data_cache_dir=cache, vocab_size=120, max_seq_length=32)
+prepared = data.prepare_pretraining_data(args, seed=0)
+print("RESULT " + json.dumps({"calls": calls, "cache": prepared.stats["cache"], **digest(prepared)}))
+"""
+
+
+def digest(prepared) -> dict:
+    """What a prepared run trains on: its vocabulary and every training and validation pair."""
+    import hashlib
+
+    def of(dataset):
+        return hashlib.sha256(json.dumps(dataset.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    return {"vocab": prepared.tokenizer.get_vocab(), "train": of(prepared.train_dataset),
+            "validation": of(prepared.eval_dataset)}
+
+
+def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_path):
+    from pretrain.data import DataArguments, prepare_pretraining_data
+
+    barriers, cache = tmp_path / "barriers", tmp_path / "cache"
+    barriers.mkdir()
+    script = "import json\n" + inspect.getsource(digest) + RACER
+    command = [sys.executable, "-c", script, str(barriers), corpus, str(cache)]
+    racers = [subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]  # fmt: skip
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=180)
+        assert racer.returncode == 0, err[-3000:]
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    # Both built every entry and tried to publish it: each race really happened.
+    for result in results:
+        assert result["cache"] == {"tokenizer": "built", "documents": "built", "pairs": "built"}
+        assert result.pop("calls") == ["has", "publish"] * 3
+        result.pop("cache")
+    assert sorted(name.split("-")[0] for name in os.listdir(cache)) == ["documents", "pairs", "tokenizer"]
+    # The oracle: the same data prepared by one process alone.
+    alone = prepare_pretraining_data(DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path / "alone"),
+                                                   vocab_size=120, max_seq_length=32), seed=0)  # fmt: skip
+    assert results[0] == results[1] == digest(alone)
+    again = prepare_pretraining_data(DataArguments(train_file=[corpus], data_cache_dir=str(cache), vocab_size=120,
+                                                   max_seq_length=32), seed=0)  # fmt: skip
+    assert again.stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
+    assert digest(again) == digest(alone)
