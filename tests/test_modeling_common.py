@@ -170,6 +170,31 @@ class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
                 inputs_dict["end_positions"] = torch.zeros(B, dtype=torch.long)
         return inputs_dict
 
+    # transformers runs its training tests on the classes with a loss only: it leaves out the base models it finds in
+    # MODEL_MAPPING_NAMES, which names BertModel but not MiniBertModel. The same selection, stated here:
+    def _heads_only(test):
+        def run(self):
+            self.all_model_classes = tuple(c for c in type(self).all_model_classes if c is not MiniBertModel)
+            try:
+                getattr(ModelTesterMixin, test.__name__)(self)
+            finally:
+                del self.all_model_classes
+
+        run.__name__ = test.__name__
+        return run
+
+    @_heads_only
+    def test_training(self): ...
+
+    @_heads_only
+    def test_training_gradient_checkpointing(self): ...
+
+    @_heads_only
+    def test_training_gradient_checkpointing_use_reentrant_false(self): ...
+
+    @_heads_only
+    def test_training_gradient_checkpointing_use_reentrant_true(self): ...
+
     def test_config(self):
         config = self.model_tester.get_config()
         again = MiniBertConfig.from_dict(config.to_dict())
