@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -29,17 +30,34 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRORS:
+            raise  # a bug: keep its traceback
+        where = f"{e.filename}: " if e.filename else ""
+        hint = " (the disk is full: free space and rerun)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"error: {where}{e.strerror or e}{hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
 
 
+# What the machine, not the program, causes: a full disk, a read-only filesystem, a permission, a file in the way.
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EMFILE, errno.EIO}  # fmt: skip
+
+
 def _load_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
     try:
         if path.endswith(".json"):
             data = json.loads(text)

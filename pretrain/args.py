@@ -181,8 +181,18 @@ class PretrainingArguments:
         for name, value in positive.items():
             if value <= 0:
                 raise UserError(f"--{name} must be a positive integer, not {value}")
-        if not self.learning_rate > 0:
-            raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
+        if not 0 < self.learning_rate < float("inf"):  # inf / nan would be saved as all-NaN weights
+            raise UserError(f"--learning_rate must be a positive finite number, not {self.learning_rate}")
+        for name in ("weight_decay", "adam_epsilon", "max_grad_norm"):
+            if getattr(self, name) != getattr(self, name):
+                raise UserError(f"--{name} must be a number, not nan")
+        if not self.weight_decay < float("inf"):
+            raise UserError(f"--weight_decay must be finite, not {self.weight_decay}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
+        for prompt in self.fill_mask_prompts or []:
+            if prompt.count("[MASK]") != 1:
+                raise UserError(f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}")
         if self.weight_decay < 0:
             raise UserError(f"--weight_decay must be >= 0, not {self.weight_decay}")
         if self.max_grad_norm < 0:
@@ -190,7 +200,7 @@ class PretrainingArguments:
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
-        if not self.adam_epsilon > 0:
+        if not 0 < self.adam_epsilon < float("inf"):
             raise UserError(f"--adam_epsilon must be positive, not {self.adam_epsilon}")
         if self.num_warmup_steps is not None and self.warmup_ratio is not None:
             raise UserError("give --num_warmup_steps or --warmup_ratio, not both")

@@ -2,14 +2,19 @@
 
 Layout of `output_dir/checkpoints/`:
 
-    step_200/              accelerator.save_state (model, optimizer, LR schedule, RNG states, grad scaler)
-        trainer_state.json the position in the data and the run's shape (`Progress`), written by us (#3242)
+    step_200/              accelerator.save_state (model, optimizer, RNG states, grad scaler)
+        trainer_state.json the position in the data, the run's shape and settings (`Progress`), written by us (#3242)
+        lr_scheduler.json  the LR schedule's state (JSON: no pickle to trust)
     step_400/
     latest                 one line: the name of the newest complete checkpoint, replaced last
 
 A checkpoint is written into `.tmp-step_N` and renamed into place only when complete, then `latest` is replaced
 (write + fsync + os.replace). A crash at any moment leaves `latest` naming a complete checkpoint.
 The resume position is read from trainer_state.json, never parsed from a folder name.
+
+Resuming never unpickles a file: `verify_checkpoint` reads every pickle-format file of the checkpoint with the
+restricted loader (`minibert.safety.load_tensor_file`) before `accelerator.load_state` touches it, and refuses a
+checkpoint that lacks a file the exact resume needs (weights, optimizer, the RNG state of every process).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import logging
 import os
 import shutil
 import signal
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError
+from minibert.safety import PICKLE_SUFFIXES, load_tensor_file
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,7 @@ CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
 TMP_PREFIX = ".tmp-"
+SCHEDULER_FILE = "lr_scheduler.json"
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Progress:
     gradient_accumulation_steps: int = 1
     max_train_steps: int = 0
     seed: int = 0
+    settings: dict = field(default_factory=dict)  # what the run was made with; a resume must match (`run_settings`)
 
     @property
     def global_batch_size(self) -> int:
@@ -57,10 +65,25 @@ class Progress:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
             raise UserError(f"{checkpoint_dir} is not a complete checkpoint ({STATE_FILE}: {e})") from None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not an object")
+        out = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if f.name == "settings":
+                ok = isinstance(value, dict)
+            elif isinstance(f.default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            if not ok:
+                raise UserError(f"{path} is damaged: {f.name} is {value!r}")
+            out[f.name] = value
+        return cls(**out)
 
     def write(self, checkpoint_dir: str) -> None:
         _write_atomically(os.path.join(checkpoint_dir, STATE_FILE), json.dumps(asdict(self), indent=2) + "\n")
@@ -100,10 +123,10 @@ def latest_checkpoint(output_dir: str) -> str | None:
     root = checkpoints_root(output_dir)
     pointer = os.path.join(root, LATEST_FILE)
     if os.path.isfile(pointer):
-        with open(pointer, encoding="utf-8") as f:
-            name = f.read().strip()
+        with open(pointer, "rb") as f:
+            name = f.read(256).decode("utf-8", errors="replace").strip()
         path = os.path.join(root, name)
-        if name and os.path.isfile(os.path.join(path, STATE_FILE)):
+        if name and os.path.basename(name) == name and os.path.isfile(os.path.join(path, STATE_FILE)):
             return path
         logger.warning("%s names %r, which is not a complete checkpoint; looking for the newest one", pointer, name)
     found = list_checkpoints(root)
@@ -151,10 +174,93 @@ def check_compatible(progress: Progress, current: Progress, path: str) -> None:
         )
     if progress.seed != current.seed:
         logger.warning("resuming a run started with --seed %d under --seed %d: the data order changes", progress.seed, current.seed)
+    changed = [
+        f"{key} {progress.settings[key]!r} -> {current.settings[key]!r}"
+        for key in sorted(set(progress.settings) & set(current.settings))
+        if progress.settings[key] != current.settings[key]
+    ]
+    if changed:
+        raise UserError(
+            f"{path} was made with other settings than this run's: {'; '.join(changed)}. Resume with the "
+            "checkpoint's settings, or start a new run in another --output_dir"
+        )
+    if not progress.settings:
+        logger.warning("%s records no run settings (an older checkpoint): they are not checked", path)
 
 
-def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, total_limit: int | None) -> str:
-    """Save the full training state as `checkpoints/step_N`, atomically; every process must call this."""
+def verify_checkpoint(path: str, num_processes: int, has_scaler: bool, sharded: bool = False) -> None:
+    """Refuse a checkpoint that cannot be resumed exactly, or holds a pickle with anything but tensors.
+
+    Every pickle-format file is read with the restricted loader first, so `accelerator.load_state` (which
+    unpickles registered objects without that restriction, and ignores a bad RNG state) only sees files that
+    passed. `sharded`: FSDP / DeepSpeed layouts, whose weights and optimizer live in sub-folders."""
+    names = set(os.listdir(path))
+    if not sharded:
+        if "model.safetensors" not in names:
+            if "pytorch_model.bin" in names:
+                raise UserError(
+                    f"{path} holds its weights as a pickle (pytorch_model.bin), which resume does not read: resume "
+                    "from a checkpoint minibert wrote (model.safetensors)"
+                )
+            raise UserError(f"{path} is not a complete checkpoint: model.safetensors is missing")
+        _check_safetensors(os.path.join(path, "model.safetensors"))
+        if "optimizer.bin" not in names:
+            raise UserError(f"{path} is not a complete checkpoint: optimizer.bin (the optimizer's state) is missing")
+    if SCHEDULER_FILE not in names:
+        legacy = [n for n in names if n.startswith("custom_checkpoint_")]
+        why = (f" (it keeps the LR schedule in {legacy[0]}, a pickle, as checkpoints before this version did; "
+               "resume never unpickles such a file)" if legacy else "")  # fmt: skip
+        raise UserError(f"{path} is not a complete checkpoint: {SCHEDULER_FILE} is missing{why}")
+    _read_json_object(os.path.join(path, SCHEDULER_FILE))
+    rng = [f"random_states_{i}.pkl" for i in range(num_processes)]
+    for name in rng:
+        if name not in names:
+            raise UserError(f"{path} is not a complete checkpoint: {name} (the RNG state of process "
+                            f"{name[14:-4]}) is missing, so the resume would not be exact")  # fmt: skip
+    if has_scaler and "scaler.pt" not in names:
+        raise UserError(f"{path} is not a complete checkpoint: scaler.pt (the fp16 grad scaler) is missing")
+    for name in sorted(names):
+        if name.endswith(PICKLE_SUFFIXES) and os.path.isfile(os.path.join(path, name)):
+            state = load_tensor_file(os.path.join(path, name))
+            if name in rng and not (isinstance(state, dict) and {"random_state", "numpy_random_seed", "torch_manual_seed"} <= set(state)):
+                raise UserError(f"{os.path.join(path, name)} is damaged: it holds no RNG state")
+
+
+def _check_safetensors(path: str) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            f.keys()
+    except Exception as e:  # SafetensorError, OSError: the header or the size is wrong
+        raise UserError(f"{path} is damaged or truncated ({' '.join(str(e).split())[:200]}); use an earlier checkpoint") from None
+
+
+def _read_json_object(file: str) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{file} is damaged ({' '.join(str(e).split())[:200]}); use an earlier checkpoint") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{file} is damaged: a JSON {type(state).__name__}, not an object; use an earlier checkpoint")
+    return state
+
+
+def load_scheduler_state(path: str, lr_scheduler) -> None:
+    file = os.path.join(path, SCHEDULER_FILE)
+    state = _read_json_object(file)
+    try:
+        lr_scheduler.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise UserError(f"{file} is damaged ({' '.join(str(e).split())[:200] or type(e).__name__}); use an earlier checkpoint") from None
+
+
+def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, total_limit: int | None,
+                          lr_scheduler=None) -> str:  # fmt: skip
+    """Save the full training state as `checkpoints/step_N`, atomically; every process must call this.
+
+    `lr_scheduler`'s state goes to lr_scheduler.json (it is not registered with accelerate, which would pickle it)."""
     root = checkpoints_root(output_dir)
     name = f"step_{progress.completed_steps}"
     final, tmp = os.path.join(root, name), os.path.join(root, TMP_PREFIX + name)
@@ -163,10 +269,23 @@ def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, tota
         shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
         os.makedirs(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)  # every process writes its part (its RNG state; shards under FSDP / DeepSpeed)
+    try:
+        accelerator.save_state(tmp)  # every process writes its part (its RNG state; shards under FSDP / DeepSpeed)
+        if accelerator.is_main_process:
+            if lr_scheduler is not None:
+                _write_atomically(os.path.join(tmp, SCHEDULER_FILE), json.dumps(lr_scheduler.state_dict(), indent=1) + "\n")
+            progress.write(tmp)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial save must not keep the disk full for the retry
+        if _disk_full(e, root):
+            raise UserError(
+                f"no space left to save {final}: the partial checkpoint was removed, and {LATEST_FILE} still names "
+                "the previous one; free space (or lower --checkpoints_total_limit) and rerun with "
+                "--resume_from_checkpoint latest"
+            ) from None
+        raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        progress.write(tmp)
         if os.path.exists(final):  # the same step saved before (e.g. a resumed run ending where it began)
             old = os.path.join(root, TMP_PREFIX + name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -180,6 +299,21 @@ def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, tota
             rotate_checkpoints(root, keep=total_limit, protect=final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _disk_full(error: BaseException, folder: str) -> bool:
+    """ENOSPC / EDQUOT, however the writer reports it (torch.save raises a RuntimeError that names no errno)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error).lower()
+    if "no space left" in text or "disk quota" in text:
+        return True
+    try:
+        return "failed writing" in text and shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
 
 
 def rotate_checkpoints(root: str, keep: int, protect: str) -> None:

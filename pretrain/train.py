@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from minibert import MiniBertConfig, MiniBertForPreTraining
 from minibert.cli import HubArguments, UserError
+from minibert.safety import OutputLock, check_output_dir, mark_output_dir, non_finite_parameters
 
 from .args import ModelArguments, PretrainingArguments, parse_config_overrides
 from .checkpointing import (
@@ -54,8 +55,10 @@ from .checkpointing import (
     check_compatible,
     checkpoints_root,
     latest_checkpoint,
+    load_scheduler_state,
     resolve_resume,
     save_checkpoint_state,
+    verify_checkpoint,
 )
 from .evaluate import eval_collator, evaluate
 from .optim import build_lr_scheduler, build_optimizer
@@ -121,9 +124,27 @@ def build_config(model_args: ModelArguments, tokenizer, max_seq_length: int) -> 
     overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
     overrides.setdefault("max_position_embeddings", max(512, max_seq_length))
     try:
-        return MiniBertConfig.from_preset(model_args.model_size or "tiny", **overrides)
+        config = MiniBertConfig.from_preset(model_args.model_size or "tiny", **overrides)
     except (ValueError, TypeError) as e:
         raise UserError(f"bad model configuration: {e}") from None
+    check_config_fits_data(config, tokenizer, max_seq_length)
+    return config
+
+
+def check_config_fits_data(config, tokenizer, max_seq_length: int) -> None:
+    """Embedding tables large enough for every id the data holds (else an IndexError deep in the first step)."""
+    problems = []
+    if config.vocab_size < len(tokenizer):
+        problems.append(f"vocab_size={config.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
+    if config.type_vocab_size < 2:
+        problems.append(f"type_vocab_size={config.type_vocab_size}: next-sentence pairs need 2 segment types")
+    if config.max_position_embeddings < max_seq_length:
+        problems.append(f"max_position_embeddings={config.max_position_embeddings} is below --max_seq_length {max_seq_length}")
+    pad = getattr(config, "pad_token_id", None)
+    if pad is not None and not 0 <= pad < config.vocab_size:
+        problems.append(f"pad_token_id={pad} is not an id of the {config.vocab_size}-token vocabulary")
+    if problems:
+        raise UserError(f"--config_overrides: {'; '.join(problems)}")
 
 
 def build_model(model_args: ModelArguments, tokenizer, max_seq_length: int) -> MiniBertForPreTraining:
@@ -145,6 +166,7 @@ def build_model(model_args: ModelArguments, tokenizer, max_seq_length: int) -> M
             f"--max_seq_length {max_seq_length} is longer than the {model.config.max_position_embeddings} "
             f"positions of {model_args.model_name_or_path}"
         )
+    check_config_fits_data(model.config, tokenizer, max_seq_length)
     return model
 
 
@@ -296,22 +318,88 @@ def fill_mask_prompts(args: PretrainingArguments, data_args) -> list[str]:
     return DEMO_PROMPTS if uses_demo_corpus(data_args) else []
 
 
-def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator) -> None:
-    """Refuse to mix two runs' checkpoints in one output_dir; clear it with --overwrite_output_dir."""
-    if resume_path is not None or args.dry_run:
-        return
-    existing = latest_checkpoint(args.output_dir)
+# What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
+OUR_FILES = {"checkpoints", "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
+             "config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
+CLI_NAME = "minibert-pretrain"
+
+
+def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator, model_path=None) -> bool:
+    """Refuse an output_dir that is not ours to write, or that holds a run we were not told to continue or replace.
+
+    Deletes nothing: returns whether the previous run must be cleared (`_clear_previous_run`, once every input has
+    been checked)."""
+    if args.dry_run:
+        return False
+    out = args.output_dir
+    if model_path and os.path.isdir(model_path) and os.path.isdir(out) and os.path.samefile(model_path, out):
+        raise UserError(f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere")
+    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={"checkpoints", RESULTS_FILE, "metrics.jsonl"})
+    if resume_path is not None:
+        return False
+    existing = latest_checkpoint(out)
     if existing is None:
-        return
+        return False
     if not args.overwrite_output_dir:
         raise UserError(
             f"{args.output_dir} already holds a run ({os.path.relpath(existing, args.output_dir)}): pass "
             "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir to start over"
         )
+    return True
+
+
+def _clear_previous_run(args: PretrainingArguments, accelerator) -> None:
+    """--overwrite_output_dir: the previous run's checkpoints and TensorBoard logs go (its model is replaced at the end)."""
     if accelerator.is_main_process:
         shutil.rmtree(checkpoints_root(args.output_dir), ignore_errors=True)
         shutil.rmtree(os.path.join(args.output_dir, "runs"), ignore_errors=True)  # the old run's TensorBoard logs
     accelerator.wait_for_everyone()
+
+
+def _load_state(accelerator, path: str) -> None:
+    """`accelerator.load_state` on a checkpoint `verify_checkpoint` passed; what still fails names the checkpoint."""
+    import pickle
+
+    try:
+        accelerator.load_state(path)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError, OSError) as e:
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise UserError(f"cannot restore the training state in {path} ({reason}); resume from an earlier checkpoint") from None
+
+
+# Config fields and arguments that change what a run computes: a resume must use the checkpoint's.
+_MODEL_SETTINGS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                   "max_position_embeddings", "type_vocab_size", "hidden_act", "hidden_dropout_prob",
+                   "attention_probs_dropout_prob")  # fmt: skip
+_DATA_SETTINGS = ("train_file", "validation_file", "dataset_name", "dataset_config_name", "max_seq_length",
+                  "mlm_probability", "short_seq_prob", "whole_word_mask", "dupe_factor", "validation_split_percentage",
+                  "streaming")  # fmt: skip
+_TRAINING_SETTINGS = ("learning_rate", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon",
+                      "lr_scheduler_type", "num_warmup_steps", "warmup_ratio", "max_grad_norm")  # fmt: skip
+
+
+def run_settings(config, data, data_args, args: PretrainingArguments, accelerator) -> dict:
+    """What the run is made with (model shape, vocabulary, data, masking, optimizer, schedule), as JSON values;
+    saved with every checkpoint and compared on resume (`checkpointing.check_compatible`)."""
+    import json
+
+    settings = {f"model.{k}": getattr(config, k) for k in _MODEL_SETTINGS if hasattr(config, k)}
+    settings.update({k: getattr(data_args, k) for k in _DATA_SETTINGS if hasattr(data_args, k)})
+    settings.update({k: getattr(args, k) for k in _TRAINING_SETTINGS})
+    settings["mixed_precision"] = accelerator.mixed_precision
+    tokenizer = data.tokenizer
+    try:
+        from .tokenizer import tokenizer_fingerprint
+
+        settings["tokenizer"] = tokenizer_fingerprint(tokenizer)
+    except (AttributeError, ImportError):  # not a fast tokenizer
+        settings["tokenizer"] = f"{type(tokenizer).__name__} of {len(tokenizer)} tokens"
+    try:
+        settings["train_sequences"] = len(data.train_dataset)
+    except TypeError:  # streamed
+        pass
+    return json.loads(json.dumps(settings, default=str))  # as a checkpoint holds them (tuples as lists, ...)
 
 
 def _tracker_config(*arg_groups) -> dict:
@@ -492,11 +580,27 @@ class Trainer:
     def save(self) -> str | None:
         if self.args.dry_run or self.last_saved_step == self.progress.completed_steps:
             return None
+        self._check_finite_weights()
         self._unlogged_tokens += self._flush_tokens()
-        path = save_checkpoint_state(self.accelerator, self.args.output_dir, self.progress, self.args.checkpoints_total_limit)
+        path = save_checkpoint_state(self.accelerator, self.args.output_dir, self.progress, self.args.checkpoints_total_limit,
+                                     lr_scheduler=self.lr_scheduler)  # fmt: skip
         self.last_saved_step = self.progress.completed_steps
         logger.info("saved checkpoint %s", path)
         return path
+
+    def _check_finite_weights(self) -> None:
+        """Never write a checkpoint (or, after the last one, an export) from weights holding NaN or inf."""
+        bad = non_finite_parameters(self.model)
+        flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:  # FSDP shards: any process's part
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        if flag.item() > 0:
+            raise TrainingDiverged(
+                f"the weights hold NaN or inf at step {self.progress.completed_steps}"
+                + (f" ({', '.join(bad[:3])})" if bad else "")
+                + ": nothing was saved or exported; every checkpoint in output_dir/checkpoints holds finite weights. "
+                "Lower --learning_rate or raise --num_warmup_steps, and resume or start over"
+            )
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def _window(self, batches) -> list[dict] | None:
@@ -636,8 +740,15 @@ def pretrain(
 
     `status` is "completed" (also after --time_budget), or "interrupted" after SIGTERM/SIGINT (then `signal`
     holds its number, a checkpoint was saved, and nothing was exported). `data` (a `PretrainingData`) skips
-    `prepare_pretraining_data`, for callers that built it already.
+    `prepare_pretraining_data`, for callers that built it already. While it runs, output_dir is locked against a
+    second writer (`minibert.safety.OutputLock`, taken by the main process).
     """
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with OutputLock(training_args.output_dir, enabled=main_process and not training_args.dry_run):
+        return _pretrain(model_args, data_args, training_args, hub_args, data)
+
+
+def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
     args = training_args
     hub_args = hub_args or HubArguments()
     session_start = time.monotonic()
@@ -648,7 +759,11 @@ def pretrain(
     accelerator = make_accelerator(args, timeout=timeout)
     _setup_logging(accelerator)
     resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    _prepare_output_dir(args, resume_path, accelerator)
+    clear_previous_run = _prepare_output_dir(args, resume_path, accelerator, model_args.model_name_or_path)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if resume_path is not None:  # a damaged or crafted checkpoint is refused before anything is read or written
+        Progress.read(resume_path)
+        verify_checkpoint(resume_path, accelerator.num_processes, accelerator.scaler is not None, sharded=sharded)
     set_seed(args.seed)  # the same initial weights on every process
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
@@ -662,7 +777,7 @@ def pretrain(
         data = prepare_pretraining_data(
             data_args,
             seed=args.seed,
-            output_dir=None if args.dry_run else args.output_dir,  # data_stats.json
+            output_dir=None,  # data_stats.json is written once the run is known to go ahead
             accelerator=accelerator,
         )
     if hasattr(data.data_collator, "seed") and data.data_collator.seed is None:
@@ -709,8 +824,8 @@ def pretrain(
     if args.dry_run:
         max_train_steps = min(max_train_steps, DRY_RUN_STEPS)
     num_warmup_steps = args.warmup_steps(max_train_steps)
+    # Not registered with accelerate (it would pickle it): saved as JSON with each checkpoint.
     lr_scheduler = build_lr_scheduler(optimizer, args.lr_scheduler_type, num_warmup_steps, max_train_steps)
-    accelerator.register_for_checkpointing(lr_scheduler)
 
     progress = Progress(
         num_processes=accelerator.num_processes,
@@ -718,13 +833,24 @@ def pretrain(
         gradient_accumulation_steps=gas,
         max_train_steps=max_train_steps,
         seed=args.seed,
+        settings=run_settings(accelerator.unwrap_model(prepared_model).config, data, data_args, args, accelerator),
     )
-    metrics = MetricsLog(accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run)
+    saved = None
     if resume_path is not None:
         saved = Progress.read(resume_path)
-        check_compatible(saved, progress, resume_path)
-        accelerator.load_state(resume_path)
-        progress = Progress(**{**asdict(saved), "max_train_steps": max_train_steps})
+        check_compatible(saved, progress, resume_path)  # the model, data and optimizer it was made with
+    # Every input is checked by now: only from here on may the previous run be cleared, or anything be written.
+    if clear_previous_run:
+        _clear_previous_run(args, accelerator)
+    if accelerator.is_main_process and not args.dry_run:
+        mark_output_dir(args.output_dir, CLI_NAME)
+        if getattr(data, "stats", None):
+            write_json(os.path.join(args.output_dir, "data_stats.json"), data.stats)
+    metrics = MetricsLog(accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run)
+    if saved is not None:
+        _load_state(accelerator, resume_path)
+        load_scheduler_state(resume_path, lr_scheduler)
+        progress = Progress(**{**asdict(saved), "max_train_steps": max_train_steps, "settings": progress.settings})
         if steps_per_epoch and progress.step_in_epoch >= steps_per_epoch:  # written by an older layout
             progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
         metrics.truncate_after(progress.completed_steps)

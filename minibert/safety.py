@@ -1,0 +1,288 @@
+"""What keeps a run from doing damage, shared by `minibert-pretrain`, `minibert-finetune` and `minibert-convert`.
+
+- `load_tensor_file`: the only way a pickle-format checkpoint file (`.bin`, `.pkl`, `.pt`) is read: `torch.load`
+  restricted to tensors, containers, numbers and numpy arrays (`weights_only=True` with accelerate's allow-list).
+  A file that holds anything else is refused before any of its objects is built, so a crafted checkpoint cannot
+  run code; a damaged one is named. Either way a `UserError`.
+- `OutputLock`: one writer per output folder (a lock file holding the pid and host); a lock left by a run that
+  is no longer alive is taken over, with a message.
+- `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
+  not a read-only filesystem, not /proc), checked before anything is written.
+- `require_finite`: numbers that must be finite (learning rates, labels, weights before they are saved).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import pickle
+import socket
+import tempfile
+import time
+
+from .cli import UserError
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".minibert.lock"
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pickle-format files
+# --------------------------------------------------------------------------------------------------------------
+def _allowed_globals() -> list:
+    """What a training-state file may reference besides tensors: numpy arrays (RNG states), as accelerate allows."""
+    try:
+        from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
+        return list(TORCH_SAFE_GLOBALS)
+    except ImportError:  # accelerate moved it: numpy arrays only
+        import numpy as np
+
+        core = np._core if hasattr(np, "_core") else np.core
+        return [core.multiarray._reconstruct, np.ndarray, np.dtype]
+
+
+def load_tensor_file(path: str, map_location="cpu"):
+    """`torch.load(path)` that never builds an object outside the allow-list; every failure is a `UserError`."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing")
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = _one_line(e).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+        raise UserError(
+            f"{path} holds Python objects other than tensors and plain values ({detail}); it was refused unread, "
+            "since loading it could run code. A checkpoint written by minibert never holds such objects: do not "
+            "use this one unless you know where it came from, and resume from a checkpoint you wrote yourself"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
+        raise UserError(f"{path} is damaged or truncated ({_one_line(e)[:200]}); use an earlier checkpoint") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output folders
+# --------------------------------------------------------------------------------------------------------------
+def check_writable_dir(path: str, flag: str) -> None:
+    """Refuse `path` (for `flag`) unless it is, or can be created as, a directory this process can write.
+
+    Creates nothing that is left behind: a missing folder is created, probed and removed again."""
+    if not path:
+        raise UserError(f"{flag} must not be empty")
+    real = os.path.realpath(os.path.expanduser(path))
+    top = "/" + real.split("/")[1]
+    if top in ("/proc", "/sys", "/dev"):
+        raise UserError(f"{flag} {path} is under {top}, not a place for files")
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise UserError(f"{flag} {path} is a file; give a directory (it is created if missing)")
+    created = []
+    probe = real
+    while not os.path.exists(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"{flag} {path}: {probe} is a file, so the folder cannot be created")
+    try:
+        os.makedirs(real, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-test-", dir=real)
+        os.close(fd)
+        os.remove(name)
+    except OSError as e:
+        raise UserError(f"{flag} {path} cannot be written ({e.strerror or _one_line(e)}); choose another folder") from None
+    finally:
+        for folder in created:  # deepest first
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
+RUN_MARKER = ".minibert-run.json"
+
+
+def check_output_dir(output_dir: str, cli: str, our_files: set[str], evidence: set[str], flag: str = "--output_dir") -> None:
+    """Refuse a non-empty `output_dir` that a `cli` run did not write.
+
+    Ours: a folder holding only names in `our_files` (dot-files aside), marked by `mark_output_dir` as `cli`'s, or
+    (written before the marker existed) holding one of `evidence` (a run's checkpoints or results). A user's own
+    README.md and config.json alone are not ours."""
+    check_writable_dir(output_dir, flag)
+    if not os.path.isdir(output_dir):
+        return
+    names = sorted(n for n in os.listdir(output_dir) if not n.startswith("."))
+    if not names:
+        return
+    foreign = [n for n in names if n not in our_files]
+    if foreign:
+        raise UserError(
+            f"{flag} {output_dir} already holds files that a {cli} run does not write ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty folder"
+        )
+    marker = read_marker(output_dir)
+    if marker is not None and marker.get("cli") != cli:
+        raise UserError(f"{flag} {output_dir} holds a {marker.get('cli')} run, not a {cli} one; choose a new or empty folder")
+    if marker is None and not set(names) & evidence:
+        raise UserError(
+            f"{flag} {output_dir} already holds {', '.join(names[:5])}, which no {cli} run wrote; choose a new or "
+            "empty folder"
+        )
+
+
+def read_marker(output_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(output_dir, RUN_MARKER), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def mark_output_dir(output_dir: str, cli: str) -> None:
+    """Record that `cli` writes into `output_dir` (what `check_output_dir` accepts later)."""
+    os.makedirs(output_dir, exist_ok=True)
+    if read_marker(output_dir) is None:
+        with open(os.path.join(output_dir, RUN_MARKER), "w", encoding="utf-8") as f:
+            json.dump({"cli": cli}, f)
+
+
+class OutputLock:
+    """One writer per output folder: `LOCK_FILE` holds the writer's pid and host while it runs.
+
+    A second run on the same folder is refused with the first one's pid; a lock whose pid is no longer alive on
+    this host (a killed run) is taken over, with a warning. A lock from another host cannot be checked: it is
+    refused with the file to delete if that run is over. Use as a context manager; only one process of a
+    multi-process run takes it (`enabled=False` on the others).
+    """
+
+    def __init__(self, folder: str, flag: str = "--output_dir", enabled: bool = True):
+        self.folder = folder
+        self.flag = flag
+        self.enabled = enabled
+        self.path = os.path.join(folder, LOCK_FILE)
+        self._created_folder = False
+        self._held = False
+
+    def __enter__(self) -> "OutputLock":
+        if not self.enabled:
+            return self
+        self._created_folder = not os.path.exists(self.folder)
+        check_writable_dir(self.folder, self.flag)
+        os.makedirs(self.folder, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self._held = True
+            return self
+        raise UserError(f"{self.flag} {self.folder}: could not take the lock {self.path}; retry")
+
+    def _take_over_if_stale(self) -> None:
+        holder = read_lock(self.path)
+        if holder is None:  # being written this instant, or emptied by a crash at that instant
+            try:
+                age = time.time() - os.path.getmtime(self.path)
+            except FileNotFoundError:
+                return
+            if age < 5:
+                time.sleep(0.2)
+                holder = read_lock(self.path)
+                if holder is None and os.path.exists(self.path):
+                    raise UserError(f"{self.flag} {self.folder} is being taken by another run ({self.path}); retry later")
+                if holder is None:
+                    return
+        if holder is not None:
+            pid, host = holder.get("pid"), holder.get("host")
+            if host != socket.gethostname():
+                raise UserError(
+                    f"{self.flag} {self.folder} is in use by pid {pid} on {host} (since {holder.get('started')}): "
+                    f"wait for that run or choose another folder; if it is no longer running, delete {self.path}"
+                )
+            if _alive(pid):
+                raise UserError(
+                    f"{self.flag} {self.folder} is in use by another run (pid {pid}, since {holder.get('started')}): "
+                    "wait for it to finish or choose another folder"
+                )
+            logger.warning("%s: taking over the lock of pid %s, which is no longer running", self.folder, pid)
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if not self._held:
+            return
+        self._held = False
+        holder = read_lock(self.path)
+        if holder is not None and holder.get("pid") == os.getpid():
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+        if self._created_folder:  # a run that wrote nothing leaves nothing behind
+            try:
+                if os.listdir(self.folder) == [RUN_MARKER]:
+                    os.remove(os.path.join(self.folder, RUN_MARKER))
+                os.rmdir(self.folder)
+            except OSError:
+                pass
+
+
+def read_lock(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OSError as e:
+        return e.errno != errno.ESRCH
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------------------------------
+def require_finite(value, flag: str) -> None:
+    if value is not None and not math.isfinite(float(value)):
+        raise UserError(f"{flag} must be a finite number, not {value}")
+
+
+def non_finite_parameters(model) -> list[str]:
+    """Names of the parameters and buffers of `model` holding a NaN or an infinity (floating tensors only)."""
+    import torch
+
+    bad = []
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+    return bad

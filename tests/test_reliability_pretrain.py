@@ -1,0 +1,401 @@
+"""Pretraining under hostile inputs: crafted checkpoints, changed settings, foreign folders, a second writer.
+
+Every case runs `minibert-pretrain`'s `main` in this process and checks what a user sees (exit status 2, one
+`error:` line, no traceback) and what is left on disk (nothing run, nothing pre-existing changed). The oracle for
+"no pickle ran" is a marker file the crafted payload would create.
+"""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minibert.cli import UserError
+from minibert.safety import LOCK_FILE, OutputLock, load_tensor_file
+from pretrain.__main__ import main
+from pretrain.checkpointing import LATEST_FILE, SCHEDULER_FILE, STATE_FILE
+from test_pretrain_loop import args_for, synthetic_documents, write_corpus
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    return write_corpus(tmp_path_factory.mktemp("rel_corpus") / "topics.txt", synthetic_documents(n_docs=40, seed=1))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("rel_cache"))
+
+
+def argv(corpus, cache, out, *extra) -> list[str]:
+    return args_for(corpus, cache, out, "--logging_steps", 1, *extra)
+
+
+def run_cli(args, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus, cache, tmp_path_factory) -> str:
+    """A run of 2 steps with its checkpoint (the source every test copies)."""
+    out = tmp_path_factory.mktemp("rel_run") / "run"
+    assert main(argv(corpus, cache, out, "--max_train_steps", 2)) == 0
+    return str(out)
+
+
+def copy_run(finished_run, tmp_path) -> tuple[str, str]:
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return str(out), str(out / "checkpoints" / "step_2")
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` with its bytes (what a refused run must leave as it was)."""
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No checkpoint file is ever unpickled
+# ----------------------------------------------------------------------------------------------------------------
+class Payload:
+    """Unpickling this creates `marker`: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def write_payload(path, marker, torch_format: bool) -> None:
+    obj = {"state": Payload(marker), "param_groups": []}
+    if torch_format:
+        torch.save(obj, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+
+
+# Each file accelerate's load_state can read, replaced by (or added as) a crafted pickle.
+CRAFTED = ["optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl", "scaler.pt", "sampler.bin",
+           "dl_state_dict.bin", "pytorch_model.bin", SCHEDULER_FILE]  # fmt: skip
+
+
+@pytest.mark.parametrize("torch_format", [True, False], ids=["torch.save", "pickle.dump"])
+def test_the_restricted_loader_never_runs_a_pickle(tmp_path, torch_format):
+    marker = tmp_path / "ran"
+    write_payload(tmp_path / "evil.bin", marker, torch_format)
+    with pytest.raises(UserError, match="refused unread"):
+        load_tensor_file(str(tmp_path / "evil.bin"))
+    assert not marker.exists()
+    # ... while the files a checkpoint really holds load.
+    torch.save({"a": torch.ones(2), "n": 3, "s": "x"}, tmp_path / "good.bin")
+    assert torch.equal(load_tensor_file(str(tmp_path / "good.bin"))["a"], torch.ones(2))
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_resume_never_unpickles_a_crafted_checkpoint_file(name, finished_run, corpus, cache, tmp_path, capsys):
+    out, ckpt = copy_run(finished_run, tmp_path)
+    marker = tmp_path / "pickle-ran"
+    if name == "pytorch_model.bin":  # weights as a pickle instead of safetensors
+        os.remove(os.path.join(ckpt, "model.safetensors"))
+    write_payload(os.path.join(ckpt, name), marker, torch_format=name != "custom_checkpoint_0.pkl")
+    before = snapshot(out)
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--resume_from_checkpoint", "latest"), capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert name in line or "step_2" in line
+    assert not marker.exists(), "a crafted pickle ran"
+    assert snapshot(out) == before  # the refused resume changed nothing
+
+
+def test_every_torch_load_in_the_tree_is_restricted():
+    """No `torch.load(` in the project's code outside the restricted loader (and none with weights_only=False)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    offenders = []
+    for package in ("minibert", "pretrain", "finetune", "benchmarks"):
+        for folder, _, files in os.walk(os.path.join(root, package)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(folder, name)
+                text = open(path, encoding="utf-8").read()
+                if "weights_only=False" in text or ("torch.load(" in text and not path.endswith("safety.py")):
+                    offenders.append(os.path.relpath(path, root))
+    assert offenders == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Damaged checkpoints: one line naming the file, nothing changed
+# ----------------------------------------------------------------------------------------------------------------
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+DAMAGE = {
+    "optimizer.bin missing": lambda c: os.remove(os.path.join(c, "optimizer.bin")),
+    "optimizer.bin truncated": lambda c: _truncate(os.path.join(c, "optimizer.bin")),
+    "model truncated": lambda c: _truncate(os.path.join(c, "model.safetensors")),
+    "model zero bytes": lambda c: open(os.path.join(c, "model.safetensors"), "wb").close(),
+    "rng state missing": lambda c: os.remove(os.path.join(c, "random_states_0.pkl")),
+    "rng state corrupt": lambda c: open(os.path.join(c, "random_states_0.pkl"), "wb").write(b"\x80\x04garbage"),
+    "schedule corrupt": lambda c: open(os.path.join(c, SCHEDULER_FILE), "w").write("[1, 2"),
+    "schedule a list": lambda c: open(os.path.join(c, SCHEDULER_FILE), "w").write("[1, 2]"),
+    "state a list": lambda c: open(os.path.join(c, STATE_FILE), "w").write("[]"),
+    "state wrong types": lambda c: open(os.path.join(c, STATE_FILE), "w").write('{"completed_steps": "two"}'),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_one_clear_error(damage, finished_run, corpus, cache, tmp_path, capsys):
+    out, ckpt = copy_run(finished_run, tmp_path)
+    DAMAGE[damage](ckpt)
+    before = snapshot(out)
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--resume_from_checkpoint", ckpt), capsys)
+    assert code == 2
+    one_error_line(err)
+    assert snapshot(out) == before
+
+
+def test_a_binary_latest_pointer_falls_back_to_the_newest_complete_checkpoint(finished_run, corpus, cache, tmp_path, capsys, caplog):
+    out, _ = copy_run(finished_run, tmp_path)
+    with open(os.path.join(out, "checkpoints", LATEST_FILE), "wb") as f:
+        f.write(b"\xff\xfe\x00../../etc")
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 3, "--resume_from_checkpoint", "latest"), capsys)
+    assert code == 0, err[-2000:]
+    assert "not a complete checkpoint" in caplog.text  # said, not silent
+    assert json.load(open(os.path.join(out, "all_results.json")))["train_steps"] == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume refuses changed settings, naming them
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["--learning_rate", "1e-3"], "learning_rate"),
+        (["--mlm_probability", "0.3"], "mlm_probability"),
+        (["--lr_scheduler_type", "cosine"], "lr_scheduler_type"),
+        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.2"],
+         "hidden_dropout_prob"),
+        (["--config_overrides", "hidden_size=32,num_hidden_layers=2,num_attention_heads=4"], "model.hidden_size"),
+    ],
+)  # fmt: skip
+def test_resume_with_changed_settings_is_refused(change, named, finished_run, corpus, cache, tmp_path, capsys):
+    out, _ = copy_run(finished_run, tmp_path)
+    before = snapshot(out)
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--resume_from_checkpoint", "latest", *change), capsys)
+    assert code == 2
+    assert named in one_error_line(err)
+    assert snapshot(out) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad values and overrides: refused up front
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,vocab_size=10"], "vocab_size"),
+        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,type_vocab_size=1"], "type_vocab_size"),
+        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,max_position_embeddings=16"],
+         "max_position_embeddings"),
+        (["--learning_rate", "inf"], "--learning_rate"),
+        (["--learning_rate", "nan"], "--learning_rate"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**32)], "--seed"),
+        (["--fill_mask_prompts", "no mask here"], "[MASK]"),
+        (["--fill_mask_prompts", "[MASK] and [MASK]"], "[MASK]"),
+    ],
+)  # fmt: skip
+def test_bad_values_end_in_one_error_line(extra, named, corpus, cache, tmp_path, capsys):
+    code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 2, *extra), capsys)
+    assert code == 2
+    assert named in one_error_line(err)
+    assert not (tmp_path / "out").exists()  # a refused run leaves nothing
+
+
+def test_a_run_config_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"learning_rate: 1e-3\nseed: \xff\xfe\n")
+    code, err = run_cli([str(config)], capsys)
+    assert code == 2
+    assert "UTF-8" in one_error_line(err)
+
+
+@pytest.mark.parametrize("where", ["file", "proc", "read-only"])
+def test_an_output_dir_that_cannot_be_written_is_one_error_line(where, corpus, cache, tmp_path, capsys):
+    if where == "file":
+        out = tmp_path / "a_file"
+        out.write_text("mine")
+    elif where == "proc":
+        out = "/proc/minibert-out"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o500)
+        out = parent / "out"
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2), capsys)
+    assert code == 2
+    assert "--output_dir" in one_error_line(err)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders: never over files a run did not write, never before every input is checked
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_folder_with_someone_elses_model_card_and_config_is_refused(corpus, cache, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    (out / "config.json").write_text('{"mine": true}')
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2), capsys)
+    assert code == 2
+    assert "no minibert-pretrain run wrote" in one_error_line(err)
+    assert (out / "README.md").read_text() == "my notes" and (out / "config.json").read_text() == '{"mine": true}'
+
+
+def test_output_dir_equal_to_the_input_model_is_refused(finished_run, corpus, cache, tmp_path, capsys):
+    out, _ = copy_run(finished_run, tmp_path)
+    before = snapshot(out)
+    extra = ["--model_name_or_path", out, "--overwrite_output_dir", "true", "--max_train_steps", 2]
+    code, err = run_cli(args_for(corpus, cache, out, *extra, model=""), capsys)
+    assert code == 2
+    assert "--model_name_or_path" in one_error_line(err)
+    assert snapshot(out) == before
+
+
+def test_overwrite_with_bad_data_deletes_nothing(finished_run, cache, tmp_path, capsys):
+    """--overwrite_output_dir clears the old run only once every input has been checked."""
+    out, _ = copy_run(finished_run, tmp_path)
+    before = snapshot(out)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, err = run_cli(argv(str(empty), cache, out, "--max_train_steps", 2, "--overwrite_output_dir", "true"), capsys)
+    assert code == 2
+    one_error_line(err)
+    assert snapshot(out) == before
+
+
+def test_non_finite_weights_are_never_saved_or_exported(corpus, cache, tmp_path, capsys, monkeypatch):
+    """Weights that turn NaN after step 2: step 1's checkpoint stays the newest, nothing is exported."""
+    from pretrain.train import Trainer
+
+    original = Trainer.train_step
+
+    def poisoned(self, *a, **k):
+        out = original(self, *a, **k)
+        if self.progress.completed_steps == 1:  # the update of step 2
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    out = tmp_path / "out"
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--checkpointing_steps", 1), capsys)
+    assert code == 2
+    assert "NaN or inf at step 2" in one_error_line(err)
+    assert sorted(os.listdir(out / "checkpoints")) == ["latest", "step_1"]
+    assert not (out / "model.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One writer per output folder
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_second_writer_is_refused_naming_the_first(corpus, cache, tmp_path, capsys):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out.mkdir()
+        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "started": "now"}))
+        code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2), capsys)
+        assert code == 2
+        assert f"pid {holder.pid}" in one_error_line(err)
+        assert sorted(os.listdir(out)) == [LOCK_FILE]  # the first run's folder untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_message(corpus, cache, tmp_path, capsys, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "then"}))
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2), capsys)
+    assert code == 0, err[-2000:]
+    assert f"taking over the lock of pid {dead.pid}" in caplog.text
+    assert not (out / LOCK_FILE).exists()  # released at the end
+
+
+def test_the_lock_is_exclusive_within_one_machine(tmp_path):
+    with OutputLock(str(tmp_path / "out")):
+        with pytest.raises(UserError, match=f"pid {os.getpid()}"):
+            with OutputLock(str(tmp_path / "out")):
+                pass
+    assert not (tmp_path / "out").exists()  # created by the lock, empty, removed with it
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A full disk during a save
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(corpus, cache, tmp_path, capsys, monkeypatch):
+    """ENOSPC in the middle of the second checkpoint (simulated: a partial file, then the error): one line, no
+    `.tmp-` folder left to keep the disk full, `latest` still names step 1, and the retry resumes from it."""
+    import errno
+
+    from accelerate import Accelerator
+
+    original, calls = Accelerator.save_state, []
+
+    def full_disk(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            with open(os.path.join(output_dir, "model.safetensors"), "wb") as f:
+                f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device", os.path.join(output_dir, "model.safetensors"))
+        return original(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", full_disk)
+    out = tmp_path / "out"
+    extra = ["--max_train_steps", 3, "--checkpointing_steps", 1]
+    code, err = run_cli(argv(corpus, cache, out, *extra), capsys)
+    assert code == 2
+    assert "no space left" in one_error_line(err)
+    assert sorted(os.listdir(out / "checkpoints")) == ["latest", "step_1"]
+    assert (out / "checkpoints" / LATEST_FILE).read_text().strip() == "step_1"
+    monkeypatch.setattr(Accelerator, "save_state", original)
+    code, err = run_cli(argv(corpus, cache, out, *extra, "--resume_from_checkpoint", "latest"), capsys)
+    assert code == 0, err[-2000:]
+    assert json.load(open(out / "all_results.json"))["train_steps"] == 3
