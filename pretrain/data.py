@@ -27,17 +27,19 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
+from torch.utils.data import IterableDataset as TorchIterableDataset
 from datasets import Dataset, DatasetDict, Features, IterableDataset, List, Value, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
@@ -45,9 +47,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
 from pretrain.collator import DataCollatorForPreTraining
-from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
+from pretrain.corpus import MAX_DOCUMENT_CHARS, CorpusSource, is_jsonl, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo_corpus import build_demo_corpus
-from pretrain.nsp import NSPInstanceMap, stable_int, stream_instances
+from pretrain.nsp import NSPInstanceMap, stable_int
 from pretrain.tokenizer import (
     DocumentTokenizer,
     check_tokenizer,
@@ -59,7 +61,7 @@ from pretrain.tokenizer import (
 logger = logging.getLogger(__name__)
 
 # Bump when a change to this package changes the data it makes: every cache key includes it.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 RAW_FEATURES = Features({"text": Value("string"), "presplit": Value("bool")})
 DOCUMENT_FEATURES = Features(
@@ -84,6 +86,11 @@ TOKENIZE_BATCH_SIZE = 256
 PAIR_BATCH_SIZE = 64
 STREAMING_TOKENIZER_DOCUMENTS = 100_000
 STREAMING_EVAL_SAMPLES = 2_000
+# Shards of a streamed corpus: a resumed stream re-reads at most one shard's documents (files are cut into byte
+# ranges of this size; a saved dataset into row ranges), then re-tokenizes one block.
+STREAM_SHARD_BYTES = 16 * 2**20
+STREAM_SHARD_DOCUMENTS = 20_000
+STREAM_POSITION_FILE = "stream_position.json"
 # Preparation speed (MB of text per second) that sizes the process group's timeout: a slow single core
 # (bench_data.py measures ~1.6 MB/s per core).
 PREPARE_WORST_MB_PER_S = 0.5
@@ -158,8 +165,8 @@ class DataArguments:
     )
     streaming_buffer_size: int = field(
         default=10_000,
-        metadata={"help": "Streaming: recent documents a random NotNext B is drawn from, and the instance "
-                          "shuffle buffer."},
+        metadata={"help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
+                          "NotNext B comes from the same block) and its pairs are shuffled."},
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
@@ -671,46 +678,229 @@ def _iter_source(source: CorpusSource) -> Iterator[dict]:
             yield {"text": row["text"], "presplit": False}
 
 
-def _stream_generator(source: CorpusSource, tokenizer, args_dict: dict, seed: int, keep: str, pair_seed: int):
-    """Instances of one source, read, tokenized and paired on the fly (pairing seeded by `pair_seed`).
+def stream_shards(files: list[str], shard_bytes: int | None = None) -> list[tuple[str, int, int]]:
+    """Byte ranges `(path, start, end)` that cut `files` into shards of about `shard_bytes` (by size alone: no
+    file is read). Each shard holds the documents whose first line starts in its range (`read_stream_shard`)."""
+    shard_bytes = shard_bytes or STREAM_SHARD_BYTES
+    shards = []
+    for path in files:
+        size = os.path.getsize(path)
+        shards += [(path, start, min(start + shard_bytes, size)) for start in range(0, max(size, 1), shard_bytes)]
+    return shards
 
-    `keep`: "all", "train" or "validation": the documents a stable hash of (seed, document number) assigns to
-    that side of the percentage split, so both sides agree on it without a shared list.
+
+def read_stream_shard(path: str, start: int, end: int, text_column: str = "text") -> Iterator[dict]:
+    """`{"text", "presplit"}` per document of `path` whose first line starts at a byte in [start, end).
+
+    A shard is read without reading the ones before it: it seeks to `start`, skips the tail of the document
+    that began in the previous range (BERT text: up to the next blank line; JSON Lines: the partial line), and
+    reads past `end` to finish its own last document. Errors name the file and the byte offset.
     """
-    args = DataArguments(**args_dict)
-    tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
-    threshold = args.validation_split_percentage * 100
+    jsonl = is_jsonl(path)
+    with open(path, "rb") as f:
+        position = 0
+        if start > 0:
+            f.seek(start - 1)
+            f.readline()  # now at the first line that starts at or after `start`
+            position = f.tell()
+        previous_blank = start == 0 or jsonl or _line_before_is_blank(f, position)
+        f.seek(position)
+        lines: list[str] = []
+        chars, owned = 0, False
+        for raw in iter(f.readline, b""):
+            line_start, position = position, position + len(raw)
+            if b"\x00" in raw:
+                raise UserError(f"{path} looks like a binary file (NUL byte near byte {line_start}), not UTF-8 text")
+            try:
+                line = raw.decode("utf-8-sig" if line_start == 0 else "utf-8").strip()
+            except UnicodeDecodeError:
+                raise UserError(f"{path} is not UTF-8 text (near byte {line_start}); convert it first, e.g. "
+                                f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`") from None
+            if jsonl:
+                if line_start >= end:
+                    return
+                if line:
+                    yield from _jsonl_documents(line, path, line_start, text_column)
+                continue
+            if not line:
+                if lines:
+                    yield {"text": "\n".join(lines), "presplit": True}
+                lines, chars, previous_blank = [], 0, True
+                continue
+            if previous_blank:  # a document starts on this line
+                if line_start >= end:
+                    return
+                owned = True
+            previous_blank = False
+            if owned:
+                lines.append(line)
+                chars += len(line) + 1
+                if chars > MAX_DOCUMENT_CHARS:  # as corpus.read_documents cuts it
+                    yield {"text": "\n".join(lines), "presplit": True}
+                    lines, chars = [], 0
+        if lines:
+            yield {"text": "\n".join(lines), "presplit": True}
 
-    def documents() -> Iterator[list[list[int]]]:
-        batch: list[dict] = []
-        for index, document in enumerate(_iter_source(source)):
-            if keep != "all":
-                held_out = stable_int(seed, "validation", index) % 10_000 < threshold
-                if held_out != (keep == "validation"):
-                    continue
-            batch.append(document)
-            if len(batch) == TOKENIZE_BATCH_SIZE:
-                yield from tokenize({"text": [d["text"] for d in batch],
-                                     "presplit": [d["presplit"] for d in batch]})["segments"]
-                batch = []
-        if batch:
-            yield from tokenize({"text": [d["text"] for d in batch],
-                                 "presplit": [d["presplit"] for d in batch]})["segments"]
 
-    yield from stream_instances(documents(), args.streaming_buffer_size, args.max_seq_length, args.short_seq_prob,
-                                pair_seed, args.dupe_factor, tokenizer.cls_token_id, tokenizer.sep_token_id)
+def _line_before_is_blank(f, position: int) -> bool:
+    window = max(0, position - 65536)
+    f.seek(window)
+    before = f.read(position - window)[:-1]  # without the newline that ends the line before `position`
+    return not before[before.rfind(b"\n") + 1 :].strip()
+
+
+def _jsonl_documents(line: str, path: str, offset: int, text_column: str) -> Iterator[dict]:
+    where = f"{path} (byte {offset})"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per "
+                        "line") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+    if text_column not in record:
+        raise UserError(f"{where}: record has no {text_column!r} field (fields: "
+                        f"{', '.join(sorted(record)[:10]) or 'none'}); set --dataset_text_column")
+    text = record[text_column]
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise UserError(f"{where}: field {text_column!r} is a {type(text).__name__}, not a string")
+    for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
+        yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
+
+
+def _read_stream_shards(shards: list[tuple[str, int, int]], text_column: str) -> Iterator[dict]:
+    for path, start, end in shards:
+        yield from read_stream_shard(path, start, end, text_column)
+
+
+def _document_stream(source: CorpusSource) -> IterableDataset:
+    """The documents of a source as a many-shard `IterableDataset` (`text`, `presplit`), so that its
+    `state_dict` says which shard a position is in and `load_state_dict` goes there without reading the others."""
+    if source.kind == "files":
+        return IterableDataset.from_generator(
+            _read_stream_shards, features=RAW_FEATURES,
+            gen_kwargs={"shards": stream_shards(source.files), "text_column": source.text_column},
+        )  # fmt: skip
+    dataset = _load_source_dataset(source, streaming=source.kind == "hub")
+    if source.kind == "disk":
+        dataset = dataset.to_iterable_dataset(num_shards=max(1, len(dataset) // STREAM_SHARD_DOCUMENTS))
+    return _text_only(dataset, source).filter(bool, input_columns="text").map(
+        lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True
+    )
+
+
+class _HeldOut:
+    """`filter` with indices: the documents a stable hash of (seed, document number) puts on one side of the
+    percentage split, so that the training stream and the validation pairs agree without a shared list."""
+
+    def __init__(self, seed: int, percentage: float, validation: bool):
+        self.seed, self.threshold, self.validation = seed, percentage * 100, validation
+
+    def __call__(self, _, indices: list[int]) -> list[bool]:
+        return [(stable_int(self.seed, "validation", i) % 10_000 < self.threshold) == self.validation for i in indices]
+
+
+class _StreamBlocks:
+    """Batched `map` over the document stream: a block of documents in, its NSP instances out, shuffled.
+
+    Each block is tokenized, paired within itself (a NotNext B comes from another document of the block) and
+    its instances are put in a seeded random order: a pure function of the block, so that `datasets` can
+    resume in the middle of one (it re-reads the block and skips what was already yielded).
+    """
+
+    def __init__(self, tokenizer, args: DataArguments, seed: int):
+        self.tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
+        self.pairing = NSPInstanceMap(None, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
+                                      tokenizer.cls_token_id, tokenizer.sep_token_id)
+        self.seed = seed
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict[str, list]:
+        documents = [d for d in self.tokenize(batch)["segments"] if d]
+        rows = []
+        if len(documents) >= 2:  # a NotNext B needs another document
+            for position in range(len(documents)):
+                rows += self.pairing.instances(documents, position, indices[0] + position)
+        random.Random(stable_int(self.seed, "block", indices[0])).shuffle(rows)
+        return {name: [row[name] for row in rows] for name in INSTANCE_FEATURES}
+
+
+def _instance_stream(source: CorpusSource, tokenizer, args: DataArguments, seed: int, keep: str,
+                     pair_seed: int) -> IterableDataset:
+    """Instances of one source, read, tokenized and paired on the fly in blocks of --streaming_buffer_size
+    documents. `keep`: "all", or the "train" / "validation" side of --validation_split_percentage."""
+    documents = _document_stream(source)
+    if keep != "all":
+        documents = documents.filter(_HeldOut(seed, args.validation_split_percentage, keep == "validation"),
+                                     with_indices=True, batched=True)
+    return documents.map(_StreamBlocks(tokenizer, args, pair_seed), batched=True,
+                         batch_size=args.streaming_buffer_size, with_indices=True,
+                         remove_columns=["text", "presplit"], features=INSTANCE_FEATURES)
+
+
+class ResumableStream(TorchIterableDataset):
+    """The streamed training set as a DataLoader reads it (in this process), with positions a checkpoint can
+    save: `datasets`' own `state_dict()` after every `record_every` examples read, kept for the last few, since
+    the loader reads ahead of what was trained on. `resume` goes back to one through `load_state_dict`: the
+    stream restarts in the shard and block of that position, whatever the number of examples before it."""
+
+    KEEP = 256
+
+    def __init__(self, dataset: IterableDataset, record_every: int = 1):
+        self.dataset, self.record_every = dataset, record_every
+        self._states: dict[int, dict] = {}
+        self._start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        read, self._start = self._start, 0
+        self._states = {}
+        for example in self.dataset:
+            read += 1  # the state `datasets` reports now is the one after this example
+            if read % self.record_every == 0:
+                self._states[read] = self.dataset.state_dict()
+                self._states.pop(read - self.KEEP * self.record_every, None)
+            yield example
+
+    def state_at(self, examples: int) -> dict | None:
+        """The saved position after `examples` examples of the current epoch (None: the epoch's start)."""
+        if examples == 0:
+            return None
+        if examples not in self._states:
+            raise RuntimeError(f"no stream position recorded after {examples} examples")
+        return {"examples": examples, "state": self._states[examples]}
+
+    def resume(self, position: dict | None) -> bool:
+        """Continue the next iteration of the position's epoch from `position`; False if there is none."""
+        if not position:
+            return False
+        self.dataset.load_state_dict(position["state"])
+        self._start = position["examples"]
+        return True
+
+    def save_position(self, checkpoint_dir: str, epoch: int, examples: int) -> None:
+        """Write `stream_position.json` into a checkpoint: the position after `examples` examples of `epoch`."""
+        _write_json(os.path.join(checkpoint_dir, STREAM_POSITION_FILE), {"epoch": epoch, **(self.state_at(examples) or {})})
+
+    def load_position(self, checkpoint_dir: str, epoch: int, examples: int) -> bool:
+        """Go to a checkpoint's saved position if it is the one after `examples` examples of `epoch` (else, e.g.
+        a checkpoint written without one, False: the caller skips batches instead)."""
+        try:
+            position = _read_json(os.path.join(checkpoint_dir, STREAM_POSITION_FILE))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(position, dict) or position.get("epoch") != epoch or position.get("examples") != examples:
+            return False
+        return self.resume(position)
 
 
 def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
-    args_dict = asdict(args)
     has_eval_split = _has_split(eval_source)
     held_out = not has_eval_split and args.validation_split_percentage > 0
-    train = IterableDataset.from_generator(
-        _stream_generator,
-        features=INSTANCE_FEATURES,
-        gen_kwargs={"source": train_source, "tokenizer": tokenizer, "args_dict": args_dict, "seed": seed,
-                    "keep": "train" if held_out else "all", "pair_seed": seed},
-    ).shuffle(seed=seed, buffer_size=args.streaming_buffer_size)
+    train = _instance_stream(train_source, tokenizer, args, seed, "train" if held_out else "all", seed)
     stats: dict[str, Any] = {"streaming": True, "streaming_buffer_size": args.streaming_buffer_size}
     if not (has_eval_split or held_out):
         return train, None, stats
@@ -734,8 +924,8 @@ def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, ca
                                             tokenizer, work, directory)
             else:
                 # The held-out documents are spread through the stream: read it until enough pairs exist.
-                generator = _stream_generator(train_source, tokenizer, args_dict, seed, "validation", seed + 1)
-                rows = [row for _, row in zip(range(limit), tqdm(generator, total=limit, desc="Validation pairs"))]
+                stream = _instance_stream(train_source, tokenizer, args, seed, "validation", seed + 1)
+                rows = [row for _, row in zip(range(limit), tqdm(stream, total=limit, desc="Validation pairs"))]
                 if not rows:
                     raise UserError(
                         f"no validation pairs: too few of the documents of {train_source.describe()} are held out "

@@ -14,7 +14,8 @@ The loop is `run_mlm_no_trainer.py`'s, with what a long run on shared hardware n
 - The schedule steps once per optimizer update on any number of processes (`optim.UpdateStepScheduler`).
 - The data order is a function of (seed, epoch) (accelerate's seedable sampler, `set_epoch` every epoch) and the
   masks of (seed, epoch, example) (`pretrain.collator`), so a resumed run sees what an uninterrupted run sees:
-  `skip_first_batches` repositions the first epoch after a resume, later epochs start from scratch.
+  `skip_first_batches` repositions the first epoch after a resume (a `datasets` stream goes straight back to its
+  saved position, `pretrain.data.ResumableStream`), later epochs start from scratch.
 - One small host read per optimizer step (not per micro-batch): the step's grad norm is checked for being finite
   and the stop flags (signal, time budget) are agreed by all processes in the same read. A non-finite step is
   skipped (no update, gradients zeroed); `MAX_NONFINITE_STEPS` in a row end the run. Losses and token counts
@@ -321,8 +322,14 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
         persistent_workers=False,
     )
     streaming = isinstance(data.train_dataset, IterableDataset) or not hasattr(data.train_dataset, "__len__")
+    dataset = data.train_dataset
+    if streaming and hasattr(dataset, "load_state_dict"):  # a `datasets` stream: checkpoints save its position
+        from .data import ResumableStream
+
+        dataset = ResumableStream(dataset, record_every=args.per_device_train_batch_size)
+        common["num_workers"] = 0  # the positions are recorded where the stream is read: in this process
     train = DataLoader(
-        data.train_dataset,
+        dataset,
         batch_size=args.per_device_train_batch_size,
         shuffle=not streaming,
         drop_last=True,  # every step sees the full global batch
@@ -524,6 +531,8 @@ class Trainer:
         # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
         # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
         self.agree_on_epoch_end = streaming and accelerator.num_processes > 1
+        self.stream = None  # a `ResumableStream`: checkpoints save its position, a resume goes back to it
+        self.stream_resumed = False
         self.gas = args.gradient_accumulation_steps
         self.checkpoint_every = args.checkpoint_interval()
         self.last_saved_step = progress.completed_steps if progress.completed_steps else None
@@ -669,8 +678,15 @@ class Trainer:
         path = save_checkpoint_state(self.accelerator, self.args.output_dir, self.progress, self.args.checkpoints_total_limit,
                                      lr_scheduler=self.lr_scheduler)  # fmt: skip
         self.last_saved_step = self.progress.completed_steps
+        if self.stream is not None and self.accelerator.is_main_process:
+            self.stream.save_position(path, self.progress.epoch, self._stream_examples())
         logger.info("saved checkpoint %s", path)
         return path
+
+    def _stream_examples(self) -> int:
+        """Examples of the current epoch each process has read from the stream for the steps taken (every process
+        reads every global micro-batch and keeps its share)."""
+        return self.progress.step_in_epoch * self.gas * self.args.per_device_train_batch_size * self.accelerator.num_processes
 
     def _check_finite_weights(self) -> None:
         """Never write a checkpoint (or, after the last one, an export) from weights holding NaN or inf."""
@@ -721,7 +737,8 @@ class Trainer:
         if hasattr(self.collator, "set_epoch"):
             self.collator.set_epoch(progress.epoch)
         dataloader = self.train_dataloader
-        if progress.step_in_epoch:  # resumed mid-epoch: skip what the checkpointed run already trained on
+        stream_resumed, self.stream_resumed = self.stream_resumed, False
+        if progress.step_in_epoch and not stream_resumed:  # resumed mid-epoch: skip what was trained on
             dataloader = accelerator.skip_first_batches(self.train_dataloader, progress.step_in_epoch * self.gas)
         batches = iter(dataloader)
         try:
@@ -880,6 +897,7 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
         raise UserError("--optimizer lamb needs whole tensors for its trust ratio: use it with DDP, not FSDP/DeepSpeed")
 
     train_dataloader, eval_dataloader, streaming = build_dataloaders(data, args, accelerator.device)
+    stream = train_dataloader.dataset if hasattr(train_dataloader.dataset, "save_position") else None
     if getattr(accelerator, "is_fsdp2", False):
         shard_tied_head(accelerator, model)
     optimizer = build_optimizer(model, args, accelerator.device)
@@ -957,6 +975,10 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
 
     trainer = Trainer(accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader,
                       data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics, streaming)  # fmt: skip
+    if stream is not None:
+        trainer.stream = stream
+        # O(1): back to the saved position in the stream, instead of reading and dropping the batches before it.
+        trainer.stream_resumed = saved is not None and stream.load_position(resume_path, progress.epoch, trainer._stream_examples())
     with StopRequest() as stop:
         trainer.train(stop)
         if trainer.stop_reason == "signal":
