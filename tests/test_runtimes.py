@@ -227,3 +227,32 @@ def test_bert_state_dicts_address_minibert_unchanged():
     missing, unexpected = mini.load_state_dict(bert.state_dict(), strict=False)
     assert not missing and not unexpected
     assert set(mini.state_dict()) == set(bert.state_dict())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# On a GPU: a training step never waits for the host
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_gpu_training_step_has_no_host_syncs():
+    """Forward, backward, clipping and AdamW on the collator's inputs under `set_sync_debug_mode("error")`: any
+    device-to-host read (`.item()`, `nonzero()`, `bool(tensor)`) raises."""
+    model = tiny(MiniBertForPreTraining).cuda().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    batch = make_batch()
+    labels = mlm_labels(batch)
+    inputs = {**batch, **unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), 16), "labels": labels,
+              "next_sentence_label": torch.tensor([0, 1, 0])}  # fmt: skip
+    inputs = {k: v.pin_memory().cuda(non_blocking=True) for k, v in inputs.items()}
+    for _ in range(2):  # the first step allocates optimizer state, the second is the steady state
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**inputs, sparse_prediction=True).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(loss).item()
