@@ -116,7 +116,8 @@ def hardware_description(accelerator) -> str:
         name = torch.cuda.get_device_name(accelerator.device)
         return f"{n} x {name}" + (f" ({accelerator.distributed_type.value})" if n > 1 else "")
     cpu = platform.processor() or platform.machine()
-    return f"{n} CPU process{'es' if n > 1 else ''} ({cpu}, {os.cpu_count()} cores)"
+    mode = ", FSDP2" if getattr(accelerator, "is_fsdp2", False) else ""
+    return f"{n} CPU process{'es' if n > 1 else ''} ({cpu}, {os.cpu_count()} cores{mode})"
 
 
 def _fmt(value) -> str:

@@ -220,6 +220,8 @@ def test_two_sharded_processes_match_one_process_with_the_same_global_batch(ship
     assert results["train_tokens"] == oracle["train_tokens"]
     assert results["eval_loss"] == pytest.approx(oracle["eval_loss"], rel=1e-5)
     assert_same_weights(weights(shipped[0]), weights(one_process), exact=False)
+    card = (shipped[0] / "README.md").read_text()
+    assert "Hardware: 2 CPU processes" in card and "FSDP2" in card  # the model card says how it was trained
 
 
 @needs_cpu_only
