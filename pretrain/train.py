@@ -300,6 +300,18 @@ def shard_tied_head(accelerator: Accelerator, model: torch.nn.Module) -> None:
             fully_shard(module, ignored_params=set(module.parameters()))
 
 
+def check_checkpoint_layout(path: str, accelerator) -> None:
+    """Resume under the mode that wrote the checkpoint: FSDP's sharded weights are not the whole-model files of DDP."""
+    by_fsdp = any(name.startswith("pytorch_model_fsdp") for name in os.listdir(path))
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if by_fsdp != fsdp:
+        written = "an FSDP run (pytorch_model_fsdp_0)" if by_fsdp else "a run without FSDP (model.safetensors)"
+        raise UserError(
+            f"{path} was written by {written} and this run is {'' if fsdp else 'not '}FSDP: resume it with the "
+            "accelerate config that wrote it"
+        )
+
+
 def _has_accelerator() -> bool:
     if hasattr(torch, "accelerator"):
         return torch.accelerator.is_available()
@@ -864,6 +876,7 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     if resume_path is not None:  # a damaged or crafted checkpoint is refused before anything is read or written
         Progress.read(resume_path)
+        check_checkpoint_layout(resume_path, accelerator)
         verify_checkpoint(resume_path, accelerator.num_processes, accelerator.scaler is not None, sharded=sharded)
     set_seed(args.seed)  # the same initial weights on every process
     if accelerator.device.type == "cuda":

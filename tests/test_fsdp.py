@@ -323,3 +323,22 @@ def test_fsdp_settings_that_cpu_processes_cannot_run_are_refused(setting, messag
         monkeypatch.setenv(key, value)
     with pytest.raises(UserError, match=message):  # before any accelerate state is made
         make_accelerator(PretrainingArguments(output_dir="unused"))
+
+
+@pytest.mark.parametrize("written_by_fsdp, run_is_fsdp", [(True, False), (False, True)])
+def test_a_checkpoint_resumes_only_under_the_mode_that_wrote_it(written_by_fsdp, run_is_fsdp, tmp_path):
+    """Else FSDP would look for shards in a DDP checkpoint (a traceback deep in torch.distributed.checkpoint), and
+    DDP would call an FSDP checkpoint incomplete."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from minibert.cli import UserError
+    from pretrain.train import check_checkpoint_layout
+
+    (tmp_path / ("pytorch_model_fsdp_0" if written_by_fsdp else "model.safetensors")).mkdir()
+    accelerator = SimpleNamespace(distributed_type=DistributedType.FSDP if run_is_fsdp else DistributedType.MULTI_CPU)
+    with pytest.raises(UserError, match="resume it with the accelerate config that wrote it"):
+        check_checkpoint_layout(str(tmp_path), accelerator)
+    same = SimpleNamespace(distributed_type=DistributedType.FSDP if written_by_fsdp else DistributedType.MULTI_CPU)
+    check_checkpoint_layout(str(tmp_path), same)
