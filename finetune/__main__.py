@@ -9,9 +9,15 @@ from minibert.cli import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 2 a user error (one `error:` line), 128 + signal after SIGTERM / SIGINT (a checkpoint
+    was saved: rerun with `--resume_from_checkpoint last`)."""
     from .train import cli_main
 
-    return run_cli(cli_main, argv)
+    outcome: dict = {}
+    code = run_cli(lambda a: outcome.update(cli_main(a) or {}), argv)
+    if code == 0 and outcome.get("status") == "interrupted":
+        return 128 + int(outcome["signal"])
+    return code
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minibert.cli import UserError
+from minibert.cli import UserError, check_report_to
 
 from .metrics import PROBLEM_TYPES
 
@@ -160,8 +160,20 @@ class FinetuneArguments:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be positive, not {getattr(self, name)}")
-        if self.learning_rate is not None and self.learning_rate <= 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
+        if self.learning_rate is not None and not self.learning_rate < float("inf"):
+            raise UserError(f"--learning_rate must be finite, not {self.learning_rate}")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise UserError(f"--weight_decay must be a finite number >= 0, not {self.weight_decay}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
+        from transformers.trainer_utils import SchedulerType
+
+        schedulers = [s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau"]  # that one needs eval each step
+        if self.lr_scheduler_type not in schedulers:
+            raise UserError(f"--lr_scheduler_type must be one of {', '.join(schedulers)}, not {self.lr_scheduler_type!r}")
+        check_report_to(self.report_to, trainer=True)
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if self.num_train_epochs is not None and self.num_train_epochs <= 0:

@@ -434,6 +434,9 @@ def infer_label_space(train: RawSplit, label_column: str, problem_type: str | No
     if problem_type == REGRESSION:
         if not kinds <= {"int", "float"}:
             raise UserError(f"{where}: regression needs numbers, found {_kinds(kinds)}")
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:  # one inf target makes every weight NaN after the first step
+            raise UserError(f"{where}: regression targets must be finite numbers, found {bad[0]} ({len(bad)} rows)")
         return LabelSpace(REGRESSION, names=[], seen=set(), raw_to_id={})
     if kinds == {"float"} or kinds == {"int", "float"}:  # --problem_type single_label_classification on floats
         bad = [v for v in values if isinstance(v, float) and not v.is_integer()]
@@ -459,6 +462,13 @@ def _classes(where: str, values: list, kinds: set[str], class_names: list[str] |
         if negative:
             raise UserError(f"{where}: integer labels are class ids and must be >= 0, found {negative[:SHOWN_ROWS]}")
         num_labels = max(values) + 1
+        distinct = len(set(values))
+        if class_names is None and num_labels > max(2 * distinct, distinct + 100):
+            # Integer labels are class ids 0..N-1: ids like {0, 300000} would build a head of 300,001 classes.
+            raise UserError(
+                f"{where}: {distinct} distinct integer labels but ids up to {num_labels - 1}; integer labels are class "
+                "ids 0..N-1: renumber them, or use strings for class names"
+            )
         if class_names is not None:
             if num_labels > len(class_names):
                 raise UserError(f"{where}: id {num_labels - 1} but the ClassLabel feature names {len(class_names)} classes")

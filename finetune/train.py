@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from minibert.cli import HubArguments, UserError, parse_args
+from minibert.safety import PICKLE_SUFFIXES, OutputLock, StopRequest, check_output_dir, load_tensor_file, mark_output_dir
+from minibert.safety import non_finite_parameters
 
 from . import data as D
 from .arguments import DEFAULT_PRETRAINED_DIR, DataArguments, FinetuneArguments, ModelArguments
@@ -45,6 +47,7 @@ DEMO_DATA_DIR = "demo_data"
 OUR_FILES = {CHECKPOINTS_DIR, RESULTS_FILE, PREDICTIONS_FILE, DEMO_DATA_DIR, "README.md", "config.json",
              "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
+CLI_NAME = "fine-tuning"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -52,8 +55,15 @@ OUR_FILES = {CHECKPOINTS_DIR, RESULTS_FILE, PREDICTIONS_FILE, DEMO_DATA_DIR, "RE
 
 
 def prepare_output_dir(output_dir: str, resuming: bool, model_path: str | None = None) -> None:
+    """`check_output_dir_is_ours`, then (unless resuming) `clear_previous_run`."""
+    check_output_dir_is_ours(output_dir, model_path)
+    if not resuming:
+        clear_previous_run(output_dir)
+
+
+def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> None:
     """Refuse a folder that holds anything but an earlier fine-tuning run (someone's files, a pretraining run, the
-    checkpoint being fine-tuned); clear that earlier run's results and Trainer checkpoints unless resuming."""
+    checkpoint being fine-tuned). Deletes nothing."""
     if os.path.isfile(output_dir):
         raise UserError(f"--output_dir {output_dir} is a file")
     same = model_path and os.path.isdir(model_path) and os.path.isdir(output_dir) and os.path.samefile(model_path, output_dir)
@@ -69,15 +79,23 @@ def prepare_output_dir(output_dir: str, resuming: bool, model_path: str | None =
         )
     config_file = os.path.join(output_dir, "config.json")
     if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            architectures = json.load(f).get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"--output_dir {output_dir}: its config.json cannot be read ({e}); choose a new or empty folder") from None
+        architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
+        if not isinstance(architectures, list) or not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures):
             raise UserError(
-                f"--output_dir {output_dir} holds a {', '.join(architectures) or 'model'} checkpoint, not a fine-tuned "
-                "classifier; choose a new or empty folder"
+                f"--output_dir {output_dir} holds a {', '.join(map(str, architectures)) or 'model'} checkpoint, not a "
+                "fine-tuned classifier; choose a new or empty folder"
             )
-    if resuming:
-        return
+    check_output_dir(output_dir, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE})
+
+
+def clear_previous_run(output_dir: str) -> None:
+    """A new run (not a resume) in an earlier run's folder: its Trainer checkpoints and results go. Called only once
+    every input has been checked."""
     checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
         logger.warning("starting afresh: removing the previous run's %s (resume it with --resume_from_checkpoint last)",
@@ -90,19 +108,65 @@ def prepare_output_dir(output_dir: str, resuming: bool, model_path: str | None =
 
 
 def resolve_resume(resume: str | None, output_dir: str) -> str | None:
+    """--resume_from_checkpoint as a complete Trainer checkpoint folder (checked by `verify_checkpoint`)."""
     if resume is None:
         return None
     if resume == "last":
-        from transformers.trainer_utils import get_last_checkpoint
-
         folder = os.path.join(output_dir, CHECKPOINTS_DIR)
-        last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+        last = last_complete_checkpoint(folder)
         if last is None:
-            raise UserError(f"--resume_from_checkpoint last: no checkpoint in {folder}")
+            raise UserError(f"--resume_from_checkpoint last: no complete checkpoint in {folder}")
+        verify_checkpoint(last)
         return last
     if not os.path.isdir(resume):
         raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+    verify_checkpoint(resume)
     return resume
+
+
+def _trainer_state(path: str) -> dict | None:
+    """A Trainer checkpoint's trainer_state.json (written last, so its presence means complete), or None."""
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint-N in `folder` that a save finished (a SIGKILL mid-save leaves one without its state)."""
+    if not os.path.isdir(folder):
+        return None
+    numbered = sorted(((int(n.split("-")[1]), n) for n in os.listdir(folder)
+                       if n.startswith("checkpoint-") and n.split("-")[1].isdigit()), reverse=True)  # fmt: skip
+    for _, name in numbered:
+        path = os.path.join(folder, name)
+        state = _trainer_state(path)
+        if state is not None and isinstance(state.get("global_step"), int) and os.path.isfile(os.path.join(path, "model.safetensors")):
+            return path
+        logger.warning("skipping %s: an incomplete checkpoint (interrupted save)", path)
+    return None
+
+
+def verify_checkpoint(path: str) -> None:
+    """Refuse a folder that is not a complete fine-tuning checkpoint, and any pickle in it holding more than tensors
+    (the Trainer reads them with `weights_only=True` too, but fails with a traceback)."""
+    state = _trainer_state(path)
+    if state is None:
+        raise UserError(f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (no readable trainer_state.json)")
+    if "completed_steps" in state:  # pretraining's Progress
+        raise UserError(f"--resume_from_checkpoint {path} is a pretraining checkpoint; fine-tune the pretrained model "
+                        "with --model_name_or_path (resume takes a checkpoint of a fine-tuning run)")  # fmt: skip
+    if not isinstance(state.get("global_step"), int):
+        raise UserError(f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (its trainer_state.json is not the Trainer's)")
+    names = os.listdir(path)
+    if "model.safetensors" not in names:
+        raise UserError(f"--resume_from_checkpoint {path} has no model.safetensors (pickled weights are never loaded)")
+    for name in sorted(names):
+        # training_args.bin (a pickled TrainingArguments) is written by the Trainer but never read on resume.
+        if name.endswith(PICKLE_SUFFIXES) and name != "training_args.bin":
+            load_tensor_file(os.path.join(path, name))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,11 +448,13 @@ def build_trainer(model, tokenizer, tokenized: dict, labels: D.LabelSpace, args)
     )
 
 
-def train_and_evaluate(trainer, tokenized: dict, prepared: PreparedData, resume: str | None):
+def train_and_evaluate(trainer, tokenized: dict, prepared: PreparedData, resume: str | None, guard=None):
     """Train (the best checkpoint is loaded at the end), evaluate it, predict the test split.
 
-    Returns (metrics, decoded test predictions or None)."""
+    Returns (metrics, decoded test predictions or None); (None, None) when `guard` saw a stop signal."""
     train_result = trainer.train(resume_from_checkpoint=resume)
+    if guard is not None and guard.signum is not None:
+        return None, None
     metrics = {**train_result.metrics, "train_samples": len(tokenized["train"])}
     if "validation" in tokenized:
         metrics.update(trainer.evaluate())
@@ -444,6 +510,50 @@ def model_card(trainer, prepared: PreparedData, model_args, data_args, training_
     return render_model_card(info)
 
 
+class RunGuard:
+    """Pretraining's promises for the Trainer, as a callback: a checkpoint (or the export) is never written from
+    weights holding NaN or inf, and SIGTERM / SIGINT stop the run at the next step with a checkpoint."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+        self.signum: int | None = None
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        guard = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                if guard.stop.requested and guard.signum is None:
+                    guard.signum = guard.stop.signum
+                    control.should_save = True
+                    control.should_training_stop = True
+                if control.should_save or control.should_evaluate or state.global_step >= state.max_steps:
+                    guard.check(model, f"step {state.global_step}")
+                return control
+
+        return _Callback()
+
+    @staticmethod
+    def check(model, when: str) -> None:
+        bad = non_finite_parameters(model)
+        if bad:
+            raise UserError(
+                f"the weights hold NaN or inf at {when} ({', '.join(bad[:3])}): nothing was saved or exported, earlier "
+                "checkpoints are intact; lower --learning_rate, or check the labels"
+            )
+
+
+def _close_progress_bars(trainer) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        for name in ("prediction_bar", "training_bar"):
+            bar = getattr(callback, name, None)
+            if bar is not None:
+                bar.close()
+                setattr(callback, name, None)
+
+
 def main(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -453,7 +563,15 @@ def main(
 ) -> dict[str, float]:
     """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*).
 
-    `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder)."""
+    `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder). While it runs, output_dir is locked
+    against a second writer (`minibert.safety.OutputLock`, taken by the main process). After SIGTERM / SIGINT the
+    result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing exported."""
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with OutputLock(training_args.output_dir, enabled=main_process):
+        return _main(model_args, data_args, training_args, hub_args, hub_api)
+
+
+def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
     from accelerate import PartialState
 
     from minibert.hub import push_to_hub, save_checkpoint
@@ -465,8 +583,8 @@ def main(
         raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {state.num_processes}")
     output_dir = training_args.output_dir
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
-    if state.is_main_process:
-        prepare_output_dir(output_dir, resuming=resume is not None, model_path=model_args.model_name_or_path)
+    if state.is_main_process:  # refuses only: nothing is cleared before every input is checked
+        check_output_dir_is_ours(output_dir, model_path=model_args.model_name_or_path)
     state.wait_for_everyone()
     is_demo = not data_args.has_data
     if is_demo:
@@ -484,15 +602,37 @@ def main(
     tokenized = {name: D.tokenize_examples(examples, tokenizer, max_length, labels.problem_type)
                  for name, examples in prepared.splits.items()}  # fmt: skip
 
-    args = build_training_arguments(
-        training_args,
-        has_eval="validation" in tokenized,
-        best_metric=pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels),
-        learning_rate=training_args.learning_rate or default_learning_rate(model),
-        epochs=training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0),
-    )
-    trainer = build_trainer(model, tokenizer, tokenized, labels, args)
-    metrics, predictions = train_and_evaluate(trainer, tokenized, prepared, resume)
+    try:
+        args = build_training_arguments(
+            training_args,
+            has_eval="validation" in tokenized,
+            best_metric=pick_best_metric(training_args.metric_for_best_model, labels.problem_type, labels.num_labels),
+            learning_rate=training_args.learning_rate or default_learning_rate(model),
+            epochs=training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0),
+        )
+        trainer = build_trainer(model, tokenizer, tokenized, labels, args)
+    except (ValueError, KeyError) as e:  # what transformers says of a setting it refuses
+        raise UserError(f"transformers refused the training settings: {' '.join(str(e).split())[:300]}") from None
+
+    # Every input is checked by now: only from here on may the previous run's files go.
+    if state.is_main_process:
+        if resume is None:
+            clear_previous_run(output_dir)
+        mark_output_dir(output_dir, CLI_NAME)
+    state.wait_for_everyone()
+    with StopRequest() as stop:
+        guard = RunGuard(stop)
+        trainer.add_callback(guard.callback())
+        try:
+            metrics, predictions = train_and_evaluate(trainer, tokenized, prepared, resume, guard)
+        except UserError:
+            _close_progress_bars(trainer)  # the `error:` line then starts a line of its own
+            raise
+    if guard.signum is not None:
+        logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint last",
+                       guard.signum, trainer.state.global_step)  # fmt: skip
+        return {"status": "interrupted", "signal": guard.signum, "train_steps": trainer.state.global_step}
+    RunGuard.check(trainer.model, "the end of training")
 
     if state.is_main_process:
         card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,

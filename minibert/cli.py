@@ -135,3 +135,18 @@ class HubArguments:
     def validate(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
             raise UserError("--push_to_hub needs --hub_model_id (e.g. `your-name/minibert-small`)")
+
+
+def check_report_to(value: str, trainer: bool) -> None:
+    """--report_to names trackers the Trainer (`trainer`) or accelerate knows, comma-separated; `all`, `none` too."""
+    if trainer:
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK as known
+    else:
+        from accelerate.utils import LoggerType
+
+        known = [t.value for t in LoggerType]
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    unknown = [n for n in names if n not in {*known, "all", "none"}]
+    if unknown or not names:
+        choices = ", ".join(sorted(k for k in known if k != "all"))
+        raise UserError(f"--report_to {value!r}: not a tracker; choose from none, all, {choices}")

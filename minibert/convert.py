@@ -248,12 +248,18 @@ def _shape_mismatch(cls: type, path: str, config=None) -> str:
     return "the checkpoint's weight shapes do not fit the model" + (f" ({'; '.join(detail[:3])})" if detail else "")
 
 
-def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
-    """Convert the checkpoint directory `src` into `dst`, with its tokenizer; returns the class written."""
+def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool = False) -> str:
+    """Convert the checkpoint directory `src` into `dst`, with its tokenizer; returns the class written.
+
+    `dst` must be missing or empty; with `overwrite`, an existing checkpoint folder there is replaced as a whole
+    (never a training run's folder, never a mix of old and new files)."""
+    from .safety import check_writable_dir
+
     if os.path.abspath(src) == os.path.abspath(dst):
         raise UserError("SRC and DST must differ: conversion never overwrites its input")
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise UserError(f"{dst} is a file; DST must be a directory (it is created if missing)")
+    check_writable_dir(dst, "DST")
     config = read_checkpoint_config(src)
     model_type = config.get("model_type")
     if to == "minibert":
@@ -269,6 +275,15 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
     else:
         raise UserError(f"--to must be 'minibert' or 'bert', got {to!r}")
 
+    # Checked once SRC has loaded (its errors come first), before anything is written.
+    existing = sorted(n for n in os.listdir(dst) if not n.startswith(".")) if os.path.isdir(dst) else []
+    if existing and not overwrite:
+        raise UserError(f"DST {dst} is not empty ({', '.join(existing[:5])}): pass --overwrite to replace the "
+                        "checkpoint there, or choose a new folder")  # fmt: skip
+    if existing and ("config.json" not in existing or "checkpoints" in existing):
+        raise UserError(f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
+                        "checkpoints/); conversion replaces only a checkpoint folder")  # fmt: skip
+
     tokenizer = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(src)
@@ -276,7 +291,26 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert") -> str:
         pass  # a checkpoint without tokenizer files converts too; say so below
     from .hub import save_checkpoint
 
-    save_checkpoint(model, tokenizer, dst)  # both ways: staged, so a failure never leaves DST half-written
+    if existing:  # the whole folder is replaced: none of the old checkpoint's files stays beside the new ones
+        import shutil
+        import tempfile
+
+        parent = os.path.dirname(os.path.abspath(dst))
+        staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
+        try:
+            save_checkpoint(model, tokenizer, staging)
+            old = staging + ".old"
+            os.replace(dst, old)
+            try:
+                os.replace(staging, dst)
+            except OSError:
+                os.replace(old, dst)  # the old checkpoint back in place
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        save_checkpoint(model, tokenizer, dst)  # both ways: staged, so a failure never leaves DST half-written
     if tokenizer is None:
         print(f"note: {src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
@@ -290,8 +324,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("src", help="checkpoint directory to read")
     parser.add_argument("dst", help="directory to write (created)")
     parser.add_argument("--to", choices=["minibert", "bert"], default="minibert", help="target format")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint folder DST (default: refuse a non-empty DST)")
     args = parser.parse_args(argv)
-    written = convert_checkpoint(args.src, args.dst, args.to)
+    written = convert_checkpoint(args.src, args.dst, args.to, overwrite=args.overwrite)
     print(f"wrote {written} to {args.dst}")
 
 

@@ -8,7 +8,8 @@
   is no longer alive is taken over, with a message.
 - `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
   not a read-only filesystem, not /proc), checked before anything is written.
-- `require_finite`: numbers that must be finite (learning rates, labels, weights before they are saved).
+- `require_finite` / `non_finite_parameters`: numbers that must be finite (learning rates, weights before saving).
+- `StopRequest`: SIGTERM / SIGINT as a flag the training loops read at a step boundary.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import socket
 import tempfile
 import time
@@ -286,3 +288,41 @@ def non_finite_parameters(model) -> list[str]:
         if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
             bad.append(name)
     return bad
+
+
+class StopRequest:
+    """SIGTERM / SIGINT (a preempted job, Ctrl-C) as a flag the loop reads at the next step boundary.
+
+    The loop then saves a checkpoint and returns; `minibert-pretrain` and `minibert-finetune` exit with 128 + the
+    signal number (143 for SIGTERM, 130 for SIGINT), so a scheduler sees the job did not finish, and the same
+    command with `--resume_from_checkpoint latest` (`last` for fine-tuning) continues it. A second signal restores the default handler (a second
+    Ctrl-C kills at once; the last complete checkpoint stays valid).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        logger.warning("received %s: saving a checkpoint at the next step boundary", signal.Signals(signum).name)
+        for s in self.SIGNALS:
+            signal.signal(s, self._previous.get(s, signal.SIG_DFL))
+
+    def __enter__(self) -> "StopRequest":
+        for s in self.SIGNALS:
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None

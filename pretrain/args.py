@@ -181,8 +181,10 @@ class PretrainingArguments:
         for name, value in positive.items():
             if value <= 0:
                 raise UserError(f"--{name} must be a positive integer, not {value}")
-        if not 0 < self.learning_rate < float("inf"):  # inf / nan would be saved as all-NaN weights
-            raise UserError(f"--learning_rate must be a positive finite number, not {self.learning_rate}")
+        if not self.learning_rate > 0:
+            raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
+        if not self.learning_rate < float("inf"):  # every weight would be NaN after the first update
+            raise UserError(f"--learning_rate must be finite, not {self.learning_rate}")
         for name in ("weight_decay", "adam_epsilon", "max_grad_norm"):
             if getattr(self, name) != getattr(self, name):
                 raise UserError(f"--{name} must be a number, not nan")
@@ -213,6 +215,10 @@ class PretrainingArguments:
         if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
             raise UserError(f"--dataloader_num_workers must be >= 0, not {self.dataloader_num_workers}")
         self.checkpoint_interval()  # raises on a bad --checkpointing_steps
+        if self.with_tracking:
+            from minibert.cli import check_report_to
+
+            check_report_to(self.report_to, trainer=False)
         if not self.output_dir:
             raise UserError("--output_dir must not be empty")
 

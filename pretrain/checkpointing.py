@@ -23,11 +23,10 @@ import json
 import logging
 import os
 import shutil
-import signal
 from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError
-from minibert.safety import PICKLE_SUFFIXES, load_tensor_file
+from minibert.safety import PICKLE_SUFFIXES, StopRequest, load_tensor_file  # noqa: F401 (StopRequest: re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -322,41 +321,3 @@ def rotate_checkpoints(root: str, keep: int, protect: str) -> None:
     for path in found[: max(0, len(found) - keep)]:
         if os.path.abspath(path) != os.path.abspath(protect):
             shutil.rmtree(path, ignore_errors=True)
-
-
-class StopRequest:
-    """SIGTERM / SIGINT (a preempted job, Ctrl-C) as a flag the loop reads at the next step boundary.
-
-    The loop then saves a checkpoint and returns; `minibert-pretrain` exits with 128 + the signal number
-    (143 for SIGTERM, 130 for SIGINT), so a scheduler sees the job did not finish, and the same command with
-    `--resume_from_checkpoint latest` continues it. A second signal restores the default handler (a second
-    Ctrl-C kills at once; the last complete checkpoint stays valid).
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        logger.warning("received %s: saving a checkpoint at the next step boundary", signal.Signals(signum).name)
-        for s in self.SIGNALS:
-            signal.signal(s, self._previous.get(s, signal.SIG_DFL))
-
-    def __enter__(self) -> "StopRequest":
-        for s in self.SIGNALS:
-            try:
-                self._previous[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None

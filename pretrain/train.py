@@ -425,7 +425,7 @@ def fill_mask_prompts(args: PretrainingArguments, data_args) -> list[str]:
 OUR_FILES = {"checkpoints", "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
              "config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
-CLI_NAME = "minibert-pretrain"
+CLI_NAME = "pretraining"  # as output folders record it (\`minibert.safety.mark_output_dir\`)
 
 
 def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator, model_path=None) -> bool:

@@ -281,7 +281,7 @@ def test_a_folder_with_someone_elses_model_card_and_config_is_refused(corpus, ca
     (out / "config.json").write_text('{"mine": true}')
     code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2), capsys)
     assert code == 2
-    assert "no minibert-pretrain run wrote" in one_error_line(err)
+    assert "no pretraining run wrote" in one_error_line(err)
     assert (out / "README.md").read_text() == "my notes" and (out / "config.json").read_text() == '{"mine": true}'
 
 

@@ -1,0 +1,262 @@
+"""Fine-tuning under hostile inputs: a bad rerun never deletes the previous run, crafted or partial checkpoints,
+non-finite numbers, a second writer, SIGTERM.
+
+Each case runs `minibert-finetune`'s `main` in this process with a fresh tiny model (no pretraining needed) and
+checks the exit status, the one `error:` line, and the files on disk before and after.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.__main__ import main
+from minibert.safety import LOCK_FILE
+from test_finetune_train import TINY, make_tokenizer, write_task
+from test_reliability_pretrain import Payload, one_error_line, snapshot
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return write_task(str(tmp_path_factory.mktemp("rel_task")))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    """A fresh tiny MiniBERT (no dropout, so that a resumed run can be compared with an uninterrupted one)."""
+    from minibert import MiniBertConfig, MiniBertForMaskedLM
+    from minibert.hub import save_checkpoint
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(0)
+    config = MiniBertConfig(vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY)
+    path = str(tmp_path_factory.mktemp("rel_model"))
+    save_checkpoint(MiniBertForMaskedLM(config), tokenizer, path)
+    return path
+
+
+def flags(out, task, model, *extra) -> list[str]:
+    return ["--model_name_or_path", model, "--train_file", task["train"], "--validation_file", task["validation"],
+            "--output_dir", str(out), "--per_device_train_batch_size", "16", "--logging_steps", "1000",
+            "--num_examples_shown", "0", "--max_train_steps", "4", "--eval_steps", "2",
+            *map(str, extra)]  # fmt: skip
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished(task, model, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("rel_ft") / "out"
+    assert main(flags(out, task, model)) == 0
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint-2", "checkpoint-4"]
+    return str(out)
+
+
+def copy_run(finished, tmp_path) -> str:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    return str(out)
+
+
+def write_csv(path, rows) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A bad rerun never deletes the previous run
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["metric", "one class"])
+def test_a_bad_rerun_leaves_the_previous_run_as_it_was(bad, finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    before = snapshot(out)
+    if bad == "metric":
+        argv = flags(out, task, model, "--metric_for_best_model", "acc")
+    else:
+        one_class = write_csv(tmp_path / "one.csv", [(f"text {i}", "animal") for i in range(20)])
+        argv = ["--model_name_or_path", model, "--train_file", one_class, "--output_dir", out]
+    code, err = run(argv, capsys)
+    assert code == 2
+    one_error_line(err)
+    assert snapshot(out) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad values: one line, exit 2, nothing written
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--learning_rate", "inf"], "--learning_rate"),
+        (["--learning_rate", "nan"], "--learning_rate"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**32)], "--seed"),
+        (["--lr_scheduler_type", "sawtooth"], "--lr_scheduler_type"),
+        (["--report_to", "nosuchtracker"], "--report_to"),
+        (["--metric_for_best_model", "acc"], "--metric_for_best_model"),
+    ],
+)
+def test_bad_values_end_in_one_error_line(extra, named, task, model, tmp_path, capsys):
+    code, err = run(flags(tmp_path / "out", task, model, *extra), capsys)
+    assert code == 2
+    assert named in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "labels, named",
+    [(["1.5", "inf"], "finite"), (["0", "300000"], "ids up to 300000")],
+    ids=["inf regression target", "sparse class ids"],
+)
+def test_labels_that_cannot_train_are_refused(labels, named, model, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", [(f"text number {i}", labels[i % 2]) for i in range(40)])
+    code, err = run(["--model_name_or_path", model, "--train_file", train, "--output_dir", tmp_path / "out"], capsys)
+    assert code == 2
+    assert named in one_error_line(err)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders that are not ours
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", ["[1, 2]", "{not json", None], ids=["list", "corrupt", "readme only"])
+def test_an_output_dir_that_is_not_a_fine_tuning_run_is_refused(config, task, model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    if config is not None:
+        (out / "config.json").write_text(config)
+    before = snapshot(out)
+    code, err = run(flags(out, task, model), capsys)
+    assert code == 2
+    assert "--output_dir" in one_error_line(err)
+    assert snapshot(out) == before
+
+
+def test_a_second_writer_is_refused(task, model, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "started": "now"}))
+        code, err = run(flags(out, task, model), capsys)
+        assert code == 2
+        assert f"pid {holder.pid}" in one_error_line(err)
+        assert os.listdir(out) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume: only complete fine-tuning checkpoints, no pickle with more than tensors
+# ----------------------------------------------------------------------------------------------------------------
+def test_resume_from_something_else_is_one_error_line(finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    pretraining = tmp_path / "pretraining_step_2"
+    pretraining.mkdir()
+    (pretraining / "trainer_state.json").write_text(json.dumps({"completed_steps": 2, "epoch": 0}))
+    for where, named in ((model, "not a fine-tuning checkpoint"), (str(pretraining), "pretraining checkpoint")):
+        code, err = run(flags(out, task, model, "--max_train_steps", 6, "--resume_from_checkpoint", where), capsys)
+        assert code == 2
+        assert named in one_error_line(err)
+
+
+@pytest.mark.parametrize("name", ["rng_state.pth", "optimizer.pt", "scheduler.pt", "scaler.pt"])
+def test_resume_never_runs_a_crafted_pickle(name, finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    marker = tmp_path / "pickle-ran"
+    torch.save({"state": Payload(marker)}, os.path.join(out, "checkpoints", "checkpoint-4", name))
+    before = snapshot(out)
+    code, err = run(flags(out, task, model, "--max_train_steps", 6, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 2
+    assert name in one_error_line(err)
+    assert not marker.exists()
+    assert snapshot(out) == before
+
+
+def test_resume_last_skips_a_checkpoint_whose_save_was_interrupted(finished, task, model, tmp_path, capsys, caplog):
+    out = copy_run(finished, tmp_path)
+    partial = os.path.join(out, "checkpoints", "checkpoint-6")
+    shutil.copytree(os.path.join(out, "checkpoints", "checkpoint-4"), partial)
+    os.remove(os.path.join(partial, "trainer_state.json"))  # written last: a SIGKILL before it
+    code, err = run(flags(out, task, model, "--max_train_steps", 6, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 0, err[-3000:]
+    assert f"skipping {partial}" in caplog.text
+    state = json.load(open(os.path.join(partial, "trainer_state.json")))  # rewritten by the resumed run
+    assert state["global_step"] == 6
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Non-finite weights and SIGTERM
+# ----------------------------------------------------------------------------------------------------------------
+def _with_callback(monkeypatch, callback):
+    from finetune import train as T
+
+    original = T.build_trainer
+
+    def build(*a, **k):
+        trainer = original(*a, **k)
+        trainer.add_callback(callback)
+        return trainer
+
+    monkeypatch.setattr(T, "build_trainer", build)
+
+
+def test_non_finite_weights_are_never_saved_or_exported(task, model, tmp_path, capsys, monkeypatch):
+    from transformers import TrainerCallback
+
+    class Poison(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("nan"))
+
+    _with_callback(monkeypatch, Poison())
+    out = tmp_path / "out"
+    code, err = run(flags(out, task, model, "--eval_steps", 1), capsys)
+    assert code == 2
+    assert "NaN or inf at step 3" in one_error_line(err)
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint-1", "checkpoint-2"]
+    assert not (out / "model.safetensors").exists()
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(finished, task, model, tmp_path, capsys, monkeypatch):
+    from transformers import TrainerCallback
+
+    class Terminate(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as m:
+        _with_callback(m, Terminate())
+        out = tmp_path / "out"
+        code, err = run(flags(out, task, model), capsys)
+    assert code == 128 + signal.SIGTERM
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint-2"]  # saved at the next step boundary
+    assert not (out / "model.safetensors").exists()  # nothing exported
+    code, err = run(flags(out, task, model, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 0, err[-3000:]
+    resumed, uninterrupted = load_file(out / "model.safetensors"), load_file(os.path.join(finished, "model.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5, msg=name)
