@@ -142,10 +142,15 @@ class FinetuneArguments:
                   "f1_micro (multi-label), pearson (regression)."},
     )
     save_total_limit: int = field(default=2, metadata={"help": "Trainer checkpoints kept (the best one always)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace an earlier fine-tuning run in OUTPUT_DIR (its checkpoints and results are deleted, "
+                  "once every input has been checked). The demo (no data arguments) always replaces its own."},
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={"help": "A Trainer checkpoint folder, or `last` for the newest in OUTPUT_DIR/checkpoints. Without it "
-                  "a new run starts afresh and removes old checkpoints there."},
+                  "a folder holding an earlier run is refused unless --overwrite_output_dir."},
     )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     report_to: str = field(default="none", metadata={"help": "Trackers: none, tensorboard, wandb, ... or all."})

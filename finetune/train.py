@@ -93,6 +93,21 @@ def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> 
     check_output_dir(output_dir, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE})
 
 
+def check_previous_run(output_dir: str, resuming: bool, overwrite: bool) -> None:
+    """An earlier run's results in output_dir are replaced only when asked (--overwrite_output_dir), or continued."""
+    if resuming or overwrite or not os.path.isdir(output_dir):
+        return
+    checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
+    found = [n for n in (RESULTS_FILE, "model.safetensors") if os.path.isfile(os.path.join(output_dir, n))]
+    if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+        found.append(CHECKPOINTS_DIR)
+    if found:
+        raise UserError(
+            f"--output_dir {output_dir} already holds a fine-tuning run ({', '.join(found)}): pass "
+            "--overwrite_output_dir to replace it, --resume_from_checkpoint last to continue it, or choose another folder"
+        )
+
+
 def clear_previous_run(output_dir: str) -> None:
     """A new run (not a resume) in an earlier run's folder: its Trainer checkpoints and results go. Called only once
     every input has been checked."""
@@ -583,10 +598,12 @@ def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
         raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {state.num_processes}")
     output_dir = training_args.output_dir
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    is_demo = not data_args.has_data
     if state.is_main_process:  # refuses only: nothing is cleared before every input is checked
         check_output_dir_is_ours(output_dir, model_path=model_args.model_name_or_path)
+        # The demo replaces its own earlier run, as pretraining's demo recipe does.
+        check_previous_run(output_dir, resuming=resume is not None, overwrite=training_args.overwrite_output_dir or is_demo)
     state.wait_for_everyone()
-    is_demo = not data_args.has_data
     if is_demo:
         data_args = use_demo_data(data_args, output_dir, state)
 

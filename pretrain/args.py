@@ -149,7 +149,7 @@ class PretrainingArguments:
     )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30% slower)."}
+        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30 percent slower)."}
     )
     dataloader_num_workers: int | None = field(
         default=None,

@@ -349,8 +349,10 @@ def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
                            resume_from_checkpoint="last"))  # fmt: skip
     assert "checkpoint-6" in os.listdir(tmp_path / "out" / "checkpoints")
     assert resumed["epoch"] > first["epoch"]
-    # A new run without --resume_from_checkpoint starts afresh: the old checkpoints go.
-    T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
+    # A new run without --resume_from_checkpoint replaces the old one only when told to; then the old checkpoints go.
+    with pytest.raises(UserError, match="--overwrite_output_dir to replace it"):
+        T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
+    T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1, overwrite_output_dir=True))
     assert os.listdir(tmp_path / "out" / "checkpoints") == ["checkpoint-1"]
 
 

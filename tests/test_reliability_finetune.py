@@ -90,14 +90,27 @@ def test_a_bad_rerun_leaves_the_previous_run_as_it_was(bad, finished, task, mode
     out = copy_run(finished, tmp_path)
     before = snapshot(out)
     if bad == "metric":
-        argv = flags(out, task, model, "--metric_for_best_model", "acc")
+        argv = flags(out, task, model, "--metric_for_best_model", "acc", "--overwrite_output_dir", "true")
     else:
         one_class = write_csv(tmp_path / "one.csv", [(f"text {i}", "animal") for i in range(20)])
-        argv = ["--model_name_or_path", model, "--train_file", one_class, "--output_dir", out]
+        argv = ["--model_name_or_path", model, "--train_file", one_class, "--output_dir", out, "--overwrite_output_dir", "true"]
     code, err = run(argv, capsys)
     assert code == 2
     one_error_line(err)
     assert snapshot(out) == before
+
+
+def test_a_rerun_into_an_earlier_run_must_say_it_replaces_it(finished, task, model, tmp_path, capsys):
+    """The README's second fine-tuning line once replaced the demo's model silently."""
+    out = copy_run(finished, tmp_path)
+    before = snapshot(out)
+    code, err = run(flags(out, task, model), capsys)
+    assert code == 2
+    assert "--overwrite_output_dir" in one_error_line(err)
+    assert snapshot(out) == before
+    code, err = run(flags(out, task, model, "--max_train_steps", 2, "--overwrite_output_dir", "true"), capsys)
+    assert code == 0, err[-3000:]
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["checkpoint-2"]  # the old run's are gone
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -399,3 +399,31 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(corpus, cache, 
     code, err = run_cli(argv(corpus, cache, out, *extra, "--resume_from_checkpoint", "latest"), capsys)
     assert code == 0, err[-2000:]
     assert json.load(open(out / "all_results.json"))["train_steps"] == 3
+
+
+def test_two_runs_at_once_the_second_refuses_naming_the_first(corpus, cache, tmp_path, capsys):
+    """A real first run (a subprocess, training) and a second one on the same output_dir."""
+    import signal
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    out = tmp_path / "out"
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen([sys.executable, "-m", "pretrain", *argv(corpus, cache, out, "--max_train_steps", 100000)],
+                             env=env, stdout=log, stderr=log)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "metrics.jsonl").exists():  # the first run is training
+            assert first.poll() is None, open(tmp_path / "first.log").read()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 2, "--overwrite_output_dir", "true"), capsys)
+        assert code == 2
+        assert f"pid {first.pid}" in one_error_line(err)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(120)
+        log.close()
+    assert first.returncode == 128 + signal.SIGTERM  # the first run was not disturbed: it checkpointed and stopped
+    assert not (out / LOCK_FILE).exists()
