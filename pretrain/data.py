@@ -1,22 +1,24 @@
 """Pretraining data: raw text -> WordPiece tokenizer -> NSP pairs -> dynamic MLM batches, at corpus scale.
 
-`prepare_pretraining_data(data_args, seed, ...)` runs, once per machine (under `main_process_first`):
+`prepare_pretraining_data(data_args, seed, ...)` runs a `DataPipeline`, one method per step:
 
-1. sources    text files / JSON Lines / a saved or named `datasets` dataset -> documents (`corpus.py`);
+1. read       text files / JSON Lines / a saved or named `datasets` dataset -> documents (`corpus.py`);
               no source: the demo corpus built from Python's own documentation (`demo_corpus.py`)
 2. tokenizer  `--tokenizer_name`, or a WordPiece vocabulary trained on the training documents (`tokenizer.py`)
-3. documents  sentences -> token ids, overlong lines cut (batched `datasets.map`, `num_proc` workers)
-4. pairs      validation documents held out, NSP instances made as Google's script makes them (`nsp.py`)
+3. tokenize   sentences -> token ids, overlong lines cut (batched `datasets.map`, `num_proc` workers)
+4. pair       validation documents held out, NSP instances made as Google's script makes them (`nsp.py`)
 
 Steps 2-4 are cached as Arrow under `data_cache_dir` (default `$MINIBERT_CACHE` or `~/.cache/minibert`), each
 keyed on everything that can change its output (files' paths, sizes and mtimes, the tokenizer, max_seq_length,
 seed, ...), so a second run with the same inputs only memory-maps the result, and changing the seed re-pairs
-without re-tokenizing. Everything is written to a temporary directory and renamed into place when complete: a
-failed or interrupted run never leaves a half-written cache behind. Masking is not cached: the collator
-(`collator.py`) draws new masks every epoch.
+without re-tokenizing. Each entry is written to a work directory and published by a rename when complete: a
+failed or interrupted run never leaves a half-written cache behind, and two processes publishing the same entry
+keep one. Masking is not cached: the collator (`collator.py`) draws new masks every epoch. `minibert-prepare`
+(`prepare.py`) runs the same pipeline ahead of training; in a launch of several processes or nodes,
+`_prepare_distributed` decides who builds and bounds how long the others wait.
 
-With `--streaming`, nothing is written for the training set: documents are read, tokenized and paired on the fly
-(`IterableDataset`), the random NotNext document coming from a bounded buffer of recent documents.
+With `--streaming`, nothing is written for the training set: documents are read in shards (`streaming.py`),
+tokenized and paired on the fly in blocks (`IterableDataset`), and a checkpoint holds the stream's position.
 """
 
 from __future__ import annotations
@@ -33,21 +35,21 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-from torch.utils.data import IterableDataset as TorchIterableDataset
-from datasets import Dataset, DatasetDict, Features, IterableDataset, List, Value, load_dataset, load_from_disk
+from datasets import Dataset, Features, IterableDataset, List, Value, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
 from pretrain.collator import DataCollatorForPreTraining
-from pretrain.corpus import MAX_DOCUMENT_CHARS, CorpusSource, is_jsonl, is_saved_dataset, read_documents, resolve_files
+from pretrain import streaming
+from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo_corpus import build_demo_corpus
 from pretrain.nsp import NSPInstanceMap, stable_int
 from pretrain.tokenizer import (
@@ -86,11 +88,9 @@ TOKENIZE_BATCH_SIZE = 256
 PAIR_BATCH_SIZE = 64
 STREAMING_TOKENIZER_DOCUMENTS = 100_000
 STREAMING_EVAL_SAMPLES = 2_000
-# Shards of a streamed corpus: a resumed stream re-reads at most one shard's documents (files are cut into byte
-# ranges of this size; a saved dataset into row ranges), then re-tokenizes one block.
-STREAM_SHARD_BYTES = 16 * 2**20
+# A streamed saved dataset is cut into shards of this many rows (files: `streaming.SHARD_BYTES`), so that a
+# resumed stream re-reads at most one shard's documents and re-tokenizes one block.
 STREAM_SHARD_DOCUMENTS = 20_000
-STREAM_POSITION_FILE = "stream_position.json"
 # Preparation speed (MB of text per second) that sizes the process group's timeout: a slow single core
 # (bench_data.py measures ~1.6 MB/s per core).
 PREPARE_WORST_MB_PER_S = 0.5
@@ -224,16 +224,16 @@ def prepare_pretraining_data(
     """
     data_args.validate()
     started = time.perf_counter()
-    _LOADED.clear()  # datasets loaded by name are reused within one call only: a saved one may have changed
     root = cache_root(data_args)
     os.makedirs(root, exist_ok=True)
     # Cheap checks (missing files, empty globs) run in every process, so every rank fails with the same message.
     train_source, eval_source = _resolve_sources(data_args, root)
     if accelerator is not None and accelerator.num_processes > 1:
-        prepared = _prepare_distributed(data_args, seed, train_source, eval_source, root, accelerator)
+        pipeline = _prepare_distributed(data_args, seed, train_source, eval_source, root, accelerator)
     else:
-        prepared = _prepare(data_args, seed, train_source, eval_source, _Cache(root, overwrite=data_args.overwrite_cache))
-    tokenizer, train, evaluation, stats = prepared
+        pipeline = DataPipeline(data_args, seed, train_source, eval_source, _Cache(root, data_args.overwrite_cache))
+        pipeline.run()
+    evaluation, stats = pipeline.eval_dataset, pipeline.stats
     if evaluation is not None and data_args.max_eval_samples and len(evaluation) > data_args.max_eval_samples:
         keep = np.random.default_rng(seed).choice(len(evaluation), data_args.max_eval_samples, replace=False)
         evaluation = evaluation.select(np.sort(keep), keep_in_memory=True)
@@ -242,26 +242,13 @@ def prepare_pretraining_data(
     if output_dir:
         _write_json(os.path.join(output_dir, "data_stats.json"), stats)
     collator = DataCollatorForPreTraining(
-        tokenizer,
+        pipeline.tokenizer,
         mlm_probability=data_args.mlm_probability,
         whole_word_mask=data_args.whole_word_mask,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
         seed=seed,
     )
-    return PretrainingData(train, evaluation, tokenizer, collator, stats)
-
-
-def _prepare(args: DataArguments, seed: int, train_source, eval_source, cache: _Cache):
-    """(tokenizer, train, evaluation, stats): each step loaded from `cache`, or built and published there."""
-    with cache.workdir() as work:
-        raw = _RawDocuments(work, args.preprocessing_num_workers)
-        tokenizer, status = _get_tokenizer(args, train_source, raw, cache)
-        cache_status = {"tokenizer": status}
-        prepare = _prepare_streaming if args.streaming else _prepare_map_style
-        train, evaluation, stats = prepare(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status)
-    stats["cache"] = cache_status
-    stats["cache_bytes"] = sum(_tree_bytes(path) for path in cache.used)
-    return tokenizer, train, evaluation, stats
+    return PretrainingData(pipeline.train_dataset, evaluation, pipeline.tokenizer, collator, stats)
 
 
 def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_source, root: str, accelerator):
@@ -278,11 +265,14 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
        shared cache keep the first: entries are renamed into place whole (`_Cache.publish`).
     `--overwrite_cache` rebuilds on the global main process only.
     """
-    try:
-        if not args.overwrite_cache:
-            return _prepare(args, seed, train_source, eval_source, _Cache(root, read_only=True))
-    except _CacheMiss:
-        pass
+    def pipeline(cache: _Cache) -> DataPipeline:
+        return DataPipeline(args, seed, train_source, eval_source, cache)
+
+    if not args.overwrite_cache:
+        try:
+            return pipeline(_Cache(root, read_only=True)).run()
+        except _CacheMiss:
+            pass
     limit = args.max_prepare_in_launch_mb
     size = None if args.streaming else _source_bytes(train_source)
     if size is not None and size > limit * 1e6:
@@ -295,10 +285,10 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
     result = None
     with accelerator.main_process_first():
         if accelerator.is_main_process:
-            result = _prepare(args, seed, train_source, eval_source, _Cache(root, overwrite=args.overwrite_cache))
+            result = pipeline(_Cache(root, overwrite=args.overwrite_cache)).run()
     with accelerator.local_main_process_first():
         if result is None:
-            result = _prepare(args, seed, train_source, eval_source, _Cache(root))
+            result = pipeline(_Cache(root)).run()
     return result
 
 
@@ -361,18 +351,8 @@ def _resolve_sources(args: DataArguments, cache_root: str) -> tuple[CorpusSource
     return train, evaluation
 
 
-def _load_source_dataset(source: CorpusSource, streaming: bool = False):
-    """The `datasets` dataset behind a "disk" or "hub" source, or None if it has no such split."""
-    key = (source.kind, source.path, source.config, source.split, streaming)
-    if key not in _LOADED:
-        _LOADED[key] = _load_source_dataset_uncached(source, streaming)
-    return _LOADED[key]
-
-
-_LOADED: dict[tuple, Any] = {}
-
-
-def _load_source_dataset_uncached(source: CorpusSource, streaming: bool):
+def _load_source(source: CorpusSource, streaming: bool):
+    """The `datasets` dataset behind a "disk" or "hub" source, or None if it has no such (optional) split."""
     try:
         if source.kind == "disk":
             loaded = load_from_disk(source.path)
@@ -425,40 +405,6 @@ def _source_key(source: CorpusSource, dataset=None) -> str:
     return source.fingerprint()
 
 
-class _RawDocuments:
-    """Documents of a source as a `text`/`presplit` Dataset, built at most once per run in the work directory."""
-
-    def __init__(self, work: str, num_proc: int | None):
-        self.work, self.num_proc = work, num_proc
-        self._built: dict[str, Dataset] = {}
-
-    def __call__(self, source: CorpusSource, key: str) -> Dataset:
-        if key not in self._built:
-            self._built[key] = self._build(source, key)
-        return self._built[key]
-
-    def _build(self, source: CorpusSource, key: str) -> Dataset:
-        if source.kind != "files":
-            dataset = _load_source_dataset(source)
-            return _text_only(dataset, source)
-        num_proc = min(self.num_proc or 1, len(source.files))
-        try:
-            return Dataset.from_generator(
-                read_documents,
-                features=RAW_FEATURES,
-                gen_kwargs={"files": source.files, "text_column": source.text_column},
-                cache_dir=os.path.join(self.work, f"raw-{key}"),
-                num_proc=num_proc if num_proc > 1 else None,
-                fingerprint=f"raw-{key}",
-            )
-        except DatasetGenerationError as e:
-            raise _user_error_in(e) or e
-        except ValueError as e:
-            if "corresponds to no data" not in str(e):
-                raise
-            return Dataset.from_dict({"text": [], "presplit": []}, features=RAW_FEATURES)  # nothing was generated
-
-
 def _user_error_in(error: BaseException) -> UserError | None:
     """`datasets` wraps exceptions raised while generating; find the user's error inside."""
     seen = set()
@@ -471,45 +417,281 @@ def _user_error_in(error: BaseException) -> UserError | None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Tokenizer
+# The pipeline
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _get_tokenizer(args: DataArguments, source: CorpusSource, raw: _RawDocuments, cache: _Cache):
-    if args.tokenizer_name:
-        return load_tokenizer(args.tokenizer_name), "given"
-    limit = args.tokenizer_train_documents or (STREAMING_TOKENIZER_DOCUMENTS if args.streaming else None)
-    source_key = source.fingerprint() if args.streaming else _source_key(source, _maybe_loaded(source))
-    key = _digest("tokenizer", PIPELINE_VERSION, source_key, args.vocab_size, args.lowercase, args.min_frequency,
-                  args.dataset_text_column, limit)
-    if cache.has("tokenizer", key):
-        tokenizer = AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
-        check_tokenizer(tokenizer, "cached tokenizer")
-        return tokenizer, "hit"
+class DataPipeline:
+    """One run's data, step by step: read -> tokenizer -> tokenize -> pair (or stream), each step's result loaded
+    from the cache or built in a work directory and published there whole.
 
-    # Functions, not iterators: the trainer reads the texts twice.
-    if args.streaming:
-        texts, length = (lambda: _streamed_texts(source, limit)), None
-    else:
-        documents = raw(source, source_key)
-        if len(documents) == 0:
+    `run()` fills `tokenizer`, `train_dataset`, `eval_dataset` and `stats` (with `stats["cache"]`: "hit",
+    "built" or "given" per step). `minibert-prepare` and `minibert-pretrain` both run it through
+    `prepare_pretraining_data`.
+    """
+
+    def __init__(self, args: DataArguments, seed: int, train_source: CorpusSource, eval_source: CorpusSource | None,
+                 cache: _Cache):  # fmt: skip
+        self.args, self.seed, self.cache = args, seed, cache
+        self.train_source, self.eval_source = train_source, eval_source
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.train_dataset: Dataset | IterableDataset | None = None
+        self.eval_dataset: Dataset | None = None
+        self.stats: dict[str, Any] = {}
+        self.status: dict[str, str] = {}
+        self._loaded: dict[tuple, Any] = {}  # datasets loaded by name, once per run
+        self._raw: dict[str, Dataset] = {}
+        self._work: str | None = None
+
+    def run(self) -> "DataPipeline":
+        with self.cache.workdir() as self._work:
+            self.tokenizer = self.build_tokenizer()
+            if self.args.streaming:
+                self.stream()
+            else:
+                self.pair()
+        self.stats["cache"] = self.status
+        self.stats["cache_bytes"] = sum(_tree_bytes(path) for path in self.cache.used)
+        return self
+
+    # ---- read ---------------------------------------------------------------------------------------------
+    def load(self, source: CorpusSource, streaming: bool = False):
+        """The `datasets` dataset behind a "disk" or "hub" source (None: an optional split it lacks)."""
+        key = (source.kind, source.path, source.config, source.split, streaming)
+        if key not in self._loaded:
+            self._loaded[key] = _load_source(source, streaming)
+        return self._loaded[key]
+
+    def source_key(self, source: CorpusSource) -> str:
+        return _source_key(source, self.load(source) if source.kind == "hub" else None)
+
+    def has_split(self, source: CorpusSource | None) -> bool:
+        return source is not None and (source.kind == "files" or self.load(source) is not None)
+
+    def read(self, source: CorpusSource, key: str) -> Dataset:
+        """The documents of a source as a `text`/`presplit` Dataset, built at most once per run."""
+        if key in self._raw:
+            return self._raw[key]
+        if source.kind != "files":
+            self._raw[key] = _text_only(self.load(source), source)
+            return self._raw[key]
+        num_proc = min(self.args.preprocessing_num_workers or 1, len(source.files))
+        try:
+            self._raw[key] = Dataset.from_generator(
+                read_documents,
+                features=RAW_FEATURES,
+                gen_kwargs={"files": source.files, "text_column": source.text_column},
+                cache_dir=os.path.join(self._work, f"raw-{key}"),
+                num_proc=num_proc if num_proc > 1 else None,
+                fingerprint=f"raw-{key}",
+            )
+        except DatasetGenerationError as e:
+            raise _user_error_in(e) or e
+        except ValueError as e:
+            if "corresponds to no data" not in str(e):
+                raise
+            self._raw[key] = Dataset.from_dict({"text": [], "presplit": []}, features=RAW_FEATURES)  # nothing read
+        return self._raw[key]
+
+    def iter_texts(self, source: CorpusSource) -> Iterator[dict]:
+        """Documents of a source one at a time, without writing anything (streaming)."""
+        if source.kind == "files":
+            yield from read_documents(source.files, source.text_column)
+            return
+        for row in _text_only(self.load(source, streaming=True), source):
+            if row["text"]:
+                yield {"text": row["text"], "presplit": False}
+
+    # ---- tokenizer ----------------------------------------------------------------------------------------
+    def build_tokenizer(self) -> PreTrainedTokenizerBase:
+        args, source, cache = self.args, self.train_source, self.cache
+        if args.tokenizer_name:
+            self.status["tokenizer"] = "given"
+            return load_tokenizer(args.tokenizer_name)
+        limit = args.tokenizer_train_documents or (STREAMING_TOKENIZER_DOCUMENTS if args.streaming else None)
+        source_key = source.fingerprint() if args.streaming else self.source_key(source)
+        key = _digest("tokenizer", PIPELINE_VERSION, source_key, args.vocab_size, args.lowercase, args.min_frequency,
+                      args.dataset_text_column, limit)
+        if cache.has("tokenizer", key):
+            tokenizer = AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
+            check_tokenizer(tokenizer, "cached tokenizer")
+            self.status["tokenizer"] = "hit"
+            return tokenizer
+
+        # Functions, not iterators: the trainer reads the texts twice.
+        if args.streaming:
+            texts, length = (lambda: (d["text"] for _, d in zip(range(limit), self.iter_texts(source)))), None
+        else:
+            documents = self.read(source, source_key)
+            if len(documents) == 0:
+                raise UserError(f"the corpus is empty: no text in {source.describe()}")
+            end = len(documents) if limit is None else min(limit, len(documents))
+            texts, length = (lambda: _batched_texts(documents, end)), -(-end // 1000)
+        logger.info("Training a WordPiece tokenizer (vocab_size=%d) on %s", args.vocab_size, source.describe())
+        tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=args.lowercase,
+                                    min_frequency=args.min_frequency, length=length)
+        if tokenizer.backend_tokenizer.get_vocab_size() <= len(tokenizer.all_special_ids):
             raise UserError(f"the corpus is empty: no text in {source.describe()}")
-        end = len(documents) if limit is None else min(limit, len(documents))
-        texts, length = (lambda: _batched_texts(documents, end)), -(-end // 1000)
-    logger.info("Training a WordPiece tokenizer (vocab_size=%d) on %s", args.vocab_size, source.describe())
-    tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=args.lowercase,
-                                min_frequency=args.min_frequency, length=length)
-    if tokenizer.backend_tokenizer.get_vocab_size() <= len(tokenizer.all_special_ids):
-        raise UserError(f"the corpus is empty: no text in {source.describe()}")
-    with cache.publish("tokenizer", key) as directory:
-        tokenizer.save_pretrained(directory)
-    # The published one: another process may have published its own first (trained on other threads, its
-    # ties may break otherwise), and the later cache keys must name the tokenizer every process uses.
-    return AutoTokenizer.from_pretrained(cache.path("tokenizer", key)), "built"
+        with cache.publish("tokenizer", key) as directory:
+            tokenizer.save_pretrained(directory)
+        self.status["tokenizer"] = "built"
+        # The published one: another process may have published its own first (trained on other threads, its
+        # ties may break otherwise), and the later cache keys must name the tokenizer every process uses.
+        return AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
+
+    # ---- tokenize -----------------------------------------------------------------------------------------
+    def tokenize(self, source: CorpusSource, name: str) -> tuple[Dataset, str, dict]:
+        """(documents as token-id segments, their cache key, their statistics)."""
+        args, cache = self.args, self.cache
+        source_key = self.source_key(source)
+        key = _digest("documents", PIPELINE_VERSION, source_key, tokenizer_fingerprint(self.tokenizer),
+                      args.max_seq_length)
+        self.status[name] = "hit" if cache.has("documents", key) else "built"
+        if self.status[name] == "built":
+            documents = self.read(source, source_key)
+            if len(documents) == 0:
+                raise UserError(f"the corpus is empty: no text in {source.describe()}")
+            with cache.workdir() as work, cache.publish("documents", key) as directory:
+                tokenized = documents.map(
+                    DocumentTokenizer(self.tokenizer, args.max_seq_length),
+                    batched=True,
+                    batch_size=TOKENIZE_BATCH_SIZE,
+                    remove_columns=documents.column_names,
+                    features=DOCUMENT_FEATURES,
+                    num_proc=_num_proc(args.preprocessing_num_workers, len(documents), TOKENIZE_BATCH_SIZE),
+                    cache_file_name=os.path.join(work, "documents.arrow"),
+                    new_fingerprint=key,
+                    desc=f"Tokenizing {name.replace('_', ' ')}",
+                )
+                if len(tokenized) == 0:
+                    raise UserError(f"the corpus is empty: {source.describe()} holds no tokens")
+                stats = _document_stats(tokenized, len(documents))
+                tokenized.save_to_disk(os.path.join(directory, "data"))
+                _write_json(os.path.join(directory, "stats.json"), stats)
+        directory = cache.path("documents", key)
+        return load_from_disk(os.path.join(directory, "data")), key, _read_json(os.path.join(directory, "stats.json"))
+
+    # ---- pair ---------------------------------------------------------------------------------------------
+    def pair(self) -> None:
+        """Map-style: tokenized documents held out by a seeded draw, then NSP pairs, cached as Arrow."""
+        args, seed, cache = self.args, self.seed, self.cache
+        train_docs, train_doc_key, doc_stats = self.tokenize(self.train_source, "documents")
+        eval_docs = eval_doc_key = None
+        if self.has_split(self.eval_source):
+            eval_docs, eval_doc_key, eval_doc_stats = self.tokenize(self.eval_source, "eval_documents")
+            doc_stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items() if k in ("sentences", "lines_split")})
+
+        held_out = args.validation_split_percentage if eval_docs is None else 0
+        key = _digest("pairs", PIPELINE_VERSION, train_doc_key, eval_doc_key, held_out, seed, args.short_seq_prob,
+                      args.dupe_factor, args.max_seq_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
+        self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
+        if self.status["pairs"] == "built":
+            with cache.workdir() as work, cache.publish("pairs", key) as directory:
+                where = self.train_source.describe()
+                if held_out:
+                    train_docs, eval_docs = _hold_out(train_docs, held_out, seed, work)
+                    if eval_docs is not None:
+                        where += f" after holding out {len(eval_docs)} validation documents"
+                stats = self._pair_and_save(train_docs, where, "train", seed, work, directory)
+                if eval_docs is not None:
+                    # Another seed than training's, so an eval document never pairs the way a train one would.
+                    stats.update(self._pair_and_save(eval_docs, "the validation documents", "validation", seed + 1,
+                                                     work, directory))
+                _write_json(os.path.join(directory, "stats.json"), stats)
+        directory = cache.path("pairs", key)
+        self.train_dataset = load_from_disk(os.path.join(directory, "train"))
+        if os.path.isdir(os.path.join(directory, "validation")):
+            self.eval_dataset = load_from_disk(os.path.join(directory, "validation"))
+        self.stats = {**doc_stats, **_read_json(os.path.join(directory, "stats.json"))}
+
+    def _pair_and_save(self, documents, where, name, seed, work, directory) -> dict:
+        """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
+        role = "training" if name == "train" else "validation"
+        _check_pairable(documents, where, role)
+        instances = _pair(documents, self.args, seed, self.tokenizer, self.args.preprocessing_num_workers, work, name)
+        instances.save_to_disk(os.path.join(directory, name))
+        prefix = "" if name == "train" else "eval_"
+        return {
+            f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
+            f"{prefix}docs_skipped": _single_segment_count(documents),
+            **_instance_stats(instances, prefix, self.args.max_seq_length),
+        }
+
+    # ---- stream -------------------------------------------------------------------------------------------
+    def stream(self) -> None:
+        """--streaming: the training pairs made on the fly (`instance_stream`); the validation pairs cached."""
+        args, seed, cache = self.args, self.seed, self.cache
+        has_eval_split = self.has_split(self.eval_source)
+        held_out = not has_eval_split and args.validation_split_percentage > 0
+        self.train_dataset = self.instance_stream("train" if held_out else "all", seed)
+        self.stats = {"streaming": True, "streaming_buffer_size": args.streaming_buffer_size}
+        if not (has_eval_split or held_out):
+            return
+        if has_eval_split:
+            eval_docs, eval_doc_key, eval_doc_stats = self.tokenize(self.eval_source, "eval_documents")
+            self.stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items()})
+            key = _digest("pairs", PIPELINE_VERSION, eval_doc_key, seed, args.short_seq_prob, args.dupe_factor,
+                          args.max_seq_length)
+        else:
+            limit = args.max_eval_samples or STREAMING_EVAL_SAMPLES
+            key = _digest("stream-eval", PIPELINE_VERSION, self.train_source.fingerprint(),
+                          tokenizer_fingerprint(self.tokenizer), seed, args.validation_split_percentage,
+                          args.max_seq_length, args.short_seq_prob, limit)
+        self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
+        if self.status["pairs"] == "built":
+            with cache.workdir() as work, cache.publish("pairs", key) as directory:
+                if has_eval_split:
+                    eval_stats = self._pair_and_save(eval_docs, "the validation documents", "validation", seed + 1,
+                                                     work, directory)
+                else:
+                    # The held-out documents are spread through the stream: read it until enough pairs exist.
+                    stream = self.instance_stream("validation", seed + 1)
+                    rows = [row for _, row in zip(range(limit), tqdm(stream, total=limit, desc="Validation pairs"))]
+                    if not rows:
+                        raise UserError(
+                            f"no validation pairs: too few of the documents of {self.train_source.describe()} are "
+                            "held out for validation; raise --validation_split_percentage or give --validation_file")
+                    evaluation = Dataset.from_list(rows, features=INSTANCE_FEATURES)
+                    evaluation.save_to_disk(os.path.join(directory, "validation"))
+                    eval_stats = _instance_stats(evaluation, "eval_", args.max_seq_length)
+                _write_json(os.path.join(directory, "stats.json"), eval_stats)
+        directory = cache.path("pairs", key)
+        self.stats.update(_read_json(os.path.join(directory, "stats.json")))
+        self.eval_dataset = load_from_disk(os.path.join(directory, "validation"))
+
+    def document_stream(self) -> IterableDataset:
+        """The training source's documents as a many-shard `IterableDataset` (`text`, `presplit`), so that its
+        `state_dict` names a shard and `load_state_dict` goes there without reading the others
+        (`pretrain.streaming`)."""
+        source = self.train_source
+        if source.kind == "files":
+            return IterableDataset.from_generator(
+                streaming.read_stream_shards, features=RAW_FEATURES,
+                gen_kwargs={"shards": streaming.stream_shards(source.files), "text_column": source.text_column},
+            )  # fmt: skip
+        dataset = self.load(source, streaming=source.kind == "hub")
+        if source.kind == "disk":
+            dataset = dataset.to_iterable_dataset(num_shards=max(1, len(dataset) // STREAM_SHARD_DOCUMENTS))
+        return _text_only(dataset, source).filter(bool, input_columns="text").map(
+            lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True
+        )
+
+    def instance_stream(self, keep: str, pair_seed: int) -> IterableDataset:
+        """Instances of the training source, read, tokenized and paired on the fly in blocks of
+        --streaming_buffer_size documents. `keep`: "all", or the "train" / "validation" side of
+        --validation_split_percentage."""
+        documents = self.document_stream()
+        if keep != "all":
+            held_out = _HeldOut(self.seed, self.args.validation_split_percentage, keep == "validation")
+            documents = documents.filter(held_out, with_indices=True, batched=True)
+        return documents.map(_StreamBlocks(self.tokenizer, self.args, pair_seed), batched=True,
+                             batch_size=self.args.streaming_buffer_size, with_indices=True,
+                             remove_columns=["text", "presplit"], features=INSTANCE_FEATURES)
 
 
-def _maybe_loaded(source: CorpusSource):
-    return _load_source_dataset(source) if source.kind == "hub" else None
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _batched_texts(documents: Dataset, end: int) -> Iterator[list[str]]:
@@ -517,100 +699,9 @@ def _batched_texts(documents: Dataset, end: int) -> Iterator[list[str]]:
         yield documents[start : min(start + 1000, end)]["text"]
 
 
-def _streamed_texts(source: CorpusSource, limit: int | None) -> Iterator[str]:
-    for n, document in enumerate(_iter_source(source)):
-        if limit is not None and n >= limit:
-            return
-        yield document["text"]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Map-style: documents and pairs cached as Arrow
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _prepare_map_style(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
-    tok_key = tokenizer_fingerprint(tokenizer)
-    train_docs, train_doc_key, doc_stats = _tokenized_documents(
-        train_source, tokenizer, tok_key, args, raw, cache, cache_status, "documents")
-    eval_docs = eval_doc_key = None
-    if _has_split(eval_source):
-        eval_docs, eval_doc_key, eval_doc_stats = _tokenized_documents(
-            eval_source, tokenizer, tok_key, args, raw, cache, cache_status, "eval_documents")
-        doc_stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items() if k in ("sentences", "lines_split")})
-
-    held_out = args.validation_split_percentage if eval_docs is None else 0
-    key = _digest("pairs", PIPELINE_VERSION, train_doc_key, eval_doc_key, held_out, seed, args.short_seq_prob,
-                  args.dupe_factor, args.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    cache_status["pairs"] = "hit" if cache.has("pairs", key) else "built"
-    if cache_status["pairs"] == "built":
-        with cache.workdir() as work, cache.publish("pairs", key) as directory:
-            where = train_source.describe()
-            if held_out:
-                train_docs, eval_docs = _hold_out(train_docs, held_out, seed, work)
-                if eval_docs is not None:
-                    where += f" after holding out {len(eval_docs)} validation documents"
-            stats = _pair_and_save(train_docs, where, "train", args, seed, tokenizer, work, directory)
-            if eval_docs is not None:
-                # Another seed than training's, so an eval document never pairs the way a train one would.
-                stats.update(_pair_and_save(eval_docs, "the validation documents", "validation", args, seed + 1,
-                                            tokenizer, work, directory))
-            _write_json(os.path.join(directory, "stats.json"), stats)
-    directory = cache.path("pairs", key)
-    train = load_from_disk(os.path.join(directory, "train"))
-    evaluation = None
-    if os.path.isdir(os.path.join(directory, "validation")):
-        evaluation = load_from_disk(os.path.join(directory, "validation"))
-    return train, evaluation, {**doc_stats, **_read_json(os.path.join(directory, "stats.json"))}
-
-
-def _has_split(source: CorpusSource | None) -> bool:
-    return source is not None and (source.kind == "files" or _load_source_dataset(source) is not None)
-
-
-def _pair_and_save(documents, where, name, args, seed, tokenizer, work, directory) -> dict:
-    """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
-    role = "training" if name == "train" else "validation"
-    _check_pairable(documents, where, role)
-    instances = _pair(documents, args, seed, tokenizer, args.preprocessing_num_workers, work, name)
-    instances.save_to_disk(os.path.join(directory, name))
-    prefix = "" if name == "train" else "eval_"
-    return {
-        f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
-        f"{prefix}docs_skipped": _single_segment_count(documents),
-        **_instance_stats(instances, prefix, args.max_seq_length),
-    }
-
-
-def _tokenized_documents(source, tokenizer, tok_key, args, raw, cache, cache_status, name):
-    source_key = _source_key(source, _maybe_loaded(source))
-    key = _digest("documents", PIPELINE_VERSION, source_key, tok_key, args.max_seq_length)
-    if cache.has("documents", key):
-        cache_status[name] = "hit"
-    else:
-        cache_status[name] = "built"
-        documents = raw(source, source_key)
-        if len(documents) == 0:
-            raise UserError(f"the corpus is empty: no text in {source.describe()}")
-        with cache.workdir() as work, cache.publish("documents", key) as directory:
-            tokenized = documents.map(
-                DocumentTokenizer(tokenizer, args.max_seq_length),
-                batched=True,
-                batch_size=TOKENIZE_BATCH_SIZE,
-                remove_columns=documents.column_names,
-                features=DOCUMENT_FEATURES,
-                num_proc=_num_proc(args.preprocessing_num_workers, len(documents), TOKENIZE_BATCH_SIZE),
-                cache_file_name=os.path.join(work, "documents.arrow"),
-                new_fingerprint=key,
-                desc=f"Tokenizing {name.replace('_', ' ')}",
-            )
-            if len(tokenized) == 0:
-                raise UserError(f"the corpus is empty: {source.describe()} holds no tokens")
-            stats = _document_stats(tokenized, len(documents))
-            tokenized.save_to_disk(os.path.join(directory, "data"))
-            _write_json(os.path.join(directory, "stats.json"), stats)
-    directory = cache.path("documents", key)
-    return load_from_disk(os.path.join(directory, "data")), key, _read_json(os.path.join(directory, "stats.json"))
 
 
 def _hold_out(documents: Dataset, percentage: float, seed: int, work: str):
@@ -668,129 +759,6 @@ def _num_proc(requested: int | None, rows: int, batch_size: int) -> int | None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _iter_source(source: CorpusSource) -> Iterator[dict]:
-    if source.kind == "files":
-        yield from read_documents(source.files, source.text_column)
-        return
-    dataset = _text_only(_load_source_dataset(source, streaming=True), source)
-    for row in dataset:
-        if row["text"]:
-            yield {"text": row["text"], "presplit": False}
-
-
-def stream_shards(files: list[str], shard_bytes: int | None = None) -> list[tuple[str, int, int]]:
-    """Byte ranges `(path, start, end)` that cut `files` into shards of about `shard_bytes` (by size alone: no
-    file is read). Each shard holds the documents whose first line starts in its range (`read_stream_shard`)."""
-    shard_bytes = shard_bytes or STREAM_SHARD_BYTES
-    shards = []
-    for path in files:
-        size = os.path.getsize(path)
-        shards += [(path, start, min(start + shard_bytes, size)) for start in range(0, max(size, 1), shard_bytes)]
-    return shards
-
-
-def read_stream_shard(path: str, start: int, end: int, text_column: str = "text") -> Iterator[dict]:
-    """`{"text", "presplit"}` per document of `path` whose first line starts at a byte in [start, end).
-
-    A shard is read without reading the ones before it: it seeks to `start`, skips the tail of the document
-    that began in the previous range (BERT text: up to the next blank line; JSON Lines: the partial line), and
-    reads past `end` to finish its own last document. Errors name the file and the byte offset.
-    """
-    jsonl = is_jsonl(path)
-    with open(path, "rb") as f:
-        position = 0
-        if start > 0:
-            f.seek(start - 1)
-            f.readline()  # now at the first line that starts at or after `start`
-            position = f.tell()
-        previous_blank = start == 0 or jsonl or _line_before_is_blank(f, position)
-        f.seek(position)
-        lines: list[str] = []
-        chars, owned = 0, False
-        for raw in iter(f.readline, b""):
-            line_start, position = position, position + len(raw)
-            if b"\x00" in raw:
-                raise UserError(f"{path} looks like a binary file (NUL byte near byte {line_start}), not UTF-8 text")
-            try:
-                line = raw.decode("utf-8-sig" if line_start == 0 else "utf-8").strip()
-            except UnicodeDecodeError:
-                raise UserError(f"{path} is not UTF-8 text (near byte {line_start}); convert it first, e.g. "
-                                f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`") from None
-            if jsonl:
-                if line_start >= end:
-                    return
-                if line:
-                    yield from _jsonl_documents(line, path, line_start, text_column)
-                continue
-            if not line:
-                if lines:
-                    yield {"text": "\n".join(lines), "presplit": True}
-                lines, chars, previous_blank = [], 0, True
-                continue
-            if previous_blank:  # a document starts on this line
-                if line_start >= end:
-                    return
-                owned = True
-            previous_blank = False
-            if owned:
-                lines.append(line)
-                chars += len(line) + 1
-                if chars > MAX_DOCUMENT_CHARS:  # as corpus.read_documents cuts it
-                    yield {"text": "\n".join(lines), "presplit": True}
-                    lines, chars = [], 0
-        if lines:
-            yield {"text": "\n".join(lines), "presplit": True}
-
-
-def _line_before_is_blank(f, position: int) -> bool:
-    window = max(0, position - 65536)
-    f.seek(window)
-    before = f.read(position - window)[:-1]  # without the newline that ends the line before `position`
-    return not before[before.rfind(b"\n") + 1 :].strip()
-
-
-def _jsonl_documents(line: str, path: str, offset: int, text_column: str) -> Iterator[dict]:
-    where = f"{path} (byte {offset})"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per "
-                        "line") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
-    if text_column not in record:
-        raise UserError(f"{where}: record has no {text_column!r} field (fields: "
-                        f"{', '.join(sorted(record)[:10]) or 'none'}); set --dataset_text_column")
-    text = record[text_column]
-    if text is None:
-        return
-    if not isinstance(text, str):
-        raise UserError(f"{where}: field {text_column!r} is a {type(text).__name__}, not a string")
-    for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
-        yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
-
-
-def _read_stream_shards(shards: list[tuple[str, int, int]], text_column: str) -> Iterator[dict]:
-    for path, start, end in shards:
-        yield from read_stream_shard(path, start, end, text_column)
-
-
-def _document_stream(source: CorpusSource) -> IterableDataset:
-    """The documents of a source as a many-shard `IterableDataset` (`text`, `presplit`), so that its
-    `state_dict` says which shard a position is in and `load_state_dict` goes there without reading the others."""
-    if source.kind == "files":
-        return IterableDataset.from_generator(
-            _read_stream_shards, features=RAW_FEATURES,
-            gen_kwargs={"shards": stream_shards(source.files), "text_column": source.text_column},
-        )  # fmt: skip
-    dataset = _load_source_dataset(source, streaming=source.kind == "hub")
-    if source.kind == "disk":
-        dataset = dataset.to_iterable_dataset(num_shards=max(1, len(dataset) // STREAM_SHARD_DOCUMENTS))
-    return _text_only(dataset, source).filter(bool, input_columns="text").map(
-        lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True
-    )
-
-
 class _HeldOut:
     """`filter` with indices: the documents a stable hash of (seed, document number) puts on one side of the
     percentage split, so that the training stream and the validation pairs agree without a shared list."""
@@ -824,119 +792,6 @@ class _StreamBlocks:
                 rows += self.pairing.instances(documents, position, indices[0] + position)
         random.Random(stable_int(self.seed, "block", indices[0])).shuffle(rows)
         return {name: [row[name] for row in rows] for name in INSTANCE_FEATURES}
-
-
-def _instance_stream(source: CorpusSource, tokenizer, args: DataArguments, seed: int, keep: str,
-                     pair_seed: int) -> IterableDataset:
-    """Instances of one source, read, tokenized and paired on the fly in blocks of --streaming_buffer_size
-    documents. `keep`: "all", or the "train" / "validation" side of --validation_split_percentage."""
-    documents = _document_stream(source)
-    if keep != "all":
-        documents = documents.filter(_HeldOut(seed, args.validation_split_percentage, keep == "validation"),
-                                     with_indices=True, batched=True)
-    return documents.map(_StreamBlocks(tokenizer, args, pair_seed), batched=True,
-                         batch_size=args.streaming_buffer_size, with_indices=True,
-                         remove_columns=["text", "presplit"], features=INSTANCE_FEATURES)
-
-
-class ResumableStream(TorchIterableDataset):
-    """The streamed training set as a DataLoader reads it (in this process), with positions a checkpoint can
-    save: `datasets`' own `state_dict()` after every `record_every` examples read, kept for the last few, since
-    the loader reads ahead of what was trained on. `resume` goes back to one through `load_state_dict`: the
-    stream restarts in the shard and block of that position, whatever the number of examples before it."""
-
-    KEEP = 256
-
-    def __init__(self, dataset: IterableDataset, record_every: int = 1):
-        self.dataset, self.record_every = dataset, record_every
-        self._states: dict[int, dict] = {}
-        self._start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def __iter__(self):
-        read, self._start = self._start, 0
-        self._states = {}
-        for example in self.dataset:
-            read += 1  # the state `datasets` reports now is the one after this example
-            if read % self.record_every == 0:
-                self._states[read] = self.dataset.state_dict()
-                self._states.pop(read - self.KEEP * self.record_every, None)
-            yield example
-
-    def state_at(self, examples: int) -> dict | None:
-        """The saved position after `examples` examples of the current epoch (None: the epoch's start)."""
-        if examples == 0:
-            return None
-        if examples not in self._states:
-            raise RuntimeError(f"no stream position recorded after {examples} examples")
-        return {"examples": examples, "state": self._states[examples]}
-
-    def resume(self, position: dict | None) -> bool:
-        """Continue the next iteration of the position's epoch from `position`; False if there is none."""
-        if not position:
-            return False
-        self.dataset.load_state_dict(position["state"])
-        self._start = position["examples"]
-        return True
-
-    def save_position(self, checkpoint_dir: str, epoch: int, examples: int) -> None:
-        """Write `stream_position.json` into a checkpoint: the position after `examples` examples of `epoch`."""
-        _write_json(os.path.join(checkpoint_dir, STREAM_POSITION_FILE), {"epoch": epoch, **(self.state_at(examples) or {})})
-
-    def load_position(self, checkpoint_dir: str, epoch: int, examples: int) -> bool:
-        """Go to a checkpoint's saved position if it is the one after `examples` examples of `epoch` (else, e.g.
-        a checkpoint written without one, False: the caller skips batches instead)."""
-        try:
-            position = _read_json(os.path.join(checkpoint_dir, STREAM_POSITION_FILE))
-        except (OSError, ValueError):
-            return False
-        if not isinstance(position, dict) or position.get("epoch") != epoch or position.get("examples") != examples:
-            return False
-        return self.resume(position)
-
-
-def _prepare_streaming(args, seed, train_source, eval_source, tokenizer, raw, cache, cache_status):
-    has_eval_split = _has_split(eval_source)
-    held_out = not has_eval_split and args.validation_split_percentage > 0
-    train = _instance_stream(train_source, tokenizer, args, seed, "train" if held_out else "all", seed)
-    stats: dict[str, Any] = {"streaming": True, "streaming_buffer_size": args.streaming_buffer_size}
-    if not (has_eval_split or held_out):
-        return train, None, stats
-
-    if has_eval_split:
-        eval_docs, eval_doc_key, eval_doc_stats = _tokenized_documents(
-            eval_source, tokenizer, tokenizer_fingerprint(tokenizer), args, raw, cache, cache_status,
-            "eval_documents")
-        stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items()})
-        key = _digest("pairs", PIPELINE_VERSION, eval_doc_key, seed, args.short_seq_prob, args.dupe_factor,
-                      args.max_seq_length)
-    else:
-        limit = args.max_eval_samples or STREAMING_EVAL_SAMPLES
-        key = _digest("stream-eval", PIPELINE_VERSION, train_source.fingerprint(), tokenizer_fingerprint(tokenizer),
-                      seed, args.validation_split_percentage, args.max_seq_length, args.short_seq_prob, limit)
-    cache_status["pairs"] = "hit" if cache.has("pairs", key) else "built"
-    if cache_status["pairs"] == "built":
-        with cache.workdir() as work, cache.publish("pairs", key) as directory:
-            if has_eval_split:
-                eval_stats = _pair_and_save(eval_docs, "the validation documents", "validation", args, seed + 1,
-                                            tokenizer, work, directory)
-            else:
-                # The held-out documents are spread through the stream: read it until enough pairs exist.
-                stream = _instance_stream(train_source, tokenizer, args, seed, "validation", seed + 1)
-                rows = [row for _, row in zip(range(limit), tqdm(stream, total=limit, desc="Validation pairs"))]
-                if not rows:
-                    raise UserError(
-                        f"no validation pairs: too few of the documents of {train_source.describe()} are held out "
-                        "for validation; raise --validation_split_percentage or give --validation_file")
-                evaluation = Dataset.from_list(rows, features=INSTANCE_FEATURES)
-                evaluation.save_to_disk(os.path.join(directory, "validation"))
-                eval_stats = _instance_stats(evaluation, "eval_", args.max_seq_length)
-            _write_json(os.path.join(directory, "stats.json"), eval_stats)
-    directory = cache.path("pairs", key)
-    stats.update(_read_json(os.path.join(directory, "stats.json")))
-    return train, load_from_disk(os.path.join(directory, "validation")), stats
 
 
 # ----------------------------------------------------------------------------------------------------------

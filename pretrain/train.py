@@ -336,7 +336,7 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
     streaming = isinstance(data.train_dataset, IterableDataset) or not hasattr(data.train_dataset, "__len__")
     dataset = data.train_dataset
     if streaming and hasattr(dataset, "load_state_dict"):  # a `datasets` stream: checkpoints save its position
-        from .data import ResumableStream
+        from .streaming import ResumableStream
 
         dataset = ResumableStream(dataset, record_every=args.per_device_train_batch_size)
         common["num_workers"] = 0  # the positions are recorded where the stream is read: in this process

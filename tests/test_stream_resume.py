@@ -16,9 +16,10 @@ import random
 import pytest
 from torch.utils.data import DataLoader
 
-from pretrain import data as data_module
+from pretrain import streaming
 from pretrain.corpus import read_documents
-from pretrain.data import DataArguments, ResumableStream, prepare_pretraining_data, read_stream_shard, stream_shards
+from pretrain.data import DataArguments, prepare_pretraining_data
+from pretrain.streaming import ResumableStream, read_stream_shard, stream_shards
 from test_pretrain_loop import args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
@@ -60,15 +61,15 @@ def stream_corpus(tmp_path_factory) -> str:
 def counted(monkeypatch):
     """Documents read from the corpus files (the cost of positioning a stream)."""
     count = {"documents": 0}
-    original = data_module.read_stream_shard
+    original = streaming.read_stream_shard
 
     def reading(*args, **kwargs):
         for document in original(*args, **kwargs):
             count["documents"] += 1
             yield document
 
-    monkeypatch.setattr(data_module, "read_stream_shard", reading)
-    monkeypatch.setattr(data_module, "STREAM_SHARD_BYTES", 4000)  # ~60 documents a shard
+    monkeypatch.setattr(streaming, "read_stream_shard", reading)
+    monkeypatch.setattr(streaming, "SHARD_BYTES", 4000)  # ~60 documents a shard
     return count
 
 
