@@ -29,7 +29,7 @@ import torch
 
 from minibert.cli import HubArguments, UserError, parse_args
 from minibert.safety import PICKLE_SUFFIXES, OutputLock, StopRequest, check_output_dir, load_tensor_file, mark_output_dir
-from minibert.safety import non_finite_parameters
+from minibert.safety import is_disk_full, non_finite_parameters
 
 from . import data as D
 from .arguments import DEFAULT_PRETRAINED_DIR, DataArguments, FinetuneArguments, ModelArguments
@@ -162,6 +162,18 @@ def last_complete_checkpoint(folder: str) -> str | None:
             return path
         logger.warning("skipping %s: an incomplete checkpoint (interrupted save)", path)
     return None
+
+
+def remove_incomplete_checkpoints(folder: str) -> list[str]:
+    """Delete the checkpoint-N folders a save did not finish (no trainer_state.json, which is written last)."""
+    removed = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if name.startswith("checkpoint-") and os.path.isdir(path) and _trainer_state(path) is None:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
 
 
 def verify_checkpoint(path: str) -> None:
@@ -645,6 +657,16 @@ def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
         except UserError:
             _close_progress_bars(trainer)  # the `error:` line then starts a line of its own
             raise
+        except Exception as e:
+            if not is_disk_full(e, output_dir):
+                raise
+            _close_progress_bars(trainer)
+            removed = remove_incomplete_checkpoints(os.path.join(output_dir, CHECKPOINTS_DIR)) if state.is_main_process else []
+            raise UserError(
+                f"no space left on the device to write in {output_dir}"
+                + (f": the half-written {', '.join(removed)} was removed" if removed else "")
+                + "; the earlier checkpoints are intact. Free space and rerun with --resume_from_checkpoint last"
+            ) from None
     if guard.signum is not None:
         logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint last",
                        guard.signum, trainer.state.global_step)  # fmt: skip

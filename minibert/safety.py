@@ -279,6 +279,21 @@ def require_finite(value, flag: str) -> None:
         raise UserError(f"{flag} must be a finite number, not {value}")
 
 
+def is_disk_full(error: BaseException, folder: str) -> bool:
+    """ENOSPC / EDQUOT, however the writer reports it (torch.save raises a RuntimeError that names no errno)."""
+    import shutil
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error).lower()
+    if "no space left" in text or "disk quota" in text:
+        return True
+    try:
+        return "failed writing" in text and shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
+
+
 def non_finite_parameters(model) -> list[str]:
     """Names of the parameters and buffers of `model` holding a NaN or an infinity (floating tensors only)."""
     import torch

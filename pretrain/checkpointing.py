@@ -26,7 +26,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError
-from minibert.safety import PICKLE_SUFFIXES, StopRequest, load_tensor_file  # noqa: F401 (StopRequest: re-exported)
+from minibert.safety import PICKLE_SUFFIXES, StopRequest, is_disk_full, load_tensor_file  # noqa: F401 (StopRequest: re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, tota
             progress.write(tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial save must not keep the disk full for the retry
-        if _disk_full(e, root):
+        if is_disk_full(e, root):
             raise UserError(
                 f"no space left to save {final}: the partial checkpoint was removed, and {LATEST_FILE} still names "
                 "the previous one; free space (or lower --checkpoints_total_limit) and rerun with "
@@ -298,21 +298,6 @@ def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, tota
             rotate_checkpoints(root, keep=total_limit, protect=final)
     accelerator.wait_for_everyone()
     return final
-
-
-def _disk_full(error: BaseException, folder: str) -> bool:
-    """ENOSPC / EDQUOT, however the writer reports it (torch.save raises a RuntimeError that names no errno)."""
-    import errno
-
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error).lower()
-    if "no space left" in text or "disk quota" in text:
-        return True
-    try:
-        return "failed writing" in text and shutil.disk_usage(folder).free < 64 * 2**20
-    except OSError:
-        return False
 
 
 def rotate_checkpoints(root: str, keep: int, protect: str) -> None:

@@ -883,6 +883,10 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
 
+    if model_args.model_name_or_path:  # a missing or malformed checkpoint is one line, before the data is read
+        from minibert.convert import read_checkpoint_config
+
+        read_checkpoint_config(model_args.model_name_or_path)
     if model_args.model_name_or_path and not getattr(data_args, "tokenizer_name", None):
         data_args.tokenizer_name = model_args.model_name_or_path  # continue with the checkpoint's vocabulary
     if data is None:

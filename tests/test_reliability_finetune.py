@@ -273,3 +273,47 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(finished, task, model,
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_full_disk_during_a_save_removes_the_half_written_checkpoint(task, model, tmp_path, capsys, monkeypatch):
+    """ENOSPC while the second checkpoint's optimizer is written (simulated): one line, the half-written folder gone
+    (it would keep the disk full and be picked by a resume), the first checkpoint resumes to the end."""
+    import errno
+
+    from transformers import Trainer
+
+    original, calls = Trainer._save_optimizer_and_scheduler, []
+
+    def full_disk(self, output_dir):
+        calls.append(output_dir)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", os.path.join(output_dir, "optimizer.pt"))
+        return original(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", full_disk)
+    out = tmp_path / "out"
+    code, err = run(flags(out, task, model), capsys)
+    assert code == 2
+    assert "no space left" in one_error_line(err) and "checkpoint-4" in one_error_line(err)
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint-2"]
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", original)
+    code, err = run(flags(out, task, model, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 0, err[-3000:]
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_a_model_whose_config_is_a_json_list_is_one_error_line(task, tmp_path, capsys):
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text("[1, 2]")
+    code, err = run(flags(tmp_path / "out", task, str(bad)), capsys)
+    assert code == 2
+    assert "config.json holds a JSON list" in one_error_line(err)
+
+
+def test_a_run_config_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
+    config = tmp_path / "run.json"
+    config.write_bytes(b'{"seed": "\xff"}')
+    code, err = run([str(config)], capsys)
+    assert code == 2
+    assert "UTF-8" in one_error_line(err)

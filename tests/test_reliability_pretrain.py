@@ -427,3 +427,13 @@ def test_two_runs_at_once_the_second_refuses_naming_the_first(corpus, cache, tmp
         log.close()
     assert first.returncode == 128 + signal.SIGTERM  # the first run was not disturbed: it checkpointed and stopped
     assert not (out / LOCK_FILE).exists()
+
+
+def test_a_model_whose_config_is_a_json_list_is_one_error_line(corpus, cache, tmp_path, capsys):
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text("[]")
+    code, err = run_cli(args_for(corpus, cache, tmp_path / "out", "--model_name_or_path", bad, "--max_train_steps", 1,
+                                 model=""), capsys)  # fmt: skip
+    assert code == 2
+    assert "config.json holds a JSON list" in one_error_line(err)
