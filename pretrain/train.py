@@ -890,7 +890,11 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
     if model_args.model_name_or_path and not getattr(data_args, "tokenizer_name", None):
         data_args.tokenizer_name = model_args.model_name_or_path  # continue with the checkpoint's vocabulary
     if data is None:
-        from .data import prepare_pretraining_data
+        from minibert.safety import check_writable_dir
+
+        from .data import cache_root, prepare_pretraining_data
+
+        check_writable_dir(cache_root(data_args), "--data_cache_dir")  # a file, /proc, read-only: one line
 
         data = prepare_pretraining_data(
             data_args,

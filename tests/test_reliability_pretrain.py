@@ -437,3 +437,15 @@ def test_a_model_whose_config_is_a_json_list_is_one_error_line(corpus, cache, tm
                                  model=""), capsys)  # fmt: skip
     assert code == 2
     assert "config.json holds a JSON list" in one_error_line(err)
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_a_data_cache_that_cannot_be_written_is_one_error_line(where, corpus, tmp_path, capsys):
+    cache = "/proc/minibert-cache"
+    if where == "file":
+        cache = str(tmp_path / "a_file")
+        open(cache, "w").write("mine")
+    code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1), capsys)
+    assert code == 2
+    assert "--data_cache_dir" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
