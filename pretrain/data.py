@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
-from pretrain.collator import DataCollatorForPreTraining
 from pretrain import streaming
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo_corpus import build_demo_corpus
@@ -205,8 +204,7 @@ class PretrainingData:
     train_dataset: Dataset | IterableDataset
     eval_dataset: Dataset | None
     tokenizer: PreTrainedTokenizerBase
-    data_collator: DataCollatorForPreTraining
-    stats: dict[str, Any]
+    stats: dict[str, Any]  # data_stats.json: counts, fill, what the cache held
 
 
 def prepare_pretraining_data(
@@ -215,7 +213,8 @@ def prepare_pretraining_data(
     output_dir: str | None = None,
     accelerator=None,
 ) -> PretrainingData:
-    """Build (or load from cache) the tokenizer, the training and evaluation pairs, and the MLM collator.
+    """Build (or load from cache) the tokenizer and the training and evaluation pairs (the loop builds the
+    collator: `pretrain.train.build_collator`).
 
     `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or
     with one process) this process builds what the cache lacks. `output_dir`, if given, receives
@@ -241,14 +240,7 @@ def prepare_pretraining_data(
     _log_stats(stats)
     if output_dir:
         _write_json(os.path.join(output_dir, "data_stats.json"), stats)
-    collator = DataCollatorForPreTraining(
-        pipeline.tokenizer,
-        mlm_probability=data_args.mlm_probability,
-        whole_word_mask=data_args.whole_word_mask,
-        pad_to_multiple_of=data_args.pad_to_multiple_of,
-        seed=seed,
-    )
-    return PretrainingData(pipeline.train_dataset, evaluation, pipeline.tokenizer, collator, stats)
+    return PretrainingData(pipeline.train_dataset, evaluation, pipeline.tokenizer, stats)
 
 
 def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_source, root: str, accelerator):

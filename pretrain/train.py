@@ -61,6 +61,7 @@ from .checkpointing import (
     save_checkpoint_state,
     verify_checkpoint,
 )
+from .collator import DataCollatorForPreTraining
 from .evaluate import eval_collator, evaluate
 from .optim import build_lr_scheduler, build_optimizer
 from .report import CURVES_FILE, RESULTS_FILE, MetricsLog, hardware_description, model_card, plot_training_curves, write_json
@@ -169,6 +170,17 @@ def build_model(model_args: ModelArguments, tokenizer, max_seq_length: int) -> M
         )
     check_config_fits_data(model.config, tokenizer, max_seq_length)
     return model
+
+
+def build_collator(data_args, tokenizer, seed: int) -> DataCollatorForPreTraining:
+    """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example)."""
+    return DataCollatorForPreTraining(
+        tokenizer,
+        mlm_probability=getattr(data_args, "mlm_probability", 0.15),
+        whole_word_mask=getattr(data_args, "whole_word_mask", False),
+        pad_to_multiple_of=getattr(data_args, "pad_to_multiple_of", None),
+        seed=seed,
+    )
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -324,7 +336,7 @@ def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
     return 2 if device.type == "cuda" else 0
 
 
-def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
+def build_dataloaders(data, collator, args: PretrainingArguments, device: torch.device):
     """Train (shuffled, full batches) and eval dataloaders; `accelerator.prepare` shards them per process."""
     workers = _num_workers(args, device)
     common = dict(
@@ -345,7 +357,7 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
         batch_size=args.per_device_train_batch_size,
         shuffle=not streaming,
         drop_last=True,  # every step sees the full global batch
-        collate_fn=data.data_collator,
+        collate_fn=collator,
         # The loader's own generator: starting an epoch (and its workers' seeds) must not draw from the global
         # RNG, whose state a checkpoint restores for dropout; a resumed run starts an iterator where the
         # uninterrupted one did not.
@@ -358,7 +370,7 @@ def build_dataloaders(data, args: PretrainingArguments, device: torch.device):
             data.eval_dataset,
             batch_size=args.per_device_eval_batch_size,
             shuffle=False,
-            collate_fn=eval_collator(data.data_collator),
+            collate_fn=eval_collator(collator),
             generator=torch.Generator().manual_seed(args.seed),
             **common,
         )
@@ -902,8 +914,7 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
             output_dir=None,  # data_stats.json is written once the run is known to go ahead
             accelerator=accelerator,
         )
-    if hasattr(data.data_collator, "seed") and data.data_collator.seed is None:
-        data.data_collator.seed = args.seed  # masks as a function of (seed, epoch, example)
+    collator = build_collator(data_args, data.tokenizer, args.seed)
     max_seq_length = getattr(data_args, "max_seq_length", 128)
     model = build_model(model_args, data.tokenizer, max_seq_length)
     total_params, embedding_params = count_parameters(model)
@@ -917,7 +928,7 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
     if args.optimizer == "lamb" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         raise UserError("--optimizer lamb needs whole tensors for its trust ratio: use it with DDP, not FSDP/DeepSpeed")
 
-    train_dataloader, eval_dataloader, streaming = build_dataloaders(data, args, accelerator.device)
+    train_dataloader, eval_dataloader, streaming = build_dataloaders(data, collator, args, accelerator.device)
     stream = train_dataloader.dataset if hasattr(train_dataloader.dataset, "save_position") else None
     if getattr(accelerator, "is_fsdp2", False):
         shard_tied_head(accelerator, model)
@@ -995,7 +1006,7 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
     )  # fmt: skip
 
     trainer = Trainer(accelerator, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader,
-                      data.data_collator, args, progress, max_train_steps, steps_per_epoch, metrics, streaming)  # fmt: skip
+                      collator, args, progress, max_train_steps, steps_per_epoch, metrics, streaming)  # fmt: skip
     if stream is not None:
         trainer.stream = stream
         # O(1): back to the saved position in the stream, instead of reading and dropping the batches before it.

@@ -124,8 +124,7 @@ def test_pairs_are_bert_instances_with_true_provenance_and_balanced_labels(tmp_p
     assert stats["documents"] == N_DOCS and stats["docs_skipped"] == 0 and stats["documents_used"] == N_DOCS
     assert stats["instances"] == len(labels) and abs(stats["is_next_fraction"] - labels.count(0) / len(labels)) < 1e-3
     assert stats["sentences"] == sum(len(d) for d in make_corpus())
-    assert isinstance(data.data_collator, DataCollatorForPreTraining) and data.data_collator.seed == 0
-    batch = data.data_collator([data.train_dataset[i] for i in range(8)])
+    batch = DataCollatorForPreTraining(data.tokenizer, seed=0)([data.train_dataset[i] for i in range(8)])
     assert {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"} <= set(batch)
 
 
@@ -303,7 +302,7 @@ def test_streaming(tmp_path, corpus_file, marker_tokenizer):
     eval_docs = {tracer.locate(split_instance(r, data.tokenizer, 64)[0])[0] for r in data.eval_dataset
                  if tracer.locate(split_instance(r, data.tokenizer, 64)[0])}
     assert eval_docs and not train_docs & eval_docs
-    batch = data.data_collator(first[:4])
+    batch = DataCollatorForPreTraining(data.tokenizer, seed=0)(first[:4])
     assert batch["input_ids"].shape[0] == 4
 
 
