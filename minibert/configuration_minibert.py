@@ -1,10 +1,15 @@
 """MiniBERT configuration.
 
 Field names and defaults are `BertConfig`'s (BERT-base), so a BERT user reads this config without a glossary.
-This file ships inside every checkpoint as remote code: it imports only transformers.
+This file ships inside every checkpoint as remote code: it imports only transformers, and runs on transformers 4.48
+through 5.x (the compatibility block below; tests/test_compat.py proves it in separate environments).
 """
 
-from transformers import PreTrainedConfig
+# ---- compatibility: transformers 4.x spells the base class `PretrainedConfig` --------------------------------
+try:
+    from transformers import PreTrainedConfig
+except ImportError:  # transformers < 5
+    from transformers import PretrainedConfig as PreTrainedConfig
 
 # Google's BERT family (Turc et al., 2019, "Well-Read Students Learn Better"): layers L and hidden size H;
 # heads = H / 64 and feed-forward size = 4H throughout.
@@ -52,25 +57,43 @@ class MiniBertConfig(PreTrainedConfig):
 
     model_type = "minibert"
 
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int | None = 0
-    classifier_dropout: float | None = None
-    tie_word_embeddings: bool = True
-    sparse_prediction: bool = False
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    # A plain __init__ rather than transformers 5's dataclass fields: the same code then runs on transformers 4.x,
+    # whose configs are classes of this shape (5.x keeps a subclass's own __init__).
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        pad_token_id: int | None = 0,
+        classifier_dropout: float | None = None,
+        tie_word_embeddings: bool = True,
+        sparse_prediction: bool = False,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.classifier_dropout = classifier_dropout
+        self.sparse_prediction = sparse_prediction
+        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._check()
 
     def _check(self) -> None:

@@ -31,15 +31,45 @@ def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_ca
         model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             _save_tokenizer(tokenizer, staging, max_length=getattr(model.config, "max_position_embeddings", None))
+            _name_tokenizer_in_config(staging)
         if model_card is not None:
             with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as f:
                 f.write(model_card)
+        _readable_as_umask_allows(staging)
         os.makedirs(output_dir, exist_ok=True)
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def _name_tokenizer_in_config(directory: str) -> None:
+    """config.json names the tokenizer class: transformers 4.x pipelines load a tokenizer for a model type they do
+    not know (a remote-code config) only when the config says which class it is."""
+    tokenizer_config = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.isfile(tokenizer_config):
+        return
+    with open(tokenizer_config, encoding="utf-8") as f:
+        tokenizer_class = json.load(f).get("tokenizer_class")
+    config_file = os.path.join(directory, "config.json")
+    if tokenizer_class and os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+        config["tokenizer_class"] = tokenizer_class
+        _write_config(config_file, config)
+
+
+def _readable_as_umask_allows(directory: str) -> None:
+    """Files as open() would create them (0666 less the umask): some writers (safetensors, temporary files) use 0600,
+    and a checkpoint in a shared folder must be readable by the team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 # Strings that exercise what a BERT tokenizer's settings change: case, accents, CJK, punctuation, sentence pairs.
@@ -68,6 +98,9 @@ def _save_tokenizer(tokenizer, directory: str, max_length: int | None = None) ->
     generic = config.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast")
     bert_settings = _bert_settings(backend) if generic and backend is not None else None
     if bert_settings is not None:
+        # model_input_names stated, not left to each version's class default: transformers 5.0's BertTokenizer
+        # would drop token_type_ids.
+        bert_settings["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
         config.update(bert_settings, tokenizer_class="BertTokenizer")
         _write_config(config_file, config)
         _write_vocab(backend, os.path.join(directory, "vocab.txt"))

@@ -17,7 +17,8 @@ never branches on tensor values and never reads the device from the host, so `to
 `torch.compile(fullgraph=True)`, CUDA graphs and offload hooks all accept it. Without those inputs it is BERT's
 padded (batch, seq) forward, which is what pipelines and exporters see.
 
-This file ships inside every checkpoint as remote code: it imports only torch, transformers and its config.
+This file ships inside every checkpoint as remote code: it imports only torch, transformers and its config, and
+runs on transformers 4.48 through 5.x (the compatibility block below; tests/test_compat.py proves it).
 """
 
 import os
@@ -28,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -39,10 +39,36 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_minibert import MiniBertConfig
+
+# ---- compatibility: what transformers 4.48-4.5x lacks or spells differently ------------------------------------
+try:  # 5.x: init helpers that skip the weights `from_pretrained` has just loaded
+    from transformers import initialization as init
+except ImportError:
+    from torch.nn import init
+try:  # >= 4.52
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:
+    from functools import partial
+
+    class GradientCheckpointingLayer(nn.Module):
+        """A layer `gradient_checkpointing_enable()` can switch to recomputing its activations in the backward."""
+
+        gradient_checkpointing = False  # set, with `_gradient_checkpointing_func`, by transformers
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training:
+                return self._gradient_checkpointing_func(partial(super().__call__, **kwargs), *args)
+            return super().__call__(*args, **kwargs)
+
+
+def _attention_function(implementation: str):
+    """transformers' function for an attention implementation ("eager" is ours: it returns the weights)."""
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):  # 5.x: also says clearly when a backend is missing
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+    return eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,7 +200,7 @@ class MiniBertSelfAttention(nn.Module):
         q, k, v = (x.view(B, S, self.num_heads, self.head_dim).transpose(1, 2) for x in (q, k, v))  # (B, nh, S, d)
 
         implementation = attention_implementation(self.config, output_attentions)
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attend = _attention_function(implementation)
         context, weights = attend(
             self, q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0, scaling=self.scaling
         )  # context (B, S, nh, d)
@@ -363,6 +389,7 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_flash_attn_2 = True  # the 4.x name
     _supports_flex_attn = True
     _supports_attention_backend = True
     # The heads take **kwargs but the pretraining loop and the fine-tuning Trainer normalise the loss themselves.
@@ -371,9 +398,24 @@ class MiniBertPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        # transformers' helpers, not `.data.normal_()`: they skip weights that `from_pretrained` has just loaded.
-        super()._init_weights(module)
-        if isinstance(module, MiniBertLMPredictionHead):
+        """BERT's initialisation: normal(0, initializer_range) matrices and embeddings, zero biases, unit norms.
+
+        Written out (transformers 4.x has no default); `init` is transformers' (5.x) or torch's (4.x): the former
+        skips weights `from_pretrained` has just loaded.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, MiniBertLMPredictionHead):
             init.zeros_(module.bias)
 
     @classmethod
@@ -414,6 +456,9 @@ class MiniBertPreTrainedModel(PreTrainedModel):
 
 class MiniBertModel(MiniBertPreTrainedModel):
     """The encoder: returns the last hidden states (B, S, H) and the pooled [CLS] vector (B, H)."""
+
+    # The encoder of a checkpoint with heads (pretraining, classifier) leaves them unused: expected, not reported.
+    _keys_to_ignore_on_load_unexpected = [r"^cls\.", r"^classifier\.", r"^qa_outputs\."]
 
     def __init__(self, config: MiniBertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
@@ -499,6 +544,10 @@ class MiniBertLMPredictionHead(nn.Module):
         # BERT. Sharing it here by hand instead makes `from_pretrained` of a checkpoint without an MLM head (a
         # MiniBertModel's) leave the bias on the meta device: transformers sees it as an already-loaded tied weight.
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def _tie_weights(self):
+        # transformers 4.x ties the decoder's bias through this hook (5.x through `_tied_weights_keys`).
+        self.decoder.bias = self.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.transform(hidden))  # (..., vocab)

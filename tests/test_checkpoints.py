@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -253,62 +252,14 @@ def test_push_to_hub_uploads_the_folder(tmp_path):
 # Remote code: a machine without minibert loads the checkpoint and runs every pipeline
 # --------------------------------------------------------------------------------------------------------------
 LABELS = {"seq": {0: "negative", 1: "positive"}, "tok": {0: "TAG-A", 1: "TAG-B", 2: "TAG-C"}}
-FILL_MASK_TEXT = "paris is the [MASK] of france."
-FEATURE_TEXT = "the quick brown fox"
-QUESTION = dict(question="what is the capital of france?", context="paris is the capital of france.")
-
-REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    sys.modules["minibert"] = None  # as on a machine where minibert was never installed
-    try:
-        import minibert
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("minibert is importable: the test proves nothing")
-    import torch
-    from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering, AutoTokenizer,
-                              pipeline)
-
-    ckpt, out = json.loads(sys.argv[1]), {}
-    remote = dict(trust_remote_code=True)
-
-    fe = pipeline("feature-extraction", model=ckpt["pretraining"], **remote)
-    out["module"] = type(fe.model).__module__
-    out["feature_class"] = type(fe.model).__name__
-    out["features"] = fe(FEATURE_TEXT)
-    fm = pipeline("fill-mask", model=ckpt["pretraining"], **remote)
-    out["fill_mask_class"] = type(fm.model).__name__
-    out["fill_mask"] = fm(FILL_MASK_TEXT, top_k=3)
-    tc = pipeline("text-classification", model=ckpt["seq"], **remote)
-    out["text_classification"] = tc(["hello world", "the lazy dog"], top_k=None)
-    out["token_classification"] = pipeline("token-classification", model=ckpt["tok"], **remote)(
-        "marie curie was born in warsaw"
-    )
-    # transformers 5 removed the "question-answering" pipeline; this is what it did, on the same Auto class.
-    qa_tokenizer = AutoTokenizer.from_pretrained(ckpt["qa"], **remote)  # it reads config.json too
-    qa = AutoModelForQuestionAnswering.from_pretrained(ckpt["qa"], **remote).eval()
-    out["qa_class"] = type(qa).__name__
-    enc = qa_tokenizer(QUESTION["question"], QUESTION["context"], return_offsets_mapping=True, return_tensors="pt")
-    offsets = enc.pop("offset_mapping")[0].tolist()
-    in_context = torch.tensor([s == 1 for s in enc.sequence_ids(0)])
-    with torch.no_grad():
-        logits = qa(**enc)
-    start = int(logits.start_logits[0].masked_fill(~in_context, -1e9).argmax())
-    end = start + int(logits.end_logits[0, start:].masked_fill(~in_context[start:], -1e9).argmax())
-    out["question_answering"] = dict(start=offsets[start][0], end=offsets[end][1], token_start=start, token_end=end,
-                                     start_logits=logits.start_logits[0].tolist())
-
-    # Loaded as remote code and saved again: the new folder still carries the code and the full auto_map,
-    # and loads again (here, without minibert) through another Auto class.
-    model = AutoModelForMaskedLM.from_pretrained(ckpt["pretraining"], **remote)
-    model.save_pretrained(ckpt["resaved"])
-    again = AutoModel.from_pretrained(ckpt["resaved"], **remote)
-    out["resaved_class"] = type(again).__name__
-    print(json.dumps(out, default=float))  # pipelines return numpy scores
-    """
-)
+TEXTS = {
+    "feature": "the quick brown fox",
+    "fill_mask": "paris is the [MASK] of france.",
+    "classify": ["hello world", "the lazy dog"],
+    "tokens": "marie curie was born in warsaw",
+    "pair": ["what is the capital of france?", "paris is the capital of france."],
+}
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_probe.py")
 
 
 def _save_all(root, tokenizer) -> dict:
@@ -327,51 +278,77 @@ def _save_all(root, tokenizer) -> dict:
     return paths
 
 
+def run_remote_probe(python: str, root, tokenizer, resave: bool = True) -> tuple[dict, dict]:
+    """Save one checkpoint per head under `root`, run tests/remote_probe.py on them with `python` in a folder where
+    minibert cannot be imported, and return (paths, what the probe computed)."""
+    paths = _save_all(root, tokenizer)
+    if not resave:
+        del paths["resaved"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(root / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(TRANSFORMERS_VERBOSITY="error")
+    work = root / "elsewhere"
+    work.mkdir()
+    encoded = AutoTokenizer.from_pretrained(paths["pretraining"])(*TEXTS["pair"], return_tensors="pt")
+    texts = {**TEXTS, "encoded": {k: v.tolist() for k, v in encoded.items()}}
+    proc = subprocess.run(
+        [python, PROBE, json.dumps(paths), json.dumps(texts)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return paths, json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def assert_probe_matches_minibert(paths: dict, out: dict, atol: float = 1e-5) -> None:
+    """What the checkpoints' own code computed (the probe) equals what minibert computes here, to `atol`."""
+    close = dict(rtol=atol, atol=atol)
+    assert out["module"].startswith("transformers_modules"), out["module"]  # the checkpoint's own code ran
+    assert out["feature_class"] == "MiniBertModel" and out["fill_mask_class"] == "MiniBertForMaskedLM"
+    assert out["config_class"] == "MiniBertConfig"
+    local_features = torch.tensor(pipeline("feature-extraction", model=paths["pretraining"])(TEXTS["feature"]))
+    torch.testing.assert_close(torch.tensor(out["features"]), local_features, **close)
+
+    fill = out["fill_mask"]
+    assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)
+    local_fill = pipeline("fill-mask", model=paths["pretraining"])(TEXTS["fill_mask"], top_k=3)
+    assert [f["token"] for f in fill] == [f["token"] for f in local_fill]
+    torch.testing.assert_close(torch.tensor([f["score"] for f in fill]), torch.tensor([f["score"] for f in local_fill]), **close)
+
+    local_tc = pipeline("text-classification", model=paths["seq"])(TEXTS["classify"], top_k=None)
+    for scores, local in zip(out["text_classification"], local_tc, strict=True):
+        assert sorted(s["label"] for s in scores) == ["negative", "positive"]  # names from id2label
+        as_dict = {s["label"]: s["score"] for s in scores}
+        for s in local:
+            assert abs(as_dict[s["label"]] - s["score"]) <= atol
+    entities = out["token_classification"]
+    assert entities and {e["entity"] for e in entities} <= set(LABELS["tok"].values())
+
+    enc = AutoTokenizer.from_pretrained(paths["pretraining"])(*TEXTS["pair"], return_tensors="pt")
+    assert out["pair_encoding"] == {k: v.tolist() for k, v in enc.items()}  # the tokenizer is the same there
+    classes = {"AutoModel": MiniBertModel, "AutoModelForPreTraining": MiniBertForPreTraining,
+               "AutoModelForMaskedLM": MiniBertForMaskedLM,
+               "AutoModelForNextSentencePrediction": MiniBertForNextSentencePrediction,
+               "AutoModelForSequenceClassification": MiniBertForSequenceClassification,
+               "AutoModelForTokenClassification": MiniBertForTokenClassification,
+               "AutoModelForQuestionAnswering": MiniBertForQuestionAnswering}  # fmt: skip
+    which = {"AutoModelForSequenceClassification": "seq", "AutoModelForTokenClassification": "tok",
+             "AutoModelForQuestionAnswering": "qa"}  # fmt: skip
+    assert set(out["heads"]) == set(classes)
+    for auto_name, cls in classes.items():
+        model = cls.from_pretrained(paths[which.get(auto_name, "pretraining")]).eval()
+        with torch.no_grad():
+            local = model(**enc)[0]
+        assert out["heads"][auto_name]["class"] == cls.__name__
+        torch.testing.assert_close(torch.tensor(out["heads"][auto_name]["values"]), local, **close, msg=auto_name)
+
+
 def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
-    paths = _save_all(tmp_path, wordpiece_tokenizer)
+    paths, out = run_remote_probe(sys.executable, tmp_path, wordpiece_tokenizer)
     for name in ("pretraining", "seq", "tok", "qa"):
         tok_config = json.loads((tmp_path / name / "tokenizer_config.json").read_text())
         assert tok_config["tokenizer_class"] in ("BertTokenizer", "BertTokenizerFast")
         assert tok_config["tokenizer_class"] != "TokenizersBackend"
-
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.update(TRANSFORMERS_VERBOSITY="error")
-    work = tmp_path / "elsewhere"
-    work.mkdir()
-    constants = f"FEATURE_TEXT = {FEATURE_TEXT!r}\nFILL_MASK_TEXT = {FILL_MASK_TEXT!r}\nQUESTION = {QUESTION!r}\n"
-    proc = subprocess.run(
-        [sys.executable, "-c", constants + REMOTE_SCRIPT, json.dumps(paths)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-
-    assert out["module"].startswith("transformers_modules"), out["module"]  # the checkpoint's own code ran
-    assert out["feature_class"] == "MiniBertModel" and out["fill_mask_class"] == "MiniBertForMaskedLM"
-    # Remote code computes what minibert computes.
-    local_fe = pipeline("feature-extraction", model=paths["pretraining"])
-    local_features = torch.tensor(local_fe(FEATURE_TEXT))
-    torch.testing.assert_close(torch.tensor(out["features"]), local_features, rtol=1e-5, atol=1e-5)
-
-    fill = out["fill_mask"]
-    assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)
-    local_fill = pipeline("fill-mask", model=paths["pretraining"])(FILL_MASK_TEXT, top_k=3)
-    assert [f["token"] for f in fill] == [f["token"] for f in local_fill]
-
-    for scores in out["text_classification"]:
-        assert sorted(s["label"] for s in scores) == ["negative", "positive"]  # names from id2label
-        assert abs(sum(s["score"] for s in scores) - 1) < 1e-4
-    entities = out["token_classification"]
-    assert entities and {e["entity"] for e in entities} <= set(LABELS["tok"].values())
-    answer = out["question_answering"]
-    assert out["qa_class"] == "MiniBertForQuestionAnswering"
-    assert 0 <= answer["start"] < answer["end"] <= len(QUESTION["context"])  # a span of the context
-    local_qa = AutoModelForQuestionAnswering.from_pretrained(paths["qa"]).eval()
-    enc = AutoTokenizer.from_pretrained(paths["qa"])(QUESTION["question"], QUESTION["context"], return_tensors="pt")
-    with torch.no_grad():
-        local_start = local_qa(**enc).start_logits[0]
-    torch.testing.assert_close(torch.tensor(answer["start_logits"]), local_start, rtol=1e-5, atol=1e-5)
+    assert_probe_matches_minibert(paths, out)
 
     assert out["resaved_class"] == "MiniBertModel"
     resaved = tmp_path / "resaved"
@@ -379,3 +356,29 @@ def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
     assert json.loads((resaved / "config.json").read_text())["auto_map"] == AUTO_MAP
     for name in CODE_FILES:  # the same code, byte for byte
         assert (resaved / name).read_bytes() == (tmp_path / "pretraining" / name).read_bytes()
+
+
+def test_loading_a_pretraining_checkpoint_into_other_heads_is_quiet(tmp_path, wordpiece_tokenizer, capfd):
+    """The NSP head and pooler a masked-LM model does not use are expected: no load report for a newcomer to misread."""
+    path = tmp_path / "pretraining"
+    save_checkpoint(random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer, path)
+    capfd.readouterr()
+    fill = pipeline("fill-mask", model=str(path))
+    fill("paris is the [MASK] of france.")
+    MiniBertModel.from_pretrained(path)
+    MiniBertForSequenceClassification.from_pretrained(path, num_labels=2)  # its new classifier is reported, rightly
+    err = capfd.readouterr().err
+    assert "UNEXPECTED" not in err, err
+
+
+def test_checkpoint_files_are_readable_as_the_umask_allows(tmp_path, wordpiece_tokenizer):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer,
+                        tmp_path / "ckpt")  # fmt: skip
+    finally:
+        os.umask(old)
+    modes = {name: os.stat(tmp_path / "ckpt" / name).st_mode & 0o777 for name in os.listdir(tmp_path / "ckpt")}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["tokenizer_class"] == "BertTokenizer"  # what transformers 4.x pipelines need to load a tokenizer
