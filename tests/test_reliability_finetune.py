@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.__main__ import main
-from minibert.safety import LOCK_FILE
+from minibert.safety import LOCK_FILE, read_lock
 from test_finetune_train import TINY, make_tokenizer, write_task
 from test_reliability_pretrain import Payload, one_error_line, snapshot
 
@@ -317,3 +317,30 @@ def test_a_run_config_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
     code, err = run([str(config)], capsys)
     assert code == 2
     assert "UTF-8" in one_error_line(err)
+
+
+def test_sigkill_during_saves_never_leaves_a_checkpoint_that_resume_picks_and_crashes_on(task, model, tmp_path, capsys):
+    """A real run saving at every step, SIGKILLed at a few moments after its first save (a loop of trials, as the
+    hostile tester ran): `--resume_from_checkpoint last` finishes the run every time."""
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
+    for trial, delay in enumerate((0.0, 0.15, 0.4)):
+        out = tmp_path / f"trial{trial}"
+        argv = flags(out, task, model, "--max_train_steps", 40, "--eval_steps", 1, "--save_total_limit", 2)
+        with open(tmp_path / f"trial{trial}.log", "w") as log:
+            victim = subprocess.Popen([sys.executable, "-m", "finetune", *argv], env=env, stdout=log, stderr=log)
+            deadline = time.monotonic() + 180
+            while not (out / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists():
+                assert victim.poll() is None, open(tmp_path / f"trial{trial}.log").read()[-3000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(delay)
+            victim.kill()
+            victim.wait()
+        assert read_lock(str(out / LOCK_FILE))["pid"] == victim.pid  # a SIGKILLed run leaves its lock ...
+        code, err = run(argv + ["--resume_from_checkpoint", "last"], capsys)  # ... which is stale: taken over
+        assert code == 0, err[-3000:]
+        assert json.load(open(out / "all_results.json"))["train_samples"] > 0
+        assert "checkpoint-40" in os.listdir(out / "checkpoints")
