@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Sequence
 
 import torch
@@ -284,6 +285,16 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         raise UserError(f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
                         "checkpoints/); conversion replaces only a checkpoint folder")  # fmt: skip
 
+    carry = sentence_transformers_modules(src)  # checked before anything is written
+
+    def extra(folder: str) -> None:
+        for name in carry:
+            source = os.path.join(src, name)
+            if os.path.isdir(source):
+                shutil.copytree(source, os.path.join(folder, name))
+            else:
+                shutil.copyfile(source, os.path.join(folder, name))
+
     tokenizer = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(src)
@@ -292,13 +303,12 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
     from .hub import save_checkpoint
 
     if existing:  # the whole folder is replaced: none of the old checkpoint's files stays beside the new ones
-        import shutil
         import tempfile
 
         parent = os.path.dirname(os.path.abspath(dst))
         staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
         try:
-            save_checkpoint(model, tokenizer, staging)
+            save_checkpoint(model, tokenizer, staging, extra=extra)
             old = staging + ".old"
             os.replace(dst, old)
             try:
@@ -310,10 +320,38 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
-        save_checkpoint(model, tokenizer, dst)  # both ways: staged, so a failure never leaves DST half-written
+        save_checkpoint(model, tokenizer, dst, extra=extra)  # both ways: staged, so a failure never leaves DST half-written
     if tokenizer is None:
         print(f"note: {src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
+
+
+# What a sentence-transformers model keeps beside the transformer's own files.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def sentence_transformers_modules(src: str) -> list[str]:
+    """The files and module folders of a sentence-transformers model in `src` (pooling, normalisation, dense
+    layers...), which conversion carries across as they are; [] for a plain checkpoint. Without them,
+    `SentenceTransformer(converted)` would fall back to its defaults and return other embeddings, silently."""
+    modules_file = os.path.join(src, "modules.json")
+    if not os.path.isfile(modules_file):
+        return []
+    try:
+        with open(modules_file, encoding="utf-8") as f:
+            modules = json.load(f)
+        paths = [m.get("path", "") for m in modules]
+        kinds = [str(m.get("type", "")) for m in modules]
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise UserError(f"cannot read {modules_file} (a sentence-transformers module list): {e}") from None
+    for path, kind in zip(paths, kinds):
+        if kind.endswith("Transformer") and path not in ("", "."):
+            raise UserError(f"{src} is a sentence-transformers model whose transformer lives in {path}/: convert "
+                            f"that folder, then copy the other modules beside the result")  # fmt: skip
+        if path not in ("", ".") and not os.path.isdir(os.path.join(src, path)):
+            raise UserError(f"{modules_file} names the module folder {path}/, which {src} does not have")
+    carried = [name for name in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(src, name))]
+    return carried + [p for p in paths if p not in ("", ".")]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,8 +16,11 @@ from transformers import PreTrainedModel
 from .cli import HubArguments, UserError
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None) -> str:
+def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None, extra=None) -> str:
     """Write a Hub-ready checkpoint of `model` (+ tokenizer and card) to `output_dir`.
+
+    `extra(folder)`, if given, writes more files into the folder before it is moved in place (the conversion's
+    sentence-transformers modules).
 
     Written into a temporary sibling first and moved into place file by file, so a crash mid-save never leaves a
     half-written model where a good one was. Training state files already in `output_dir` (checkpoints/, logs)
@@ -35,6 +38,8 @@ def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_ca
         if model_card is not None:
             with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as f:
                 f.write(model_card)
+        if extra is not None:
+            extra(staging)
         _readable_as_umask_allows(staging)
         os.makedirs(output_dir, exist_ok=True)
         for name in os.listdir(staging):
