@@ -163,9 +163,10 @@ class DataArguments:
         default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
     )
     streaming_buffer_size: int = field(
-        default=10_000,
+        default=2_000,
         metadata={"help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
-                          "NotNext B comes from the same block) and its pairs are shuffled."},
+                          "NotNext B comes from the same block) and its pairs are shuffled. Its pairs are held in "
+                          "memory (about 100 MB for 2,000 documents of 1 KB at dupe_factor 1)."},
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
@@ -197,6 +198,11 @@ class DataArguments:
             raise UserError(f"--max_prepare_in_launch_mb must be >= 0, got {self.max_prepare_in_launch_mb}")
         if self.tokenizer_name is None and self.vocab_size < 100:
             raise UserError(f"--vocab_size must be at least 100, got {self.vocab_size}")
+        if self.tokenizer_name is None and self.vocab_size > MAX_VOCAB_SIZE:  # `tokenizers` aborts the process
+            raise UserError(f"--vocab_size must be at most {MAX_VOCAB_SIZE:,}, got {self.vocab_size:,}")
+
+
+MAX_VOCAB_SIZE = 2**24  # the WordPiece trainer panics (a process abort, no exception) on 2**31 and beyond
 
 
 @dataclass
