@@ -165,8 +165,8 @@ class DataArguments:
     streaming_buffer_size: int = field(
         default=2_000,
         metadata={"help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
-                          "NotNext B comes from the same block) and its pairs are shuffled. Its pairs are held in "
-                          "memory (about 100 MB for 2,000 documents of 1 KB at dupe_factor 1)."},
+                          "NotNext B comes from the same block) and its pairs are shuffled (held in memory until "
+                          "yielded)."},
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
