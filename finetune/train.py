@@ -601,7 +601,7 @@ def main(
 def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
     from accelerate import PartialState
 
-    from minibert.hub import push_to_hub, save_checkpoint
+    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
 
     hub_args = hub_args or HubArguments()
     state = PartialState(cpu=_cpu_processes())
@@ -676,7 +676,11 @@ def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
     if state.is_main_process:
         card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,
                           is_demo=is_demo, max_length=max_length, metrics=metrics)  # fmt: skip
+        if hub_args.export_bert:
+            card += twin_card_section(hub_args.hub_model_id or output_dir)
         save_checkpoint(trainer.model, tokenizer, output_dir, model_card=card)
+        if hub_args.export_bert:
+            save_bert_twin(trainer.model, tokenizer, output_dir)
         with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=2)
         if predictions is not None:

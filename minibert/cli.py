@@ -125,7 +125,14 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 
 @dataclass
 class HubArguments:
-    """Uploading the finished checkpoint to the Hugging Face Hub (shared by pretraining and fine-tuning)."""
+    """What the finished checkpoint becomes besides itself: a native BERT twin, an upload to the Hugging Face Hub
+    (shared by pretraining and fine-tuning)."""
+
+    export_bert: bool = field(
+        default=False,
+        metadata={"help": "Also write output_dir/bert/: the same weights as a plain transformers BERT checkpoint "
+                          "(model_type bert, no remote code), for stacks that forbid remote code."},
+    )  # fmt: skip
 
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the output directory to the Hub at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository name, e.g. `user/my-bert`."})

@@ -77,6 +77,33 @@ def _readable_as_umask_allows(directory: str) -> None:
             os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
+BERT_TWIN_DIR = "bert"
+_TWIN_CARD = """---
+library_name: transformers
+tags: [bert, minibert]
+---
+# A native BERT twin
+
+The same weights as the minibert checkpoint in the folder above, as a plain transformers BERT (`model_type: bert`):
+it loads with `BertModel` / `AutoModel` and `pipeline(...)` without `trust_remote_code`, and serves from stacks that
+know only BERT (ONNX exporters, embedding servers). Its outputs equal minibert's.
+"""
+
+
+def twin_card_section(path: str) -> str:
+    """The model card's paragraph that says which folder is which."""
+    return (f"\n## Two folders, the same weights\n\n- `{path}`: minibert (remote code; `trust_remote_code=True` "
+            f"where minibert is not installed).\n- `{path.rstrip('/')}/{BERT_TWIN_DIR}`: a plain transformers BERT "
+            "(`model_type: bert`, no remote code), equal outputs.\n")  # fmt: skip
+
+
+def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str) -> str:
+    """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class."""
+    from .convert import minibert_to_bert
+
+    return save_checkpoint(minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=_TWIN_CARD)
+
+
 # Strings that exercise what a BERT tokenizer's settings change: case, accents, CJK, punctuation, sentence pairs.
 _PROBES = [("Hello WORLD, héllo wörld! 中文 [MASK] tokens?", None), ("Paris is nice.", "Is it? Yes, it is.")]
 

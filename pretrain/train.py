@@ -378,13 +378,10 @@ def build_dataloaders(data, collator, args: PretrainingArguments, device: torch.
 
 
 def _model_inputs(batch: dict) -> dict:
-    return {
-        "input_ids": batch["input_ids"],
-        "attention_mask": batch["attention_mask"],
-        "token_type_ids": batch["token_type_ids"],
-        "labels": batch["labels"],
-        "next_sentence_label": batch["next_sentence_label"],
-    }
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")}
+    # The unpadded fast path, computed by the collator on the CPU (absent when a user's collator lacks it).
+    inputs.update({k: batch[k] for k in ("token_indices", "masked_positions") if k in batch})
+    return inputs
 
 
 def _export_model(accelerator, model):
@@ -437,7 +434,7 @@ def fill_mask_prompts(args: PretrainingArguments, data_args) -> list[str]:
 OUR_FILES = {"checkpoints", "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
              "config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
-CLI_NAME = "pretraining"  # as output folders record it (\`minibert.safety.mark_output_dir\`)
+CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
 
 def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator, model_path=None) -> bool:
@@ -1051,7 +1048,7 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
     export = _export_model(accelerator, model)
     if not accelerator.is_main_process:
         return
-    from minibert.hub import push_to_hub, save_checkpoint
+    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
 
     training = {
         "steps": results["train_steps"],
@@ -1078,7 +1075,11 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
         training=training,
         results={k: results[k] for k in eval_keys if k in results},
     )
+    if hub_args.export_bert:
+        card += twin_card_section(hub_args.hub_model_id or args.output_dir)
     save_checkpoint(export, data.tokenizer, args.output_dir, model_card=card)
+    if hub_args.export_bert:
+        save_bert_twin(export, data.tokenizer, args.output_dir)
     write_json(os.path.join(args.output_dir, RESULTS_FILE), results)
     plot_training_curves(os.path.join(args.output_dir, "metrics.jsonl"), os.path.join(args.output_dir, CURVES_FILE))
     logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)

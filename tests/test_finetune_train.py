@@ -438,3 +438,24 @@ def test_a_classifier_with_other_labels_needs_a_new_head(finetuned, tmp_path):
     T.main(model_args, data_args, training)
     with open(tmp_path / "out" / "config.json") as f:
         assert json.load(f)["id2label"] == {"0": "a", "1": "b", "2": "c"}
+
+
+def test_export_bert_writes_a_native_twin(pretrained, task, tmp_path):
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from minibert.modeling_minibert import MiniBertForSequenceClassification
+
+    out = tmp_path / "out"
+    T.main(*args(out, task, model=pretrained, max_train_steps=2), hub_args=HubArguments(export_bert=True))
+    config = json.loads((out / "bert" / "config.json").read_text())
+    assert config["model_type"] == "bert" and "auto_map" not in config
+    assert not any(name.endswith(".py") for name in os.listdir(out / "bert"))  # no remote code at all
+    twin = BertForSequenceClassification.from_pretrained(out / "bert", trust_remote_code=False).eval()
+    mini = MiniBertForSequenceClassification.from_pretrained(out).eval()
+    assert twin.config.id2label == mini.config.id2label
+    enc = AutoTokenizer.from_pretrained(out / "bert")(["a first sentence", "and another one"], padding=True,
+                                                      return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(twin(**enc).logits, mini(**enc).logits, rtol=1e-5, atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert f"{out}/bert" in card or "/bert`" in card  # the card says which folder is which

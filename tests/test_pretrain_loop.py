@@ -397,3 +397,25 @@ def test_streamed_data_resumes_exactly(small_corpus, data_cache, tmp_path, monke
         assert run(argv(tmp_path / "part"))["status"] == "interrupted"
     assert run(argv(tmp_path / "part") + ["--resume_from_checkpoint", "latest"])["train_steps"] == 30
     assert_same_weights(weights(tmp_path / "part"), weights(tmp_path / "full"), exact=True)
+
+
+def test_export_bert_writes_a_native_twin(corpus, data_cache, tmp_path):
+    from transformers import BertForPreTraining
+
+    from minibert.modeling_minibert import MiniBertForPreTraining
+
+    out = tmp_path / "out"
+    run(args_for(corpus, data_cache, out, "--max_train_steps", "2", "--export_bert", "true"))
+    config = json.loads((out / "bert" / "config.json").read_text())
+    assert config["model_type"] == "bert" and "auto_map" not in config
+    twin = BertForPreTraining.from_pretrained(out / "bert", trust_remote_code=False).eval()
+    mini = MiniBertForPreTraining.from_pretrained(out).eval()
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        a, b = twin(input_ids=ids, attention_mask=mask), mini(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    torch.testing.assert_close(a.prediction_logits[real], b.prediction_logits[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.seq_relationship_logits, b.seq_relationship_logits, rtol=1e-5, atol=1e-5)
+    assert "/bert`" in (out / "README.md").read_text()
