@@ -72,7 +72,7 @@ def summary(stats: dict, data_args) -> str:
         if "documents" in built and seconds > 0:
             workers = data_args.preprocessing_num_workers or 1
             rate = f"; {stats['tokens'] / seconds:,.0f} tokens/s on {workers} process(es)"
-        row("tokens", f"{stats['tokens']:,} from {stats.get('bytes', 0) / 1e6:,.1f} MB of text{rate}")
+        row("tokens", f"{stats['tokens']:,} from {_size(stats.get('bytes', 0))} of text{rate}")
     if "instances" in stats:
         row("instances", f"{stats['instances']:,} training pairs, fill {stats['fill']:.1%} of "
                          f"max_seq_length {data_args.max_seq_length}")
@@ -80,10 +80,14 @@ def summary(stats: dict, data_args) -> str:
         row("training", "streamed (--streaming): read, tokenized and paired while training, not cached")
     if "eval_instances" in stats:
         row("validation", f"{stats['eval_instances']:,} pairs")
-    row("on disk", f"{stats.get('cache_bytes', 0) / 1e6:,.1f} MB in {cache_root(data_args)}")
+    row("on disk", f"{_size(stats.get('cache_bytes', 0))} in {cache_root(data_args)}")
     lines.append("minibert-pretrain with the same data arguments (and --seed) now loads this cache instead of "
                  "tokenizing.")
     return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e3:,.1f} kB" if n < 1e6 else f"{n / 1e6:,.1f} MB"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

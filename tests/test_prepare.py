@@ -59,7 +59,7 @@ def test_prepare_then_pretrain_hits_the_cache(corpus, tmp_path, monkeypatch, cap
     for line in ("documents  60", f"tokens     {stats['tokens']:,}", f"instances  {stats['instances']:,} training pairs",
                  f"validation {stats['eval_instances']:,} pairs"):  # fmt: skip
         assert line in out, out
-    assert "MB in " + str(prepared) in out
+    assert "B in " + str(prepared) in out
 
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the training run tokenized or paired: the prepared cache was missed")
