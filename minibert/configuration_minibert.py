@@ -26,6 +26,10 @@ MODEL_SIZES = {
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 
+# Architecture choices beyond BERT's, and BERT's value of each: a config with any other value is not a BERT.
+ARCHITECTURE_FIELDS = {"pre_layer_norm": False, "gated_feed_forward": False, "attention_bias": True, "mlp_bias": True}
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -47,6 +51,12 @@ class MiniBertConfig(PreTrainedConfig):
         layer_norm_eps: LayerNorm epsilon (1e-12 as in BERT).
         pad_token_id: id of `[PAD]`; its embedding row starts at zero.
         classifier_dropout: dropout before classification heads (defaults to `hidden_dropout_prob`).
+        pre_layer_norm: LayerNorm on each sublayer's input instead of after the residual sum, plus one after the
+            last layer (GPT-2's pre-LN; Cramming). Trains stably at higher learning rates. BERT: false.
+        gated_feed_forward: act(x W) * (x V) in the feed-forward block (GEGLU with gelu, SwiGLU with silu; Shazeer
+            2020). BERT: false.
+        attention_bias / mlp_bias: biases of the attention / feed-forward linear layers (false in Cramming,
+            ModernBERT). BERT: true.
         sparse_prediction: with MLM labels, run the MLM head only at the masked positions; `prediction_logits` /
             `logits` are then (M, vocab), one row per masked position, instead of (B, S, vocab). The loss is the
             same number for a fraction of the work (3-4x faster steps for a small model), so `Trainer` and
@@ -77,6 +87,10 @@ class MiniBertConfig(PreTrainedConfig):
         classifier_dropout: float | None = None,
         tie_word_embeddings: bool = True,
         sparse_prediction: bool = False,
+        pre_layer_norm: bool = False,
+        gated_feed_forward: bool = False,
+        attention_bias: bool = True,
+        mlp_bias: bool = True,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -93,6 +107,10 @@ class MiniBertConfig(PreTrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
         self.sparse_prediction = sparse_prediction
+        self.pre_layer_norm = pre_layer_norm
+        self.gated_feed_forward = gated_feed_forward
+        self.attention_bias = attention_bias
+        self.mlp_bias = mlp_bias
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
         self._check()
 
@@ -131,8 +149,9 @@ class MiniBertConfig(PreTrainedConfig):
             raise ValueError(
                 f"MiniBertConfig.initializer_range must be a non-negative number, got {self.initializer_range!r}"
             )
-        if not isinstance(self.sparse_prediction, bool):
-            raise ValueError(f"MiniBertConfig.sparse_prediction must be true or false, got {self.sparse_prediction!r}")
+        for name in ("sparse_prediction", *ARCHITECTURE_FIELDS):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MiniBertConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"MiniBertConfig.pad_token_id ({self.pad_token_id}) must lie in the vocabulary [0, {self.vocab_size})"
@@ -144,6 +163,10 @@ class MiniBertConfig(PreTrainedConfig):
         result = super().from_dict(config_dict, **kwargs)
         (result[0] if isinstance(result, tuple) else result)._check()
         return result
+
+    def non_bert_choices(self) -> dict:
+        """The architecture fields whose value is not BERT's ({} for a BERT)."""
+        return {k: getattr(self, k) for k, bert in ARCHITECTURE_FIELDS.items() if getattr(self, k) != bert}
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MiniBertConfig":
@@ -160,4 +183,4 @@ class MiniBertConfig(PreTrainedConfig):
         return cls(**{**sizes, **overrides})
 
 
-__all__ = ["MiniBertConfig", "MODEL_SIZES"]
+__all__ = ["MiniBertConfig", "MODEL_SIZES", "ARCHITECTURE_FIELDS"]

@@ -89,6 +89,10 @@ def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
 
 
 def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
+    other = config.non_bert_choices()
+    if other:
+        raise UserError(f"this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
+                        "BertModel has no such layers, so it has no native BERT twin; share it with its remote code")  # fmt: skip
     return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
 
 

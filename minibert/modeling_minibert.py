@@ -187,9 +187,10 @@ class MiniBertSelfAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         # Three projections, as BERT has (peft's ["query", "value"] targets them); one fused (H, 3H) matmul would
         # save two kernel launches per layer, which BENCHMARKS.md measures as not worth the incompatibility.
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        bias = config.attention_bias
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(self, hidden, attention_mask=None, unpadding: Unpadding | None = None, output_attentions=False):
@@ -208,17 +209,30 @@ class MiniBertSelfAttention(nn.Module):
         return (unpadding.unpad(context) if unpadding is not None else context), weights
 
 
-class MiniBertSelfOutput(nn.Module):
+class _Residual(nn.Module):
+    """A sublayer's output projection, dropout and residual, with its LayerNorm after the sum (BERT, post-LN) or,
+    with `config.pre_layer_norm`, on the sublayer's input instead (`normed_input`; GPT-2, Cramming)."""
+
+    def __init__(self, config: MiniBertConfig, in_features: int, bias: bool):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size, bias=bias)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pre_layer_norm = config.pre_layer_norm
+
+    def normed_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(hidden) if self.pre_layer_norm else hidden
+
+    def forward(self, sublayer_output: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        out = residual + self.dropout(self.dense(sublayer_output))
+        return out if self.pre_layer_norm else self.LayerNorm(out)
+
+
+class MiniBertSelfOutput(_Residual):
     """Output projection, dropout, residual and LayerNorm around attention."""
 
     def __init__(self, config: MiniBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(context)))
+        super().__init__(config, config.hidden_size, bias=config.attention_bias)
 
 
 class MiniBertAttention(nn.Module):
@@ -228,7 +242,7 @@ class MiniBertAttention(nn.Module):
         self.output = MiniBertSelfOutput(config)
 
     def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
-        context, weights = self.self(hidden, attention_mask, unpadding, output_attentions)
+        context, weights = self.self(self.output.normed_input(hidden), attention_mask, unpadding, output_attentions)
         return self.output(context, hidden), weights
 
 
@@ -236,28 +250,31 @@ class MiniBertAttention(nn.Module):
 # Feed-forward, layer, encoder
 # --------------------------------------------------------------------------------------------------------------
 class MiniBertIntermediate(nn.Module):
-    """Position-wise H -> intermediate_size, then the activation (GELU in BERT)."""
+    """Position-wise H -> intermediate_size, then the activation (GELU in BERT).
+
+    With `config.gated_feed_forward` (Shazeer, 2020): act(x W) * (x V), W and V in one (H -> 2 * intermediate) matmul;
+    GELU gives GEGLU, SiLU gives SwiGLU.
+    """
 
     def __init__(self, config: MiniBertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.gated = config.gated_feed_forward
+        width = 2 * config.intermediate_size if self.gated else config.intermediate_size
+        self.dense = nn.Linear(config.hidden_size, width, bias=config.mlp_bias)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.dense(hidden).chunk(2, dim=-1)  # each (..., intermediate_size)
+            return self.intermediate_act_fn(gate) * up
         return self.intermediate_act_fn(self.dense(hidden))
 
 
-class MiniBertOutput(nn.Module):
+class MiniBertOutput(_Residual):
     """intermediate_size -> H, dropout, residual and LayerNorm."""
 
     def __init__(self, config: MiniBertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, intermediate: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(intermediate)))
+        super().__init__(config, config.intermediate_size, bias=config.mlp_bias)
 
 
 class MiniBertLayer(GradientCheckpointingLayer):
@@ -269,7 +286,7 @@ class MiniBertLayer(GradientCheckpointingLayer):
 
     def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
         hidden, weights = self.attention(hidden, attention_mask, unpadding, output_attentions)
-        return self.output(self.intermediate(hidden), hidden), weights
+        return self.output(self.intermediate(self.output.normed_input(hidden)), hidden), weights
 
 
 def _selected_hidden_states(output_hidden_states, num_layers: int) -> set[int] | None:
@@ -290,6 +307,8 @@ class MiniBertEncoder(nn.Module):
     def __init__(self, config: MiniBertConfig):
         super().__init__()
         self.layer = nn.ModuleList(MiniBertLayer(config) for _ in range(config.num_hidden_layers))
+        # Pre-LN leaves the residual stream unnormalised: one LayerNorm after the last layer, as GPT-2 has.
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layer_norm else None
 
     def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False, output_hidden_states=None):
         """Returns the last hidden state, the selected hidden states and the attention weights (or None).
@@ -306,6 +325,8 @@ class MiniBertEncoder(nn.Module):
             hidden, weights = layer(hidden, attention_mask, unpadding, output_attentions)
             if output_attentions:
                 all_weights.append(weights)
+        if self.LayerNorm is not None:
+            hidden = self.LayerNorm(hidden)
         if selected is not None and len(self.layer) in selected:
             all_hidden.append(hidden)
         return hidden, (tuple(all_hidden) if all_hidden is not None else None), (

@@ -41,8 +41,9 @@ class MiniBertModelTester:
 
     def __init__(self, parent, batch_size=13, seq_length=7, vocab_size=99, hidden_size=32, num_hidden_layers=2,
                  num_attention_heads=4, intermediate_size=37, max_position_embeddings=512, type_vocab_size=16,
-                 num_labels=3, type_sequence_label_size=2):  # fmt: skip
+                 num_labels=3, type_sequence_label_size=2, **config_overrides):  # fmt: skip
         self.parent = parent
+        self.config_overrides = config_overrides
         self.batch_size, self.seq_length, self.vocab_size = batch_size, seq_length, vocab_size
         self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
         self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
@@ -57,7 +58,7 @@ class MiniBertModelTester:
             num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
             hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
             max_position_embeddings=self.max_position_embeddings, type_vocab_size=self.type_vocab_size,
-            initializer_range=0.02, num_labels=self.num_labels,
+            initializer_range=0.02, num_labels=self.num_labels, **self.config_overrides,
         )  # fmt: skip
 
     def prepare_config_and_inputs(self):
@@ -141,8 +142,9 @@ class MiniBertModelTester:
 
     def __init__(self, parent, batch_size=13, seq_length=7, vocab_size=99, hidden_size=32, num_hidden_layers=2,
                  num_attention_heads=4, intermediate_size=37, max_position_embeddings=512, type_vocab_size=16,
-                 num_labels=3, type_sequence_label_size=2):  # fmt: skip
+                 num_labels=3, type_sequence_label_size=2, **config_overrides):  # fmt: skip
         self.parent = parent
+        self.config_overrides = config_overrides
         self.batch_size, self.seq_length, self.vocab_size = batch_size, seq_length, vocab_size
         self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
         self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
@@ -157,7 +159,7 @@ class MiniBertModelTester:
             num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
             hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
             max_position_embeddings=self.max_position_embeddings, type_vocab_size=self.type_vocab_size,
-            initializer_range=0.02, num_labels=self.num_labels,
+            initializer_range=0.02, num_labels=self.num_labels, **self.config_overrides,
         )  # fmt: skip
 
     def prepare_config_and_inputs(self):
@@ -325,3 +327,12 @@ class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
     def test_for_token_classification(self):
         self.model_tester.create_and_check_for_token_classification(*self.model_tester.prepare_config_and_inputs())
 
+
+
+class MiniBertWithEveryRecipeKnobTest(MiniBertModelTest):
+    """The same common tests with the architecture beyond BERT switched on (pre-LN, gated FFN, no biases)."""
+
+    def setUp(self):
+        self.model_tester = MiniBertModelTester(
+            self, pre_layer_norm=True, gated_feed_forward=True, attention_bias=False, mlp_bias=False
+        )
