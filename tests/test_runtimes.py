@@ -256,3 +256,28 @@ def test_gpu_training_step_has_no_host_syncs():
         finally:
             torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(loss).item()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Attention backends beyond eager / sdpa
+# --------------------------------------------------------------------------------------------------------------
+def test_a_missing_attention_backend_gets_transformers_own_error(tmp_path):
+    tiny(MiniBertModel).save_pretrained(tmp_path)
+    with pytest.raises(ImportError, match="FlashAttention2"):  # accepted by the model, refused for the package
+        MiniBertModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["flex_attention", "flash_attention_2"])
+def test_other_attention_backends_match_sdpa_on_a_gpu(implementation, tmp_path):
+    """flex_attention also runs on the CPU (checked by hand: equal to 2e-7), but compiling it there takes minutes."""
+    if implementation == "flash_attention_2":
+        pytest.importorskip("flash_attn")
+    model = tiny(MiniBertModel)
+    model.save_pretrained(tmp_path)
+    batch = {k: v.cuda() for k, v in make_batch().items()}
+    other = MiniBertModel.from_pretrained(tmp_path, attn_implementation=implementation, dtype=torch.bfloat16).cuda().eval()
+    with torch.no_grad():
+        expected = model.cuda().to(torch.bfloat16)(**batch).last_hidden_state.float()
+        actual = other(**batch).last_hidden_state.float()
+    assert_close(real(actual, batch), real(expected, batch), atol=2e-2, rtol=2e-2)
