@@ -173,6 +173,11 @@ class DataArguments:
     )
 
     def validate(self) -> None:
+        # Cache keys are JSON: 5 and 5.0 must name the same entry (flags give floats, Python callers often ints).
+        for name in ("validation_split_percentage", "mlm_probability", "short_seq_prob", "max_prepare_in_launch_mb"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
         if self.train_file and self.dataset_name:
             raise UserError("give either --train_file or --dataset_name, not both")
         if not 0 <= self.validation_split_percentage < 100:

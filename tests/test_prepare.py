@@ -177,3 +177,16 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
                                                    max_seq_length=32), seed=0)  # fmt: skip
     assert again.stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
     assert digest(again) == digest(alone)
+
+
+def test_flags_and_python_callers_name_the_same_cache(corpus, tmp_path):
+    """Flags parse `--validation_split_percentage 5` as 5.0; a Python caller writes 5: one cache entry."""
+    from pretrain.__main__ import parse
+    from pretrain.data import DataArguments, prepare_pretraining_data
+
+    python = DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path), vocab_size=120, max_seq_length=32,
+                           validation_split_percentage=5, short_seq_prob=0)  # fmt: skip
+    assert prepare_pretraining_data(python, seed=0).stats["cache"]["pairs"] == "built"
+    _, flags, _, _ = parse(["--train_file", corpus, "--data_cache_dir", str(tmp_path), "--vocab_size", "120",
+                            "--max_seq_length", "32", "--validation_split_percentage", "5", "--short_seq_prob", "0"])
+    assert prepare_pretraining_data(flags, seed=0).stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
