@@ -592,15 +592,15 @@ class Trainer:
         # steps: scale back up so that the step's gradient is that of the global mean.
         scale = accelerator.num_processes * self.gas
         parts = torch.zeros(2, device=accelerator.device)
-        for batch, batch_masked in zip(window, masked):
+        for batch in window:
             with accelerator.accumulate(model):
-                out = model(**_model_inputs(batch), sparse_prediction=True)
-                # Means times counts = sums; a micro-batch without masked tokens adds zero (not 0 * nan).
-                mlm_sum = torch.where(batch_masked > 0, out.mlm_loss * batch_masked, torch.zeros_like(out.mlm_loss))
-                nsp_sum = out.nsp_loss * batch["labels"].size(0)
-                loss = mlm_sum / n_masked + nsp_sum / n_sequences
-                accelerator.backward(loss * scale)
-            parts += torch.stack([mlm_sum / n_masked, nsp_sum / n_sequences]).detach().float()
+                # transformers' `num_items_in_batch` convention: the MLM head returns its loss summed over this
+                # micro-batch's masked tokens and divided by the step's global count (0 when none is masked).
+                out = model(**_model_inputs(batch), sparse_prediction=True, num_items_in_batch=n_masked)
+                mlm = out.mlm_loss
+                nsp = out.nsp_loss * (batch["labels"].size(0) / n_sequences)  # mean -> share of the global mean
+                accelerator.backward((mlm + nsp) * scale)
+            parts += torch.stack([mlm, nsp]).detach().float()
             self._tokens += batch["attention_mask"].sum()
         if not accelerator.sync_gradients:  # cannot happen with full windows; guards a broken invariant loudly
             raise RuntimeError("gradient accumulation window out of step with accelerate")
