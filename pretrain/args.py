@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from minibert import MODEL_SIZES
 from minibert.cli import UserError
 
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+              "warmup_stable_decay")  # fmt: skip
+DECAY_TYPES = ("linear", "cosine", "1-sqrt")  # the final decay of warmup_stable_decay
 OPTIMIZERS = ("adamw", "lamb")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -101,6 +103,15 @@ class PretrainingArguments:
     lr_scheduler_type: str = field(
         default="linear", metadata={"help": "Decay after warmup.", "choices": list(SCHEDULERS)}
     )
+    lr_decay_ratio: float = field(
+        default=0.2,
+        metadata={"help": "warmup_stable_decay: the fraction of the training steps spent in the final decay."},
+    )
+    lr_decay_type: str = field(
+        default="1-sqrt",
+        metadata={"help": "warmup_stable_decay: the shape of the final decay (1-sqrt: Hägele et al. 2024).",
+                  "choices": list(DECAY_TYPES)},
+    )  # fmt: skip
     num_warmup_steps: int | None = field(default=None, metadata={"help": "Linear warmup, in optimizer steps."})
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "Warmup as a fraction of the training steps (instead of --num_warmup_steps)."}
@@ -197,6 +208,8 @@ class PretrainingArguments:
                 raise UserError(f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}")
         if self.weight_decay < 0:
             raise UserError(f"--weight_decay must be >= 0, not {self.weight_decay}")
+        if not 0 < self.lr_decay_ratio <= 1:
+            raise UserError(f"--lr_decay_ratio must be in (0, 1], not {self.lr_decay_ratio}")
         if self.max_grad_norm < 0:
             raise UserError(f"--max_grad_norm must be >= 0 (0 turns clipping off), not {self.max_grad_norm}")
         for name in ("adam_beta1", "adam_beta2"):

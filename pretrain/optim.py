@@ -111,8 +111,18 @@ class UpdateStepScheduler:
         self.scheduler.load_state_dict(state)
 
 
-def build_lr_scheduler(optimizer, name: str, num_warmup_steps: int, num_training_steps: int) -> UpdateStepScheduler:
-    """transformers' schedules (linear, cosine, ...), counted in optimizer updates."""
+def build_lr_scheduler(optimizer, name: str, num_warmup_steps: int, num_training_steps: int,
+                       decay_ratio: float = 0.2, decay_type: str = "1-sqrt") -> UpdateStepScheduler:  # fmt: skip
+    """transformers' schedules (linear, cosine, ..., warmup_stable_decay), counted in optimizer updates.
+
+    warmup_stable_decay: warmup, a constant learning rate, then a decay over the last `decay_ratio` of the steps
+    (`decay_type` linear, cosine or 1-sqrt), as MiniCPM and Hägele et al. (2024) train.
+    """
     base = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # unwrap AcceleratedOptimizer
-    scheduler = get_scheduler(name, base, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps)
+    specific = None
+    if name == "warmup_stable_decay":
+        decay = min(max(round(decay_ratio * num_training_steps), 1), max(num_training_steps - num_warmup_steps, 1))
+        specific = {"num_decay_steps": decay, "decay_type": decay_type}
+    scheduler = get_scheduler(name, base, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
+                              scheduler_specific_kwargs=specific)  # fmt: skip
     return UpdateStepScheduler(scheduler, optimizer)

@@ -958,7 +958,8 @@ def _pretrain(model_args, data_args, training_args, hub_args, data) -> dict:
         max_train_steps = min(max_train_steps, DRY_RUN_STEPS)
     num_warmup_steps = args.warmup_steps(max_train_steps)
     # Not registered with accelerate (it would pickle it): saved as JSON with each checkpoint.
-    lr_scheduler = build_lr_scheduler(optimizer, args.lr_scheduler_type, num_warmup_steps, max_train_steps)
+    lr_scheduler = build_lr_scheduler(optimizer, args.lr_scheduler_type, num_warmup_steps, max_train_steps,
+                                      decay_ratio=args.lr_decay_ratio, decay_type=args.lr_decay_type)  # fmt: skip
 
     progress = Progress(
         num_processes=accelerator.num_processes,

@@ -359,3 +359,30 @@ def test_accelerate_configs_load(name):
     assert (config.distributed_type.value, config.num_processes) == EXPECTED_DISTRIBUTION[name]
     if name == "fsdp.yaml":
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "MiniBertLayer"
+
+
+@pytest.mark.parametrize("decay_type", ["linear", "cosine", "1-sqrt"])
+def test_warmup_stable_decay_follows_its_formula(decay_type):
+    """Warmup to the peak, flat, then the last 20% decays to 0 by the named shape (1-sqrt: 1 - sqrt(progress))."""
+    import math
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    total, warmup = 50, 5
+    schedule = build_lr_scheduler(optimizer, "warmup_stable_decay", warmup, total, decay_ratio=0.2, decay_type=decay_type)
+    lrs = []
+    for _ in range(total):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    decay_start = total - 10
+    shape = {"linear": lambda p: 1 - p, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+             "1-sqrt": lambda p: 1 - math.sqrt(p)}[decay_type]  # fmt: skip
+    for step, lr in enumerate(lrs):
+        if step < warmup:
+            expected = step / warmup
+        elif step < decay_start:
+            expected = 1.0
+        else:
+            expected = shape((step - decay_start) / 10)
+        assert lr == pytest.approx(expected, abs=1e-6), (step, lr, expected)
