@@ -132,6 +132,13 @@ class DataArguments:
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
+    mask_replace_prob: float = field(
+        default=0.8, metadata={"help": "Of the chosen tokens, the share replaced by [MASK] (BERT: 0.8)."}
+    )
+    random_replace_prob: float = field(
+        default=0.1,
+        metadata={"help": "Of the chosen tokens, the share replaced by a random token (BERT: 0.1); the rest stay."},
+    )
     short_seq_prob: float = field(
         default=0.1, metadata={"help": "Probability that a document's pairs are packed to a random shorter length."}
     )
@@ -188,6 +195,11 @@ class DataArguments:
             raise UserError(f"--max_seq_length must be at least 8 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
         if not 0 < self.mlm_probability < 1:
             raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if not (0 <= self.mask_replace_prob <= 1 and 0 <= self.random_replace_prob <= 1) or (
+            self.mask_replace_prob + self.random_replace_prob > 1
+        ):
+            raise UserError(f"--mask_replace_prob ({self.mask_replace_prob}) and --random_replace_prob "
+                            f"({self.random_replace_prob}) must each be in [0, 1] and sum to at most 1")  # fmt: skip
         if not 0 <= self.short_seq_prob <= 1:
             raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
         for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
@@ -205,9 +217,16 @@ class DataArguments:
             raise UserError(f"--vocab_size must be at least 100, got {self.vocab_size}")
         if self.tokenizer_name is None and self.vocab_size > MAX_VOCAB_SIZE:  # `tokenizers` aborts the process
             raise UserError(f"--vocab_size must be at most {MAX_VOCAB_SIZE:,}, got {self.vocab_size:,}")
+        # Past these a run does not fail, it fills memory for hours: BERT used dupe_factor 10 and 512 tokens.
+        if self.dupe_factor > MAX_DUPE_FACTOR:
+            raise UserError(f"--dupe_factor must be at most {MAX_DUPE_FACTOR}, got {self.dupe_factor:,}")
+        if self.max_seq_length > MAX_SEQ_LENGTH:
+            raise UserError(f"--max_seq_length must be at most {MAX_SEQ_LENGTH:,}, got {self.max_seq_length:,}")
 
 
 MAX_VOCAB_SIZE = 2**24  # the WordPiece trainer panics (a process abort, no exception) on 2**31 and beyond
+MAX_DUPE_FACTOR = 1000
+MAX_SEQ_LENGTH = 65536
 
 
 @dataclass

@@ -177,6 +177,8 @@ def build_collator(data_args, tokenizer, seed: int) -> DataCollatorForPreTrainin
     return DataCollatorForPreTraining(
         tokenizer,
         mlm_probability=getattr(data_args, "mlm_probability", 0.15),
+        mask_replace_prob=getattr(data_args, "mask_replace_prob", 0.8),
+        random_replace_prob=getattr(data_args, "random_replace_prob", 0.1),
         whole_word_mask=getattr(data_args, "whole_word_mask", False),
         pad_to_multiple_of=getattr(data_args, "pad_to_multiple_of", None),
         seed=seed,
@@ -483,12 +485,14 @@ def _load_state(accelerator, path: str) -> None:
 # Config fields and arguments that change what a run computes: a resume must use the checkpoint's.
 _MODEL_SETTINGS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                    "max_position_embeddings", "type_vocab_size", "hidden_act", "hidden_dropout_prob",
-                   "attention_probs_dropout_prob")  # fmt: skip
+                   "attention_probs_dropout_prob", "pre_layer_norm", "gated_feed_forward", "attention_bias",
+                   "mlp_bias")  # fmt: skip
 _DATA_SETTINGS = ("train_file", "validation_file", "dataset_name", "dataset_config_name", "max_seq_length",
-                  "mlm_probability", "short_seq_prob", "whole_word_mask", "dupe_factor", "validation_split_percentage",
-                  "streaming")  # fmt: skip
+                  "mlm_probability", "mask_replace_prob", "random_replace_prob", "short_seq_prob", "whole_word_mask",
+                  "dupe_factor", "validation_split_percentage", "streaming")  # fmt: skip
 _TRAINING_SETTINGS = ("learning_rate", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon",
-                      "lr_scheduler_type", "num_warmup_steps", "warmup_ratio", "max_grad_norm")  # fmt: skip
+                      "lr_scheduler_type", "lr_decay_ratio", "lr_decay_type", "num_warmup_steps", "warmup_ratio",
+                      "max_grad_norm")  # fmt: skip
 
 
 def run_settings(config, data, data_args, args: PretrainingArguments, accelerator) -> dict:
@@ -1058,7 +1062,8 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
         "tokens seen": results["train_tokens"],
         "optimizer": f"{args.optimizer} (lr {args.learning_rate:g}, weight decay {args.weight_decay:g}, "
         f"{args.lr_scheduler_type} schedule, {num_warmup_steps} warmup steps)",
-        "masking": f"{getattr(data_args, 'mlm_probability', 0.15):.0%} of tokens"
+        "masking": f"{getattr(data_args, 'mlm_probability', 0.15):.0%} of tokens "
+        f"({getattr(data_args, 'mask_replace_prob', 0.8):.0%} [MASK] / {getattr(data_args, 'random_replace_prob', 0.1):.0%} random)"
         + (", whole words" if getattr(data_args, "whole_word_mask", False) else ""),
         "mixed precision": results["mixed_precision"],
         "hardware": hardware_description(accelerator),

@@ -192,3 +192,27 @@ def test_rejects_bad_probabilities(tokenizer):
         DataCollatorForPreTraining(tokenizer, mlm_probability=1.5)
     with pytest.raises(ValueError):
         DataCollatorForPreTraining(tokenizer, mask_replace_prob=0.8, random_replace_prob=0.3)
+
+
+@pytest.mark.parametrize("rate, mask, random_", [(0.4, 1.0, 0.0), (0.3, 0.5, 0.25)])
+def test_the_run_flags_set_the_masking_rates(tokenizer, rate, mask, random_):
+    """--mlm_probability / --mask_replace_prob / --random_replace_prob reach the collator: rates measured on batches."""
+    from pretrain.data import DataArguments
+    from pretrain.train import build_collator
+
+    data_args = DataArguments(mlm_probability=rate, mask_replace_prob=mask, random_replace_prob=random_)
+    examples = make_examples(tokenizer, 1000, seed=4)
+    batch, original, special, chosen = masking_statistics(tokenizer, build_collator(data_args, tokenizer, seed=1), examples)
+    assert abs(chosen.sum().item() / int((~special).sum()) - rate) < 0.01
+    inputs, targets = batch["input_ids"][chosen], original[chosen]
+    as_mask = (inputs == tokenizer.mask_token_id).float().mean().item()
+    unchanged = (inputs == targets).float().mean().item()
+    assert abs(as_mask - mask) < 0.015 and abs(1 - as_mask - unchanged - random_) < 0.015
+
+
+def test_bad_replacement_shares_are_one_error_line():
+    from minibert.cli import UserError
+    from pretrain.data import DataArguments
+
+    with pytest.raises(UserError, match="sum to at most 1"):
+        DataArguments(mask_replace_prob=0.9, random_replace_prob=0.2).validate()
