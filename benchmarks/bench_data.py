@@ -9,7 +9,11 @@ WordPiece vocabulary (trained once, beforehand, and not timed):
 
 - ours:     `prepare_pretraining_data` from a cold cache: read -> tokenize (`datasets.map`) -> pair -> Arrow on disk;
 - baseline: read the file into Python lists, `BertTokenizerFast(sentences)`, Google's
-            `create_instances_from_document` in plain Python over the in-memory lists, instances kept in memory.
+            `create_instances_from_document` in plain Python over the in-memory lists, instances kept in memory;
+- run_mlm:  transformers' `run_mlm.py` recipe: `load_dataset("text")`, `datasets.map` with the fast tokenizer,
+            `group_texts` into 128-token blocks (no NSP pairs), Arrow in the `datasets` cache;
+- bare:     the Rust tokenizer's `encode_batch_fast` over the same sentences, nothing paired or written: the
+            physical limit of this design. minibert's tokens/s as a fraction of it is the pipeline's efficiency.
 
 Each run is a fresh subprocess, so its peaks are its own: peak RSS (VmHWM, which also counts the pages of
 memory-mapped Arrow files, i.e. file cache the kernel can drop), peak anonymous memory (RssAnon, sampled every
@@ -107,8 +111,50 @@ def run_ours(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
     start = time.perf_counter()
     prepare_pretraining_data(args, seed=0)  # the same inputs again: a cache hit
     warm = time.perf_counter() - start
-    return {"seconds": seconds, "warm_seconds": warm, "tokens": data.stats["tokens"],
-            "instances": data.stats["instances"], "imported_mb": imported, "imported_anon_mb": imported_anon}
+    result = {"seconds": seconds, "warm_seconds": warm, "tokens": data.stats["tokens"],
+              "instances": data.stats["instances"], "cache_bytes": data.stats["cache_bytes"],
+              "imported_mb": imported, "imported_anon_mb": imported_anon}
+    if os.environ.get("BENCH_FIRST_STEP"):
+        result["first_step_seconds"] = first_step_seconds(corpus, tokenizer, cache)
+    return result
+
+
+def first_step_seconds(corpus: str, tokenizer: str, cache: str) -> float:
+    """Wall time of `minibert-pretrain` on this (prepared) cache up to the end of its first optimizer step: a
+    fresh process (imports, accelerate, cache look-up, model), `--dry_run` so nothing is exported."""
+    command = [sys.executable, "-m", "pretrain", "--train_file", corpus, "--tokenizer_name", tokenizer,
+               "--max_seq_length", str(MAX_SEQ_LENGTH), "--validation_split_percentage", "0", "--seed", "0",
+               "--data_cache_dir", cache, "--max_train_steps", "1", "--dry_run", "true", "--output_dir",
+               os.path.join(cache, "out"), "--config_overrides", "hidden_size=64,num_hidden_layers=2"]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # the progress bar reaches 1/1 at the end of the first step
+        if "1/1" in line.replace("\r", "\n"):
+            break
+    seconds = time.perf_counter() - start
+    process.kill()
+    process.wait()
+    return seconds
+
+
+def run_stream(corpus: str, tokenizer: str, seconds: float = 60.0) -> dict:
+    """--streaming: instances read, tokenized and paired on the fly, for `seconds`."""
+    sys.path.insert(0, ROOT)
+    from pretrain.data import DataArguments, prepare_pretraining_data
+
+    imported = _rss_mb()
+    imported_anon = _rss_mb("RssAnon")
+    args = DataArguments(train_file=[corpus], tokenizer_name=tokenizer, max_seq_length=MAX_SEQ_LENGTH,
+                         validation_split_percentage=0, streaming=True, data_cache_dir=tempfile.mkdtemp())
+    stream = prepare_pretraining_data(args, seed=0).train_dataset
+    start, tokens, instances = time.perf_counter(), 0, 0
+    for row in stream:
+        tokens += len(row["input_ids"])
+        instances += 1
+        if instances % 1000 == 0 and time.perf_counter() - start > seconds:
+            break
+    return {"seconds": time.perf_counter() - start, "tokens": tokens, "instances": instances,
+            "imported_mb": imported, "imported_anon_mb": imported_anon}
 
 
 def run_baseline(corpus: str, tokenizer: str) -> dict:
@@ -147,6 +193,58 @@ def run_baseline(corpus: str, tokenizer: str) -> dict:
     tokens = sum(len(s) for doc in all_documents for s in doc)
     return {"seconds": seconds, "tokens": tokens, "instances": len(instances), "imported_mb": imported,
             "imported_anon_mb": imported_anon}
+
+
+def run_bare_tokenizer(corpus: str, tokenizer: str) -> dict:
+    """The physical limit of this design: the Rust tokenizer's `encode_batch_fast` over the corpus's sentences,
+    10,000 lines a call, timed alone (the lines are read beforehand); nothing paired, nothing written."""
+    from tokenizers import Tokenizer
+
+    imported = _rss_mb()
+    imported_anon = _rss_mb("RssAnon")
+    tok = Tokenizer.from_file(os.path.join(tokenizer, "tokenizer.json"))
+    with open(corpus, encoding="utf-8") as f:
+        lines = [line for line in map(str.strip, f) if line]
+    start = time.perf_counter()  # the tokenizer alone: the file is read (and split into lines) beforehand
+    tokens = 0
+    for i in range(0, len(lines), 10_000):
+        tokens += sum(len(e.ids) for e in tok.encode_batch_fast(lines[i : i + 10_000], add_special_tokens=False))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": tokens, "instances": 0, "imported_mb": imported, "imported_anon_mb": imported_anon}
+
+
+def run_mlm_recipe(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
+    """What transformers' `run_mlm.py` does with a text file (no --line_by_line): `load_dataset("text")`,
+    `datasets.map` with the fast tokenizer (special-tokens mask included, as there), then `group_texts` into
+    blocks of max_seq_length; on disk in the `datasets` cache. No NSP pairs: the recipe does not make them."""
+    from itertools import chain
+
+    import datasets
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    imported = _rss_mb()
+    imported_anon = _rss_mb("RssAnon")
+    start = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    raw = load_dataset("text", data_files={"train": corpus}, cache_dir=cache)["train"]
+    proc = num_proc if num_proc > 1 else None
+
+    def tokenize_function(examples):
+        return tok(examples["text"], return_special_tokens_mask=True)
+
+    tokenized = raw.map(tokenize_function, batched=True, num_proc=proc, remove_columns=["text"])
+
+    def group_texts(examples):
+        concatenated = {k: list(chain(*examples[k])) for k in examples}
+        total = (len(concatenated["input_ids"]) // MAX_SEQ_LENGTH) * MAX_SEQ_LENGTH
+        return {k: [t[i : i + MAX_SEQ_LENGTH] for i in range(0, total, MAX_SEQ_LENGTH)] for k, t in concatenated.items()}
+
+    grouped = tokenized.map(group_texts, batched=True, num_proc=proc)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": len(grouped) * MAX_SEQ_LENGTH, "instances": len(grouped),
+            "imported_mb": imported, "imported_anon_mb": imported_anon}
 
 
 def google_create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob, rng,
@@ -221,16 +319,44 @@ def _rss_mb(field: str = "VmRSS") -> float:
 
 class _AnonymousPeak(threading.Thread):
     """Samples RssAnon: memory the process owns, unlike the pages of memory-mapped Arrow files, which VmHWM also
-    counts but the kernel reclaims at will (they are the file cache)."""
+    counts but the kernel reclaims at will (they are the file cache). `tree_peak`: the same summed over this
+    process and all its descendants (the `num_proc` workers of `datasets.map`)."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.peak = 0.0
+        self.tree_peak = 0.0
 
     def run(self):
         while True:
             self.peak = max(self.peak, _rss_mb("RssAnon"))
+            self.tree_peak = max(self.tree_peak, sum(_anon_mb(pid) for pid in _tree(os.getpid())))
             time.sleep(0.02)
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _anon_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def child(args) -> None:
@@ -238,10 +364,17 @@ def child(args) -> None:
     sampler.start()
     if args.child == "ours":
         result = run_ours(args.corpus, args.tokenizer, args.num_proc, args.cache)
+    elif args.child == "stream":
+        result = run_stream(args.corpus, args.tokenizer)
+    elif args.child == "bare":
+        result = run_bare_tokenizer(args.corpus, args.tokenizer)
+    elif args.child == "run_mlm":
+        result = run_mlm_recipe(args.corpus, args.tokenizer, args.num_proc, args.cache)
     else:
         result = run_baseline(args.corpus, args.tokenizer)
     result["peak_mb"] = _rss_mb("VmHWM")
     result["anon_peak_mb"] = max(sampler.peak, _rss_mb("RssAnon"))
+    result["tree_anon_peak_mb"] = sampler.tree_peak
     # Workers of datasets.map (num_proc > 1) have exited and been waited for: their largest peak.
     result["worker_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
@@ -250,6 +383,36 @@ def child(args) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------------------
+
+
+def scale(sizes: list[float], workdir: str, cores: int) -> None:
+    """The corpus-scale figures: preparation time and memory, cache size, start-up on a cache hit, streaming."""
+    base = os.path.join(workdir, "corpus-50MB.txt")
+    if not os.path.isfile(base):
+        make_corpus(base, 50)
+    tokenizer = os.path.join(workdir, "tokenizer")
+    if not os.path.isdir(tokenizer):
+        train_shared_tokenizer(base, tokenizer)
+    print("| corpus | prepare seconds (num_proc) | M tokens/s | peak anonymous MB over imports | peak anonymous MB, all "
+          "processes | worker peak RSS MB | cache bytes / token | cache hit: start to 1st step | streaming M tokens/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        # Copies of the 50 MB corpus (generating text is slower than preparing it); documents repeat, costs do not.
+        corpus = os.path.join(workdir, f"scale-{size:g}MB.txt")
+        with open(base, "rb") as f:
+            chunk = f.read()
+        with open(corpus, "wb") as f:
+            for _ in range(max(1, round(size / 50))):
+                f.write(chunk)
+        os.environ["BENCH_FIRST_STEP"] = "1"
+        ours = measure("ours", corpus, tokenizer, cores, False, workdir)
+        del os.environ["BENCH_FIRST_STEP"]
+        stream = measure("stream", corpus, tokenizer, 1, False, workdir)
+        os.remove(corpus)
+        print(f"| {os.path.getsize(base) * round(size / 50) / 1e6:.0f} MB | {ours['seconds']:.0f} ({cores}) | "
+              f"{ours['tokens'] / ours['seconds'] / 1e6:.2f} | {ours['anon_peak_mb'] - ours['imported_anon_mb']:.0f} | "
+              f"{ours['tree_anon_peak_mb']:.0f} | {ours['worker_peak_mb']:.0f} | {ours['cache_bytes'] / ours['tokens']:.2f} | "
+              f"{ours['first_step_seconds']:.1f} s | {stream['tokens'] / stream['seconds'] / 1e6:.3f} |", flush=True)
 
 
 def measure(kind: str, corpus: str, tokenizer: str, num_proc: int, one_core: bool, workdir: str) -> dict:
@@ -272,7 +435,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[5, 50], help="corpus sizes in MB")
     parser.add_argument("--workdir", default=None, help="where corpora and caches go (default: a temp dir)")
-    parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--scale", type=float, nargs="+", default=None,
+                        help="instead: the scale benchmark on corpora of these sizes in MB (e.g. 1000)")
+    parser.add_argument("--child", choices=["ours", "baseline", "bare", "run_mlm", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
     parser.add_argument("--num_proc", type=int, default=1, help=argparse.SUPPRESS)
@@ -284,6 +449,8 @@ def main() -> None:
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-data-")
     os.makedirs(workdir, exist_ok=True)
     cores = os.cpu_count() or 1
+    if args.scale:
+        return scale(args.scale, workdir, cores)
     print(f"machine: {cores} cores, {os.uname().machine}, Python {sys.version.split()[0]}; workdir {workdir}")
     corpora = {}
     for size in args.sizes:
@@ -305,16 +472,20 @@ def main() -> None:
         for setting, one_core, num_proc in (("1 core", True, 1), (f"{cores} cores", False, cores)):
             ours = measure("ours", corpus, tokenizer, num_proc, one_core, workdir)
             base = measure("baseline", corpus, tokenizer, 1, one_core, workdir)
-            rows.append((mb, setting, ours, base))
-            print(f"{mb:.3g} MB, {setting}: ours {ours['seconds']:.1f}s, baseline {base['seconds']:.1f}s", flush=True)
+            bare = measure("bare", corpus, tokenizer, 1, one_core, workdir)
+            mlm = measure("run_mlm", corpus, tokenizer, num_proc, one_core, workdir)
+            rows.append((mb, setting, ours, base, bare, mlm))
+            print(f"{mb:.3g} MB, {setting}: ours {ours['seconds']:.1f}s, baseline {base['seconds']:.1f}s, bare tokenizer "
+                  f"{bare['seconds']:.1f}s, run_mlm recipe {mlm['seconds']:.1f}s", flush=True)
 
     print()
     print("| corpus | setting | pipeline | seconds | MB/s | M tokens/s | instances | peak RSS MB | "
           "peak anonymous MB over imports | worker peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for mb, setting, ours, base in rows:
-        for name, r in (("minibert", ours), ("baseline", base)):
-            workers = f"{r['worker_peak_mb']:.0f}" if name == "minibert" and "1 core" not in setting else "-"
+    for mb, setting, ours, base, bare, mlm in rows:
+        named = (("minibert", ours), ("baseline", base), ("run_mlm recipe", mlm), ("bare tokenizer", bare))
+        for name, r in named:
+            workers = f"{r['worker_peak_mb']:.0f}" if name in ("minibert", "run_mlm recipe") and "1 core" not in setting else "-"
             print(f"| {mb:.3g} MB | {setting} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.2f} | "
                   f"{r['tokens'] / r['seconds'] / 1e6:.2f} | {r['instances']} | {r['peak_mb']:.0f} | "
                   f"{r['anon_peak_mb'] - r['imported_anon_mb']:.0f} | {workers} |")
@@ -322,11 +493,25 @@ def main() -> None:
     print("| corpus | setting | speed minibert/baseline | anonymous memory baseline/minibert | "
           "minibert again (cache hit) |")
     print("|---|---|---|---|---|")
-    for mb, setting, ours, base in rows:
+    for mb, setting, ours, base, *_ in rows:
         speed = base["seconds"] / ours["seconds"]
         ours_anon = ours["anon_peak_mb"] - ours["imported_anon_mb"]
         memory = (base["anon_peak_mb"] - base["imported_anon_mb"]) / max(ours_anon, 1)
         print(f"| {mb:.3g} MB | {setting} | {speed:.2f}x | {memory:.1f}x | {ours['warm_seconds']:.2f} s |")
+    print()
+    print("| corpus | setting | minibert M tokens/s | bare tokenizer M tokens/s | minibert / bare | "
+          "run_mlm recipe / minibert (time) |")
+    print("|---|---|---|---|---|---|")
+    one = {}
+    for mb, setting, ours, base, bare, mlm in rows:
+        ours_rate, bare_rate = ours["tokens"] / ours["seconds"], bare["tokens"] / bare["seconds"]
+        one.setdefault(mb, ours_rate)
+        print(f"| {mb:.3g} MB | {setting} | {ours_rate / 1e6:.2f} | {bare_rate / 1e6:.2f} | {ours_rate / bare_rate:.2f} | "
+              f"{mlm['seconds'] / ours['seconds']:.2f}x |")
+    for mb, setting, ours, *_ in rows:
+        if "1 core" not in setting:
+            print(f"scaling of minibert, {mb:.3g} MB, 1 -> {cores} processes: "
+                  f"{ours['tokens'] / ours['seconds'] / one[mb]:.2f}x")
 
 if __name__ == "__main__":
     main()
