@@ -37,6 +37,13 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         hint = " (the disk is full: free space and rerun)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         print(f"error: {where}{e.strerror or e}{hint}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise  # a bug: keep its traceback
+        detail = " ".join(str(e).split())[:160]
+        print(f"error: out of memory{f' ({detail})' if detail else ''}: lower the model size, batch size or "
+              "sequence length, or free memory", file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -46,6 +53,14 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
 # What the machine, not the program, causes: a full disk, a read-only filesystem, a permission, a file in the way.
 ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EMFILE, errno.EIO}  # fmt: skip
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """What sizes too large for the machine raise: MemoryError, torch's OutOfMemoryError, a failed CPU allocation."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "CUDA out of memory" in text
 
 
 def _load_config_file(path: str) -> dict:

@@ -486,3 +486,23 @@ def test_memory_stays_flat_over_many_steps(corpus, cache, tmp_path, monkeypatch)
     growth = max(samples[s] for s in samples if s > 300) - warm
     print(f"anonymous memory after warm-up: {warm:.0f} MB, growth {growth:.1f} MB")
     assert growth < 40, f"anonymous memory grew by {growth:.0f} MB after warm-up: {samples}"
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [(["--vocab_size", str(2**40)], "--vocab_size"), (["--dupe_factor", str(2**40)], "--dupe_factor"),
+     (["--max_seq_length", str(2**40)], "--max_seq_length")],
+)  # fmt: skip
+def test_sizes_that_would_abort_or_fill_memory_are_refused(extra, named, corpus, cache, tmp_path, capsys):
+    """Found by fuzzing: `tokenizers` aborts the process on a vocabulary of 2**31, and a dupe factor of 2**40
+    pairs for hours until memory runs out."""
+    code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1, *extra), capsys)
+    assert code == 2
+    assert named in one_error_line(err)
+
+
+def test_a_model_too_large_for_memory_is_one_error_line(corpus, cache, tmp_path, capsys):
+    overrides = "hidden_size=64,num_hidden_layers=1,num_attention_heads=4,intermediate_size=1099511627776"
+    code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1, "--config_overrides", overrides), capsys)
+    assert code == 2
+    assert "out of memory" in one_error_line(err)
