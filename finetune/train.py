@@ -85,7 +85,10 @@ def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> 
         except (OSError, ValueError) as e:
             raise UserError(f"--output_dir {output_dir}: its config.json cannot be read ({e}); choose a new or empty folder") from None
         architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
-        if not isinstance(architectures, list) or not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures):
+        classifier = isinstance(architectures, list) and any(
+            isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
+        )
+        if not classifier:
             raise UserError(
                 f"--output_dir {output_dir} holds a {', '.join(map(str, architectures)) or 'model'} checkpoint, not a "
                 "fine-tuned classifier; choose a new or empty folder"
@@ -186,7 +189,9 @@ def verify_checkpoint(path: str) -> None:
         raise UserError(f"--resume_from_checkpoint {path} is a pretraining checkpoint; fine-tune the pretrained model "
                         "with --model_name_or_path (resume takes a checkpoint of a fine-tuning run)")  # fmt: skip
     if not isinstance(state.get("global_step"), int):
-        raise UserError(f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (its trainer_state.json is not the Trainer's)")
+        raise UserError(
+            f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (its trainer_state.json is not the Trainer's)"
+        )
     names = os.listdir(path)
     if "model.safetensors" not in names:
         raise UserError(f"--resume_from_checkpoint {path} has no model.safetensors (pickled weights are never loaded)")

@@ -310,8 +310,8 @@ class StopRequest:
 
     The loop then saves a checkpoint and returns; `minibert-pretrain` and `minibert-finetune` exit with 128 + the
     signal number (143 for SIGTERM, 130 for SIGINT), so a scheduler sees the job did not finish, and the same
-    command with `--resume_from_checkpoint latest` (`last` for fine-tuning) continues it. A second signal restores the default handler (a second
-    Ctrl-C kills at once; the last complete checkpoint stays valid).
+    command with `--resume_from_checkpoint latest` (`last` for fine-tuning) continues it. A second signal restores
+    the default handler (a second Ctrl-C kills at once; the last complete checkpoint stays valid).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -221,7 +221,8 @@ def verify_checkpoint(path: str, num_processes: int, has_scaler: bool, sharded: 
     for name in sorted(names):
         if name.endswith(PICKLE_SUFFIXES) and os.path.isfile(os.path.join(path, name)):
             state = load_tensor_file(os.path.join(path, name))
-            if name in rng and not (isinstance(state, dict) and {"random_state", "numpy_random_seed", "torch_manual_seed"} <= set(state)):
+            rng_keys = {"random_state", "numpy_random_seed", "torch_manual_seed"}
+            if name in rng and not (isinstance(state, dict) and rng_keys <= set(state)):
                 raise UserError(f"{os.path.join(path, name)} is damaged: it holds no RNG state")
 
 
@@ -252,7 +253,8 @@ def load_scheduler_state(path: str, lr_scheduler) -> None:
     try:
         lr_scheduler.load_state_dict(state)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        raise UserError(f"{file} is damaged ({' '.join(str(e).split())[:200] or type(e).__name__}); use an earlier checkpoint") from None
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise UserError(f"{file} is damaged ({reason}); use an earlier checkpoint") from None
 
 
 def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, total_limit: int | None,
