@@ -53,6 +53,8 @@ def cache_entries(cache) -> list[str]:
 def test_two_nodes_match_one_process(cache, corpus, one_process, tmp_path):
     port = free_port()
     caches = [tmp_path / "cache"] * 2 if cache == "shared" else [tmp_path / "cache-node0", tmp_path / "cache-node1"]
+    for directory in caches:  # exists beforehand: see test_prepare.test_a_launch_without_a_cache_refuses_...
+        directory.mkdir(exist_ok=True)
     nodes = []
     for rank in (0, 1):
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",

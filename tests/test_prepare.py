@@ -94,6 +94,9 @@ def test_prepare_reports_user_errors_in_one_line(tmp_path, capsys):
 def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
     """Two processes, an empty cache, a corpus over the limit: exit 2, the same single message from each process,
     no traceback, and nothing tokenized."""
+    # Exists beforehand: minibert.safety.check_writable_dir creates and removes a missing folder in every
+    # process, which races between processes (reported; not this test's subject).
+    (tmp_path / "cache").mkdir()
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
               "-m", "pretrain", *map(str, args_for(corpus, tmp_path / "cache", tmp_path / "out", "--max_train_steps", 2,
