@@ -80,7 +80,9 @@ def load_tensor_file(path: str, map_location="cpu"):
 def check_writable_dir(path: str, flag: str) -> None:
     """Refuse `path` (for `flag`) unless it is, or can be created as, a directory this process can write.
 
-    Creates nothing that is left behind: a missing folder is created, probed and removed again."""
+    Creates and leaves nothing: an existing folder is probed with a temporary file of this process's own; for a
+    missing one, the nearest existing parent must let this process create folders. (Creating and removing the
+    missing folder instead would race with the other processes of a launch checking the same path.)"""
     if not path:
         raise UserError(f"{flag} must not be empty")
     real = os.path.realpath(os.path.expanduser(path))
@@ -89,26 +91,21 @@ def check_writable_dir(path: str, flag: str) -> None:
         raise UserError(f"{flag} {path} is under {top}, not a place for files")
     if os.path.exists(real) and not os.path.isdir(real):
         raise UserError(f"{flag} {path} is a file; give a directory (it is created if missing)")
-    created = []
     probe = real
     while not os.path.exists(probe):
-        created.append(probe)
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise UserError(f"{flag} {path}: {probe} is a file, so the folder cannot be created")
+    if probe != real:
+        if not os.access(probe, os.W_OK | os.X_OK):  # also False on a read-only filesystem, for root too
+            raise UserError(f"{flag} {path} cannot be created: {probe} is not writable; choose another folder")
+        return
     try:
-        os.makedirs(real, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".write-test-", dir=real)
         os.close(fd)
         os.remove(name)
     except OSError as e:
         raise UserError(f"{flag} {path} cannot be written ({e.strerror or _one_line(e)}); choose another folder") from None
-    finally:
-        for folder in created:  # deepest first
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
 
 
 RUN_MARKER = ".minibert-run.json"
