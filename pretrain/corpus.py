@@ -145,19 +145,41 @@ class CorpusSource:
         return f"dataset {self.path}" + (f" ({self.config})" if self.config else "") + f" split {self.split}"
 
     def fingerprint(self) -> str:
-        """Changes when any input changes: file paths, sizes and modification times; saved datasets' files."""
+        """Changes when any input changes: file paths, sizes, modification times and a hash of a sample of each
+        file's bytes (a file replaced by another of the same size and time, as `cp -p` or rsync leave it, is seen);
+        the same for a saved dataset's files."""
         h = hashlib.sha256()
         h.update(json.dumps([self.kind, self.path, self.config, self.split, self.text_column]).encode())
         for path in self.files:
             st = os.stat(path)
-            h.update(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns]).encode())
+            h.update(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, content_sample(path)]).encode())
         if self.kind == "disk":
             for root, _, names in sorted(os.walk(self.path)):
                 for name in sorted(names):
-                    st = os.stat(os.path.join(root, name))
-                    h.update(json.dumps([os.path.relpath(os.path.join(root, name), self.path), st.st_size,
-                                         st.st_mtime_ns]).encode())
+                    full = os.path.join(root, name)
+                    st = os.stat(full)
+                    h.update(json.dumps([os.path.relpath(full, self.path), st.st_size, st.st_mtime_ns,
+                                         content_sample(full)]).encode())  # fmt: skip
         return h.hexdigest()[:16]
+
+
+SAMPLE_CHUNKS, SAMPLE_CHUNK_BYTES = 16, 64 * 1024
+
+
+def content_sample(path: str) -> str:
+    """A hash of the whole file up to 1 MiB, else of 16 evenly spaced 64 KiB pieces (the first and last included):
+    a few milliseconds whatever the size, and any change of content but one confined between the pieces shows."""
+    size = os.path.getsize(path)
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size <= SAMPLE_CHUNKS * SAMPLE_CHUNK_BYTES:
+            h.update(f.read())
+        else:
+            step = (size - SAMPLE_CHUNK_BYTES) / (SAMPLE_CHUNKS - 1)
+            for i in range(SAMPLE_CHUNKS):
+                f.seek(int(i * step))
+                h.update(f.read(SAMPLE_CHUNK_BYTES))
+    return h.hexdigest()
 
 
 def is_saved_dataset(path: str) -> bool:

@@ -110,3 +110,23 @@ def test_demo_corpus_is_prose_in_bert_format(tmp_path):
     assert build_demo_corpus(str(tmp_path)) == path  # built once
     read = list(read_documents([path]))
     assert [d["text"].split("\n") for d in read] == documents
+
+
+def test_the_cache_key_sees_a_same_size_same_time_replacement(tmp_path):
+    """`cp -p` / rsync leave size and modification time as they were: the content sample still changes the key."""
+    from pretrain.corpus import content_sample
+
+    path = tmp_path / "corpus.txt"
+    big = ("The quick brown fox jumps over the lazy dog.\n" * 60_000)  # over 1 MiB: the sampled path
+    path.write_text(big)
+    st = os.stat(path)
+    before = content_sample(str(path))
+    path.write_text(big.replace("quick", "QUICK", 1))  # same size, first piece changed
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+    assert content_sample(str(path)) != before
+    small = tmp_path / "small.txt"
+    small.write_text("abc\n")
+    first = content_sample(str(small))
+    small.write_text("abd\n")
+    assert content_sample(str(small)) != first
