@@ -11,7 +11,6 @@ import random
 import time
 
 import pytest
-import torch
 
 from test_finetune_train import TINY, make_tokenizer, write_task
 from test_pretrain_loop import args_for, synthetic_documents, write_corpus
@@ -25,14 +24,6 @@ BUDGET_S = {"pretrain": 18, "finetune": 12, "convert": 6}
 def in_tmp_path(tmp_path, monkeypatch):
     """Hostile values such as `--output_dir 0` are relative paths: they land in the test's own folder."""
     monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ attention, DeepSpeed, kernels).
 
 import unittest
 
-import pytest
 import torch
 
 from minibert import MiniBertConfig

@@ -22,14 +22,6 @@ from test_finetune_train import TINY, make_tokenizer, write_task
 from test_reliability_pretrain import Payload, one_error_line, snapshot
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     return write_task(str(tmp_path_factory.mktemp("rel_task")))

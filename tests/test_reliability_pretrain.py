@@ -22,14 +22,6 @@ from pretrain.checkpointing import LATEST_FILE, SCHEDULER_FILE, STATE_FILE
 from test_pretrain_loop import args_for, synthetic_documents, write_corpus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
     return write_corpus(tmp_path_factory.mktemp("rel_corpus") / "topics.txt", synthetic_documents(n_docs=40, seed=1))
