@@ -285,8 +285,10 @@ def is_disk_full(error: BaseException, folder: str) -> bool:
     text = str(error).lower()
     if "no space left" in text or "disk quota" in text:
         return True
+    # What torch's writers say when a write came up short (seen on a full tmpfs): no errno, so the free space decides.
+    short_write = ("failed writing", "iostream error", "unexpected pos", "file write failed")
     try:
-        return "failed writing" in text and shutil.disk_usage(folder).free < 64 * 2**20
+        return any(s in text for s in short_write) and shutil.disk_usage(folder).free < 64 * 2**20
     except OSError:
         return False
 

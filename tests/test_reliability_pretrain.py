@@ -11,6 +11,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -391,6 +392,46 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(corpus, cache, 
     code, err = run_cli(argv(corpus, cache, out, *extra, "--resume_from_checkpoint", "latest"), capsys)
     assert code == 0, err[-2000:]
     assert json.load(open(out / "all_results.json"))["train_steps"] == 3
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real, tiny filesystem (tmpfs) that fills up; skipped where mounting is not allowed."""
+    mounted = []
+
+    def make(size_bytes: int) -> str:
+        path = tmp_path / f"tmpfs{len(mounted)}"
+        path.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(path)
+        return str(path)
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_previous_checkpoint(corpus, cache, tmp_path, capsys, small_tmpfs):
+    """The same on a real full filesystem: sized (from a measured first run) to hold the first checkpoint but not
+    the second. One line, `latest` names a complete checkpoint, no half-written folder is left."""
+    probe = tmp_path / "probe"
+    extra = ["--max_train_steps", 2, "--checkpointing_steps", 1, "--checkpoints_total_limit", 5]
+    assert run_cli(argv(corpus, cache, probe, *extra), capsys)[0] == 0
+    one = sum(f.stat().st_size for f in (probe / "checkpoints" / "step_1").rglob("*") if f.is_file())
+    out = os.path.join(small_tmpfs(int(one * 1.6) + 64 * 1024), "out")
+    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--checkpointing_steps", 1,
+                             "--checkpoints_total_limit", 5), capsys)  # fmt: skip
+    assert code == 2, err[-2000:]
+    assert "no space left" in one_error_line(err).lower()
+    checkpoints = os.path.join(out, "checkpoints")
+    latest = open(os.path.join(checkpoints, LATEST_FILE)).read().strip()
+    assert sorted(n for n in os.listdir(checkpoints) if n.startswith("step_")) == [latest]  # no partial folder
+    assert not [n for n in os.listdir(checkpoints) if n.startswith(".")]  # nor a temporary one filling the disk
+    complete = {f.name for f in (probe / "checkpoints" / "step_1").rglob("*") if f.is_file()}
+    assert complete <= {f.name for f in Path(checkpoints, latest).rglob("*") if f.is_file()}
 
 
 def test_two_runs_at_once_the_second_refuses_naming_the_first(corpus, cache, tmp_path, capsys):
