@@ -539,3 +539,35 @@ def test_a_model_too_large_for_memory_is_one_error_line(corpus, cache, tmp_path,
     code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1, "--config_overrides", overrides), capsys)
     assert code == 2
     assert "out of memory" in one_error_line(err)
+
+
+def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path, capsys, monkeypatch):
+    """The cache folder removed after the first step: the run goes on from the memory-mapped data it opened and ends
+    with the weights of an undisturbed run (never other data); the next run rebuilds the cache."""
+    from safetensors.torch import load_file
+
+    from pretrain.train import Trainer
+
+    extra = ["--max_train_steps", 15]  # past the end of the first epoch (12 steps): the data is read again
+    undisturbed = tmp_path / "undisturbed"
+    assert run_cli(argv(corpus, str(tmp_path / "cache_a"), undisturbed, *extra), capsys)[0] == 0
+
+    cache = tmp_path / "cache_b"
+    original, steps = Trainer.train_step, []
+
+    def step_then_delete(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 1:
+            shutil.rmtree(cache)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_delete)
+    code, err = run_cli(argv(corpus, str(cache), tmp_path / "disturbed", *extra), capsys)
+    assert code == 0, err[-3000:]
+    assert not cache.exists() and len(steps) == 15
+    a, b = load_file(undisturbed / "model.safetensors"), load_file(tmp_path / "disturbed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert run_cli(argv(corpus, str(cache), tmp_path / "again", *extra), capsys)[0] == 0  # rebuilt
+    assert cache.exists()
