@@ -551,6 +551,7 @@ def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path
     extra = ["--max_train_steps", 15]  # past the end of the first epoch (12 steps): the data is read again
     undisturbed = tmp_path / "undisturbed"
     assert run_cli(argv(corpus, str(tmp_path / "cache_a"), undisturbed, *extra), capsys)[0] == 0
+    assert json.load(open(undisturbed / "all_results.json"))["train_epochs"] > 1
 
     cache = tmp_path / "cache_b"
     original, steps = Trainer.train_step, []
