@@ -209,6 +209,19 @@ def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = Non
             "the DeepSpeed config needs GPUs and this machine has none (accelerate would silently run plain DDP "
             "instead); on CPU processes use pretrain/accelerate_configs/fsdp.yaml, which shards there too"
         )
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if local_processes > cores and not _has_accelerator():
+        # A GPU launch config (e.g. multi_gpu_8.yaml) on a machine without GPUs: N CPU processes on fewer cores end
+        # minutes later in collective timeouts and hundreds of lines of tracebacks. Say so at the start instead,
+        # once per machine (the other processes leave with the same status, silently).
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+            raise SystemExit(2)
+        raise UserError(
+            f"this launch starts {local_processes} processes on this machine, which has no GPU and {cores} CPU "
+            f"core(s): the launch config asks for GPUs. Without GPUs use at most one process per core, e.g. "
+            f"accelerate launch --config_file pretrain/accelerate_configs/cpu_2proc.yaml"
+        )
     cpu = (world_size > 1 or fsdp) and not _has_accelerator()
     fsdp_plugin = _cpu_fsdp_plugin() if fsdp and cpu else None
     try:

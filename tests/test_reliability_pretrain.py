@@ -572,3 +572,20 @@ def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path
     monkeypatch.setattr(Trainer, "train_step", original)
     assert run_cli(argv(corpus, str(cache), tmp_path / "again", *extra), capsys)[0] == 0  # rebuilt
     assert cache.exists()
+
+
+def test_a_gpu_launch_config_on_a_machine_without_gpus_is_one_line_at_start(tmp_path, capsys, monkeypatch):
+    """What `accelerate launch --config_file multi_gpu_8.yaml` sets in each process, on a CPU-only machine."""
+    import torch.distributed as dist
+
+    from pretrain.train import make_accelerator
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("WORLD_SIZE", str(4 * cores))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("no process group may be formed"))
+    from pretrain.args import PretrainingArguments
+
+    with pytest.raises(UserError, match="no GPU.*cpu_2proc.yaml"):
+        make_accelerator(PretrainingArguments(output_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
