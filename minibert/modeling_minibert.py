@@ -74,6 +74,11 @@ def _attention_function(implementation: str):
 # --------------------------------------------------------------------------------------------------------------
 # The unpadded layout
 # --------------------------------------------------------------------------------------------------------------
+def with_scratch_row(x: torch.Tensor, value=0) -> torch.Tensor:
+    """(N, ...) -> (N + 1, ...): one row of `value` past the end, which the collator's bucket fill (index N) reads."""
+    return torch.cat([x, x.new_full((1, *x.shape[1:]), value)])
+
+
 @dataclass
 class Unpadding:
     """Moves per-token tensors between the padded (B, S, ...) layout and the packed (T, ...) one.
@@ -90,8 +95,7 @@ class Unpadding:
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, ...) -> (T, ...): the real tokens (the bucket's fill reads the zero scratch row)."""
         flat = x.reshape(self.batch_size * self.seq_len, *x.shape[2:])
-        flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])])
-        return flat.index_select(0, self.indices)
+        return with_scratch_row(flat).index_select(0, self.indices)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(T, ...) -> (B, S, ...): real tokens back in place, zeros at padding (the scratch row is dropped)."""
@@ -470,6 +474,10 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     def _outputs(self, output_cls, encoded: BaseModelOutputWithPooling, return_dict, **fields):
         """A head's `ModelOutput` with the encoder's hidden states and attentions, or its tuple."""
         out = output_cls(**fields, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+        return self._as_requested(out, return_dict)
+
+    def _as_requested(self, out: ModelOutput, return_dict):
+        """`out`, or its tuple when `return_dict` (default: the config's) is false."""
         if return_dict is None:
             return_dict = getattr(self.config, "return_dict", True)
         return out if return_dict else out.to_tuple()
@@ -535,9 +543,7 @@ class MiniBertModel(MiniBertPreTrainedModel):
         encoded = BaseModelOutputWithPooling(
             last_hidden_state=sequence_output, pooler_output=pooled, hidden_states=all_hidden, attentions=all_weights
         )
-        if return_dict is None:
-            return_dict = getattr(self.config, "return_dict", True)
-        return encoded if return_dict else encoded.to_tuple()
+        return self._as_requested(encoded, return_dict)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -630,8 +636,7 @@ def _masked_lm(head, sequence_output, labels, masked_positions, sparse: bool, nu
         if masked_positions is None:
             masked_positions = (flat_labels != -100).nonzero().squeeze(1)
         else:  # the bucket's fill points one past the end: a zero row with an ignored label
-            hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.size(1))])
-            flat_labels = torch.cat([flat_labels, flat_labels.new_full((1,), -100)])
+            hidden, flat_labels = with_scratch_row(hidden), with_scratch_row(flat_labels, -100)
         logits = head(hidden.index_select(0, masked_positions))  # (M, vocab)
         return logits, _cross_entropy(logits, flat_labels.index_select(0, masked_positions), num_items_in_batch)
     logits = head(sequence_output)  # (B, S, vocab)
