@@ -76,7 +76,8 @@ def _is_demo(argv: list[str]) -> bool:
 
 
 def _run(argv: Sequence[str] | None) -> dict:
-    from .train import fill_mask_prompts, pretrain
+    from .demo import fill_mask_prompts
+    from .train import pretrain
 
     model_args, data_args, training_args, hub_args = parse(argv)
     result = pretrain(model_args, data_args, training_args, hub_args)

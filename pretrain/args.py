@@ -158,6 +158,22 @@ class PretrainingArguments:
             "and export as if the run had ended."
         },
     )
+    schedule_by: str = field(
+        default="steps",
+        metadata={
+            "help": "What the LR schedule (and --batch_size_warmup_ratio) runs over: `steps` (--max_train_steps) or "
+            "`time` (--time_budget's wall-clock minutes: the LR follows the training time spent, as in Cramming, "
+            "Geiping & Goldstein 2023, so the decay ends when the budget does on any hardware).",
+            "choices": ["steps", "time"],
+        },
+    )
+    batch_size_warmup_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Batch-size warmup: over this fraction of training the micro-batches of a step ramp linearly "
+            "from 1 to --gradient_accumulation_steps (small batches early, when they learn as much per sequence)."
+        },
+    )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30 percent slower)."}
@@ -225,6 +241,10 @@ class PretrainingArguments:
             raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UserError(f"--time_budget is in minutes and must be positive, not {self.time_budget}")
+        if self.schedule_by == "time" and not self.time_budget:
+            raise UserError("--schedule_by time runs the schedule over --time_budget: give --time_budget (minutes)")
+        if not 0 <= self.batch_size_warmup_ratio < 1:
+            raise UserError(f"--batch_size_warmup_ratio must be in [0, 1), not {self.batch_size_warmup_ratio}")
         if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
             raise UserError(f"--dataloader_num_workers must be >= 0, not {self.dataloader_num_workers}")
         self.checkpoint_interval()  # raises on a bad --checkpointing_steps

@@ -3,7 +3,7 @@
 `prepare_pretraining_data(data_args, seed, ...)` runs a `DataPipeline`, one method per step:
 
 1. read       text files / JSON Lines / a saved or named `datasets` dataset -> documents (`corpus.py`);
-              no source: the demo corpus built from Python's own documentation (`demo_corpus.py`)
+              no source: the demo corpus built from Python's own documentation (`demo.py`)
 2. tokenizer  `--tokenizer_name`, or a WordPiece vocabulary trained on the training documents (`tokenizer.py`)
 3. tokenize   sentences -> token ids, overlong lines cut (batched `datasets.map`, `num_proc` workers)
 4. pair       validation documents held out, NSP instances made as Google's script makes them (`nsp.py`)
@@ -49,7 +49,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from minibert.cli import UserError
 from pretrain import streaming
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
-from pretrain.demo_corpus import build_demo_corpus
+from pretrain.demo import build_demo_corpus
 from pretrain.nsp import NSPInstanceMap, stable_int
 from pretrain.tokenizer import (
     DocumentTokenizer,

@@ -62,7 +62,8 @@ from .checkpointing import (
     verify_checkpoint,
 )
 from .collator import DataCollatorForPreTraining
-from .evaluate import eval_collator, evaluate
+from .demo import describe_data, fill_mask_prompts
+from .evaluation import eval_collator, evaluate
 from .optim import build_lr_scheduler, build_optimizer
 from .report import CURVES_FILE, RESULTS_FILE, MetricsLog, hardware_description, model_card, plot_training_curves, write_json
 
@@ -410,39 +411,6 @@ def _export_model(accelerator, model):
         fresh.load_state_dict(state_dict)
         return fresh
     return accelerator.unwrap_model(model)
-
-
-def _describe_data(data_args) -> str:
-    if getattr(data_args, "dataset_name", None):
-        config = f" ({data_args.dataset_config_name})" if getattr(data_args, "dataset_config_name", None) else ""
-        return f"the `{data_args.dataset_name}`{config} dataset"
-    files = getattr(data_args, "train_file", None) or []
-    if isinstance(files, str):
-        files = [files]
-    if files:
-        return ", ".join(f"`{os.path.basename(f)}`" for f in files)
-    return "the embedded demo corpus (Python's documentation topics, `pydoc_data.topics`)"
-
-
-def uses_demo_corpus(data_args) -> bool:
-    return not getattr(data_args, "dataset_name", None) and not getattr(data_args, "train_file", None)
-
-
-# Sentences in the demo corpus's domain (Python's language reference), each with one [MASK].
-DEMO_PROMPTS = [
-    'The "for" statement is used to iterate over the [MASK] of a sequence.',
-    'The "while" statement is used for repeated [MASK] as long as an expression is true.',
-    'The return value of a [MASK] is determined by the last "return" statement.',
-    "When an [MASK] is not handled at all, the interpreter terminates execution of the program.",
-    'A "break" statement executed in the first suite terminates the [MASK].',
-]
-
-
-def fill_mask_prompts(args: PretrainingArguments, data_args) -> list[str]:
-    """--fill_mask_prompts, or for the demo corpus sentences from its domain."""
-    if args.fill_mask_prompts is not None:
-        return args.fill_mask_prompts
-    return DEMO_PROMPTS if uses_demo_corpus(data_args) else []
 
 
 # What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
@@ -1090,7 +1058,7 @@ def _write_outputs(accelerator, model, data, data_args, args, hub_args, results,
         example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
         config=export.config,
         num_parameters=total_params,
-        data_description=_describe_data(data_args),
+        data_description=describe_data(data_args),
         training=training,
         results={k: results[k] for k in eval_keys if k in results},
     )

@@ -7,7 +7,7 @@ import pytest
 
 from minibert.cli import UserError
 from pretrain.corpus import read_documents, resolve_files, split_sentences
-from pretrain.demo_corpus import build_demo_corpus, demo_documents
+from pretrain.demo import build_demo_corpus, demo_documents
 
 
 @pytest.mark.parametrize(

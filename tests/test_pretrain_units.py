@@ -22,7 +22,7 @@ from pretrain.checkpointing import (
     resolve_resume,
     rotate_checkpoints,
 )
-from pretrain.evaluate import per_sequence_stats, summarize
+from pretrain.evaluation import per_sequence_stats, summarize
 from pretrain.optim import Lamb, build_lr_scheduler, param_groups
 from pretrain.train import build_config, typed_config_overrides
 

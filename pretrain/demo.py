@@ -131,3 +131,37 @@ def build_demo_corpus(directory: str) -> str:
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+# ---- the demo corpus in a run: its description, its prompts ------------------------------------------------
+def describe_data(data_args) -> str:
+    if getattr(data_args, "dataset_name", None):
+        config = f" ({data_args.dataset_config_name})" if getattr(data_args, "dataset_config_name", None) else ""
+        return f"the `{data_args.dataset_name}`{config} dataset"
+    files = getattr(data_args, "train_file", None) or []
+    if isinstance(files, str):
+        files = [files]
+    if files:
+        return ", ".join(f"`{os.path.basename(f)}`" for f in files)
+    return "the embedded demo corpus (Python's documentation topics, `pydoc_data.topics`)"
+
+
+def uses_demo_corpus(data_args) -> bool:
+    return not getattr(data_args, "dataset_name", None) and not getattr(data_args, "train_file", None)
+
+
+# Sentences in the demo corpus's domain (Python's language reference), each with one [MASK].
+DEMO_PROMPTS = [
+    'The "for" statement is used to iterate over the [MASK] of a sequence.',
+    'The "while" statement is used for repeated [MASK] as long as an expression is true.',
+    'The return value of a [MASK] is determined by the last "return" statement.',
+    "When an [MASK] is not handled at all, the interpreter terminates execution of the program.",
+    'A "break" statement executed in the first suite terminates the [MASK].',
+]
+
+
+def fill_mask_prompts(args, data_args) -> list[str]:
+    """--fill_mask_prompts, or for the demo corpus sentences from its domain."""
+    if args.fill_mask_prompts is not None:
+        return args.fill_mask_prompts
+    return DEMO_PROMPTS if uses_demo_corpus(data_args) else []
