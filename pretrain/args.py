@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from minibert import MODEL_SIZES
 from minibert.cli import UserError
 
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
-              "warmup_stable_decay")  # fmt: skip
-DECAY_TYPES = ("linear", "cosine", "1-sqrt")  # the final decay of warmup_stable_decay
+from .optim import DECAY_TYPES, SCHEDULERS
+
 OPTIMIZERS = ("adamw", "lamb")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 

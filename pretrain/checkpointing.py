@@ -44,6 +44,7 @@ class Progress:
     completed_steps: int = 0  # optimizer updates applied (skipped non-finite steps count: the data moved on)
     epoch: int = 0  # the epoch the next step reads from
     step_in_epoch: int = 0  # optimizer steps already taken in that epoch
+    batches_in_epoch: int = 0  # micro-batches (of each process) already read in that epoch
     tokens_seen: int = 0  # non-padding tokens trained on, all processes
     samples_seen: int = 0  # sequences trained on, all processes
     train_runtime: float = 0.0  # seconds spent in training steps, all sessions (excludes eval and checkpoints)
@@ -82,6 +83,8 @@ class Progress:
             if not ok:
                 raise UserError(f"{path} is damaged: {f.name} is {value!r}")
             out[f.name] = value
+        if "batches_in_epoch" not in data:  # written before batch-size warmup: every step read a full window
+            out["batches_in_epoch"] = out.get("step_in_epoch", 0) * out.get("gradient_accumulation_steps", 1)
         return cls(**out)
 
     def write(self, checkpoint_dir: str) -> None:

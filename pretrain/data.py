@@ -132,6 +132,10 @@ class DataArguments:
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
+    next_sentence_prediction: bool = field(
+        default=True,
+        metadata={"help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models."},
+    )
     mask_replace_prob: float = field(
         default=0.8, metadata={"help": "Of the chosen tokens, the share replaced by [MASK] (BERT: 0.8)."}
     )

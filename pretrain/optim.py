@@ -3,15 +3,16 @@
 - `param_groups`: weight decay on matrices only (`p.dim() >= 2`): never on biases and LayerNorm gains.
 - `Lamb`: LAMB, written out because torch ships none.
 - `build_optimizer`: AdamW (fused on CUDA) or LAMB.
-- `build_lr_scheduler` + `UpdateStepScheduler`: warmup + decay that advances exactly once per optimizer update,
-  whatever the number of processes (see the class for why accelerate's own wrapper is not used).
+- `build_lr_scheduler`: transformers' schedules, stepped by the loop once per applied optimizer update whatever the
+  number of processes (see the function for why accelerate's own wrapper is not used); `move_schedule_to` for a
+  schedule that follows the time budget instead (`--schedule_by time`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import get_scheduler
+from transformers import SchedulerType, get_scheduler
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -82,38 +83,26 @@ def build_optimizer(model: nn.Module, args, device: torch.device) -> torch.optim
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=betas, eps=args.adam_epsilon, fused=fused)
 
 
-class UpdateStepScheduler:
-    """A learning-rate schedule that advances exactly once per applied optimizer update.
+# Schedules `get_scheduler` builds from these arguments alone: not the metric-driven ones (reduce_lr_on_plateau,
+# greedy) nor those that need a minimum LR this CLI does not take (cosine_with_min_lr, ...).
+SCHEDULERS = tuple(
+    t.value for t in SchedulerType if t.value not in ("reduce_lr_on_plateau", "greedy") and "min_lr" not in t.value
+)
+DECAY_TYPES = ("linear", "cosine", "1-sqrt")  # the final decay of warmup_stable_decay
 
-    accelerate's prepared scheduler (`AcceleratedScheduler`, accelerate 1.x) steps the wrapped scheduler
-    `num_processes` times per update (it assumes the schedule was written in single-process steps, accelerate
-    issue #2318), so warmup and decay written in optimizer steps end N times too early on N GPUs. This wrapper is
-    not passed to `accelerator.prepare`; it is registered for checkpointing instead. It skips updates the fp16
-    grad scaler threw away (`optimizer.step_was_skipped`), as accelerate's does.
-    """
-
-    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler, optimizer):
-        self.scheduler = scheduler
-        self.optimizer = optimizer
-
-    def step(self) -> None:
-        if getattr(self.optimizer, "step_was_skipped", False):
-            return
-        self.scheduler.step()
-
-    def get_last_lr(self) -> list[float]:
-        return self.scheduler.get_last_lr()
-
-    def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
+# Under --schedule_by time the schedule is written in these units of the time budget instead of optimizer steps.
+SCHEDULE_TICKS = 10_000
 
 
-def build_lr_scheduler(optimizer, name: str, num_warmup_steps: int, num_training_steps: int,
-                       decay_ratio: float = 0.2, decay_type: str = "1-sqrt") -> UpdateStepScheduler:  # fmt: skip
-    """transformers' schedules (linear, cosine, ..., warmup_stable_decay), counted in optimizer updates.
+def build_lr_scheduler(
+    optimizer, name: str, num_warmup_steps: int, num_training_steps: int, decay_ratio: float = 0.2, decay_type: str = "1-sqrt"
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' `get_scheduler`, on the bare optimizer, for the loop to step once per *applied* update.
+
+    Not passed to `accelerator.prepare`: accelerate's `AcceleratedScheduler` steps the schedule `num_processes`
+    times per update (accelerate #2318), so warmup and decay written in optimizer steps would end N times too early
+    on N GPUs. Nor registered with accelerate's checkpointing (that pickles it): the loop saves its `state_dict()`
+    as JSON with each checkpoint (`pretrain.checkpointing`).
 
     warmup_stable_decay: warmup, a constant learning rate, then a decay over the last `decay_ratio` of the steps
     (`decay_type` linear, cosine or 1-sqrt), as MiniCPM and Hägele et al. (2024) train.
@@ -123,6 +112,18 @@ def build_lr_scheduler(optimizer, name: str, num_warmup_steps: int, num_training
     if name == "warmup_stable_decay":
         decay = min(max(round(decay_ratio * num_training_steps), 1), max(num_training_steps - num_warmup_steps, 1))
         specific = {"num_decay_steps": decay, "decay_type": decay_type}
-    scheduler = get_scheduler(name, base, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
-                              scheduler_specific_kwargs=specific)  # fmt: skip
-    return UpdateStepScheduler(scheduler, optimizer)
+    return get_scheduler(
+        name, base, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
+        scheduler_specific_kwargs=specific,
+    )
+
+
+def move_schedule_to(lr_scheduler, tick: int) -> None:
+    """--schedule_by time: put the schedule at `tick` (of SCHEDULE_TICKS, the share of the time budget spent).
+
+    `LambdaLR.step()` computes the LR of `last_epoch + 1`; the position only moves forward (a resumed run restores it
+    from its checkpoint and goes on from there)."""
+    tick = min(max(tick, lr_scheduler.last_epoch), SCHEDULE_TICKS)
+    if tick != lr_scheduler.last_epoch:
+        lr_scheduler.last_epoch = tick - 1
+        lr_scheduler.step()

@@ -8,11 +8,15 @@ and evaluation records (`{"step", "eval_loss", "eval_mlm_accuracy", ...}`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
+import time
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "all_results.json"
@@ -172,3 +176,83 @@ def model_card(*, model_id: str | None, model_path: str, config, num_parameters:
         "",
     ]
     return "\n".join(lines)
+
+
+# ---- the end of a run: its results, the exported model and its card ---------------------------------------------
+def final_results(loop, evaluation: dict, num_parameters: int, session_start: float) -> dict:
+    """What all_results.json holds: the last evaluation, how much was trained, how fast, on what."""
+    progress, accelerator = loop.progress, loop.accelerator
+    runtime = max(progress.train_runtime, 1e-9)
+    return {
+        **evaluation,
+        "train_steps": progress.completed_steps,
+        "train_epochs": loop.fractional_epoch(),
+        "train_samples": progress.samples_seen,
+        "train_tokens": progress.tokens_seen,
+        "train_runtime": round(progress.train_runtime, 3),  # seconds in training steps, all sessions
+        "train_tokens_per_second": progress.tokens_seen / runtime,
+        "train_samples_per_second": progress.samples_seen / runtime,
+        "skipped_steps": loop.skipped_steps,
+        "num_processes": accelerator.num_processes,
+        "global_batch_size": loop.per_window_batch * loop.gas,
+        "num_parameters": num_parameters,
+        "vocab_size": accelerator.unwrap_model(loop.model).config.vocab_size,
+        "mixed_precision": accelerator.mixed_precision,
+        "stopped_by_time_budget": loop.stop_reason == "time_budget",
+        "total_runtime": round(time.monotonic() - session_start, 3),
+    }
+
+
+def _training_summary(accelerator, data_args, args, results: dict, num_warmup_steps: int) -> dict:
+    """How the model was trained, as the card lists it."""
+    schedule = f"{args.lr_scheduler_type} schedule over {'the time budget' if args.schedule_by == 'time' else 'the steps'}"
+    objective = "masked-language modelling" + (" + next-sentence prediction" if data_args.next_sentence_prediction else "")
+    return {
+        "objective": objective,
+        "steps": results["train_steps"],
+        "epochs": results["train_epochs"],
+        "global batch": f"{results['global_batch_size']} sequences of up to {data_args.max_seq_length} tokens",
+        "tokens seen": results["train_tokens"],
+        "optimizer": f"{args.optimizer} (lr {args.learning_rate:g}, weight decay {args.weight_decay:g}, {schedule}, "
+        f"{num_warmup_steps} warmup {'ticks' if args.schedule_by == 'time' else 'steps'})",
+        "masking": f"{data_args.mlm_probability:.0%} of tokens ({data_args.mask_replace_prob:.0%} [MASK] / "
+        f"{data_args.random_replace_prob:.0%} random)" + (", whole words" if data_args.whole_word_mask else ""),
+        "mixed precision": results["mixed_precision"],
+        "hardware": hardware_description(accelerator),
+        "training time": f"{results['train_runtime'] / 60:.1f} min ({results['train_tokens_per_second']:.0f} tokens/s)",
+        "seed": args.seed,
+    }
+
+
+def write_outputs(accelerator, model, data, data_args, args, hub_args, results: dict, num_warmup_steps: int) -> None:
+    """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked."""
+    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
+
+    from .demo import describe_data, fill_mask_prompts
+    from .distributed import export_model
+
+    export = export_model(accelerator, model)  # a collective under FSDP / DeepSpeed: every process calls it
+    if not accelerator.is_main_process:
+        return
+    eval_keys = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity")
+    card = model_card(
+        model_id=hub_args.hub_model_id,
+        model_path=args.output_dir,
+        example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
+        config=export.config,
+        num_parameters=results["num_parameters"],
+        data_description=describe_data(data_args),
+        training=_training_summary(accelerator, data_args, args, results, num_warmup_steps),
+        results={k: results[k] for k in eval_keys if k in results},
+    )
+    if hub_args.export_bert:
+        card += twin_card_section(hub_args.hub_model_id or args.output_dir)
+    save_checkpoint(export, data.tokenizer, args.output_dir, model_card=card)
+    if hub_args.export_bert:
+        save_bert_twin(export, data.tokenizer, args.output_dir)
+    write_json(os.path.join(args.output_dir, RESULTS_FILE), results)
+    plot_training_curves(os.path.join(args.output_dir, METRICS_FILE), os.path.join(args.output_dir, CURVES_FILE))
+    logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)
+    if hub_args.push_to_hub:
+        url = push_to_hub(args.output_dir, hub_args)
+        logger.info("uploaded to %s", url)

@@ -45,11 +45,11 @@ def _probe_main(argv: list[str]) -> int:
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
-    import pretrain.train as train
+    import pretrain.loop as loop
     from pretrain.__main__ import main
 
     out = os.environ[PROBE_DIR]
-    original = train.Trainer.train
+    original = loop.PretrainingLoop.train
 
     def train_and_record(self, stop):
         model, rank = self.model, self.accelerator.process_index
@@ -80,7 +80,7 @@ def _probe_main(argv: list[str]) -> int:
         if rank == 0:
             save_file(full, os.path.join(out, "trained.safetensors"))
 
-    train.Trainer.train = train_and_record
+    loop.PretrainingLoop.train = train_and_record
     return main(argv)
 
 
@@ -316,7 +316,7 @@ def test_distributed_modes_that_cannot_run_here_refuse_with_one_line(launch_env,
 def test_fsdp_settings_that_cpu_processes_cannot_run_are_refused(setting, message, monkeypatch):
     from minibert.cli import UserError
     from pretrain.args import PretrainingArguments
-    from pretrain.train import make_accelerator
+    from pretrain.distributed import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     for key, value in setting.items():
@@ -334,7 +334,7 @@ def test_a_checkpoint_resumes_only_under_the_mode_that_wrote_it(written_by_fsdp,
     from accelerate.utils import DistributedType
 
     from minibert.cli import UserError
-    from pretrain.train import check_checkpoint_layout
+    from pretrain.distributed import check_checkpoint_layout
 
     (tmp_path / ("pytorch_model_fsdp_0" if written_by_fsdp else "model.safetensors")).mkdir()
     accelerator = SimpleNamespace(distributed_type=DistributedType.FSDP if run_is_fsdp else DistributedType.MULTI_CPU)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from minibert.cli import UserError
 from pretrain.__main__ import main, parse
 from pretrain.checkpointing import LATEST_FILE, Progress
-from pretrain.train import MAX_NONFINITE_STEPS, Trainer, pretrain
+from pretrain.loop import MAX_NONFINITE_STEPS, PretrainingLoop
+from pretrain.train import pretrain
 
 # A model small enough for a CPU test, and its data: sequences of 32 tokens, batches of 16.
 TINY_MODEL = "hidden_size=64,num_hidden_layers=2,num_attention_heads=4"
@@ -235,14 +236,14 @@ def resume_setup(small_corpus, data_cache, tmp_path_factory):
 
 def sigterm_after(monkeypatch, step: int) -> None:
     """Deliver SIGTERM to this process right after optimizer step `step`, as a preempting scheduler would."""
-    original = Trainer._after_step
+    original = PretrainingLoop._after_step
 
     def after_step(self, *args, **kwargs):
         original(self, *args, **kwargs)
         if self.progress.completed_steps == step:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(Trainer, "_after_step", after_step)
+    monkeypatch.setattr(PretrainingLoop, "_after_step", after_step)
 
 
 @pytest.mark.parametrize("where", ["mid_epoch_0", "end_of_epoch_0", "mid_epoch_1"])

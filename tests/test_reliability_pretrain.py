@@ -302,9 +302,9 @@ def test_overwrite_with_bad_data_deletes_nothing(finished_run, cache, tmp_path, 
 
 def test_non_finite_weights_are_never_saved_or_exported(corpus, cache, tmp_path, capsys, monkeypatch):
     """Weights that turn NaN after step 2: step 1's checkpoint stays the newest, nothing is exported."""
-    from pretrain.train import Trainer
+    from pretrain.loop import PretrainingLoop
 
-    original = Trainer.train_step
+    original = PretrainingLoop.train_step
 
     def poisoned(self, *a, **k):
         out = original(self, *a, **k)
@@ -313,7 +313,7 @@ def test_non_finite_weights_are_never_saved_or_exported(corpus, cache, tmp_path,
                 next(self.model.parameters()).fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    monkeypatch.setattr(PretrainingLoop, "train_step", poisoned)
     out = tmp_path / "out"
     code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--checkpointing_steps", 1), capsys)
     assert code == 2
@@ -500,17 +500,17 @@ def test_memory_stays_flat_over_many_steps(corpus, cache, tmp_path, monkeypatch)
     """2,000 tiny steps with logging, evaluation and checkpoints on the way: after warm-up the process's anonymous
     memory stays within a small bound (a newcomer once saw 645 MB grow to 1.6 GB in 300 demo steps; at 100,000
     steps a leak ends the run)."""
-    from pretrain.train import Trainer
+    from pretrain.loop import PretrainingLoop
 
     samples: dict[int, float] = {}
-    original = Trainer._after_step
+    original = PretrainingLoop._after_step
 
     def sampling(self, *a, **k):
         original(self, *a, **k)
         if self.progress.completed_steps % 100 == 0:
             samples[self.progress.completed_steps] = _anonymous_memory_mb()
 
-    monkeypatch.setattr(Trainer, "_after_step", sampling)
+    monkeypatch.setattr(PretrainingLoop, "_after_step", sampling)
     extra = ["--max_train_steps", 2000, "--logging_steps", 10, "--eval_steps", 250, "--checkpointing_steps", 500,
              "--checkpoints_total_limit", 2]  # fmt: skip
     model = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
@@ -546,7 +546,7 @@ def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path
     with the weights of an undisturbed run (never other data); the next run rebuilds the cache."""
     from safetensors.torch import load_file
 
-    from pretrain.train import Trainer
+    from pretrain.loop import PretrainingLoop
 
     extra = ["--max_train_steps", 15]  # past the end of the first epoch (12 steps): the data is read again
     undisturbed = tmp_path / "undisturbed"
@@ -554,7 +554,7 @@ def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path
     assert json.load(open(undisturbed / "all_results.json"))["train_epochs"] > 1
 
     cache = tmp_path / "cache_b"
-    original, steps = Trainer.train_step, []
+    original, steps = PretrainingLoop.train_step, []
 
     def step_then_delete(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
@@ -563,13 +563,13 @@ def test_deleting_the_data_cache_mid_run_never_gives_wrong_data(corpus, tmp_path
             shutil.rmtree(cache)
         return result
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_delete)
+    monkeypatch.setattr(PretrainingLoop, "train_step", step_then_delete)
     code, err = run_cli(argv(corpus, str(cache), tmp_path / "disturbed", *extra), capsys)
     assert code == 0, err[-3000:]
     assert not cache.exists() and len(steps) == 15
     a, b = load_file(undisturbed / "model.safetensors"), load_file(tmp_path / "disturbed" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(PretrainingLoop, "train_step", original)
     assert run_cli(argv(corpus, str(cache), tmp_path / "again", *extra), capsys)[0] == 0  # rebuilt
     assert cache.exists()
 
@@ -578,7 +578,7 @@ def test_a_gpu_launch_config_on_a_machine_without_gpus_is_one_line_at_start(tmp_
     """What `accelerate launch --config_file multi_gpu_8.yaml` sets in each process, on a CPU-only machine."""
     import torch.distributed as dist
 
-    from pretrain.train import make_accelerator
+    from pretrain.distributed import make_accelerator
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setenv("WORLD_SIZE", str(4 * cores))
