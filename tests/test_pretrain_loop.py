@@ -420,3 +420,79 @@ def test_export_bert_writes_a_native_twin(corpus, data_cache, tmp_path):
     torch.testing.assert_close(a.prediction_logits[real], b.prediction_logits[real], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a.seq_relationship_logits, b.seq_relationship_logits, rtol=1e-5, atol=1e-5)
     assert "/bert`" in (out / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schedules over time, batch-size warmup
+# ----------------------------------------------------------------------------------------------------------------
+def test_move_schedule_to_follows_the_schedule_formula():
+    """--schedule_by time puts transformers' schedule at a tick of the budget: linear decay at tick t of T is
+    peak x (1 - t / T) after warmup, whatever path of ticks led there; the position never moves back."""
+    from pretrain.optim import SCHEDULE_TICKS, build_lr_scheduler, move_schedule_to
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=2.0)
+    warmup = SCHEDULE_TICKS // 10
+    schedule = build_lr_scheduler(optimizer, "linear", warmup, SCHEDULE_TICKS)
+    for tick in (3, 500, 2000, 2000, 7000, 6000, SCHEDULE_TICKS + 5):
+        optimizer.step()
+        move_schedule_to(schedule, tick)
+        expected_tick = min(max(tick, 7000 if tick == 6000 else 0), SCHEDULE_TICKS)
+        if expected_tick < warmup:
+            expected = 2.0 * expected_tick / warmup
+        else:
+            expected = 2.0 * (SCHEDULE_TICKS - expected_tick) / (SCHEDULE_TICKS - warmup)
+        assert schedule.get_last_lr()[0] == pytest.approx(expected, abs=1e-9), tick
+
+
+def test_schedule_by_time_decays_to_zero_as_the_budget_ends(small_corpus, data_cache, tmp_path):
+    """A 4-second budget with a linear schedule over time: the run stops on the budget, the LR rises during the
+    warmup share and falls to ~0 at the end, and every logged LR equals the schedule at that record's clock."""
+    argv = args_for(small_corpus, data_cache, tmp_path, "--schedule_by", "time", "--time_budget", 4 / 60,
+                    "--warmup_ratio", 0.1, "--logging_steps", 1, "--checkpointing_steps", 100000)  # fmt: skip
+    result = run(argv)
+    assert result["status"] == "completed" and result["stopped_by_time_budget"]
+    lrs = [r["learning_rate"] for r in records(tmp_path)]
+    assert len(lrs) > 10
+    peak = max(lrs)
+    assert peak <= 3e-3 + 1e-12 and peak > 2e-3  # reached the peak after warmup
+    top = lrs.index(peak)
+    assert all(a >= b for a, b in zip(lrs[top:], lrs[top + 1 :]))  # then only decays
+    assert lrs[-1] < 0.1 * 3e-3  # ... to about zero where the budget ends
+    assert result["train_runtime"] == pytest.approx(4.0, abs=1.5)
+
+
+def test_schedule_by_time_needs_a_budget(small_corpus, data_cache, tmp_path):
+    with pytest.raises(UserError, match="--time_budget"):
+        run(args_for(small_corpus, data_cache, tmp_path, "--schedule_by", "time"))
+
+
+def test_batch_size_warmup_ramps_the_accumulation(small_corpus, data_cache, tmp_path):
+    """With 4 accumulation steps and a ramp over half of 16 steps, step k (0-based) takes 1 + floor(3 k / 8)
+    micro-batches, then 4: the logged batch size and the sequences trained on follow that formula."""
+    total, gas = 16, 4
+    argv = args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", total, "--gradient_accumulation_steps",
+                    gas, "--per_device_train_batch_size", 4, "--batch_size_warmup_ratio", 0.5, "--logging_steps", 1)  # fmt: skip
+    result = run(argv)
+    windows = [min(gas, 1 + (gas - 1) * k // 8) if k < 8 else gas for k in range(total)]
+    assert result["train_samples"] == 4 * sum(windows)
+    # Each record shows the batch of the *next* step.
+    logged = [r["batch_size"] for r in records(tmp_path)]
+    assert logged == [4 * w for w in windows[1:]] + [4 * gas]
+    assert Progress.read(str(tmp_path / "checkpoints" / f"step_{total}")).samples_seen == 4 * sum(windows)
+
+
+def test_resume_during_batch_size_warmup_is_exact(small_corpus, data_cache, tmp_path, monkeypatch):
+    """Interrupted mid-ramp (steps of varying length, across an epoch end), the resumed run ends with the
+    uninterrupted run's weights, bit for bit: the position in the data is counted in micro-batches."""
+    argv = args_for(small_corpus, data_cache, tmp_path / "a", "--max_train_steps", 48, "--gradient_accumulation_steps",
+                    3, "--per_device_train_batch_size", 4, "--batch_size_warmup_ratio", 0.8,
+                    "--checkpointing_steps", 1000)  # fmt: skip
+    assert run(argv)["train_epochs"] > 1
+    resumed = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in argv]
+    with monkeypatch.context() as m:
+        sigterm_after(m, 10)
+        assert run(resumed)["status"] == "interrupted"
+    assert Progress.read(str(tmp_path / "b" / "checkpoints" / "step_11")).batches_in_epoch < 11 * 3  # mid-ramp
+    assert run(resumed + ["--resume_from_checkpoint", "latest"])["status"] == "completed"
+    assert_same_weights(weights(tmp_path / "b"), weights(tmp_path / "a"), exact=True)
