@@ -89,21 +89,46 @@ def _load_config_file(path: str) -> dict:
     return data
 
 
-def _dict_to_argv(data: dict) -> list[str]:
-    argv: list[str] = []
+def _file_defaults(parser: HfArgumentParser, data: dict, path: str) -> dict:
+    """A config file's values as the parser's defaults, typed and checked as their flags would be.
+
+    Set as defaults (not turned back into flags), so that the flags given on the command line win and a `null`
+    says "None" (e.g. `checkpoints_total_limit: null`: keep every checkpoint)."""
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    out = {}
     for key, value in data.items():
-        flag = f"--{key}"
-        if isinstance(value, bool):
-            argv += [flag, str(value)]
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        elif value is None:
-            continue
-        else:
-            argv += [flag, str(value)]
-    return argv
+        action = actions.get(key)
+        if action is None:
+            raise UserError(f"config file {path}: unknown key {key!r}")
+        try:
+            out[key] = _typed_default(action, value)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"config file {path}: {key}: {e}") from None
+        action.required = False  # given by the file
+        values = out[key] if isinstance(out[key], list) else [out[key]]
+        if action.choices is not None and any(v is not None and v not in action.choices for v in values):
+            raise UserError(f"config file {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return out
+
+
+def _typed_default(action, value):
+    """`value` as `action`'s flag would give it (YAML reads `1e-3` as a string, a list field wants a list, ...)."""
+    if value is None:
+        return None
+    convert = action.type or (lambda v: v)
+    if action.nargs in ("+", "*"):
+        return [convert(v) if isinstance(v, str) else v for v in (value if isinstance(value, list) else [value])]
+    if isinstance(value, (dict, list)):
+        if action.type is not str:
+            raise ValueError(f"expected a single value, got {value!r}")
+        return json.dumps(value)
+    if action.type in (int, float) and isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    if action.type is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, str) or action.type in (int, float, str):
+        return convert(value)
+    return value
 
 
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
@@ -122,10 +147,9 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         del argv[i : i + 2]
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         config_path = argv.pop(0)
-    if config_path is not None:
-        argv = _dict_to_argv(_load_config_file(config_path)) + argv
-
     parser = HfArgumentParser(dataclass_types, prog=prog)
+    if config_path is not None:
+        parser.set_defaults(**_file_defaults(parser, _load_config_file(config_path), config_path))
     # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *parsed, remaining = outputs

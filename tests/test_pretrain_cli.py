@@ -157,3 +157,37 @@ def test_bf16_on_gpu(corpus, cache, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(tmp_path / "all_results.json"))
     assert results["mixed_precision"] == "bf16" and results["skipped_steps"] == 0
+
+
+def test_a_config_file_sets_defaults_that_flags_override(tmp_path):
+    """A YAML file's values are the dataclasses' values as typed by their flags (YAML reads `1e-3` as a string),
+    `null` is None (keep every checkpoint), and a flag given beside the file wins."""
+    from pretrain.__main__ import parse
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "checkpoints_total_limit: null\nlearning_rate: 1e-3\nmax_train_steps: 5\nfill_mask_prompts: ['a [MASK] b']\n"
+        "checkpointing_steps: 200\nwhole_word_mask: true\n"
+    )
+    _, data_args, training_args, _ = parse([str(path), "--max_train_steps", "7"])
+    assert training_args.checkpoints_total_limit is None
+    assert training_args.learning_rate == 1e-3 and isinstance(training_args.learning_rate, float)
+    assert training_args.max_train_steps == 7
+    assert training_args.fill_mask_prompts == ["a [MASK] b"]
+    assert training_args.checkpoint_interval() == 200
+    assert data_args.whole_word_mask is True
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("nope: 1\n", "unknown key 'nope'"), ("optimizer: sgd\n", "not one of adamw, lamb"),
+     ("max_train_steps: 2.5\n", "expected an integer"), ("learning_rate: fast\n", "learning_rate")],
+)  # fmt: skip
+def test_a_bad_config_file_value_is_one_clear_error(tmp_path, text, message):
+    from minibert.cli import UserError
+    from pretrain.__main__ import parse
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        parse([str(path)])
