@@ -23,9 +23,6 @@ SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = None) -> Accelerator:
     """`timeout`: the process group's (every collective's, and the barrier the data preparation waits in)."""
-    tracker = None
-    if args.with_tracking:
-        tracker = args.report_to if args.report_to != "all" else "all"
     # `accelerate launch --multi_gpu --num_processes N` on a machine without GPUs starts N processes, but
     # accelerate 1.x only forms a (gloo) process group when told to use the CPU; otherwise each process would
     # silently train alone on the whole data, all writing the same output_dir. An FSDP launch needs the group
@@ -66,7 +63,7 @@ def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = Non
             dataloader_config=DataLoaderConfiguration(
                 use_seedable_sampler=True, data_seed=args.seed, dispatch_batches=False, non_blocking=True
             ),
-            log_with=tracker,
+            log_with=args.report_to if args.with_tracking else None,  # accelerate reads "all" itself
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)] if timeout else None,
             project_config=ProjectConfiguration(
                 project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "runs")
