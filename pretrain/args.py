@@ -242,6 +242,8 @@ class PretrainingArguments:
             raise UserError(f"--time_budget is in minutes and must be positive, not {self.time_budget}")
         if self.schedule_by == "time" and not self.time_budget:
             raise UserError("--schedule_by time runs the schedule over --time_budget: give --time_budget (minutes)")
+        if self.schedule_by == "time" and self.num_warmup_steps is not None:
+            raise UserError("--schedule_by time counts the warmup in time: give --warmup_ratio, not --num_warmup_steps")
         if not 0 <= self.batch_size_warmup_ratio < 1:
             raise UserError(f"--batch_size_warmup_ratio must be in [0, 1), not {self.batch_size_warmup_ratio}")
         if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
