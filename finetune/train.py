@@ -465,10 +465,8 @@ def use_demo_data(data_args: DataArguments, output_dir: str, state) -> DataArgum
 def build_trainer(model, tokenizer, tokenized: dict, labels: D.LabelSpace, args):
     from transformers import DataCollatorWithPadding, Trainer
 
-    # MiniBERT's heads return the batch-mean loss (as BERT's do) and ignore `num_items_in_batch`; without this the
-    # Trainer sees `**kwargs` in `forward`, assumes the model normalises by the global item count, skips the
-    # 1 / gradient_accumulation_steps scaling and multiplies by the number of processes: gradients too large.
-    model.accepts_loss_kwargs = False
+    # The heads honour `num_items_in_batch`: the Trainer's loss is the global mean over accumulated batches and
+    # processes (tests/test_finetune_train.py compares accumulation with one large batch).
     return Trainer(
         model=model,
         args=args,

@@ -417,8 +417,9 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     _supports_flash_attn_2 = True  # the 4.x name
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # The heads take **kwargs but the pretraining loop and the fine-tuning Trainer normalise the loss themselves.
-    accepts_loss_kwargs = False
+    # The heads honour `num_items_in_batch` (transformers' convention): the Trainer's loss over accumulated and
+    # distributed batches is the exact global mean.
+    accepts_loss_kwargs = True
     _no_split_modules = ["MiniBertEmbeddings", "MiniBertLayer"]
 
     @torch.no_grad()
@@ -828,6 +829,7 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
         encoded = self.bert(
@@ -844,15 +846,16 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
                     self.config.problem_type = "single_label_classification"
                 else:
                     self.config.problem_type = "multi_label_classification"
-            if self.config.problem_type == "regression":
-                if self.num_labels == 1:
-                    loss = F.mse_loss(logits.squeeze().float(), labels.squeeze().float())
+            if self.config.problem_type == "single_label_classification":
+                loss = _cross_entropy(logits, labels, num_items_in_batch)
+            else:  # a mean over every label value; or their sum / `num_items_in_batch` (the Trainer counts them all)
+                if self.config.problem_type == "regression":
+                    pair = (logits.squeeze(), labels.squeeze()) if self.num_labels == 1 else (logits, labels)
+                    loss = F.mse_loss(pair[0].float(), pair[1].float(), reduction="sum")
                 else:
-                    loss = F.mse_loss(logits.float(), labels.float())
-            elif self.config.problem_type == "single_label_classification":
-                loss = _cross_entropy(logits, labels)
-            else:
-                loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+                    loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum")
+                count = labels.numel() if num_items_in_batch is None else num_items_in_batch
+                loss = loss / torch.as_tensor(count, device=loss.device, dtype=loss.dtype)
         return self._outputs(SequenceClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -880,6 +883,7 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
         encoded = self.bert(
@@ -887,7 +891,7 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
             output_attentions, output_hidden_states, return_dict=True,
         )  # fmt: skip
         logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, S, num_labels)
-        loss = _cross_entropy(logits, labels) if labels is not None else None
+        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
         return self._outputs(TokenClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
