@@ -224,7 +224,7 @@ OUR_FILES = {"checkpoints", "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", 
 CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
 
-def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, accelerator, model_path=None) -> bool:
+def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, model_path: str | None = None) -> bool:
     """Refuse an output_dir that is not ours to write, or that holds a run we were not told to continue or replace.
 
     Deletes nothing: returns whether the previous run must be cleared (`_clear_previous_run`, once every input has
@@ -278,7 +278,7 @@ _TRAINING_SETTINGS = ("learning_rate", "weight_decay", "optimizer", "adam_beta1"
                       "max_grad_norm", "schedule_by", "batch_size_warmup_ratio")  # fmt: skip
 
 
-def run_settings(config, data, data_args, args: PretrainingArguments, accelerator) -> dict:
+def run_settings(config, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator) -> dict:
     """What the run is made with (model shape, vocabulary, data, masking, optimizer, schedule), as JSON values;
     saved with every checkpoint and compared on resume (`checkpointing.check_compatible`)."""
     settings = {f"model.{k}": getattr(config, k) for k in _MODEL_SETTINGS if hasattr(config, k)}
@@ -350,7 +350,10 @@ def pretrain(
         return _pretrain(model_args, data_args, training_args, hub_args or HubArguments(), data)
 
 
-def _pretrain(model_args, data_args, args: PretrainingArguments, hub_args: HubArguments, data) -> dict:
+def _pretrain(
+    model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, hub_args: HubArguments,
+    data: PretrainingData | None,
+) -> dict:
     session_start = time.monotonic()
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
     if model_args.model_name_or_path and not data_args.tokenizer_name:  # continue with the checkpoint's vocabulary
@@ -387,7 +390,7 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
     accelerator = make_accelerator(args, timeout=None if prepared else preparation_timeout(data_args))
     _setup_logging(accelerator)
     resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    clear_previous_run = _prepare_output_dir(args, resume_path, accelerator, model_args.model_name_or_path)
+    clear_previous_run = _prepare_output_dir(args, resume_path, model_args.model_name_or_path)
     if resume_path is not None:  # a damaged or crafted checkpoint is refused before anything is read or written
         Progress.read(resume_path)
         check_checkpoint_layout(resume_path, accelerator)
@@ -433,7 +436,7 @@ class _Run:
     total_params: int
 
 
-def _build(model_args, data_args: DataArguments, args: PretrainingArguments, data: PretrainingData, accelerator) -> _Run:
+def _build(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, data: PretrainingData, accelerator) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
     collator = build_collator(data_args, data.tokenizer, args.seed)
     model = build_model(model_args, data_args, data.tokenizer)
@@ -469,7 +472,7 @@ def _build(model_args, data_args: DataArguments, args: PretrainingArguments, dat
                 num_warmup_steps, total_params)  # fmt: skip
 
 
-def _max_train_steps(args: PretrainingArguments, data, train_dataloader, streaming: bool, num_processes: int) -> int:
+def _max_train_steps(args: PretrainingArguments, data: PretrainingData, train_dataloader, streaming: bool, num_processes: int) -> int:
     """--max_train_steps, else the epochs' steps; under --schedule_by time without it, until the budget ends."""
     gas = args.gradient_accumulation_steps
     steps_per_epoch = None if streaming else len(train_dataloader) // gas
@@ -490,7 +493,10 @@ def _max_train_steps(args: PretrainingArguments, data, train_dataloader, streami
     return min(steps, DRY_RUN_STEPS) if args.dry_run else steps
 
 
-def _begin(run: _Run, data, data_args, args: PretrainingArguments, accelerator, resume_path, clear_previous_run) -> PretrainingLoop:
+def _begin(
+    run: _Run, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator,
+    resume_path: str | None, clear_previous_run: bool,
+) -> PretrainingLoop:
     """The loop at its first step: a fresh run, or the checkpoint's state restored. Every input is checked by
     now: only from here on may the previous run be cleared, or anything be written."""
     progress = Progress(
