@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minibert.cli import UserError, check_report_to
+from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .metrics import PROBLEM_TYPES
 
-DEFAULT_PRETRAINED_DIR = "outputs/pretrain"
 DEFAULT_OUTPUT_DIR = "outputs/finetune"
 
 
@@ -149,7 +149,7 @@ class FinetuneArguments:
     )
     resume_from_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "A Trainer checkpoint folder, or `last` for the newest in OUTPUT_DIR/checkpoints. Without it "
+        metadata={"help": "A Trainer checkpoint folder, or `last` (or `latest`) for the newest in OUTPUT_DIR/checkpoints. Without it "
                   "a folder holding an earlier run is refused unless --overwrite_output_dir."},
     )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})

@@ -28,19 +28,34 @@ import numpy as np
 import torch
 
 from minibert.cli import HubArguments, UserError, parse_args
-from minibert.safety import PICKLE_SUFFIXES, OutputLock, StopRequest, check_output_dir, load_tensor_file, mark_output_dir
-from minibert.safety import is_disk_full, non_finite_parameters
+from minibert.runs import (
+    CHECKPOINTS_DIR,
+    DEFAULT_PRETRAINED_DIR,
+    RESULTS_FILE,
+    is_resume_keyword,
+    needs_cpu_process_group,
+    set_cpu_threads,
+    setup_logging,
+)
+from minibert.safety import (
+    PICKLE_SUFFIXES,
+    OutputLock,
+    StopRequest,
+    check_output_dir,
+    is_disk_full,
+    load_tensor_file,
+    mark_output_dir,
+    non_finite_parameters,
+)
 
 from . import data as D
-from .arguments import DEFAULT_PRETRAINED_DIR, DataArguments, FinetuneArguments, ModelArguments
+from .arguments import DataArguments, FinetuneArguments, ModelArguments
 from .card import CardInfo, render_model_card
 from .demo import DEMO_EPOCHS, fresh_model, write_demo_data
 from .metrics import BEST_METRIC, MULTI_LABEL, REGRESSION, SINGLE_LABEL, build_compute_metrics, metric_names
 
 logger = logging.getLogger("finetune")
 
-CHECKPOINTS_DIR = "checkpoints"
-RESULTS_FILE = "all_results.json"
 PREDICTIONS_FILE = "predict_results.jsonl"
 DEMO_DATA_DIR = "demo_data"
 # What a previous fine-tuning run leaves in output_dir; anything else there means it is not ours to write into.
@@ -129,11 +144,11 @@ def resolve_resume(resume: str | None, output_dir: str) -> str | None:
     """--resume_from_checkpoint as a complete Trainer checkpoint folder (checked by `verify_checkpoint`)."""
     if resume is None:
         return None
-    if resume == "last":
+    if is_resume_keyword(resume):  # last / latest
         folder = os.path.join(output_dir, CHECKPOINTS_DIR)
         last = last_complete_checkpoint(folder)
         if last is None:
-            raise UserError(f"--resume_from_checkpoint last: no complete checkpoint in {folder}")
+            raise UserError(f"--resume_from_checkpoint {resume}: no complete checkpoint in {folder}")
         verify_checkpoint(last)
         return last
     if not os.path.isdir(resume):
@@ -328,12 +343,6 @@ def default_learning_rate(model) -> float:
 # Trainer
 
 
-def _cpu_processes() -> bool:
-    """Several processes and no GPU: accelerate forms a (gloo) process group only when told to use the CPU;
-    otherwise each process would train alone on all the data, every one writing the same output_dir."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-
-
 def build_training_arguments(
     args: FinetuneArguments, *, has_eval: bool, best_metric: str, learning_rate: float, epochs: float
 ):
@@ -364,7 +373,7 @@ def build_training_arguments(
         seed=args.seed,
         bf16=args.bf16,
         fp16=args.fp16,
-        use_cpu=_cpu_processes(),
+        use_cpu=needs_cpu_process_group(),
         ddp_find_unused_parameters=False,  # every parameter takes part in every forward pass
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -584,7 +593,7 @@ def _close_progress_bars(trainer) -> None:
                 setattr(callback, name, None)
 
 
-def main(
+def finetune(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: FinetuneArguments,
@@ -598,42 +607,70 @@ def main(
     result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing exported."""
     main_process = int(os.environ.get("RANK", "0")) == 0
     with OutputLock(training_args.output_dir, enabled=main_process):
-        return _main(model_args, data_args, training_args, hub_args, hub_api)
+        return _finetune(model_args, data_args, training_args, hub_args or HubArguments(), hub_api)
 
 
-def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
+def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_api) -> dict:
+    state, resume, is_demo = _start(model_args, data_args, training_args)
+    if is_demo:
+        data_args = use_demo_data(data_args, training_args.output_dir, state)
+    prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
+    with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
+        model, tokenizer, base = load_model(model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed)
+    logger.info("model: %s (%s)", describe(model), base)
+    max_length, tokenized = _tokenize(prepared, tokenizer, model, data_args)
+    trainer = _build_trainer(model, tokenizer, tokenized, prepared, training_args, is_demo)
+    # Every input is checked by now: only from here on may the previous run's files go.
+    if state.is_main_process:
+        if resume is None:
+            clear_previous_run(training_args.output_dir)
+        mark_output_dir(training_args.output_dir, CLI_NAME)
+    state.wait_for_everyone()
+    outcome = _train(trainer, tokenized, prepared, resume, training_args.output_dir, state)
+    if outcome[0] is None:
+        return outcome[1]  # interrupted
+    metrics, predictions = outcome
+    if state.is_main_process:
+        card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,
+                          is_demo=is_demo, max_length=max_length, metrics=metrics)  # fmt: skip
+        _write_outputs(trainer, tokenizer, prepared, training_args, hub_args, hub_api, card, metrics, predictions)
+    state.wait_for_everyone()
+    return metrics
+
+
+def _start(model_args, data_args, training_args):
+    """The process state, the checkpoint to resume, whether this is the demo; refuses an output_dir that is not
+    ours or holds a run we were not told to continue or replace (nothing is cleared here)."""
     from accelerate import PartialState
 
-    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
-
-    hub_args = hub_args or HubArguments()
-    state = PartialState(cpu=_cpu_processes())
+    state = PartialState(cpu=needs_cpu_process_group())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if state.num_processes != world_size:
         raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {state.num_processes}")
     output_dir = training_args.output_dir
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     is_demo = not data_args.has_data
-    if state.is_main_process:  # refuses only: nothing is cleared before every input is checked
+    if state.is_main_process:
         check_output_dir_is_ours(output_dir, model_path=model_args.model_name_or_path)
         # The demo replaces its own earlier run, as pretraining's demo recipe does.
         check_previous_run(output_dir, resuming=resume is not None, overwrite=training_args.overwrite_output_dir or is_demo)
     state.wait_for_everyone()
-    if is_demo:
-        data_args = use_demo_data(data_args, output_dir, state)
+    return state, resume, is_demo
 
-    prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
-    labels = prepared.labels
-    with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
-        model, tokenizer, base = load_model(model_args, labels, prepared.splits["train"].texts, training_args.seed)
-    logger.info("model: %s (%s)", describe(model), base)
+
+def _tokenize(prepared, tokenizer, model, data_args) -> tuple[int, dict]:
     max_length = min(data_args.max_seq_length, model.config.max_position_embeddings)
     if max_length < data_args.max_seq_length:
         logger.warning("--max_seq_length %d > the model's %d positions: using %d",
                        data_args.max_seq_length, model.config.max_position_embeddings, max_length)  # fmt: skip
-    tokenized = {name: D.tokenize_examples(examples, tokenizer, max_length, labels.problem_type)
+    problem_type = prepared.labels.problem_type
+    tokenized = {name: D.tokenize_examples(examples, tokenizer, max_length, problem_type)
                  for name, examples in prepared.splits.items()}  # fmt: skip
+    return max_length, tokenized
 
+
+def _build_trainer(model, tokenizer, tokenized: dict, prepared, training_args, is_demo: bool):
+    labels = prepared.labels
     try:
         args = build_training_arguments(
             training_args,
@@ -642,16 +679,13 @@ def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
             learning_rate=training_args.learning_rate or default_learning_rate(model),
             epochs=training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0),
         )
-        trainer = build_trainer(model, tokenizer, tokenized, labels, args)
+        return build_trainer(model, tokenizer, tokenized, labels, args)
     except (ValueError, KeyError) as e:  # what transformers says of a setting it refuses
         raise UserError(f"transformers refused the training settings: {' '.join(str(e).split())[:300]}") from None
 
-    # Every input is checked by now: only from here on may the previous run's files go.
-    if state.is_main_process:
-        if resume is None:
-            clear_previous_run(output_dir)
-        mark_output_dir(output_dir, CLI_NAME)
-    state.wait_for_everyone()
+
+def _train(trainer, tokenized, prepared, resume, output_dir: str, state):
+    """(metrics, predictions), or (None, the interrupted result) after a stop signal."""
     with StopRequest() as stop:
         guard = RunGuard(stop)
         trainer.add_callback(guard.callback())
@@ -673,50 +707,41 @@ def _main(model_args, data_args, training_args, hub_args, hub_api) -> dict:
     if guard.signum is not None:
         logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint last",
                        guard.signum, trainer.state.global_step)  # fmt: skip
-        return {"status": "interrupted", "signal": guard.signum, "train_steps": trainer.state.global_step}
+        return None, {"status": "interrupted", "signal": guard.signum, "train_steps": trainer.state.global_step}
     RunGuard.check(trainer.model, "the end of training")
+    return metrics, predictions
 
-    if state.is_main_process:
-        card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,
-                          is_demo=is_demo, max_length=max_length, metrics=metrics)  # fmt: skip
-        if hub_args.export_bert:
-            card += twin_card_section(hub_args.hub_model_id or output_dir)
-        save_checkpoint(trainer.model, tokenizer, output_dir, model_card=card)
-        if hub_args.export_bert:
-            save_bert_twin(trainer.model, tokenizer, output_dir)
-        with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
-        if predictions is not None:
-            write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], predictions)
-        logger.info("results: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}))
-        logger.info("checkpoint written to %s", os.path.abspath(output_dir))
-        if predictions is not None:
-            show_examples(prepared.splits["test"], predictions, labels, training_args.num_examples_shown)
-        if hub_args.push_to_hub:
-            url = push_to_hub(output_dir, hub_args, api=hub_api, commit_message="Upload fine-tuned MiniBERT")
-            logger.info("uploaded to %s", url)
-    state.wait_for_everyone()
-    return metrics
+
+def _write_outputs(trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: str, metrics, predictions) -> None:
+    """The Hub-ready classifier + card, all_results.json, predictions; the upload if asked (main process)."""
+    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
+
+    output_dir = training_args.output_dir
+    if hub_args.export_bert:
+        card += twin_card_section(hub_args.hub_model_id or output_dir)
+    save_checkpoint(trainer.model, tokenizer, output_dir, model_card=card)
+    if hub_args.export_bert:
+        save_bert_twin(trainer.model, tokenizer, output_dir)
+    with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    if predictions is not None:
+        write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], predictions)
+    logger.info("results: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}))
+    logger.info("checkpoint written to %s", os.path.abspath(output_dir))
+    if predictions is not None:
+        show_examples(prepared.splits["test"], predictions, prepared.labels, training_args.num_examples_shown)
+    if hub_args.push_to_hub:
+        url = push_to_hub(output_dir, hub_args, api=hub_api, commit_message="Upload fine-tuned MiniBERT")
+        logger.info("uploaded to %s", url)
 
 
 def cli_main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Parse flags (or a YAML/JSON file) and run `main`."""
+    """Parse flags (or a YAML/JSON file) and run `finetune`."""
     model_args, data_args, training_args, hub_args = parse_args(
         (ModelArguments, DataArguments, FinetuneArguments, HubArguments), argv, prog="minibert-finetune"
     )
-    setup_logging()
-    return main(model_args, data_args, training_args, hub_args)
-
-
-def setup_logging() -> None:
-    import datasets
-    import transformers
-
     # From the launcher's environment, not `PartialState()`: the state must first be made in `main`, which knows
     # whether the processes need a CPU group.
-    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=level, stream=sys.stdout)  # fmt: skip
-    logger.setLevel(level)
-    transformers.utils.logging.set_verbosity_warning()
-    datasets.utils.logging.set_verbosity_warning()
+    setup_logging(int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0, stream=sys.stdout)
+    set_cpu_threads()
+    return finetune(model_args, data_args, training_args, hub_args)

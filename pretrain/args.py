@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from minibert import MODEL_SIZES
 from minibert.cli import UserError
+from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .optim import DECAY_TYPES, SCHEDULERS
 
@@ -70,7 +71,7 @@ class PretrainingArguments:
     """The training loop: batch, optimizer, schedule, precision, checkpoints, logging and evaluation."""
 
     output_dir: str = field(
-        default="outputs/pretrain",
+        default=DEFAULT_PRETRAINED_DIR,
         metadata={"help": "Where the final Hub-ready model, metrics, curves and checkpoints/ are written."},
     )
     overwrite_output_dir: bool = field(
@@ -137,8 +138,8 @@ class PretrainingArguments:
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
-            "help": "Continue a run: a checkpoint folder (output_dir/checkpoints/step_N), or `latest` for the newest "
-            "one in output_dir (a fresh start when there is none yet, so a requeued job can always pass it)."
+            "help": "Continue a run: a checkpoint folder (output_dir/checkpoints/step_N), or `latest` (or `last`) for the "
+            "newest one in output_dir (a fresh start when there is none yet, so a requeued job can always pass it)."
         },
     )
     logging_steps: int = field(default=50, metadata={"help": "Log training loss, lr, grad norm and tokens/s every N steps."})
@@ -193,6 +194,7 @@ class PretrainingArguments:
         },
     )
 
+    # A flat list of independent checks, one or two lines per flag: longer than 60 lines, read as a table.
     def validate(self) -> None:
         positive = {
             "per_device_train_batch_size": self.per_device_train_batch_size,

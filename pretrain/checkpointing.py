@@ -26,11 +26,11 @@ import shutil
 from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError
+from minibert.runs import CHECKPOINTS_DIR, is_resume_keyword
 from minibert.safety import PICKLE_SUFFIXES, StopRequest, is_disk_full, load_tensor_file  # noqa: F401 (StopRequest: re-exported)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 LATEST_FILE = "latest"
 TMP_PREFIX = ".tmp-"
@@ -139,10 +139,10 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     """--resume_from_checkpoint as a checkpoint folder, or None for a fresh start."""
     if not resume_from_checkpoint:
         return None
-    if resume_from_checkpoint == "latest":
+    if is_resume_keyword(resume_from_checkpoint):  # latest / last
         path = latest_checkpoint(output_dir)
         if path is None:
-            logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting from scratch", output_dir)
+            logger.info("--resume_from_checkpoint %s: no checkpoint in %s yet, starting from scratch", resume_from_checkpoint, output_dir)
         return path
     path = resume_from_checkpoint
     if not os.path.isdir(path):

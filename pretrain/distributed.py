@@ -15,6 +15,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
 from minibert.cli import UserError
+from minibert.runs import has_accelerator, usable_cores
 
 from .args import PretrainingArguments
 
@@ -35,7 +36,7 @@ def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = Non
             "instead); on CPU processes use pretrain/accelerate_configs/fsdp.yaml, which shards there too"
         )
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if local_processes > cores and not has_accelerator():
         # A GPU launch config (e.g. multi_gpu_8.yaml) on a machine without GPUs: N CPU processes on fewer cores end
         # minutes later in collective timeouts and hundreds of lines of tracebacks. Say so at the start instead,
@@ -162,12 +163,6 @@ def check_checkpoint_layout(path: str, accelerator) -> None:
             f"{path} was written by {written} and this run is {'' if fsdp else 'not '}FSDP: resume it with the "
             "accelerate config that wrote it"
         )
-
-
-def has_accelerator() -> bool:
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
 
 
 def is_sharded(accelerator: Accelerator) -> bool:

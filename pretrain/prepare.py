@@ -16,17 +16,13 @@ sees; on every node when each node caches on its own local disk.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from minibert.cli import run_cli
+from minibert.runs import usable_cores
 
 logger = logging.getLogger(__name__)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def prepare(argv: Sequence[str] | None = None) -> dict:
@@ -40,7 +36,7 @@ def prepare(argv: Sequence[str] | None = None) -> dict:
     if model_args.model_name_or_path and not data_args.tokenizer_name:
         data_args.tokenizer_name = model_args.model_name_or_path  # as minibert-pretrain does
     if data_args.preprocessing_num_workers is None:
-        data_args.preprocessing_num_workers = _cores()
+        data_args.preprocessing_num_workers = usable_cores()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pretrain").setLevel(logging.INFO)
     datasets.utils.logging.set_verbosity_warning()

@@ -16,10 +16,11 @@ import time
 
 import torch
 
+from minibert.runs import RESULTS_FILE
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "all_results.json"
 CURVES_FILE = "training_curves.png"
 
 

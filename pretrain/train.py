@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
 from minibert.cli import HubArguments, UserError
+from minibert.runs import CHECKPOINTS_DIR, RESULTS_FILE, set_cpu_threads, setup_logging
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
 from .args import ModelArguments, PretrainingArguments, parse_config_overrides
@@ -44,7 +45,7 @@ from .distributed import check_checkpoint_layout, is_sharded, make_accelerator, 
 from .evaluation import eval_collator
 from .loop import DRY_RUN_EVAL_BATCHES, MAX_NONFINITE_STEPS, PretrainingLoop, TrainingDiverged  # noqa: F401 (re-exported)
 from .optim import SCHEDULE_TICKS, build_lr_scheduler, build_optimizer
-from .report import CURVES_FILE, RESULTS_FILE, MetricsLog, final_results, hardware_description, write_json, write_outputs
+from .report import CURVES_FILE, MetricsLog, final_results, hardware_description, write_json, write_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def build_dataloaders(data: PretrainingData, collator, args: PretrainingArgument
 
 
 # What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
-OUR_FILES = {"checkpoints", "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
+OUR_FILES = {CHECKPOINTS_DIR, "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
              "config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
 CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
@@ -234,7 +235,7 @@ def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, mod
     out = args.output_dir
     if model_path and os.path.isdir(model_path) and os.path.isdir(out) and os.path.samefile(model_path, out):
         raise UserError(f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere")
-    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={"checkpoints", RESULTS_FILE, "metrics.jsonl"})
+    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, "metrics.jsonl"})
     if resume_path is not None:
         return False
     existing = latest_checkpoint(out)
@@ -315,22 +316,6 @@ def _tracker_config(*arg_groups) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # The job
 # --------------------------------------------------------------------------------------------------------------
-def _setup_logging(accelerator) -> None:
-    import datasets
-    import transformers
-
-    level = logging.INFO if accelerator.is_local_main_process else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
-    logging.getLogger("pretrain").setLevel(level)
-    # accelerate logs every file of every checkpoint at INFO, and warns at each save that the tied decoder
-    # weight was stored once (expected: it is re-tied on load).
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    logging.getLogger("accelerate.utils.other").addFilter(lambda record: "Removed shared tensor" not in record.getMessage())
-    verbosity = "warning" if accelerator.is_local_main_process else "error"
-    getattr(datasets.utils.logging, f"set_verbosity_{verbosity}")()
-    getattr(transformers.utils.logging, f"set_verbosity_{verbosity}")()
-
-
 def pretrain(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -388,7 +373,8 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
 
     # Long enough for rank 0 to prepare a corpus in the launch while the others wait (pretrain.data).
     accelerator = make_accelerator(args, timeout=None if prepared else preparation_timeout(data_args))
-    _setup_logging(accelerator)
+    setup_logging(accelerator.is_local_main_process)
+    set_cpu_threads()
     resume_path = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     clear_previous_run = _prepare_output_dir(args, resume_path, model_args.model_name_or_path)
     if resume_path is not None:  # a damaged or crafted checkpoint is refused before anything is read or written

@@ -152,13 +152,13 @@ def finetuned(tmp_path_factory, pretrained, task):
     output_dir = tmp_path_factory.mktemp("finetuned") / "out"
     api = RecordingHfApi()
     hub = HubArguments(push_to_hub=True, hub_model_id=REPO_ID)
-    metrics = T.main(*args(output_dir, task, model=pretrained), hub_args=hub, hub_api=api)
+    metrics = T.finetune(*args(output_dir, task, model=pretrained), hub_args=hub, hub_api=api)
     return {"metrics": metrics, "dir": str(output_dir), "api": api}
 
 
 def test_pretraining_helps_on_words_the_classifier_never_saw(finetuned, pretrained, task, tmp_path):
     model_args = ModelArguments(model_name_or_path=pretrained, from_scratch=True)
-    scratch = T.main(model_args, *args(tmp_path / "scratch", task)[1:])
+    scratch = T.finetune(model_args, *args(tmp_path / "scratch", task)[1:])
     pretrained_accuracy = finetuned["metrics"]["eval_accuracy"]
     scratch_accuracy = scratch["eval_accuracy"]
     print(f"\nvalidation accuracy on unseen words: pretrained {pretrained_accuracy:.3f}, "
@@ -255,7 +255,7 @@ def test_regression(pretrained, tmp_path):
     rng = random.Random(0)
     rows = [{"text": t.format(w), "label": round(rng.random() * 5, 2)} for w in ANIMALS[:8] for t in NEUTRAL[:3]]
     paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:4])}
-    metrics = T.main(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
+    metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
     assert (config["problem_type"], len(config["id2label"])) == ("regression", 1)
@@ -272,7 +272,7 @@ def test_multi_label(pretrained, tmp_path):
                               ("truck", ["vehicle", "big"]), ("goose", ["animal"]), ("van", [])]
             for t in NEUTRAL]  # fmt: skip
     paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:3])}
-    metrics = T.main(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
+    metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
     assert config["problem_type"] == "multi_label_classification"
@@ -306,7 +306,7 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
     dataset.save_to_disk(str(tmp_path / "pairs"))
 
     model_args, _, training = args(tmp_path / "out", model=bert_dir, max_train_steps=2)
-    metrics = T.main(model_args, DataArguments(dataset_name=str(tmp_path / "pairs")), training)
+    metrics = T.finetune(model_args, DataArguments(dataset_name=str(tmp_path / "pairs")), training)
     assert "eval_accuracy" in metrics
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
@@ -332,7 +332,7 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
     runs = {}
     for batch, accumulation in ((16, 1), (8, 2)):
         out = tmp_path / f"b{batch}"
-        metrics = T.main(*args(out, {"train": task["train"]}, model=str(tmp_path / "base"), max_train_steps=3,
+        metrics = T.finetune(*args(out, {"train": task["train"]}, model=str(tmp_path / "base"), max_train_steps=3,
                                per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
                                learning_rate=1e-2, warmup_ratio=0.0))  # fmt: skip
         runs[batch] = (metrics["train_loss"], load_file(str(out / "model.safetensors")))
@@ -342,30 +342,30 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
 
 
 def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
-    first = T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
+    first = T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
     checkpoints = sorted(os.listdir(tmp_path / "out" / "checkpoints"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]
-    resumed = T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2,
+    resumed = T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2,
                            resume_from_checkpoint="last"))  # fmt: skip
     assert "checkpoint-6" in os.listdir(tmp_path / "out" / "checkpoints")
     assert resumed["epoch"] > first["epoch"]
     # A new run without --resume_from_checkpoint replaces the old one only when told to; then the old checkpoints go.
     with pytest.raises(UserError, match="--overwrite_output_dir to replace it"):
-        T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
-    T.main(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1, overwrite_output_dir=True))
+        T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
+    T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1, overwrite_output_dir=True))
     assert os.listdir(tmp_path / "out" / "checkpoints") == ["checkpoint-1"]
 
 
 def test_output_dir_with_other_files_is_refused(task, pretrained, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"holds files that a fine-tuning run does not write \(notes.txt\)"):
-        T.main(*args(tmp_path, task, model=pretrained, max_train_steps=1))
+        T.finetune(*args(tmp_path, task, model=pretrained, max_train_steps=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
     # The pretrained checkpoint itself (a MiniBertForMaskedLM) is not overwritten either.
     with pytest.raises(UserError, match="is the checkpoint being fine-tuned"):
-        T.main(*args(pretrained, task, model=pretrained, max_train_steps=1))
+        T.finetune(*args(pretrained, task, model=pretrained, max_train_steps=1))
     with pytest.raises(UserError, match="holds a MiniBertForMaskedLM checkpoint, not a fine-tuned classifier"):
-        T.main(*args(pretrained, task, max_train_steps=1))
+        T.finetune(*args(pretrained, task, max_train_steps=1))
 
 
 def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
@@ -432,10 +432,10 @@ def test_a_classifier_with_other_labels_needs_a_new_head(finetuned, tmp_path):
             for t in NEUTRAL]  # fmt: skip
     paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows)}
     with pytest.raises(UserError, match="classifier with 2 outputs and this task needs 3; pass --ignore_mismatched"):
-        T.main(*args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
+        T.finetune(*args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
     model_args, data_args, training = args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1)
     model_args.ignore_mismatched_sizes = True
-    T.main(model_args, data_args, training)
+    T.finetune(model_args, data_args, training)
     with open(tmp_path / "out" / "config.json") as f:
         assert json.load(f)["id2label"] == {"0": "a", "1": "b", "2": "c"}
 
@@ -446,7 +446,7 @@ def test_export_bert_writes_a_native_twin(pretrained, task, tmp_path):
     from minibert.modeling_minibert import MiniBertForSequenceClassification
 
     out = tmp_path / "out"
-    T.main(*args(out, task, model=pretrained, max_train_steps=2), hub_args=HubArguments(export_bert=True))
+    T.finetune(*args(out, task, model=pretrained, max_train_steps=2), hub_args=HubArguments(export_bert=True))
     config = json.loads((out / "bert" / "config.json").read_text())
     assert config["model_type"] == "bert" and "auto_map" not in config
     assert not any(name.endswith(".py") for name in os.listdir(out / "bert"))  # no remote code at all
