@@ -49,7 +49,7 @@ from minibert.safety import (
 )
 
 from . import data as D
-from .arguments import DataArguments, FinetuneArguments, ModelArguments
+from .args import DataArguments, FinetuneArguments, ModelArguments
 from .card import CardInfo, render_model_card
 from .demo import DEMO_EPOCHS, fresh_model, write_demo_data
 from .metrics import BEST_METRIC, MULTI_LABEL, REGRESSION, SINGLE_LABEL, build_compute_metrics, metric_names

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from finetune import data as D
-from finetune.arguments import DataArguments, FinetuneArguments, ModelArguments
+from finetune.args import DataArguments, FinetuneArguments, ModelArguments
 from finetune.demo import TOPIC_GROUPS, make_demo_splits, topic_sentences, write_demo_data
 from finetune.metrics import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from finetune.train import prepare_data

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from finetune import train as T
-from finetune.arguments import DataArguments, FinetuneArguments, ModelArguments
+from finetune.args import DataArguments, FinetuneArguments, ModelArguments
 from minibert.cli import HubArguments, UserError
 
 ANIMALS = "cat dog horse cow sheep goat pig rabbit mouse fox wolf bear deer lion tiger zebra camel donkey duck goose"
