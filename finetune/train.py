@@ -48,9 +48,21 @@ from minibert.safety import (
     non_finite_parameters,
 )
 
-from . import data as D
 from .args import DataArguments, FinetuneArguments, ModelArguments
 from .card import CardInfo, render_model_card
+from .data import (
+    SPLITS,
+    Examples,
+    LabelSpace,
+    build_examples,
+    check_columns,
+    drop_incomplete_rows,
+    infer_label_space,
+    load_splits,
+    resolve_text_columns,
+    split_off_validation,
+    tokenize_examples,
+)
 from .demo import DEMO_EPOCHS, fresh_model, write_demo_data
 from .metrics import BEST_METRIC, MULTI_LABEL, REGRESSION, SINGLE_LABEL, build_compute_metrics, metric_names
 
@@ -222,27 +234,27 @@ def verify_checkpoint(path: str) -> None:
 
 @dataclasses.dataclass
 class PreparedData:
-    labels: D.LabelSpace
+    labels: LabelSpace
     text_columns: tuple[str, str | None]
-    splits: dict[str, D.Examples]  # train / validation / test (those that exist)
+    splits: dict[str, Examples]  # train / validation / test (those that exist)
     description: str
 
 
 def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = None) -> PreparedData:
     """Read, check and encode every split (no tokenizer yet)."""
-    raw = D.load_splits(data_args, cache_dir)
-    text_columns = D.resolve_text_columns(raw["train"], data_args.text_column, data_args.text_pair_column)
+    raw = load_splits(data_args, cache_dir)
+    text_columns = resolve_text_columns(raw["train"], data_args.text_column, data_args.text_pair_column)
     for name, split in raw.items():
-        D.check_columns(split, text_columns, data_args.label_column, needs_labels=name != "test")
+        check_columns(split, text_columns, data_args.label_column, needs_labels=name != "test")
         if name != "test":
-            raw[name] = D.drop_incomplete_rows(split, text_columns, data_args.label_column)
-    labels = D.infer_label_space(raw["train"], data_args.label_column, data_args.problem_type)
+            raw[name] = drop_incomplete_rows(split, text_columns, data_args.label_column)
+    labels = infer_label_space(raw["train"], data_args.label_column, data_args.problem_type)
     if "validation" not in raw and data_args.validation_split_percentage > 0:
-        raw["train"], raw["validation"] = D.split_off_validation(
+        raw["train"], raw["validation"] = split_off_validation(
             raw["train"], data_args.validation_split_percentage, seed)
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_predict_samples}  # fmt: skip
-    splits = {name: D.build_examples(split, text_columns, data_args.label_column, labels, limits[name])
+    splits = {name: build_examples(split, text_columns, data_args.label_column, labels, limits[name])
               for name, split in raw.items()}  # fmt: skip
     if data_args.dataset_name:
         description = f"the dataset `{data_args.dataset_name}`" + (
@@ -265,7 +277,7 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
 # Model
 
 
-def load_model(model_args: ModelArguments, labels: D.LabelSpace, training_texts: list[str], seed: int):
+def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: list[str], seed: int):
     """(model, tokenizer, base model description) with a classification head for `labels`."""
     from transformers import AutoTokenizer, set_seed
 
@@ -393,7 +405,7 @@ def pick_best_metric(requested: str | None, problem_type: str, num_labels: int) 
 # Predictions
 
 
-def decode_predictions(logits: np.ndarray, labels: D.LabelSpace) -> list[dict]:
+def decode_predictions(logits: np.ndarray, labels: LabelSpace) -> list[dict]:
     """Per row: {"label", "score"} (classes), {"labels", "scores"} (multi-label) or {"score"} (regression)."""
     logits = np.asarray(logits, dtype=np.float64)
     if labels.problem_type == REGRESSION:
@@ -411,7 +423,7 @@ def decode_predictions(logits: np.ndarray, labels: D.LabelSpace) -> list[dict]:
     return [{"label": labels.names[i], "score": round(float(p[i]), 6)} for i, p in zip(best, probabilities)]
 
 
-def write_predictions(path: str, examples: D.Examples, predictions: list[dict]) -> None:
+def write_predictions(path: str, examples: Examples, predictions: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for i, prediction in enumerate(predictions):
             row = {"index": i, "text": examples.texts[i]}
@@ -421,7 +433,7 @@ def write_predictions(path: str, examples: D.Examples, predictions: list[dict]) 
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def show_examples(examples: D.Examples, predictions: list[dict], labels: D.LabelSpace, n: int) -> None:
+def show_examples(examples: Examples, predictions: list[dict], labels: LabelSpace, n: int) -> None:
     if n <= 0:
         return
     print(f"\nExample predictions ({min(n, len(predictions))} of {len(predictions)}):")
@@ -442,7 +454,7 @@ def show_examples(examples: D.Examples, predictions: list[dict], labels: D.Label
     print()
 
 
-def _label_text(encoded, labels: D.LabelSpace) -> str:
+def _label_text(encoded, labels: LabelSpace) -> str:
     if labels.problem_type == REGRESSION:
         return f"{encoded:.3f}"
     if labels.problem_type == MULTI_LABEL:
@@ -466,12 +478,12 @@ def use_demo_data(data_args: DataArguments, output_dir: str, state) -> DataArgum
         logger.info("no data arguments: running the built-in demo (which part of Python's language reference is a "
                     "sentence from?), data written to %s", demo_dir)  # fmt: skip
     state.wait_for_everyone()
-    paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in D.SPLITS}
+    paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in SPLITS}
     return dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
                                test_file=paths["test"])  # fmt: skip
 
 
-def build_trainer(model, tokenizer, tokenized: dict, labels: D.LabelSpace, args):
+def build_trainer(model, tokenizer, tokenized: dict, labels: LabelSpace, args):
     from transformers import DataCollatorWithPadding, Trainer
 
     # The heads honour `num_items_in_batch`: the Trainer's loss is the global mean over accumulated batches and
@@ -664,7 +676,7 @@ def _tokenize(prepared, tokenizer, model, data_args) -> tuple[int, dict]:
         logger.warning("--max_seq_length %d > the model's %d positions: using %d",
                        data_args.max_seq_length, model.config.max_position_embeddings, max_length)  # fmt: skip
     problem_type = prepared.labels.problem_type
-    tokenized = {name: D.tokenize_examples(examples, tokenizer, max_length, problem_type)
+    tokenized = {name: tokenize_examples(examples, tokenizer, max_length, problem_type)
                  for name, examples in prepared.splits.items()}  # fmt: skip
     return max_length, tokenized
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from finetune import data as D
 from finetune.args import DataArguments, FinetuneArguments, ModelArguments
+from finetune.data import read_data_file
 from finetune.demo import TOPIC_GROUPS, make_demo_splits, topic_sentences, write_demo_data
 from finetune.metrics import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from finetune.train import prepare_data
@@ -41,23 +41,23 @@ def test_csv_tsv_json_and_jsonl_read_alike(tmp_path):
         write_jsonl(tmp_path / "a.jsonl", rows),
     ]
     for path in files:
-        split = D.read_data_file(path, "train", "label")
+        split = read_data_file(path, "train", "label")
         assert split.columns == {"text": ["good, really", "bad"], "label": ["pos", "neg"]}, path
-    assert D.read_data_file(files[0], "train").locations == ["line 2", "line 3"]
+    assert read_data_file(files[0], "train").locations == ["line 2", "line 3"]
     # A spreadsheet's byte-order mark is not part of the first column's name; TSV quotes are text (as in GLUE).
-    excel = D.read_data_file(write(tmp_path / "e.csv", "\ufefftext,label\nok,pos\n"), "train", "label")
+    excel = read_data_file(write(tmp_path / "e.csv", "\ufefftext,label\nok,pos\n"), "train", "label")
     assert list(excel.columns) == ["text", "label"]
-    glue = D.read_data_file(write(tmp_path / "g.tsv", 'sentence\tlabel\nit \'s a "great film\t1\n'), "train", "label")
+    glue = read_data_file(write(tmp_path / "g.tsv", 'sentence\tlabel\nit \'s a "great film\t1\n'), "train", "label")
     assert glue.columns == {"sentence": ['it \'s a "great film'], "label": [1]}
-    assert D.read_data_file(files[3], "train").locations == ["item 0", "item 1"]
+    assert read_data_file(files[3], "train").locations == ["item 0", "item 1"]
 
 
 def test_csv_labels_are_parsed_as_numbers_only_when_all_are(tmp_path):
-    ints = D.read_data_file(write(tmp_path / "i.csv", "text,label\na,1\nb,\nc,0\n"), "train", "label")
+    ints = read_data_file(write(tmp_path / "i.csv", "text,label\na,1\nb,\nc,0\n"), "train", "label")
     assert ints.columns["label"] == [1, None, 0]  # an empty cell is a missing label, not a float NaN
-    floats = D.read_data_file(write(tmp_path / "f.csv", "text,label\na,1\nb,0.5\n"), "train", "label")
+    floats = read_data_file(write(tmp_path / "f.csv", "text,label\na,1\nb,0.5\n"), "train", "label")
     assert floats.columns["label"] == [1, 0.5]
-    names = D.read_data_file(write(tmp_path / "s.csv", "text,label\na,1\nb,pos\n"), "train", "label")
+    names = read_data_file(write(tmp_path / "s.csv", "text,label\na,1\nb,pos\n"), "train", "label")
     assert names.columns["label"] == ["1", "pos"]
 
 
@@ -73,9 +73,9 @@ def test_csv_labels_are_parsed_as_numbers_only_when_all_are(tmp_path):
 )
 def test_unreadable_files_are_user_errors(tmp_path, name, content, message):
     with pytest.raises(UserError, match=re.escape(message)):
-        D.read_data_file(write(tmp_path / name, content), "train")
+        read_data_file(write(tmp_path / name, content), "train")
     with pytest.raises(UserError, match="no such file"):
-        D.read_data_file(str(tmp_path / "missing.csv"), "train")
+        read_data_file(str(tmp_path / "missing.csv"), "train")
 
 
 # ----------------------------------------------------------------------------------------------------------------
