@@ -4,6 +4,7 @@
 #   bash run.sh finetune [args]   fine-tune the result on a small classification demo
 #   bash run.sh test [args]       run the test suite
 #   bash run.sh bench [script]    run a benchmark from benchmarks/
+#   bash run.sh lint              ruff: lint and format check (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 venv=.venv
@@ -30,5 +31,6 @@ case "$job" in
   convert)  exec minibert-convert "$@" ;;
   test)     exec "$py" -m pytest -q "$@" ;;
   bench)    exec "$py" "benchmarks/${1:?name a script in benchmarks/}" "${@:2}" ;;
-  *) echo "usage: bash run.sh {pretrain|finetune|convert|test|bench} [args]" >&2; exit 2 ;;
+  lint)     "$venv/bin/ruff" check . && exec "$venv/bin/ruff" format --check . ;;
+  *) echo "usage: bash run.sh {pretrain|finetune|convert|test|bench|lint} [args]" >&2; exit 2 ;;
 esac
