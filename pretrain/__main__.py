@@ -101,8 +101,9 @@ def _summarize(result: dict, training_args) -> None:
     chance = f" (chance 1/{vocab} = {1 / vocab:.4f})" if vocab else ""
     print(
         f"\n{result['train_steps']} steps, {result['train_tokens']:,} tokens in {_duration(result['train_runtime'])}: "
-        f"held-out MLM accuracy {result['eval_mlm_accuracy']:.3f}{chance}, NSP accuracy "
-        f"{result['eval_nsp_accuracy']:.3f} (chance 0.5), perplexity {result['perplexity']:.1f}"
+        f"held-out MLM accuracy {result['eval_mlm_accuracy']:.3f}{chance}, "
+        + (f"NSP accuracy {result['eval_nsp_accuracy']:.3f} (chance 0.5), " if "eval_nsp_accuracy" in result else "")
+        + f"perplexity {result['perplexity']:.1f}"
         + ("" if training_args.dry_run else f"; the model is in {training_args.output_dir}")
     )
 

@@ -50,7 +50,7 @@ from minibert.cli import UserError
 from pretrain import streaming
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo import build_demo_corpus
-from pretrain.nsp import NSPInstanceMap, stable_int
+from pretrain.nsp import NSPInstanceMap, SegmentInstanceMap, stable_int
 from pretrain.tokenizer import (
     DocumentTokenizer,
     check_tokenizer,
@@ -81,6 +81,7 @@ INSTANCE_FEATURES = Features(
         "example_id": Value("int64"),
     }
 )
+SEGMENT_FEATURES = Features({k: v for k, v in INSTANCE_FEATURES.items() if k != "next_sentence_label"})  # MLM only
 # Documents per map batch. Pairing turns ~100 documents into a few thousand instances held as Python lists
 # until written: small batches keep that (and so memory) bounded whatever the corpus size.
 TOKENIZE_BATCH_SIZE = 256
@@ -134,7 +135,13 @@ class DataArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
     next_sentence_prediction: bool = field(
         default=True,
-        metadata={"help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models."},
+        metadata={"help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models "
+                  "(examples are a document's sentences packed in order up to --max_seq_length)."},
+    )
+    eval_mlm_probability: float | None = field(
+        default=None,
+        metadata={"help": "Share of tokens masked in evaluation (default: --mlm_probability), e.g. 0.15 to compare "
+                  "runs trained at different rates."},
     )
     mask_replace_prob: float = field(
         default=0.8, metadata={"help": "Of the chosen tokens, the share replaced by [MASK] (BERT: 0.8)."}
@@ -191,6 +198,11 @@ class DataArguments:
                 setattr(self, name, float(value))
         if self.train_file and self.dataset_name:
             raise UserError("give either --train_file or --dataset_name, not both")
+        if self.streaming and not self.next_sentence_prediction:
+            raise UserError("--next_sentence_prediction false is not supported with --streaming yet: prepare the data "
+                            "map-style (minibert-prepare) or keep NSP")
+        if self.eval_mlm_probability is not None and not 0 < self.eval_mlm_probability < 1:
+            raise UserError(f"--eval_mlm_probability must be in (0, 1), got {self.eval_mlm_probability}")
         if not 0 <= self.validation_split_percentage < 100:
             raise UserError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
@@ -609,7 +621,8 @@ class DataPipeline:
 
         held_out = args.validation_split_percentage if eval_docs is None else 0
         key = _digest("pairs", PIPELINE_VERSION, train_doc_key, eval_doc_key, held_out, seed, args.short_seq_prob,
-                      args.dupe_factor, args.max_seq_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
+                      args.dupe_factor, args.max_seq_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
+                      *(() if args.next_sentence_prediction else ("mlm-only",)))  # NSP runs keep their cache keys
         self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
         if self.status["pairs"] == "built":
             with cache.workdir() as work, cache.publish("pairs", key) as directory:
@@ -633,10 +646,16 @@ class DataPipeline:
     def _pair_and_save(self, documents, where, name, seed, work, directory) -> dict:
         """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
         role = "training" if name == "train" else "validation"
+        prefix = "" if name == "train" else "eval_"
+        if not self.args.next_sentence_prediction:
+            if len(documents) == 0:
+                raise UserError(f"the {role} corpus is empty: {where} gave no documents")
+            instances = _segments(documents, self.args, seed, self.tokenizer, work, name)
+            instances.save_to_disk(os.path.join(directory, name))
+            return {f"{prefix}documents_used": len(documents), **_instance_stats(instances, prefix, self.args.max_seq_length)}
         _check_pairable(documents, where, role)
         instances = _pair(documents, self.args, seed, self.tokenizer, self.args.preprocessing_num_workers, work, name)
         instances.save_to_disk(os.path.join(directory, name))
-        prefix = "" if name == "train" else "eval_"
         return {
             f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
             f"{prefix}docs_skipped": _single_segment_count(documents),
@@ -774,6 +793,24 @@ def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Da
     ).with_format(None)
 
 
+def _segments(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
+    """MLM-only examples (`nsp.SegmentInstanceMap`): the documents' sentences packed in order, no pairs."""
+    packing = SegmentInstanceMap(documents, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
+                                 tokenizer.cls_token_id, tokenizer.sep_token_id)  # fmt: skip
+    return documents.with_format("arrow").map(
+        packing,
+        batched=True,
+        batch_size=PAIR_BATCH_SIZE,
+        with_indices=True,
+        remove_columns=documents.column_names,
+        features=SEGMENT_FEATURES,
+        num_proc=_num_proc(args.preprocessing_num_workers, len(documents), PAIR_BATCH_SIZE),
+        cache_file_name=os.path.join(work, f"{name}_segments.arrow"),
+        new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
+        desc=f"Packing MLM examples ({name})",
+    ).with_format(None)
+
+
 def _num_proc(requested: int | None, rows: int, batch_size: int) -> int | None:
     # More processes than batches only costs start-up time.
     n = min(requested or 1, max(1, -(-rows // batch_size)))
@@ -848,12 +885,13 @@ def _instance_stats(instances: Dataset, prefix: str, max_seq_length: int) -> dic
     table = instances.data
     n = len(instances)
     lengths = pc.list_value_length(table.column("input_ids"))
-    not_next = int(pc.sum(table.column("next_sentence_label")).as_py() or 0) if n else 0
+    has_nsp = "next_sentence_label" in table.column_names
+    not_next = int(pc.sum(table.column("next_sentence_label")).as_py() or 0) if n and has_nsp else 0
     tokens = int(pc.sum(lengths).as_py() or 0) if n else 0
     return {
         f"{prefix}instances": n,
         f"{prefix}instance_tokens": tokens,
-        f"{prefix}is_next_fraction": round(1 - not_next / n, 4) if n else None,
+        f"{prefix}is_next_fraction": round(1 - not_next / n, 4) if n and has_nsp else None,
         f"{prefix}mean_seq_length": round(tokens / n, 2) if n else None,
         f"{prefix}fill": round(tokens / (n * max_seq_length), 4) if n else None,
     }

@@ -40,22 +40,26 @@ def masked_lm_targets(prediction_logits: torch.Tensor, labels: torch.Tensor, mas
 
 def per_sequence_stats(outputs, batch) -> torch.Tensor:
     """(B, 5) float32: MLM loss sum, masked tokens, correct predictions, NSP loss, NSP correct, per sequence."""
-    labels, nsp_labels = batch["labels"], batch["next_sentence_label"].view(-1)
+    labels = batch["labels"]
     batch_size = labels.size(0)
-    logits, targets, rows = masked_lm_targets(outputs.prediction_logits, labels, batch.get("masked_positions"))
+    # MiniBertForPreTraining's `prediction_logits`, MiniBertForMaskedLM's `logits` (an MLM-only run)
+    prediction_logits = outputs.prediction_logits if "next_sentence_label" in batch else outputs.logits
+    logits, targets, rows = masked_lm_targets(prediction_logits, labels, batch.get("masked_positions"))
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
     stats = torch.zeros(batch_size, 5, dtype=torch.float32, device=labels.device)
     stats[:, MLM_LOSS].index_add_(0, rows, token_loss)
     stats[:, MLM_COUNT].index_add_(0, rows, torch.ones_like(token_loss))
     stats[:, MLM_CORRECT].index_add_(0, rows, (logits.argmax(-1) == targets).float())
-    nsp_logits = outputs.seq_relationship_logits.float()  # (B, 2)
-    stats[:, NSP_LOSS] = F.cross_entropy(nsp_logits, nsp_labels, reduction="none")
-    stats[:, NSP_CORRECT] = (nsp_logits.argmax(-1) == nsp_labels).float()
+    if "next_sentence_label" in batch:  # else an MLM-only run: the NSP columns stay 0
+        nsp_labels = batch["next_sentence_label"].view(-1)
+        nsp_logits = outputs.seq_relationship_logits.float()  # (B, 2)
+        stats[:, NSP_LOSS] = F.cross_entropy(nsp_logits, nsp_labels, reduction="none")
+        stats[:, NSP_CORRECT] = (nsp_logits.argmax(-1) == nsp_labels).float()
     return stats
 
 
-def summarize(totals, num_sequences: int) -> dict[str, float]:
-    """Metrics from summed statistics (a sequence of 5 floats)."""
+def summarize(totals, num_sequences: int, next_sentence_prediction: bool = True) -> dict[str, float]:
+    """Metrics from summed statistics (a sequence of 5 floats); without NSP, the MLM ones only."""
     mlm_loss_sum, mlm_count, mlm_correct, nsp_loss_sum, nsp_correct = (float(x) for x in totals)
     mlm_loss = mlm_loss_sum / max(mlm_count, 1.0)
     nsp_loss = nsp_loss_sum / max(num_sequences, 1)
@@ -63,7 +67,7 @@ def summarize(totals, num_sequences: int) -> dict[str, float]:
         perplexity = math.exp(mlm_loss)
     except OverflowError:
         perplexity = float("inf")
-    return {
+    metrics = {
         "eval_loss": mlm_loss + nsp_loss,
         "eval_mlm_loss": mlm_loss,
         "eval_nsp_loss": nsp_loss,
@@ -73,6 +77,9 @@ def summarize(totals, num_sequences: int) -> dict[str, float]:
         "eval_masked_tokens": int(mlm_count),
         "eval_samples": num_sequences,
     }
+    if not next_sentence_prediction:
+        del metrics["eval_nsp_loss"], metrics["eval_nsp_accuracy"]
+    return metrics
 
 
 @contextlib.contextmanager
@@ -94,11 +101,15 @@ def seeded_rng(seed: int):
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def eval_collator(collator):
-    """A copy of the training collator fixed to `EVAL_EPOCH`, so evaluation never changes the training one."""
+def eval_collator(collator, mlm_probability: float | None = None):
+    """A copy of the training collator fixed to `EVAL_EPOCH`, so evaluation never changes the training one;
+    `mlm_probability` (--eval_mlm_probability) masks another share than training does, so that runs trained at
+    different rates are compared at the same one."""
     collator = copy.copy(collator)
     if hasattr(collator, "set_epoch"):
         collator.set_epoch(EVAL_EPOCH)
+    if mlm_probability is not None:
+        collator.mlm_probability = mlm_probability
     return collator
 
 
@@ -109,10 +120,12 @@ def evaluate(model, dataloader, accelerator, seed: int, max_batches: int | None 
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
     num_sequences = 0
+    next_sentence_prediction = True
     with seeded_rng(seed):
         for i, batch in enumerate(dataloader):
             if max_batches is not None and i >= max_batches:
                 break
+            next_sentence_prediction = "next_sentence_label" in batch
             outputs = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -128,4 +141,4 @@ def evaluate(model, dataloader, accelerator, seed: int, max_batches: int | None 
     if hasattr(dataloader, "end"):
         dataloader.end()  # also when stopped early: leave accelerate's record of active dataloaders clean
     model.train(was_training)
-    return summarize(totals.tolist(), num_sequences)
+    return summarize(totals.tolist(), num_sequences, next_sentence_prediction)

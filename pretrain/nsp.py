@@ -288,6 +288,49 @@ class NSPInstanceMap:
                 yield features
 
 
+def create_segments_from_document(segments: Sequence[Sequence[int]], max_seq_length: int, short_seq_prob: float,
+                                  rng: random.Random) -> list[list[int]]:
+    """MLM-only examples of one document: its sentences packed in order into runs of up to `max_seq_length - 2`
+    tokens (RoBERTa's DOC-SENTENCES), no A/B split, no random B.
+
+    As in `create_instances_from_document`, a share `short_seq_prob` of the runs aims at a shorter random length
+    (fine-tuning sees short inputs too), and each dupe draws its own targets, so dupes split the document
+    differently. A sentence longer than the room left starts the next run; one longer than a whole run is cut.
+    """
+    max_tokens = max_seq_length - 2  # [CLS] ... [SEP]
+    target = rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+    runs, current = [], []
+    for segment in segments:
+        segment = list(segment)[:max_tokens]
+        if current and len(current) + len(segment) > target:
+            runs.append(current)
+            current = []
+            target = rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+        current.extend(segment)
+    if current:
+        runs.append(current[:max_tokens])
+    return runs
+
+
+class SegmentInstanceMap(NSPInstanceMap):
+    """The batched `datasets.map` function of an MLM-only run (`--next_sentence_prediction false`): documents in,
+    `[CLS] tokens [SEP]` examples out (no `next_sentence_label`, segment ids all 0)."""
+
+    def __call__(self, batch, indices: list[int]) -> dict[str, list]:
+        if self._docs is None:
+            self._docs = ArrowDocuments(self.documents.data.column(self.column))
+        out = {"input_ids": [], "token_type_ids": [], "example_id": []}
+        for index in indices:
+            for dupe in range(self.dupe_factor):
+                rng = document_rng(self.seed, dupe, index)
+                for k, run in enumerate(create_segments_from_document(self._docs[index], self.max_seq_length,
+                                                                      self.short_seq_prob, rng)):  # fmt: skip
+                    out["input_ids"].append([self.cls_id, *run, self.sep_id])
+                    out["token_type_ids"].append([0] * (len(run) + 2))
+                    out["example_id"].append(stable_int(index, dupe, k))
+        return out
+
+
 def stream_instances(
     documents: Iterable[list[list[int]]],
     buffer_size: int,

@@ -84,14 +84,17 @@ def plot_training_curves(metrics_path: str, png_path: str) -> str | None:
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
     if train:
         steps = [r["step"] for r in train]
-        ax_loss.plot(steps, [r["loss"] for r in train], label="train loss (MLM + NSP)")
-        ax_loss.plot(steps, [r["mlm_loss"] for r in train], label="train MLM loss", alpha=0.6)
+        nsp = "nsp_loss" in train[0]
+        ax_loss.plot(steps, [r["loss"] for r in train], label="train loss (MLM + NSP)" if nsp else "train MLM loss")
+        if nsp:
+            ax_loss.plot(steps, [r["mlm_loss"] for r in train], label="train MLM loss", alpha=0.6)
         ax_lr.plot(steps, [r["learning_rate"] for r in train])
     if evals:
         steps = [r["step"] for r in evals]
         ax_loss.plot(steps, [r["eval_loss"] for r in evals], "o-", label="eval loss")
         ax_acc.plot(steps, [r["eval_mlm_accuracy"] for r in evals], "o-", label="MLM accuracy")
-        ax_acc.plot(steps, [r["eval_nsp_accuracy"] for r in evals], "o-", label="NSP accuracy")
+        if "eval_nsp_accuracy" in evals[0]:
+            ax_acc.plot(steps, [r["eval_nsp_accuracy"] for r in evals], "o-", label="NSP accuracy")
         ax_acc.set_ylim(0, 1)
         ax_acc.legend()
     ax_loss.set_title("loss")

@@ -177,7 +177,8 @@ def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
     return 2 if device.type == "cuda" else 0
 
 
-def build_dataloaders(data: PretrainingData, collator, args: PretrainingArguments, device: torch.device):
+def build_dataloaders(data: PretrainingData, collator, args: PretrainingArguments, device: torch.device,
+                      eval_mlm_probability: float | None = None):
     """Train (shuffled, full batches) and eval dataloaders; `accelerator.prepare` shards them per process."""
     workers = _num_workers(args, device)
     common = dict(
@@ -211,7 +212,7 @@ def build_dataloaders(data: PretrainingData, collator, args: PretrainingArgument
             data.eval_dataset,
             batch_size=args.per_device_eval_batch_size,
             shuffle=False,
-            collate_fn=eval_collator(collator),
+            collate_fn=eval_collator(collator, eval_mlm_probability),
             generator=torch.Generator().manual_seed(args.seed),
             **common,
         )
@@ -273,7 +274,8 @@ _MODEL_SETTINGS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attent
                    "mlp_bias")  # fmt: skip
 _DATA_SETTINGS = ("train_file", "validation_file", "dataset_name", "dataset_config_name", "max_seq_length",
                   "mlm_probability", "mask_replace_prob", "random_replace_prob", "short_seq_prob", "whole_word_mask",
-                  "dupe_factor", "validation_split_percentage", "streaming", "next_sentence_prediction")  # fmt: skip
+                  "dupe_factor", "validation_split_percentage", "streaming", "next_sentence_prediction",
+                  "eval_mlm_probability")  # fmt: skip
 _TRAINING_SETTINGS = ("learning_rate", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon",
                       "lr_scheduler_type", "lr_decay_ratio", "lr_decay_type", "num_warmup_steps", "warmup_ratio",
                       "max_grad_norm", "schedule_by", "batch_size_warmup_ratio")  # fmt: skip
@@ -435,7 +437,9 @@ def _build(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    train_dataloader, eval_dataloader, streaming = build_dataloaders(data, collator, args, accelerator.device)
+    train_dataloader, eval_dataloader, streaming = build_dataloaders(
+        data, collator, args, accelerator.device, data_args.eval_mlm_probability
+    )
     if getattr(accelerator, "is_fsdp2", False):
         shard_tied_head(accelerator, model)
     optimizer = build_optimizer(model, args, accelerator.device)
