@@ -131,11 +131,17 @@ def _typed_default(action, value):
     return value
 
 
-def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None, prog: str | None = None):
+def parse_args(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | None = None,
+    prog: str | None = None,
+    defaults: Callable[[list[str], dict], dict] | None = None,
+):
     """Parse flags (and an optional YAML/JSON config file with the same keys) into the given dataclasses.
 
     `prog a.yaml --seed 3` and `prog --config a.yaml --seed 3` both read a.yaml, then apply `--seed 3` on top.
-    Unknown keys and bad values end in a `UserError` naming them.
+    Unknown keys and bad values end in a `UserError` naming them. `defaults(argv, file_values)`, when given, returns
+    values that come before the file's (a named recipe): flags > file > `defaults` > the dataclasses' defaults.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
@@ -148,8 +154,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         config_path = argv.pop(0)
     parser = HfArgumentParser(dataclass_types, prog=prog)
+    file_values = _load_config_file(config_path) if config_path is not None else {}
+    if defaults is not None:
+        parser.set_defaults(**_file_defaults(parser, defaults(argv, file_values), "(recipe)"))
     if config_path is not None:
-        parser.set_defaults(**_file_defaults(parser, _load_config_file(config_path), config_path))
+        parser.set_defaults(**_file_defaults(parser, file_values, config_path))
     # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *parsed, remaining = outputs

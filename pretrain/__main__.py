@@ -25,6 +25,7 @@ from importlib import resources
 from minibert.cli import HubArguments, parse_args, run_cli
 
 from .args import ModelArguments, PretrainingArguments
+from .recipes import merge_config_overrides, recipe_defaults, recipe_of
 
 DEMO_CONFIG = "demo"
 
@@ -44,9 +45,17 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
         argv[0] = shipped_config(argv[0])  # `minibert-pretrain bert-base ...`: a shipped config by name
     if _is_demo(argv):  # the demo corpus comes with the demo recipe; flags still override it
         argv = [shipped_config(DEMO_CONFIG), *argv]
-    return parse_args(
-        [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog
+    recipe: dict = {}
+
+    def recipe_values(flags: list[str], file_values: dict) -> dict:  # --recipe: defaults under the file and flags
+        recipe.update(recipe_defaults(recipe_of(flags, file_values), flags, file_values))
+        return recipe
+
+    model_args, data_args, training_args, hub_args = parse_args(
+        [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog, defaults=recipe_values
     )
+    model_args.config_overrides = merge_config_overrides(recipe.get("config_overrides"), model_args.config_overrides)
+    return model_args, data_args, training_args, hub_args
 
 
 def show_fill_mask(output_dir: str, prompts: list[str], top_k: int = 3) -> None:

@@ -70,6 +70,14 @@ def parse_config_overrides(text: str | None) -> dict[str, str]:
 class PretrainingArguments:
     """The training loop: batch, optimizer, schedule, precision, checkpoints, logging and evaluation."""
 
+    recipe: str = field(
+        default="bert",
+        metadata={
+            "help": "A named set of defaults (pretrain/recipes.py): `bert` (BERT's 2018 recipe) or `fast` (pre-LN, "
+            "GEGLU, no biases or dropout, MLM only at 30 percent, WSD; see BENCHMARKS.md). Flags and config files override it.",
+            "choices": ["bert", "fast"],
+        },
+    )
     output_dir: str = field(
         default=DEFAULT_PRETRAINED_DIR,
         metadata={"help": "Where the final Hub-ready model, metrics, curves and checkpoints/ are written."},
