@@ -263,7 +263,9 @@ class PretrainingLoop:
         if self.eval_dataloader is None:
             return {}
         results = evaluate(self.model, self.eval_dataloader, self.accelerator, seed=self.args.seed, max_batches=max_batches)
-        self.metrics.log({"epoch": self.fractional_epoch(), **results}, step=self.progress.completed_steps)
+        # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)
+        record = {"epoch": self.fractional_epoch(), "train_runtime": round(self.progress.train_runtime, 3), **results}
+        self.metrics.log(record, step=self.progress.completed_steps)
         shown = ", ".join(f"{k[5:]} {v:.4g}" for k, v in results.items() if k.startswith("eval_") or k == "perplexity")
         logger.info("step %d: %s", self.progress.completed_steps, shown)
         return results
