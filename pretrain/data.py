@@ -136,7 +136,7 @@ class DataArguments:
     next_sentence_prediction: bool = field(
         default=True,
         metadata={"help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models "
-                  "(examples are a document's sentences packed in order up to --max_seq_length)."},
+                  "(examples are consecutive documents' sentences packed in order up to --max_seq_length)."},
     )
     eval_mlm_probability: float | None = field(
         default=None,
@@ -794,7 +794,7 @@ def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Da
 
 
 def _segments(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
-    """MLM-only examples (`nsp.SegmentInstanceMap`): the documents' sentences packed in order, no pairs."""
+    """MLM-only examples (`nsp.SegmentInstanceMap`): the sentences of consecutive documents packed in order."""
     packing = SegmentInstanceMap(documents, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
                                  tokenizer.cls_token_id, tokenizer.sep_token_id)  # fmt: skip
     return documents.with_format("arrow").map(

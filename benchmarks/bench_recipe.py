@@ -1,0 +1,306 @@
+"""Time to quality: the faithful BERT recipe against `--recipe fast`, at the same wall-clock budget.
+
+    python benchmarks/bench_recipe.py                       # mini size, 8 minutes each, then fine-tuning
+    python benchmarks/bench_recipe.py --minutes 3 --size tiny
+    python benchmarks/bench_recipe.py --ablate --minutes 3  # each knob of `fast` alone against faithful
+
+The corpus is English prose that ships on this machine: the module, class and function docstrings of the
+standard library and of the installed packages (torch, transformers, numpy, scipy, scikit-learn, datasets, ...),
+read with `ast` (nothing imported), cleaned of doctest and code lines, deduplicated. Files are split by a hash of
+their path: 85% make the pretraining corpus (its held-out documents give the MLM figures), the other 15% the
+downstream task — which package a docstring comes from, balanced — so fine-tuning reads text pretraining never saw.
+
+Both recipes get the same model size, the same WordPiece tokenizer (trained once, beforehand), the same
+sequence length and batch, and the same budget of training time (`--time_budget`, with `--schedule_by time`
+for both, so that each one's LR schedule ends where the budget does: a step-scheduled faithful run cut by the
+budget would be unfairly left at a high LR). They run *concurrently*, one thread each, so that the load of a
+shared machine falls on both alike. Both are evaluated at 15% masking (`--eval_mlm_probability 0.15`) every
+`--eval_every` steps; the report gives each one's final held-out MLM loss and accuracy, the training time at which
+fast first reaches faithful's final loss (and that time over the budget: the goal is <= 0.5), and the test
+accuracy of each after the same fine-tuning (`minibert-finetune`, same settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PACKAGES = ["torch", "transformers", "numpy", "scipy", "sklearn", "datasets", "pandas", "accelerate", "huggingface_hub",
+            "tokenizers", "matplotlib", "pyarrow", "onnx", "peft", "sentence_transformers"]  # fmt: skip
+TASK_LABELS = ["stdlib", "torch", "transformers", "numpy", "scipy", "sklearn"]
+SIZES = {  # --config_overrides of the model, the same for both recipes
+    "tiny": "hidden_size=128,num_hidden_layers=2,num_attention_heads=2,intermediate_size=512",
+    "mini": "hidden_size=256,num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024",
+}
+# Each knob of `fast` alone, for --ablate (flags added to the faithful run).
+ABLATIONS = {
+    "pre_ln": ["--config_overrides", "pre_layer_norm=true"],
+    "geglu": ["--config_overrides", "gated_feed_forward=true"],
+    "no_bias": ["--config_overrides", "attention_bias=false,mlp_bias=false"],
+    "no_dropout": ["--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"],
+    "mlm_only": ["--next_sentence_prediction", "false"],
+    "mask_30": ["--mlm_probability", "0.3"],
+    "wsd_1sqrt": ["--lr_scheduler_type", "warmup_stable_decay", "--lr_decay_ratio", "0.3"],
+}
+_CODE = re.compile(r"^\s*(>>>|\.\.\.|\$ |[-=~^*]{3,}|\.\. |:\w+:|[{}\[\]()]|def |class |import |from \w+ import)")
+_ROLE = re.compile(r":\w+:`~?([^`]+)`")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The corpus and the task
+# --------------------------------------------------------------------------------------------------------------
+def _source_files() -> list[tuple[str, str]]:
+    """(label, path) of the .py files of the stdlib and of the installed packages."""
+    import importlib.util
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    skip = ("test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "site-packages", "ensurepip", "__pycache__")
+    out = []
+    for base, dirs, files in os.walk(stdlib):
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+        out += [("stdlib", os.path.join(base, f)) for f in sorted(files) if f.endswith(".py")]
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in spec.submodule_search_locations:
+            for base, dirs, files in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if d not in ("tests", "test", "__pycache__"))
+                out += [(package, os.path.join(base, f)) for f in sorted(files) if f.endswith(".py")]
+    return out
+
+
+def _clean(docstring: str) -> list[str]:
+    """A docstring's prose as sentences: the first paragraphs up to a section (Args:, Parameters, Examples, ...)."""
+    from pretrain.corpus import split_sentences
+
+    lines = []
+    for line in docstring.splitlines():
+        stripped = line.strip()
+        if re.match(r"^(Args|Arguments|Parameters|Returns?|Yields|Raises|Examples?|Notes?|References|See Also|"
+                    r"Attributes|Example usage)\s*:?\s*$", stripped):  # fmt: skip
+            break
+        if not stripped or _CODE.match(stripped) or stripped.count("_") > 3 or "://" in stripped:
+            lines.append("")
+            continue
+        lines.append(_ROLE.sub(r"\1", stripped).replace("``", "").replace("`", ""))
+    text = " ".join(lines)
+    sentences = [s for s in split_sentences(" ".join(text.split())) if len(s.split()) >= 4 and s[-1] in ".!?"]
+    return [s for s in sentences if sum(c.isalpha() for c in s) > 0.7 * len(s)]
+
+
+def build_corpus(workdir: str) -> dict:
+    """The pretraining corpus (BERT format) and the downstream task's CSV files; cached in `workdir`."""
+    meta_path = os.path.join(workdir, "corpus.json")
+    if os.path.isfile(meta_path):
+        return json.load(open(meta_path))
+    os.makedirs(workdir, exist_ok=True)
+    seen, documents, task = set(), [], {label: [] for label in TASK_LABELS}
+    for label, path in _source_files():
+        try:
+            tree = ast.parse(open(path, encoding="utf-8").read())
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for_task = int(hashlib.sha1(path.encode()).hexdigest(), 16) % 100 < 15
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            doc = ast.get_docstring(node)
+            if not doc:
+                continue
+            sentences = _clean(doc)
+            key = " ".join(sentences)
+            if not sentences or key in seen:
+                continue
+            seen.add(key)
+            if for_task:
+                if label in task:
+                    task[label].append(" ".join(sentences[:2]))
+            else:
+                documents.append(sentences)
+    random.Random(0).shuffle(documents)
+    corpus = os.path.join(workdir, "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write("\n\n".join("\n".join(d) for d in documents) + "\n")
+    per_class = min(len(v) for v in task.values())
+    rows = [(text, label) for label, texts in task.items() for text in random.Random(1).sample(texts, per_class)]
+    random.Random(2).shuffle(rows)
+    n = len(rows)
+    splits = {"train": rows[: int(0.7 * n)], "validation": rows[int(0.7 * n): int(0.85 * n)], "test": rows[int(0.85 * n):]}
+    for name, part in splits.items():
+        with open(os.path.join(workdir, f"task_{name}.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(part)
+    meta = {"corpus": corpus, "documents": len(documents), "words": sum(len(s.split()) for d in documents for s in d),
+            "bytes": os.path.getsize(corpus), "task_examples": n, "task_per_class": per_class}  # fmt: skip
+    json.dump(meta, open(meta_path, "w"), indent=2)
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------------------------
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": ROOT}
+
+
+def common_flags(args, meta: dict, tokenizer: str) -> list[str]:
+    return [
+        "--train_file", meta["corpus"], "--tokenizer_name", tokenizer, "--data_cache_dir", os.path.join(args.workdir, "cache"),
+        "--max_seq_length", "128", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+        "--validation_split_percentage", "2", "--max_eval_samples", "512", "--dupe_factor", "1",
+        "--time_budget", str(args.minutes), "--schedule_by", "time", "--warmup_ratio", "0.06",
+        "--eval_mlm_probability", "0.15", "--eval_steps", str(args.eval_every), "--logging_steps", "25",
+        "--checkpointing_steps", "100000", "--checkpoints_total_limit", "1", "--overwrite_output_dir", "true",
+        "--seed", "0",
+    ]  # fmt: skip
+
+
+def train_tokenizer(args, meta: dict) -> str:
+    """One WordPiece vocabulary for every run (trained by a short dry run of the pipeline)."""
+    from pretrain.__main__ import parse
+    from pretrain.data import prepare_pretraining_data
+
+    path = os.path.join(args.workdir, "tokenizer")
+    if not os.path.isdir(path):
+        _, data_args, _, _ = parse(["--train_file", meta["corpus"], "--vocab_size", str(args.vocab_size),
+                                    "--data_cache_dir", os.path.join(args.workdir, "cache"), "--max_seq_length", "128",
+                                    "--dupe_factor", "1", "--validation_split_percentage", "2"])  # fmt: skip
+        prepare_pretraining_data(data_args, seed=0).tokenizer.save_pretrained(path)
+    return path
+
+
+def start_pretraining(name: str, flags: list[str], args) -> tuple[subprocess.Popen, str]:
+    out = os.path.join(args.workdir, "runs", name)
+    cmd = [sys.executable, "-m", "pretrain", *flags, "--output_dir", out]
+    log = open(os.path.join(args.workdir, f"{name}.log"), "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT), out
+
+
+def eval_curve(out: str) -> list[tuple[float, float, float]]:
+    """(training seconds, held-out MLM loss, accuracy) of every evaluation of a run."""
+    curve = []
+    for line in open(os.path.join(out, "metrics.jsonl")):
+        record = json.loads(line)
+        if "eval_mlm_loss" in record:
+            curve.append((record["train_runtime"], record["eval_mlm_loss"], record["eval_mlm_accuracy"]))
+    return curve
+
+
+def finetune(name: str, checkpoint: str, args) -> subprocess.Popen:
+    task = args.workdir
+    cmd = [sys.executable, "-m", "finetune", "--model_name_or_path", checkpoint,
+           "--train_file", os.path.join(task, "task_train.csv"), "--validation_file", os.path.join(task, "task_validation.csv"),
+           "--test_file", os.path.join(task, "task_test.csv"), "--output_dir", os.path.join(args.workdir, "finetuned", name),
+           "--num_train_epochs", "5", "--learning_rate", "3e-4", "--per_device_train_batch_size", "32",
+           "--max_seq_length", "64", "--seed", "0", "--overwrite_output_dir", "true"]  # fmt: skip
+    log = open(os.path.join(args.workdir, f"finetune_{name}.log"), "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(procs: dict[str, subprocess.Popen], args) -> None:
+    for name, proc in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"{name} failed: see {os.path.join(args.workdir, name + '.log')}")
+
+
+def compare(args, meta: dict, tokenizer: str) -> dict:
+    base = common_flags(args, meta, tokenizer) + ["--config_overrides", SIZES[args.size]]
+    runs = {"faithful": base, "fast": ["--recipe", "fast", *base]}
+    started = {name: start_pretraining(name, flags, args) for name, flags in runs.items()}
+    _wait({name: proc for name, (proc, _) in started.items()}, args)
+    curves = {name: eval_curve(out) for name, (_, out) in started.items()}
+    target = curves["faithful"][-1][1]
+    reached = next((t for t, loss, _ in curves["fast"] if loss <= target), None)
+    tuned = {name: finetune(name, out, args) for name, (_, out) in started.items()}
+    _wait({f"finetune_{n}": p for n, p in tuned.items()}, args)
+    downstream = {}
+    for name in runs:
+        results = json.load(open(os.path.join(args.workdir, "finetuned", name, "all_results.json")))
+        downstream[name] = {k: results[k] for k in ("eval_accuracy", "test_accuracy") if k in results}
+    final = {name: json.load(open(os.path.join(out, "all_results.json"))) for name, (_, out) in started.items()}
+    return {
+        "corpus": meta, "size": args.size, "minutes": args.minutes, "curves": curves,
+        "final": {n: {k: r.get(k) for k in ("eval_mlm_loss", "eval_mlm_accuracy", "train_steps", "train_tokens",
+                                             "train_runtime", "num_parameters")} for n, r in final.items()},
+        "fast_reaches_faithful_final_loss_at_s": reached,
+        "time_ratio": None if reached is None else reached / final["faithful"]["train_runtime"],
+        "downstream": downstream,
+    }  # fmt: skip
+
+
+def ablate(args, meta: dict, tokenizer: str) -> dict:
+    """Each knob alone against faithful, two runs at a time (one thread each), the same budget."""
+    base = common_flags(args, meta, tokenizer)
+    size = SIZES[args.size]
+    results = {}
+    names = ["faithful", *ABLATIONS]
+    for i in range(0, len(names), 2):
+        procs = {}
+        for name in names[i: i + 2]:
+            extra = ABLATIONS.get(name, [])
+            overrides = size + ("," + extra[1] if extra[:1] == ["--config_overrides"] else "")
+            extra = extra[2:] if extra[:1] == ["--config_overrides"] else extra
+            procs[name] = start_pretraining(f"ablate_{name}", [*base, "--config_overrides", overrides, *extra], args)
+        _wait({f"ablate_{n}": p for n, (p, _) in procs.items()}, args)
+        for name, (_, out) in procs.items():
+            results[name] = eval_curve(out)[-1]
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time budget of each run")
+    parser.add_argument("--size", choices=sorted(SIZES), default="mini")
+    parser.add_argument("--vocab_size", type=int, default=8192)
+    parser.add_argument("--eval_every", type=int, default=20, help="optimizer steps between evaluations")
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "benchmarks", "results", "recipe"))
+    parser.add_argument("--ablate", action="store_true", help="each knob of fast alone against faithful")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    meta = build_corpus(args.workdir)
+    print(f"corpus: {meta['documents']:,} documents, {meta['words']:,} words ({meta['bytes'] / 1e6:.1f} MB); task: "
+          f"{meta['task_examples']:,} docstrings, {meta['task_per_class']} per class ({', '.join(TASK_LABELS)})")  # fmt: skip
+    tokenizer = train_tokenizer(args, meta)
+    if args.ablate:
+        results = ablate(args, meta, tokenizer)
+        print(f"\n{'run':<12} {'train s':>8} {'MLM loss':>9} {'MLM acc':>8}")
+        for name, (seconds, loss, acc) in results.items():
+            print(f"{name:<12} {seconds:8.0f} {loss:9.3f} {acc:8.3f}")
+        json.dump(results, open(os.path.join(args.workdir, "ablation.json"), "w"), indent=2)
+        return 0
+    report = compare(args, meta, tokenizer)
+    json.dump(report, open(os.path.join(args.workdir, "report.json"), "w"), indent=2)
+    print(f"\n{args.size} model, {args.minutes:g} min of training each (concurrent, 1 thread each); held-out MLM at 15%:")
+    print(f"{'recipe':<9} {'steps':>6} {'tokens':>10} {'MLM loss':>9} {'MLM acc':>8} {'task val':>9} {'task test':>10}")
+    for name, final in report["final"].items():
+        down = report["downstream"][name]
+        print(f"{name:<9} {final['train_steps']:6d} {final['train_tokens']:10,d} {final['eval_mlm_loss']:9.3f} "
+              f"{final['eval_mlm_accuracy']:8.3f} {down.get('eval_accuracy', float('nan')):9.3f} "
+              f"{down.get('test_accuracy', float('nan')):10.3f}")  # fmt: skip
+    reached = report["fast_reaches_faithful_final_loss_at_s"]
+    if reached is None:
+        print("fast never reached faithful's final held-out MLM loss")
+    else:
+        print(f"fast reached faithful's final held-out MLM loss after {reached:.0f} s of training: "
+              f"{report['time_ratio']:.2f} of faithful's time (goal <= 0.5)")
+    print(f"(wall time of the benchmark: {(time.monotonic() - t0) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
