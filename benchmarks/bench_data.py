@@ -103,17 +103,29 @@ def run_ours(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
     datasets.disable_progress_bars()
     imported = _rss_mb()
     imported_anon = _rss_mb("RssAnon")
-    args = DataArguments(train_file=[corpus], tokenizer_name=tokenizer, max_seq_length=MAX_SEQ_LENGTH,
-                         validation_split_percentage=0, preprocessing_num_workers=num_proc, data_cache_dir=cache)
+    args = DataArguments(
+        train_file=[corpus],
+        tokenizer_name=tokenizer,
+        max_seq_length=MAX_SEQ_LENGTH,
+        validation_split_percentage=0,
+        preprocessing_num_workers=num_proc,
+        data_cache_dir=cache,
+    )
     start = time.perf_counter()
     data = prepare_pretraining_data(args, seed=0)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     prepare_pretraining_data(args, seed=0)  # the same inputs again: a cache hit
     warm = time.perf_counter() - start
-    result = {"seconds": seconds, "warm_seconds": warm, "tokens": data.stats["tokens"],
-              "instances": data.stats["instances"], "cache_bytes": data.stats["cache_bytes"],
-              "imported_mb": imported, "imported_anon_mb": imported_anon}
+    result = {
+        "seconds": seconds,
+        "warm_seconds": warm,
+        "tokens": data.stats["tokens"],
+        "instances": data.stats["instances"],
+        "cache_bytes": data.stats["cache_bytes"],
+        "imported_mb": imported,
+        "imported_anon_mb": imported_anon,
+    }
     if os.environ.get("BENCH_FIRST_STEP"):
         result["first_step_seconds"] = first_step_seconds(corpus, tokenizer, cache)
     return result
@@ -122,10 +134,31 @@ def run_ours(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
 def first_step_seconds(corpus: str, tokenizer: str, cache: str) -> float:
     """Wall time of `minibert-pretrain` on this (prepared) cache up to the end of its first optimizer step: a
     fresh process (imports, accelerate, cache look-up, model), `--dry_run` so nothing is exported."""
-    command = [sys.executable, "-m", "pretrain", "--train_file", corpus, "--tokenizer_name", tokenizer,
-               "--max_seq_length", str(MAX_SEQ_LENGTH), "--validation_split_percentage", "0", "--seed", "0",
-               "--data_cache_dir", cache, "--max_train_steps", "1", "--dry_run", "true", "--output_dir",
-               os.path.join(cache, "out"), "--config_overrides", "hidden_size=64,num_hidden_layers=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "pretrain",
+        "--train_file",
+        corpus,
+        "--tokenizer_name",
+        tokenizer,
+        "--max_seq_length",
+        str(MAX_SEQ_LENGTH),
+        "--validation_split_percentage",
+        "0",
+        "--seed",
+        "0",
+        "--data_cache_dir",
+        cache,
+        "--max_train_steps",
+        "1",
+        "--dry_run",
+        "true",
+        "--output_dir",
+        os.path.join(cache, "out"),
+        "--config_overrides",
+        "hidden_size=64,num_hidden_layers=2",
+    ]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # the progress bar reaches 1/1 at the end of the first step
@@ -144,8 +177,14 @@ def run_stream(corpus: str, tokenizer: str, seconds: float = 60.0) -> dict:
 
     imported = _rss_mb()
     imported_anon = _rss_mb("RssAnon")
-    args = DataArguments(train_file=[corpus], tokenizer_name=tokenizer, max_seq_length=MAX_SEQ_LENGTH,
-                         validation_split_percentage=0, streaming=True, data_cache_dir=tempfile.mkdtemp())
+    args = DataArguments(
+        train_file=[corpus],
+        tokenizer_name=tokenizer,
+        max_seq_length=MAX_SEQ_LENGTH,
+        validation_split_percentage=0,
+        streaming=True,
+        data_cache_dir=tempfile.mkdtemp(),
+    )
     stream = prepare_pretraining_data(args, seed=0).train_dataset
     start, tokens, instances = time.perf_counter(), 0, 0
     for row in stream:
@@ -153,8 +192,13 @@ def run_stream(corpus: str, tokenizer: str, seconds: float = 60.0) -> dict:
         instances += 1
         if instances % 1000 == 0 and time.perf_counter() - start > seconds:
             break
-    return {"seconds": time.perf_counter() - start, "tokens": tokens, "instances": instances,
-            "imported_mb": imported, "imported_anon_mb": imported_anon}
+    return {
+        "seconds": time.perf_counter() - start,
+        "tokens": tokens,
+        "instances": instances,
+        "imported_mb": imported,
+        "imported_anon_mb": imported_anon,
+    }
 
 
 def run_baseline(corpus: str, tokenizer: str) -> dict:
@@ -187,12 +231,18 @@ def run_baseline(corpus: str, tokenizer: str) -> dict:
     rng = random.Random(0)
     instances = []
     for document_index in range(len(all_documents)):
-        instances += google_create_instances_from_document(all_documents, document_index, MAX_SEQ_LENGTH, 0.1, rng,
-                                                           tok.cls_token_id, tok.sep_token_id)
+        instances += google_create_instances_from_document(
+            all_documents, document_index, MAX_SEQ_LENGTH, 0.1, rng, tok.cls_token_id, tok.sep_token_id
+        )
     seconds = time.perf_counter() - start
     tokens = sum(len(s) for doc in all_documents for s in doc)
-    return {"seconds": seconds, "tokens": tokens, "instances": len(instances), "imported_mb": imported,
-            "imported_anon_mb": imported_anon}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "instances": len(instances),
+        "imported_mb": imported,
+        "imported_anon_mb": imported_anon,
+    }
 
 
 def run_bare_tokenizer(corpus: str, tokenizer: str) -> dict:
@@ -210,7 +260,13 @@ def run_bare_tokenizer(corpus: str, tokenizer: str) -> dict:
     for i in range(0, len(lines), 10_000):
         tokens += sum(len(e.ids) for e in tok.encode_batch_fast(lines[i : i + 10_000], add_special_tokens=False))
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tokens": tokens, "instances": 0, "imported_mb": imported, "imported_anon_mb": imported_anon}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "instances": 0,
+        "imported_mb": imported,
+        "imported_anon_mb": imported_anon,
+    }
 
 
 def run_mlm_recipe(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
@@ -239,16 +295,24 @@ def run_mlm_recipe(corpus: str, tokenizer: str, num_proc: int, cache: str) -> di
     def group_texts(examples):
         concatenated = {k: list(chain(*examples[k])) for k in examples}
         total = (len(concatenated["input_ids"]) // MAX_SEQ_LENGTH) * MAX_SEQ_LENGTH
-        return {k: [t[i : i + MAX_SEQ_LENGTH] for i in range(0, total, MAX_SEQ_LENGTH)] for k, t in concatenated.items()}
+        return {
+            k: [t[i : i + MAX_SEQ_LENGTH] for i in range(0, total, MAX_SEQ_LENGTH)] for k, t in concatenated.items()
+        }
 
     grouped = tokenized.map(group_texts, batched=True, num_proc=proc)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tokens": len(grouped) * MAX_SEQ_LENGTH, "instances": len(grouped),
-            "imported_mb": imported, "imported_anon_mb": imported_anon}
+    return {
+        "seconds": seconds,
+        "tokens": len(grouped) * MAX_SEQ_LENGTH,
+        "instances": len(grouped),
+        "imported_mb": imported,
+        "imported_anon_mb": imported_anon,
+    }
 
 
-def google_create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob, rng,
-                                          cls_id, sep_id):
+def google_create_instances_from_document(
+    all_documents, document_index, max_seq_length, short_seq_prob, rng, cls_id, sep_id
+):
     """Google's create_pretraining_data.py algorithm, as written there (minus masking, which is per batch)."""
     document = all_documents[document_index]
     max_num_tokens = max_seq_length - 3
@@ -298,11 +362,13 @@ def google_create_instances_from_document(all_documents, document_index, max_seq
                         del trunc_tokens[0]
                     else:
                         trunc_tokens.pop()
-                instances.append({
-                    "input_ids": [cls_id, *tokens_a, sep_id, *tokens_b, sep_id],
-                    "token_type_ids": [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1),
-                    "next_sentence_label": int(is_random_next),
-                })
+                instances.append(
+                    {
+                        "input_ids": [cls_id, *tokens_a, sep_id, *tokens_b, sep_id],
+                        "token_type_ids": [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1),
+                        "next_sentence_label": int(is_random_next),
+                    }
+                )
             current_chunk = []
             current_length = 0
         i += 1
@@ -393,8 +459,10 @@ def scale(sizes: list[float], workdir: str, cores: int) -> None:
     tokenizer = os.path.join(workdir, "tokenizer")
     if not os.path.isdir(tokenizer):
         train_shared_tokenizer(base, tokenizer)
-    print("| corpus | prepare seconds (num_proc) | M tokens/s | peak anonymous MB over imports | peak anonymous MB, all "
-          "processes | worker peak RSS MB | cache bytes / token | cache hit: start to 1st step | streaming M tokens/s |")
+    print(
+        "| corpus | prepare seconds (num_proc) | M tokens/s | peak anonymous MB over imports | peak anonymous MB, all "
+        "processes | worker peak RSS MB | cache bytes / token | cache hit: start to 1st step | streaming M tokens/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         # Copies of the 50 MB corpus (generating text is slower than preparing it); documents repeat, costs do not.
@@ -409,10 +477,13 @@ def scale(sizes: list[float], workdir: str, cores: int) -> None:
         del os.environ["BENCH_FIRST_STEP"]
         stream = measure("stream", corpus, tokenizer, 1, False, workdir)
         os.remove(corpus)
-        print(f"| {os.path.getsize(base) * round(size / 50) / 1e6:.0f} MB | {ours['seconds']:.0f} ({cores}) | "
-              f"{ours['tokens'] / ours['seconds'] / 1e6:.2f} | {ours['anon_peak_mb'] - ours['imported_anon_mb']:.0f} | "
-              f"{ours['tree_anon_peak_mb']:.0f} | {ours['worker_peak_mb']:.0f} | {ours['cache_bytes'] / ours['tokens']:.2f} | "
-              f"{ours['first_step_seconds']:.1f} s | {stream['tokens'] / stream['seconds'] / 1e6:.3f} |", flush=True)
+        print(
+            f"| {os.path.getsize(base) * round(size / 50) / 1e6:.0f} MB | {ours['seconds']:.0f} ({cores}) | "
+            f"{ours['tokens'] / ours['seconds'] / 1e6:.2f} | {ours['anon_peak_mb'] - ours['imported_anon_mb']:.0f} | "
+            f"{ours['tree_anon_peak_mb']:.0f} | {ours['worker_peak_mb']:.0f} | {ours['cache_bytes'] / ours['tokens']:.2f} | "
+            f"{ours['first_step_seconds']:.1f} s | {stream['tokens'] / stream['seconds'] / 1e6:.3f} |",
+            flush=True,
+        )
 
 
 def measure(kind: str, corpus: str, tokenizer: str, num_proc: int, one_core: bool, workdir: str) -> dict:
@@ -421,22 +492,39 @@ def measure(kind: str, corpus: str, tokenizer: str, num_proc: int, one_core: boo
     if one_core:
         env["RAYON_NUM_THREADS"] = "1"
     cache = tempfile.mkdtemp(dir=workdir, prefix="cache-")
-    command = [sys.executable, __file__, "--child", kind, "--corpus", corpus, "--tokenizer", tokenizer,
-               "--num_proc", str(num_proc), "--cache", cache]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--corpus",
+        corpus,
+        "--tokenizer",
+        tokenizer,
+        "--num_proc",
+        str(num_proc),
+        "--cache",
+        cache,
+    ]
     out = subprocess.run(command, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{out.stderr[-3000:]}")
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
     subprocess.run(["rm", "-rf", cache])
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=float, nargs="+", default=[5, 50], help="corpus sizes in MB")
     parser.add_argument("--workdir", default=None, help="where corpora and caches go (default: a temp dir)")
-    parser.add_argument("--scale", type=float, nargs="+", default=None,
-                        help="instead: the scale benchmark on corpora of these sizes in MB (e.g. 1000)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs="+",
+        default=None,
+        help="instead: the scale benchmark on corpora of these sizes in MB (e.g. 1000)",
+    )
     parser.add_argument("--child", choices=["ours", "baseline", "bare", "run_mlm", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
@@ -467,7 +555,7 @@ def main() -> None:
         print(f"trained the shared WordPiece vocabulary (8192) in {time.perf_counter() - start:.1f}s (not timed below)")
 
     rows = []
-    for size, corpus in corpora.items():
+    for corpus in corpora.values():
         mb = os.path.getsize(corpus) / 1e6
         for setting, one_core, num_proc in (("1 core", True, 1), (f"{cores} cores", False, cores)):
             ours = measure("ours", corpus, tokenizer, num_proc, one_core, workdir)
@@ -475,23 +563,36 @@ def main() -> None:
             bare = measure("bare", corpus, tokenizer, 1, one_core, workdir)
             mlm = measure("run_mlm", corpus, tokenizer, num_proc, one_core, workdir)
             rows.append((mb, setting, ours, base, bare, mlm))
-            print(f"{mb:.3g} MB, {setting}: ours {ours['seconds']:.1f}s, baseline {base['seconds']:.1f}s, bare tokenizer "
-                  f"{bare['seconds']:.1f}s, run_mlm recipe {mlm['seconds']:.1f}s", flush=True)
+            print(
+                f"{mb:.3g} MB, {setting}: ours {ours['seconds']:.1f}s, baseline {base['seconds']:.1f}s, bare tokenizer "
+                f"{bare['seconds']:.1f}s, run_mlm recipe {mlm['seconds']:.1f}s",
+                flush=True,
+            )
 
     print()
-    print("| corpus | setting | pipeline | seconds | MB/s | M tokens/s | instances | peak RSS MB | "
-          "peak anonymous MB over imports | worker peak RSS MB |")
+    print(
+        "| corpus | setting | pipeline | seconds | MB/s | M tokens/s | instances | peak RSS MB | "
+        "peak anonymous MB over imports | worker peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for mb, setting, ours, base, bare, mlm in rows:
         named = (("minibert", ours), ("baseline", base), ("run_mlm recipe", mlm), ("bare tokenizer", bare))
         for name, r in named:
-            workers = f"{r['worker_peak_mb']:.0f}" if name in ("minibert", "run_mlm recipe") and "1 core" not in setting else "-"
-            print(f"| {mb:.3g} MB | {setting} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.2f} | "
-                  f"{r['tokens'] / r['seconds'] / 1e6:.2f} | {r['instances']} | {r['peak_mb']:.0f} | "
-                  f"{r['anon_peak_mb'] - r['imported_anon_mb']:.0f} | {workers} |")
+            workers = (
+                f"{r['worker_peak_mb']:.0f}"
+                if name in ("minibert", "run_mlm recipe") and "1 core" not in setting
+                else "-"
+            )
+            print(
+                f"| {mb:.3g} MB | {setting} | {name} | {r['seconds']:.1f} | {mb / r['seconds']:.2f} | "
+                f"{r['tokens'] / r['seconds'] / 1e6:.2f} | {r['instances']} | {r['peak_mb']:.0f} | "
+                f"{r['anon_peak_mb'] - r['imported_anon_mb']:.0f} | {workers} |"
+            )
     print()
-    print("| corpus | setting | speed minibert/baseline | anonymous memory baseline/minibert | "
-          "minibert again (cache hit) |")
+    print(
+        "| corpus | setting | speed minibert/baseline | anonymous memory baseline/minibert | "
+        "minibert again (cache hit) |"
+    )
     print("|---|---|---|---|---|")
     for mb, setting, ours, base, *_ in rows:
         speed = base["seconds"] / ours["seconds"]
@@ -499,19 +600,26 @@ def main() -> None:
         memory = (base["anon_peak_mb"] - base["imported_anon_mb"]) / max(ours_anon, 1)
         print(f"| {mb:.3g} MB | {setting} | {speed:.2f}x | {memory:.1f}x | {ours['warm_seconds']:.2f} s |")
     print()
-    print("| corpus | setting | minibert M tokens/s | bare tokenizer M tokens/s | minibert / bare | "
-          "run_mlm recipe / minibert (time) |")
+    print(
+        "| corpus | setting | minibert M tokens/s | bare tokenizer M tokens/s | minibert / bare | "
+        "run_mlm recipe / minibert (time) |"
+    )
     print("|---|---|---|---|---|---|")
     one = {}
-    for mb, setting, ours, base, bare, mlm in rows:
+    for mb, setting, ours, _base, bare, mlm in rows:
         ours_rate, bare_rate = ours["tokens"] / ours["seconds"], bare["tokens"] / bare["seconds"]
         one.setdefault(mb, ours_rate)
-        print(f"| {mb:.3g} MB | {setting} | {ours_rate / 1e6:.2f} | {bare_rate / 1e6:.2f} | {ours_rate / bare_rate:.2f} | "
-              f"{mlm['seconds'] / ours['seconds']:.2f}x |")
+        print(
+            f"| {mb:.3g} MB | {setting} | {ours_rate / 1e6:.2f} | {bare_rate / 1e6:.2f} | {ours_rate / bare_rate:.2f} | "
+            f"{mlm['seconds'] / ours['seconds']:.2f}x |"
+        )
     for mb, setting, ours, *_ in rows:
         if "1 core" not in setting:
-            print(f"scaling of minibert, {mb:.3g} MB, 1 -> {cores} processes: "
-                  f"{ours['tokens'] / ours['seconds'] / one[mb]:.2f}x")
+            print(
+                f"scaling of minibert, {mb:.3g} MB, 1 -> {cores} processes: "
+                f"{ours['tokens'] / ours['seconds'] / one[mb]:.2f}x"
+            )
+
 
 if __name__ == "__main__":
     main()

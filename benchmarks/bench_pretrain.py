@@ -121,8 +121,10 @@ def build(kind, size, vocab_size, device, dtype):
 
 def make_step(kind, model, device, compile_model):
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused) if fused else torch.optim.AdamW(
-        model.parameters(), lr=1e-4
+    optimizer = (
+        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+        if fused
+        else torch.optim.AdamW(model.parameters(), lr=1e-4)
     )
     fwd = torch.compile(model) if compile_model else model
     minibert = kind.startswith("minibert")
@@ -237,9 +239,26 @@ def main():
 
     if not gpu:  # peak resident memory of one child per model
         for k in kinds[:2]:
-            cmd = [sys.executable, __file__, "--child", k, "--device", args.device, "--size", args.size,
-                   "--vocab_size", str(args.vocab_size), "--seq_len", str(args.seq_len),
-                   "--batch_size", str(args.batch_size), "--dtype", args.dtype, "--steps", str(args.steps)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                k,
+                "--device",
+                args.device,
+                "--size",
+                args.size,
+                "--vocab_size",
+                str(args.vocab_size),
+                "--seq_len",
+                str(args.seq_len),
+                "--batch_size",
+                str(args.batch_size),
+                "--dtype",
+                args.dtype,
+                "--steps",
+                str(args.steps),
+            ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -269,7 +288,9 @@ def main():
     if gpu:
         # MFU: 6 * non-embedding params per token (forward + backward) + attention's 12 * L * S * H per token.
         cfg = models["minibert"].config
-        flops_per_token = 6 * non_embedding_params(models["minibert"]) + 12 * cfg.num_hidden_layers * args.seq_len * cfg.hidden_size
+        flops_per_token = (
+            6 * non_embedding_params(models["minibert"]) + 12 * cfg.num_hidden_layers * args.seq_len * cfg.hidden_size
+        )
         name = torch.cuda.get_device_name()
         peak = next((v for key, v in PEAK_BF16_TFLOPS.items() if key in name), None)
         for k in kinds:
@@ -288,7 +309,11 @@ def main():
         f"  minibert with a fused QKV matmul: {results['minibert_fused_qkv']['tokens_per_s']:10.0f} tokens/s "
         f"({results['fused_qkv_speedup']:.3f}x the separate Q, K, V)\n"
         f"  speed-up {results['speedup']:.2f}x, memory ratio {results['memory_ratio']:.2f}"
-        + (f", MFU {results['minibert']['mfu']:.1%} (HF {results['hf']['mfu']:.1%})" if gpu and results['minibert'].get('mfu') else "")
+        + (
+            f", MFU {results['minibert']['mfu']:.1%} (HF {results['hf']['mfu']:.1%})"
+            if gpu and results["minibert"].get("mfu")
+            else ""
+        )
     )
     if args.json:
         with open(args.json, "w") as f:

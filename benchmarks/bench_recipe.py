@@ -38,8 +38,23 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-PACKAGES = ["torch", "transformers", "numpy", "scipy", "sklearn", "datasets", "pandas", "accelerate", "huggingface_hub",
-            "tokenizers", "matplotlib", "pyarrow", "onnx", "peft", "sentence_transformers"]  # fmt: skip
+PACKAGES = [
+    "torch",
+    "transformers",
+    "numpy",
+    "scipy",
+    "sklearn",
+    "datasets",
+    "pandas",
+    "accelerate",
+    "huggingface_hub",
+    "tokenizers",
+    "matplotlib",
+    "pyarrow",
+    "onnx",
+    "peft",
+    "sentence_transformers",
+]
 TASK_LABELS = ["stdlib", "torch", "transformers", "numpy", "scipy", "sklearn"]
 SIZES = {  # --config_overrides of the model, the same for both recipes
     "tiny": "hidden_size=128,num_hidden_layers=2,num_attention_heads=2,intermediate_size=512",
@@ -90,8 +105,11 @@ def _clean(docstring: str) -> list[str]:
     lines = []
     for line in docstring.splitlines():
         stripped = line.strip()
-        if re.match(r"^(Args|Arguments|Parameters|Returns?|Yields|Raises|Examples?|Notes?|References|See Also|"
-                    r"Attributes|Example usage)\s*:?\s*$", stripped):  # fmt: skip
+        if re.match(
+            r"^(Args|Arguments|Parameters|Returns?|Yields|Raises|Examples?|Notes?|References|See Also|"
+            r"Attributes|Example usage)\s*:?\s*$",
+            stripped,
+        ):
             break
         if not stripped or _CODE.match(stripped) or stripped.count("_") > 3 or "://" in stripped:
             lines.append("")
@@ -139,14 +157,24 @@ def build_corpus(workdir: str) -> dict:
     rows = [(text, label) for label, texts in task.items() for text in random.Random(1).sample(texts, per_class)]
     random.Random(2).shuffle(rows)
     n = len(rows)
-    splits = {"train": rows[: int(0.7 * n)], "validation": rows[int(0.7 * n): int(0.85 * n)], "test": rows[int(0.85 * n):]}
+    splits = {
+        "train": rows[: int(0.7 * n)],
+        "validation": rows[int(0.7 * n) : int(0.85 * n)],
+        "test": rows[int(0.85 * n) :],
+    }
     for name, part in splits.items():
         with open(os.path.join(workdir, f"task_{name}.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["text", "label"])
             writer.writerows(part)
-    meta = {"corpus": corpus, "documents": len(documents), "words": sum(len(s.split()) for d in documents for s in d),
-            "bytes": os.path.getsize(corpus), "task_examples": n, "task_per_class": per_class}  # fmt: skip
+    meta = {
+        "corpus": corpus,
+        "documents": len(documents),
+        "words": sum(len(s.split()) for d in documents for s in d),
+        "bytes": os.path.getsize(corpus),
+        "task_examples": n,
+        "task_per_class": per_class,
+    }
     json.dump(meta, open(meta_path, "w"), indent=2)
     return meta
 
@@ -160,14 +188,45 @@ def _env() -> dict:
 
 def common_flags(args, meta: dict, tokenizer: str) -> list[str]:
     return [
-        "--train_file", meta["corpus"], "--tokenizer_name", tokenizer, "--data_cache_dir", os.path.join(args.workdir, "cache"),
-        "--max_seq_length", "128", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
-        "--validation_split_percentage", "2", "--max_eval_samples", "512", "--dupe_factor", "1",
-        "--time_budget", str(args.minutes), "--schedule_by", "time", "--warmup_ratio", "0.06",
-        "--eval_mlm_probability", "0.15", "--eval_steps", str(args.eval_every), "--logging_steps", "25",
-        "--checkpointing_steps", "100000", "--checkpoints_total_limit", "1", "--overwrite_output_dir", "true",
-        "--seed", "0",
-    ]  # fmt: skip
+        "--train_file",
+        meta["corpus"],
+        "--tokenizer_name",
+        tokenizer,
+        "--data_cache_dir",
+        os.path.join(args.workdir, "cache"),
+        "--max_seq_length",
+        "128",
+        "--per_device_train_batch_size",
+        "32",
+        "--per_device_eval_batch_size",
+        "64",
+        "--validation_split_percentage",
+        "2",
+        "--max_eval_samples",
+        "512",
+        "--dupe_factor",
+        "1",
+        "--time_budget",
+        str(args.minutes),
+        "--schedule_by",
+        "time",
+        "--warmup_ratio",
+        "0.06",
+        "--eval_mlm_probability",
+        "0.15",
+        "--eval_steps",
+        str(args.eval_every),
+        "--logging_steps",
+        "25",
+        "--checkpointing_steps",
+        "100000",
+        "--checkpoints_total_limit",
+        "1",
+        "--overwrite_output_dir",
+        "true",
+        "--seed",
+        "0",
+    ]
 
 
 def train_tokenizer(args, meta: dict) -> str:
@@ -177,9 +236,22 @@ def train_tokenizer(args, meta: dict) -> str:
 
     path = os.path.join(args.workdir, "tokenizer")
     if not os.path.isdir(path):
-        _, data_args, _, _ = parse(["--train_file", meta["corpus"], "--vocab_size", str(args.vocab_size),
-                                    "--data_cache_dir", os.path.join(args.workdir, "cache"), "--max_seq_length", "128",
-                                    "--dupe_factor", "1", "--validation_split_percentage", "2"])  # fmt: skip
+        _, data_args, _, _ = parse(
+            [
+                "--train_file",
+                meta["corpus"],
+                "--vocab_size",
+                str(args.vocab_size),
+                "--data_cache_dir",
+                os.path.join(args.workdir, "cache"),
+                "--max_seq_length",
+                "128",
+                "--dupe_factor",
+                "1",
+                "--validation_split_percentage",
+                "2",
+            ]
+        )
         prepare_pretraining_data(data_args, seed=0).tokenizer.save_pretrained(path)
     return path
 
@@ -203,11 +275,33 @@ def eval_curve(out: str) -> list[tuple[float, float, float]]:
 
 def finetune(name: str, checkpoint: str, args) -> subprocess.Popen:
     task = args.workdir
-    cmd = [sys.executable, "-m", "finetune", "--model_name_or_path", checkpoint,
-           "--train_file", os.path.join(task, "task_train.csv"), "--validation_file", os.path.join(task, "task_validation.csv"),
-           "--test_file", os.path.join(task, "task_test.csv"), "--output_dir", os.path.join(args.workdir, "finetuned", name),
-           "--num_train_epochs", "5", "--learning_rate", "3e-4", "--per_device_train_batch_size", "32",
-           "--max_seq_length", "64", "--seed", "0", "--overwrite_output_dir", "true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "--model_name_or_path",
+        checkpoint,
+        "--train_file",
+        os.path.join(task, "task_train.csv"),
+        "--validation_file",
+        os.path.join(task, "task_validation.csv"),
+        "--test_file",
+        os.path.join(task, "task_test.csv"),
+        "--output_dir",
+        os.path.join(args.workdir, "finetuned", name),
+        "--num_train_epochs",
+        "5",
+        "--learning_rate",
+        "3e-4",
+        "--per_device_train_batch_size",
+        "32",
+        "--max_seq_length",
+        "64",
+        "--seed",
+        "0",
+        "--overwrite_output_dir",
+        "true",
+    ]
     log = open(os.path.join(args.workdir, f"finetune_{name}.log"), "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
@@ -234,13 +328,28 @@ def compare(args, meta: dict, tokenizer: str) -> dict:
         downstream[name] = {k: results[k] for k in ("eval_accuracy", "test_accuracy") if k in results}
     final = {name: json.load(open(os.path.join(out, "all_results.json"))) for name, (_, out) in started.items()}
     return {
-        "corpus": meta, "size": args.size, "minutes": args.minutes, "curves": curves,
-        "final": {n: {k: r.get(k) for k in ("eval_mlm_loss", "eval_mlm_accuracy", "train_steps", "train_tokens",
-                                             "train_runtime", "num_parameters")} for n, r in final.items()},
+        "corpus": meta,
+        "size": args.size,
+        "minutes": args.minutes,
+        "curves": curves,
+        "final": {
+            n: {
+                k: r.get(k)
+                for k in (
+                    "eval_mlm_loss",
+                    "eval_mlm_accuracy",
+                    "train_steps",
+                    "train_tokens",
+                    "train_runtime",
+                    "num_parameters",
+                )
+            }
+            for n, r in final.items()
+        },
         "fast_reaches_faithful_final_loss_at_s": reached,
         "time_ratio": None if reached is None else reached / final["faithful"]["train_runtime"],
         "downstream": downstream,
-    }  # fmt: skip
+    }
 
 
 def ablate(args, meta: dict, tokenizer: str) -> dict:
@@ -251,7 +360,7 @@ def ablate(args, meta: dict, tokenizer: str) -> dict:
     names = ["faithful", *ABLATIONS]
     for i in range(0, len(names), 2):
         procs = {}
-        for name in names[i: i + 2]:
+        for name in names[i : i + 2]:
             extra = ABLATIONS.get(name, [])
             overrides = size + ("," + extra[1] if extra[:1] == ["--config_overrides"] else "")
             extra = extra[2:] if extra[:1] == ["--config_overrides"] else extra
@@ -273,8 +382,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     meta = build_corpus(args.workdir)
-    print(f"corpus: {meta['documents']:,} documents, {meta['words']:,} words ({meta['bytes'] / 1e6:.1f} MB); task: "
-          f"{meta['task_examples']:,} docstrings, {meta['task_per_class']} per class ({', '.join(TASK_LABELS)})")  # fmt: skip
+    print(
+        f"corpus: {meta['documents']:,} documents, {meta['words']:,} words ({meta['bytes'] / 1e6:.1f} MB); task: "
+        f"{meta['task_examples']:,} docstrings, {meta['task_per_class']} per class ({', '.join(TASK_LABELS)})"
+    )
     tokenizer = train_tokenizer(args, meta)
     if args.ablate:
         results = ablate(args, meta, tokenizer)
@@ -285,19 +396,25 @@ def main(argv=None) -> int:
         return 0
     report = compare(args, meta, tokenizer)
     json.dump(report, open(os.path.join(args.workdir, "report.json"), "w"), indent=2)
-    print(f"\n{args.size} model, {args.minutes:g} min of training each (concurrent, 1 thread each); held-out MLM at 15%:")
+    print(
+        f"\n{args.size} model, {args.minutes:g} min of training each (concurrent, 1 thread each); held-out MLM at 15%:"
+    )
     print(f"{'recipe':<9} {'steps':>6} {'tokens':>10} {'MLM loss':>9} {'MLM acc':>8} {'task val':>9} {'task test':>10}")
     for name, final in report["final"].items():
         down = report["downstream"][name]
-        print(f"{name:<9} {final['train_steps']:6d} {final['train_tokens']:10,d} {final['eval_mlm_loss']:9.3f} "
-              f"{final['eval_mlm_accuracy']:8.3f} {down.get('eval_accuracy', float('nan')):9.3f} "
-              f"{down.get('test_accuracy', float('nan')):10.3f}")  # fmt: skip
+        print(
+            f"{name:<9} {final['train_steps']:6d} {final['train_tokens']:10,d} {final['eval_mlm_loss']:9.3f} "
+            f"{final['eval_mlm_accuracy']:8.3f} {down.get('eval_accuracy', float('nan')):9.3f} "
+            f"{down.get('test_accuracy', float('nan')):10.3f}"
+        )
     reached = report["fast_reaches_faithful_final_loss_at_s"]
     if reached is None:
         print("fast never reached faithful's final held-out MLM loss")
     else:
-        print(f"fast reached faithful's final held-out MLM loss after {reached:.0f} s of training: "
-              f"{report['time_ratio']:.2f} of faithful's time (goal <= 0.5)")
+        print(
+            f"fast reached faithful's final held-out MLM loss after {reached:.0f} s of training: "
+            f"{report['time_ratio']:.2f} of faithful's time (goal <= 0.5)"
+        )
     print(f"(wall time of the benchmark: {(time.monotonic() - t0) / 60:.1f} min)")
     return 0
 

@@ -25,8 +25,10 @@ class ModelArguments:
     )
     from_scratch: bool = field(
         default=False,
-        metadata={"help": "Keep the checkpoint's config and tokenizer but initialise the weights randomly: the "
-                  "baseline that shows what pretraining is worth."},
+        metadata={
+            "help": "Keep the checkpoint's config and tokenizer but initialise the weights randomly: the "
+            "baseline that shows what pretraining is worth."
+        },
     )
     ignore_mismatched_sizes: bool = field(
         default=False,
@@ -35,7 +37,9 @@ class ModelArguments:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the classifier (default: the config's hidden dropout)."}
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads (models and datasets) are cached."})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where Hub downloads (models and datasets) are cached."}
+    )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub checkpoint."})
 
     def validate(self) -> None:
@@ -48,7 +52,9 @@ class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "Training data: CSV, TSV, JSON or JSON Lines."})
     validation_file: str | None = field(
         default=None,
-        metadata={"help": "Evaluation data (same columns). Default: --validation_split_percentage of the training data."},
+        metadata={
+            "help": "Evaluation data (same columns). Default: --validation_split_percentage of the training data."
+        },
     )
     test_file: str | None = field(
         default=None,
@@ -56,17 +62,23 @@ class DataArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "A `datasets` dataset instead of files: a Hub id or a folder (also one saved with "
-                  "`save_to_disk`). Its ClassLabel names become the label names."},
+        metadata={
+            "help": "A `datasets` dataset instead of files: a Hub id or a folder (also one saved with "
+            "`save_to_disk`). Its ClassLabel names become the label names."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration (e.g. sst2)."})
     train_split_name: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
-    validation_split_name: str = field(default="validation", metadata={"help": "Split of --dataset_name to evaluate on."})
+    validation_split_name: str = field(
+        default="validation", metadata={"help": "Split of --dataset_name to evaluate on."}
+    )
     test_split_name: str = field(default="test", metadata={"help": "Split of --dataset_name to predict."})
     text_column: str | None = field(
         default=None,
-        metadata={"help": "Column with the (first) text. Default: sentence1 (+ sentence2) when present, likewise "
-                  "question1/question2, premise/hypothesis, question/sentence; else sentence or text."},
+        metadata={
+            "help": "Column with the (first) text. Default: sentence1 (+ sentence2) when present, likewise "
+            "question1/question2, premise/hypothesis, question/sentence; else sentence or text."
+        },
     )
     text_pair_column: str | None = field(default=None, metadata={"help": "Column with the second text of a pair."})
     label_column: str = field(
@@ -79,8 +91,10 @@ class DataArguments:
     )
     validation_split_percentage: float = field(
         default=10.0,
-        metadata={"help": "Percentage of the training rows held out for evaluation when there is no validation "
-                  "data (0: no evaluation)."},
+        metadata={
+            "help": "Percentage of the training rows held out for evaluation when there is no validation "
+            "data (0: no evaluation)."
+        },
     )
     max_seq_length: int = field(
         default=128, metadata={"help": "Longer inputs are truncated (pairs: the longer text first)."}
@@ -101,7 +115,9 @@ class DataArguments:
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise UserError(f"--problem_type must be one of {', '.join(PROBLEM_TYPES)}, not {self.problem_type!r}")
         if not 0 <= self.validation_split_percentage < 100:
-            raise UserError(f"--validation_split_percentage must be in [0, 100), not {self.validation_split_percentage}")
+            raise UserError(
+                f"--validation_split_percentage must be in [0, 100), not {self.validation_split_percentage}"
+            )
         if self.max_seq_length < 2:
             raise UserError(f"--max_seq_length must be at least 2 ([CLS] and [SEP]), not {self.max_seq_length}")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
@@ -123,8 +139,10 @@ class FinetuneArguments:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Peak learning rate of AdamW. Default: BERT-base's 5e-5 scaled by 768 / hidden_size, at "
-                  "most 1e-3 (3e-4 for hidden 128): small models barely move at BERT-base's rate."},
+        metadata={
+            "help": "Peak learning rate of AdamW. Default: BERT-base's 5e-5 scaled by 768 / hidden_size, at "
+            "most 1e-3 (3e-4 for hidden 128): small models barely move at BERT-base's rate."
+        },
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of the steps spent warming up linearly."})
@@ -132,25 +150,33 @@ class FinetuneArguments:
     num_train_epochs: float | None = field(
         default=None, metadata={"help": "Passes over the training data. Default: 3 (10 for the built-in demo)."}
     )
-    max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps (overrides epochs)."})
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many steps (overrides epochs)."}
+    )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluate and checkpoint every N steps instead of every epoch."}
     )
     metric_for_best_model: str | None = field(
         default=None,
-        metadata={"help": "Validation metric that picks the kept checkpoint. Default: accuracy (classes), "
-                  "f1_micro (multi-label), pearson (regression)."},
+        metadata={
+            "help": "Validation metric that picks the kept checkpoint. Default: accuracy (classes), "
+            "f1_micro (multi-label), pearson (regression)."
+        },
     )
     save_total_limit: int = field(default=2, metadata={"help": "Trainer checkpoints kept (the best one always)."})
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace an earlier fine-tuning run in OUTPUT_DIR (its checkpoints and results are deleted, "
-                  "once every input has been checked). The demo (no data arguments) always replaces its own."},
+        metadata={
+            "help": "Replace an earlier fine-tuning run in OUTPUT_DIR (its checkpoints and results are deleted, "
+            "once every input has been checked). The demo (no data arguments) always replaces its own."
+        },
     )
     resume_from_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "A Trainer checkpoint folder, or `last` (or `latest`) for the newest in OUTPUT_DIR/checkpoints. Without it "
-                  "a folder holding an earlier run is refused unless --overwrite_output_dir."},
+        metadata={
+            "help": "A Trainer checkpoint folder, or `last` (or `latest`) for the newest in OUTPUT_DIR/checkpoints. Without it "
+            "a folder holding an earlier run is refused unless --overwrite_output_dir."
+        },
     )
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     report_to: str = field(default="none", metadata={"help": "Trackers: none, tensorboard, wandb, ... or all."})
@@ -160,8 +186,13 @@ class FinetuneArguments:
     num_examples_shown: int = field(default=5, metadata={"help": "Test predictions printed at the end."})
 
     def validate(self) -> None:
-        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                    "logging_steps", "save_total_limit")
+        positive = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "save_total_limit",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be positive, not {getattr(self, name)}")
@@ -175,9 +206,13 @@ class FinetuneArguments:
             raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
         from transformers.trainer_utils import SchedulerType
 
-        schedulers = [s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau"]  # that one needs eval each step
+        schedulers = [
+            s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau"
+        ]  # that one needs eval each step
         if self.lr_scheduler_type not in schedulers:
-            raise UserError(f"--lr_scheduler_type must be one of {', '.join(schedulers)}, not {self.lr_scheduler_type!r}")
+            raise UserError(
+                f"--lr_scheduler_type must be one of {', '.join(schedulers)}, not {self.lr_scheduler_type!r}"
+            )
         check_report_to(self.report_to, trainer=True)
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")

@@ -55,8 +55,11 @@ def _is_hub_id(name: str | None) -> bool:
 
 
 def _metrics_for(prefix: str, metrics: dict[str, float]) -> list[tuple[str, float]]:
-    return [(key[len(prefix):], value) for key, value in metrics.items()
-            if key.startswith(prefix) and key[len(prefix):] in HUB_METRICS]  # fmt: skip
+    return [
+        (key[len(prefix) :], value)
+        for key, value in metrics.items()
+        if key.startswith(prefix) and key[len(prefix) :] in HUB_METRICS
+    ]
 
 
 def front_matter(info: CardInfo) -> dict:
@@ -101,7 +104,7 @@ def _usage(info: CardInfo) -> str:
     elif info.problem_type == REGRESSION:
         kwargs = ', function_to_apply="none"'  # the raw score, no softmax/sigmoid
     if info.is_pair:
-        call = f"classifier({{\"text\": {info.example_text!r}, \"text_pair\": {info.example_pair or ''!r}}})"
+        call = f'classifier({{"text": {info.example_text!r}, "text_pair": {info.example_pair or ""!r}}})'
     else:
         call = f"classifier({info.example_text!r})"
     return (
@@ -134,15 +137,25 @@ def render_model_card(info: CardInfo) -> str:
         parts.append("Inputs are pairs of texts, encoded as `[CLS] text [SEP] text_pair [SEP]`.\n")
     if info.problem_type != REGRESSION:
         shown = info.label_names[:50]
-        more = f"\n… and {len(info.label_names) - 50} more (see `id2label` in config.json).\n" if len(info.label_names) > 50 else ""
-        parts.append("## Labels\n\n" + _table([(str(i), f"`{n}`") for i, n in enumerate(shown)], ("id", "label")) + more)
+        more = (
+            f"\n… and {len(info.label_names) - 50} more (see `id2label` in config.json).\n"
+            if len(info.label_names) > 50
+            else ""
+        )
+        parts.append(
+            "## Labels\n\n" + _table([(str(i), f"`{n}`") for i, n in enumerate(shown)], ("id", "label")) + more
+        )
     for prefix, title in (("eval_", "validation set"), ("test_", "test set")):
         rows = _metrics_for(prefix, info.metrics)
         if rows:
-            parts.append(f"## Results on the {title}\n\n"
-                         + _table([(HUB_METRICS[k][1], f"{v:.4f}") for k, v in rows], ("metric", "value")))
+            parts.append(
+                f"## Results on the {title}\n\n"
+                + _table([(HUB_METRICS[k][1], f"{v:.4f}") for k, v in rows], ("metric", "value"))
+            )
     parts.append("## Usage\n\n" + _usage(info))
     hyper = [(k, f"`{v}`") for k, v in info.hyperparameters.items()]
-    parts.append("## Training\n\nFine-tuned with `minibert-finetune` (transformers' `Trainer`), keeping the checkpoint "
-                 "with the best validation score.\n\n" + _table(hyper, ("hyperparameter", "value")))
+    parts.append(
+        "## Training\n\nFine-tuned with `minibert-finetune` (transformers' `Trainer`), keeping the checkpoint "
+        "with the best validation score.\n\n" + _table(hyper, ("hyperparameter", "value"))
+    )
     return "\n".join(parts)

@@ -189,7 +189,9 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
         if present and all(isinstance(v, (int, float)) for v in present):
             columns[label_column] = parsed
         else:  # string labels: only empty cells become missing
-            columns[label_column] = [None if (v is None or v.strip() == "") else v.strip() for v in columns[label_column]]
+            columns[label_column] = [
+                None if (v is None or v.strip() == "") else v.strip() for v in columns[label_column]
+            ]
     return RawSplit(name=split, source=source, columns=columns, locations=locations)
 
 
@@ -340,7 +342,9 @@ def split_off_validation(train: RawSplit, percentage: float, seed: int) -> tuple
     random.Random(seed).shuffle(indices)
     validation = sorted(indices[:n_validation])
     rest = sorted(indices[n_validation:])
-    logger.info("no validation data: using %d of the %d training rows (%s%%) for validation", n_validation, n, percentage)
+    logger.info(
+        "no validation data: using %d of the %d training rows (%s%%) for validation", n_validation, n, percentage
+    )
     held_out = train.select(validation, name="validation")
     held_out.source = f"{train.source} (held-out {percentage}%)"
     return train.select(rest), held_out
@@ -350,7 +354,9 @@ def split_off_validation(train: RawSplit, percentage: float, seed: int) -> tuple
 # 2. Columns
 
 
-def resolve_text_columns(train: RawSplit, text_column: str | None, text_pair_column: str | None) -> tuple[str, str | None]:
+def resolve_text_columns(
+    train: RawSplit, text_column: str | None, text_pair_column: str | None
+) -> tuple[str, str | None]:
     columns = train.columns
     if text_column is None:
         if text_pair_column is not None:
@@ -387,11 +393,15 @@ def check_columns(split: RawSplit, text_columns: tuple[str, str | None], label_c
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
+    return (
+        value is None
+        or (isinstance(value, float) and math.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return "str"
     if isinstance(value, int):
         return "int"
@@ -423,7 +433,9 @@ def infer_label_space(train: RawSplit, label_column: str, problem_type: str | No
 
     if problem_type == MULTI_LABEL:
         if kinds != {"list"}:
-            raise UserError(f"{where}: multi-label classification needs a list of labels in every row, found {_kinds(kinds)}")
+            raise UserError(
+                f"{where}: multi-label classification needs a list of labels in every row, found {_kinds(kinds)}"
+            )
         items = [item for v in values for item in v]
         item_kinds = {_kind(item) for item in items}
         if not items:
@@ -453,7 +465,9 @@ def infer_label_space(train: RawSplit, label_column: str, problem_type: str | No
 
 
 def _kinds(kinds: set[str]) -> str:
-    return " and ".join(sorted({"str": "strings", "int": "integers", "float": "floats", "list": "lists"}.get(k, k) for k in kinds))
+    return " and ".join(
+        sorted({"str": "strings", "int": "integers", "float": "floats", "list": "lists"}.get(k, k) for k in kinds)
+    )
 
 
 def _classes(where: str, values: list, kinds: set[str], class_names: list[str] | None, problem_type: str) -> LabelSpace:
@@ -471,12 +485,18 @@ def _classes(where: str, values: list, kinds: set[str], class_names: list[str] |
             )
         if class_names is not None:
             if num_labels > len(class_names):
-                raise UserError(f"{where}: id {num_labels - 1} but the ClassLabel feature names {len(class_names)} classes")
+                raise UserError(
+                    f"{where}: id {num_labels - 1} but the ClassLabel feature names {len(class_names)} classes"
+                )
             names = class_names
         else:
             names = [str(i) for i in range(num_labels)]
         return LabelSpace(
-            problem_type, names=list(names), seen=set(values), raw_to_id={i: i for i in range(len(names))}, integer_ids=True
+            problem_type,
+            names=list(names),
+            seen=set(values),
+            raw_to_id={i: i for i in range(len(names))},
+            integer_ids=True,
         )
     if kinds == {"str"}:
         names = sorted({str(v) for v in values})
@@ -509,7 +529,11 @@ def drop_incomplete_rows(split: RawSplit, text_columns: tuple[str, str | None], 
     more = f" and {len(dropped) - SHOWN_ROWS} more" if len(dropped) > SHOWN_ROWS else ""
     logger.warning(
         "%s: dropped %d of %d rows with an empty text or a missing label (%s%s)",
-        split.source, len(dropped), len(split), shown, more,
+        split.source,
+        len(dropped),
+        len(split),
+        shown,
+        more,
     )
     return split.select(keep)
 

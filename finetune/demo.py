@@ -18,19 +18,72 @@ import re
 
 # The part of the language reference each pydoc topic belongs to (topics of other parts are not used).
 TOPIC_GROUPS = {
-    "statements": (
-        "assert assignment async augassign break class compound continue del else for function global if import "
-        "nonlocal pass raise return try while with yield"
-    ).split(),
-    "expressions": (
-        "atom-identifiers atom-literals attribute-references await binary bitwise booleans calls comparisons "
-        "conversions exprlists floating formatstrings identifiers imaginary in integers lambda numbers "
-        "operator-summary power shifting slicings strings subscriptions unary"
-    ).split(),
-    "built-in types": (
-        "dict lists numeric-types sequence-types string-methods types typesfunctions typesmapping typesmethods "
-        "typesseq typesseq-mutable"
-    ).split(),
+    "statements": [
+        "assert",
+        "assignment",
+        "async",
+        "augassign",
+        "break",
+        "class",
+        "compound",
+        "continue",
+        "del",
+        "else",
+        "for",
+        "function",
+        "global",
+        "if",
+        "import",
+        "nonlocal",
+        "pass",
+        "raise",
+        "return",
+        "try",
+        "while",
+        "with",
+        "yield",
+    ],
+    "expressions": [
+        "atom-identifiers",
+        "atom-literals",
+        "attribute-references",
+        "await",
+        "binary",
+        "bitwise",
+        "booleans",
+        "calls",
+        "comparisons",
+        "conversions",
+        "exprlists",
+        "floating",
+        "formatstrings",
+        "identifiers",
+        "imaginary",
+        "in",
+        "integers",
+        "lambda",
+        "numbers",
+        "operator-summary",
+        "power",
+        "shifting",
+        "slicings",
+        "strings",
+        "subscriptions",
+        "unary",
+    ],
+    "built-in types": [
+        "dict",
+        "lists",
+        "numeric-types",
+        "sequence-types",
+        "string-methods",
+        "types",
+        "typesfunctions",
+        "typesmapping",
+        "typesmethods",
+        "typesseq",
+        "typesseq-mutable",
+    ],
     "debugger": ["debugger"],
 }
 DEMO_EPOCHS = 10.0  # ~1,000 training sentences: a tiny model needs more passes than the usual 3

@@ -71,9 +71,22 @@ logger = logging.getLogger("finetune")
 PREDICTIONS_FILE = "predict_results.jsonl"
 DEMO_DATA_DIR = "demo_data"
 # What a previous fine-tuning run leaves in output_dir; anything else there means it is not ours to write into.
-OUR_FILES = {CHECKPOINTS_DIR, RESULTS_FILE, PREDICTIONS_FILE, DEMO_DATA_DIR, "README.md", "config.json",
-             "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
+OUR_FILES = {
+    CHECKPOINTS_DIR,
+    RESULTS_FILE,
+    PREDICTIONS_FILE,
+    DEMO_DATA_DIR,
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "modeling_minibert.py",
+    "configuration_minibert.py",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "generation_config.json",
+}
 CLI_NAME = "fine-tuning"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
 
@@ -93,7 +106,12 @@ def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> 
     checkpoint being fine-tuned). Deletes nothing."""
     if os.path.isfile(output_dir):
         raise UserError(f"--output_dir {output_dir} is a file")
-    same = model_path and os.path.isdir(model_path) and os.path.isdir(output_dir) and os.path.samefile(model_path, output_dir)
+    same = (
+        model_path
+        and os.path.isdir(model_path)
+        and os.path.isdir(output_dir)
+        and os.path.samefile(model_path, output_dir)
+    )
     if same:
         raise UserError(f"--output_dir {output_dir} is the checkpoint being fine-tuned; write the result elsewhere")
     if not os.path.isdir(output_dir):
@@ -110,7 +128,9 @@ def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> 
             with open(config_file, encoding="utf-8") as f:
                 config = json.load(f)
         except (OSError, ValueError) as e:
-            raise UserError(f"--output_dir {output_dir}: its config.json cannot be read ({e}); choose a new or empty folder") from None
+            raise UserError(
+                f"--output_dir {output_dir}: its config.json cannot be read ({e}); choose a new or empty folder"
+            ) from None
         architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
         classifier = isinstance(architectures, list) and any(
             isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
@@ -143,8 +163,10 @@ def clear_previous_run(output_dir: str) -> None:
     every input has been checked."""
     checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
-        logger.warning("starting afresh: removing the previous run's %s (resume it with --resume_from_checkpoint last)",
-                       checkpoints)  # fmt: skip
+        logger.warning(
+            "starting afresh: removing the previous run's %s (resume it with --resume_from_checkpoint last)",
+            checkpoints,
+        )
         shutil.rmtree(checkpoints)
     for name in (RESULTS_FILE, PREDICTIONS_FILE):
         path = os.path.join(output_dir, name)
@@ -183,12 +205,22 @@ def last_complete_checkpoint(folder: str) -> str | None:
     """The newest checkpoint-N in `folder` that a save finished (a SIGKILL mid-save leaves one without its state)."""
     if not os.path.isdir(folder):
         return None
-    numbered = sorted(((int(n.split("-")[1]), n) for n in os.listdir(folder)
-                       if n.startswith("checkpoint-") and n.split("-")[1].isdigit()), reverse=True)  # fmt: skip
+    numbered = sorted(
+        (
+            (int(n.split("-")[1]), n)
+            for n in os.listdir(folder)
+            if n.startswith("checkpoint-") and n.split("-")[1].isdigit()
+        ),
+        reverse=True,
+    )
     for _, name in numbered:
         path = os.path.join(folder, name)
         state = _trainer_state(path)
-        if state is not None and isinstance(state.get("global_step"), int) and os.path.isfile(os.path.join(path, "model.safetensors")):
+        if (
+            state is not None
+            and isinstance(state.get("global_step"), int)
+            and os.path.isfile(os.path.join(path, "model.safetensors"))
+        ):
             return path
         logger.warning("skipping %s: an incomplete checkpoint (interrupted save)", path)
     return None
@@ -211,10 +243,14 @@ def verify_checkpoint(path: str) -> None:
     (the Trainer reads them with `weights_only=True` too, but fails with a traceback)."""
     state = _trainer_state(path)
     if state is None:
-        raise UserError(f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (no readable trainer_state.json)")
+        raise UserError(
+            f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (no readable trainer_state.json)"
+        )
     if "completed_steps" in state:  # pretraining's Progress
-        raise UserError(f"--resume_from_checkpoint {path} is a pretraining checkpoint; fine-tune the pretrained model "
-                        "with --model_name_or_path (resume takes a checkpoint of a fine-tuning run)")  # fmt: skip
+        raise UserError(
+            f"--resume_from_checkpoint {path} is a pretraining checkpoint; fine-tune the pretrained model "
+            "with --model_name_or_path (resume takes a checkpoint of a fine-tuning run)"
+        )
     if not isinstance(state.get("global_step"), int):
         raise UserError(
             f"--resume_from_checkpoint {path} is not a fine-tuning checkpoint (its trainer_state.json is not the Trainer's)"
@@ -251,23 +287,34 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
     labels = infer_label_space(raw["train"], data_args.label_column, data_args.problem_type)
     if "validation" not in raw and data_args.validation_split_percentage > 0:
         raw["train"], raw["validation"] = split_off_validation(
-            raw["train"], data_args.validation_split_percentage, seed)
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "test": data_args.max_predict_samples}  # fmt: skip
-    splits = {name: build_examples(split, text_columns, data_args.label_column, labels, limits[name])
-              for name, split in raw.items()}  # fmt: skip
+            raw["train"], data_args.validation_split_percentage, seed
+        )
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    splits = {
+        name: build_examples(split, text_columns, data_args.label_column, labels, limits[name])
+        for name, split in raw.items()
+    }
     if data_args.dataset_name:
         description = f"the dataset `{data_args.dataset_name}`" + (
-            f" (`{data_args.dataset_config_name}`)" if data_args.dataset_config_name else "")
+            f" (`{data_args.dataset_config_name}`)" if data_args.dataset_config_name else ""
+        )
     else:
         description = f"`{os.path.basename(data_args.train_file)}`"
-    kind = {SINGLE_LABEL: f"{labels.num_labels} classes", MULTI_LABEL: f"{labels.num_labels} labels (multi-label)",
-            REGRESSION: "regression"}[labels.problem_type]  # fmt: skip
+    kind = {
+        SINGLE_LABEL: f"{labels.num_labels} classes",
+        MULTI_LABEL: f"{labels.num_labels} labels (multi-label)",
+        REGRESSION: "regression",
+    }[labels.problem_type]
     logger.info(
         "data: %s; text %s; %s; %s",
         description,
         " + ".join(c for c in text_columns if c),
-        kind + (f" ({', '.join(labels.names[:10])}{', ...' if len(labels.names) > 10 else ''})" if labels.names else ""),
+        kind
+        + (f" ({', '.join(labels.names[:10])}{', ...' if len(labels.names) > 10 else ''})" if labels.names else ""),
         ", ".join(f"{name} {len(ex)} rows" for name, ex in splits.items()),
     )
     return PreparedData(labels, text_columns, splits, description)
@@ -323,11 +370,15 @@ def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: l
         revision=model_args.model_revision,
     )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
+        )
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0] if str(e) else e}") from None
     if len(tokenizer) > model.config.vocab_size:
-        raise UserError(f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {model.config.vocab_size}")
+        raise UserError(
+            f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {model.config.vocab_size}"
+        )
     base = f"`{path}`"
     if model_args.from_scratch:
         set_seed(seed)
@@ -341,8 +392,9 @@ def describe(model) -> str:
     c = model.config
     n = sum(p.numel() for p in model.parameters())
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-    return (f"{c.num_hidden_layers} layers, hidden size {c.hidden_size}, {c.num_attention_heads} heads, "
-            f"{size} parameters")  # fmt: skip
+    return (
+        f"{c.num_hidden_layers} layers, hidden size {c.hidden_size}, {c.num_attention_heads} heads, {size} parameters"
+    )
 
 
 def default_learning_rate(model) -> float:
@@ -413,10 +465,12 @@ def decode_predictions(logits: np.ndarray, labels: LabelSpace) -> list[dict]:
     if labels.problem_type == MULTI_LABEL:
         probabilities = 1 / (1 + np.exp(-logits))
         return [
-            {"labels": [labels.names[i] for i in np.flatnonzero(p > 0.5)],
-             "scores": {name: round(float(s), 6) for name, s in zip(labels.names, p)}}
+            {
+                "labels": [labels.names[i] for i in np.flatnonzero(p > 0.5)],
+                "scores": {name: round(float(s), 6) for name, s in zip(labels.names, p)},
+            }
             for p in probabilities
-        ]  # fmt: skip
+        ]
     shifted = logits - logits.max(-1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
     best = probabilities.argmax(-1)
@@ -475,12 +529,16 @@ def use_demo_data(data_args: DataArguments, output_dir: str, state) -> DataArgum
     demo_dir = os.path.join(output_dir, DEMO_DATA_DIR)
     if state.is_main_process:
         write_demo_data(demo_dir, seed=0)
-        logger.info("no data arguments: running the built-in demo (which part of Python's language reference is a "
-                    "sentence from?), data written to %s", demo_dir)  # fmt: skip
+        logger.info(
+            "no data arguments: running the built-in demo (which part of Python's language reference is a "
+            "sentence from?), data written to %s",
+            demo_dir,
+        )
     state.wait_for_everyone()
     paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in SPLITS}
-    return dataclasses.replace(data_args, train_file=paths["train"], validation_file=paths["validation"],
-                               test_file=paths["test"])  # fmt: skip
+    return dataclasses.replace(
+        data_args, train_file=paths["train"], validation_file=paths["validation"], test_file=paths["test"]
+    )
 
 
 def build_trainer(model, tokenizer, tokenized: dict, labels: LabelSpace, args):
@@ -522,8 +580,19 @@ def train_and_evaluate(trainer, tokenized: dict, prepared: PreparedData, resume:
     return _clean(metrics), predictions
 
 
-def model_card(trainer, prepared: PreparedData, model_args, data_args, training_args, hub_args, *, base: str,
-               is_demo: bool, max_length: int, metrics: dict) -> str:  # fmt: skip
+def model_card(
+    trainer,
+    prepared: PreparedData,
+    model_args,
+    data_args,
+    training_args,
+    hub_args,
+    *,
+    base: str,
+    is_demo: bool,
+    max_length: int,
+    metrics: dict,
+) -> str:
     args, train = trainer.args, prepared.splits["train"]
     # The usage snippet's example: of the first training texts, the one closest to a typical sentence's length.
     example = min(range(min(50, len(train))), key=lambda i: abs(len(train.texts[i]) - 80))
@@ -534,8 +603,11 @@ def model_card(trainer, prepared: PreparedData, model_args, data_args, training_
         base_model_id=model_args.model_name_or_path,
         problem_type=prepared.labels.problem_type,
         label_names=prepared.labels.names,
-        data_description=("the built-in demo task: sentences of Python's language reference, labelled with the "
-                          "part they come from" if is_demo else prepared.description),  # fmt: skip
+        data_description=(
+            "the built-in demo task: sentences of Python's language reference, labelled with the part they come from"
+            if is_demo
+            else prepared.description
+        ),
         dataset_id=data_args.dataset_name,
         dataset_config=data_args.dataset_config_name,
         metrics=metrics,
@@ -628,7 +700,9 @@ def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_
         data_args = use_demo_data(data_args, training_args.output_dir, state)
     prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
     with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
-        model, tokenizer, base = load_model(model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed)
+        model, tokenizer, base = load_model(
+            model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed
+        )
     logger.info("model: %s (%s)", describe(model), base)
     max_length, tokenized = _tokenize(prepared, tokenizer, model, data_args)
     trainer = _build_trainer(model, tokenizer, tokenized, prepared, training_args, is_demo)
@@ -643,8 +717,18 @@ def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_
         return outcome[1]  # interrupted
     metrics, predictions = outcome
     if state.is_main_process:
-        card = model_card(trainer, prepared, model_args, data_args, training_args, hub_args, base=base,
-                          is_demo=is_demo, max_length=max_length, metrics=metrics)  # fmt: skip
+        card = model_card(
+            trainer,
+            prepared,
+            model_args,
+            data_args,
+            training_args,
+            hub_args,
+            base=base,
+            is_demo=is_demo,
+            max_length=max_length,
+            metrics=metrics,
+        )
         _write_outputs(trainer, tokenizer, prepared, training_args, hub_args, hub_api, card, metrics, predictions)
     state.wait_for_everyone()
     return metrics
@@ -665,7 +749,9 @@ def _start(model_args, data_args, training_args):
     if state.is_main_process:
         check_output_dir_is_ours(output_dir, model_path=model_args.model_name_or_path)
         # The demo replaces its own earlier run, as pretraining's demo recipe does.
-        check_previous_run(output_dir, resuming=resume is not None, overwrite=training_args.overwrite_output_dir or is_demo)
+        check_previous_run(
+            output_dir, resuming=resume is not None, overwrite=training_args.overwrite_output_dir or is_demo
+        )
     state.wait_for_everyone()
     return state, resume, is_demo
 
@@ -673,11 +759,17 @@ def _start(model_args, data_args, training_args):
 def _tokenize(prepared, tokenizer, model, data_args) -> tuple[int, dict]:
     max_length = min(data_args.max_seq_length, model.config.max_position_embeddings)
     if max_length < data_args.max_seq_length:
-        logger.warning("--max_seq_length %d > the model's %d positions: using %d",
-                       data_args.max_seq_length, model.config.max_position_embeddings, max_length)  # fmt: skip
+        logger.warning(
+            "--max_seq_length %d > the model's %d positions: using %d",
+            data_args.max_seq_length,
+            model.config.max_position_embeddings,
+            max_length,
+        )
     problem_type = prepared.labels.problem_type
-    tokenized = {name: tokenize_examples(examples, tokenizer, max_length, problem_type)
-                 for name, examples in prepared.splits.items()}  # fmt: skip
+    tokenized = {
+        name: tokenize_examples(examples, tokenizer, max_length, problem_type)
+        for name, examples in prepared.splits.items()
+    }
     return max_length, tokenized
 
 
@@ -710,21 +802,30 @@ def _train(trainer, tokenized, prepared, resume, output_dir: str, state):
             if not is_disk_full(e, output_dir):
                 raise
             _close_progress_bars(trainer)
-            removed = remove_incomplete_checkpoints(os.path.join(output_dir, CHECKPOINTS_DIR)) if state.is_main_process else []
+            removed = (
+                remove_incomplete_checkpoints(os.path.join(output_dir, CHECKPOINTS_DIR))
+                if state.is_main_process
+                else []
+            )
             raise UserError(
                 f"no space left on the device to write in {output_dir}"
                 + (f": the half-written {', '.join(removed)} was removed" if removed else "")
                 + "; the earlier checkpoints are intact. Free space and rerun with --resume_from_checkpoint last"
             ) from None
     if guard.signum is not None:
-        logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint last",
-                       guard.signum, trainer.state.global_step)  # fmt: skip
+        logger.warning(
+            "stopped by signal %s at step %d; resume with --resume_from_checkpoint last",
+            guard.signum,
+            trainer.state.global_step,
+        )
         return None, {"status": "interrupted", "signal": guard.signum, "train_steps": trainer.state.global_step}
     RunGuard.check(trainer.model, "the end of training")
     return metrics, predictions
 
 
-def _write_outputs(trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: str, metrics, predictions) -> None:
+def _write_outputs(
+    trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: str, metrics, predictions
+) -> None:
     """The Hub-ready classifier + card, all_results.json, predictions; the upload if asked (main process)."""
     from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
 

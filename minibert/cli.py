@@ -41,8 +41,11 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         if not _out_of_memory(e):
             raise  # a bug: keep its traceback
         detail = " ".join(str(e).split())[:160]
-        print(f"error: out of memory{f' ({detail})' if detail else ''}: lower the model size, batch size or "
-              "sequence length, or free memory", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: out of memory{f' ({detail})' if detail else ''}: lower the model size, batch size or "
+            "sequence length, or free memory",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -51,8 +54,19 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
 
 
 # What the machine, not the program, causes: a full disk, a read-only filesystem, a permission, a file in the way.
-ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
-                      errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EMFILE, errno.EIO}  # fmt: skip
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+    errno.EMFILE,
+    errno.EIO,
+}
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -178,9 +192,11 @@ class HubArguments:
 
     export_bert: bool = field(
         default=False,
-        metadata={"help": "Also write output_dir/bert/: the same weights as a plain transformers BERT checkpoint "
-                          "(model_type bert, no remote code), for stacks that forbid remote code."},
-    )  # fmt: skip
+        metadata={
+            "help": "Also write output_dir/bert/: the same weights as a plain transformers BERT checkpoint "
+            "(model_type bert, no remote code), for stacks that forbid remote code."
+        },
+    )
 
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the output directory to the Hub at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository name, e.g. `user/my-bert`."})

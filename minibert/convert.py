@@ -60,24 +60,45 @@ MINIBERT_TO_BERT_CLASS = {mini: bert for bert, mini in PAIRS}
 
 # Config fields with the same meaning in both (BertConfig's names), plus the fine-tuning fields.
 SHARED_CONFIG_FIELDS = [
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-    "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout", "id2label", "label2id",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "classifier_dropout",
+    "id2label",
+    "label2id",
     "problem_type",
-]  # fmt: skip
+]
 
 # The config fields that fix weight shapes.
 SIZE_FIELDS = [
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-    "max_position_embeddings", "type_vocab_size",
-]  # fmt: skip
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+]
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Configs and weights
 # --------------------------------------------------------------------------------------------------------------
 def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        raise UserError("this BERT is configured as a decoder (is_decoder / add_cross_attention); MiniBERT is an encoder")
+        raise UserError(
+            "this BERT is configured as a decoder (is_decoder / add_cross_attention); MiniBERT is an encoder"
+        )
     position = getattr(config, "position_embedding_type", "absolute")
     if position not in (None, "absolute"):
         raise UserError(f"position_embedding_type={position!r} is not supported: MiniBERT uses absolute positions")
@@ -91,8 +112,10 @@ def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
 def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
     other = config.non_bert_choices()
     if other:
-        raise UserError(f"this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
-                        "BertModel has no such layers, so it has no native BERT twin; share it with its remote code")  # fmt: skip
+        raise UserError(
+            f"this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
+            "BertModel has no such layers, so it has no native BERT twin; share it with its remote code"
+        )
     return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
 
 
@@ -100,7 +123,9 @@ def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel) -> None:
     missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
     # The tied MLM decoder appears under two names; everything else must match exactly.
     missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]
-    unexpected = [k for k in unexpected if not k.endswith(("decoder.weight", "decoder.bias", "position_ids", "token_type_ids"))]
+    unexpected = [
+        k for k in unexpected if not k.endswith(("decoder.weight", "decoder.bias", "position_ids", "token_type_ids"))
+    ]
     if missing or unexpected:
         raise UserError(f"weights do not line up (missing {missing[:5]}, unexpected {unexpected[:5]})")
     dst.tie_weights()
@@ -236,14 +261,17 @@ def _shape_mismatch(cls: type, path: str, config=None) -> str:
     try:
         config = config if config is not None else cls.config_class.from_pretrained(path)
         saved = read_checkpoint_config(path)
-        detail += [f"{k}={saved[k]} in the checkpoint but {getattr(config, k)} in the model's config"
-                   for k in SIZE_FIELDS if k in saved and saved[k] != getattr(config, k, saved[k])]  # fmt: skip
+        detail += [
+            f"{k}={saved[k]} in the checkpoint but {getattr(config, k)} in the model's config"
+            for k in SIZE_FIELDS
+            if k in saved and saved[k] != getattr(config, k, saved[k])
+        ]
         with torch.device("meta"):
             expected = {k.removeprefix("bert."): tuple(v.shape) for k, v in cls(config).state_dict().items()}
         for name in sorted(os.listdir(path)):
             if name.endswith(".safetensors"):
                 with safe_open(os.path.join(path, name), framework="pt") as f:
-                    for key in f.keys():
+                    for key in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
                         shape, wanted = tuple(f.get_slice(key).get_shape()), expected.get(key.removeprefix("bert."))
                         if wanted is not None and wanted != shape:
                             detail.append(f"{key} has shape {shape} in the checkpoint, {wanted} in the model")
@@ -269,7 +297,9 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
     model_type = config.get("model_type")
     if to == "minibert":
         if model_type != "bert":
-            raise UserError(f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint")
+            raise UserError(
+                f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint"
+            )
         bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
         model = bert_to_minibert(_from_pretrained(bert_cls, src))
     elif to == "bert":
@@ -283,11 +313,15 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
     # Checked once SRC has loaded (its errors come first), before anything is written.
     existing = sorted(n for n in os.listdir(dst) if not n.startswith(".")) if os.path.isdir(dst) else []
     if existing and not overwrite:
-        raise UserError(f"DST {dst} is not empty ({', '.join(existing[:5])}): pass --overwrite to replace the "
-                        "checkpoint there, or choose a new folder")  # fmt: skip
+        raise UserError(
+            f"DST {dst} is not empty ({', '.join(existing[:5])}): pass --overwrite to replace the "
+            "checkpoint there, or choose a new folder"
+        )
     if existing and ("config.json" not in existing or "checkpoints" in existing):
-        raise UserError(f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
-                        "checkpoints/); conversion replaces only a checkpoint folder")  # fmt: skip
+        raise UserError(
+            f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
+            "checkpoints/); conversion replaces only a checkpoint folder"
+        )
 
     carry = sentence_transformers_modules(src)  # checked before anything is written
 
@@ -324,7 +358,9 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
-        save_checkpoint(model, tokenizer, dst, extra=extra)  # both ways: staged, so a failure never leaves DST half-written
+        save_checkpoint(
+            model, tokenizer, dst, extra=extra
+        )  # both ways: staged, so a failure never leaves DST half-written
     if tokenizer is None:
         print(f"note: {src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
@@ -350,8 +386,10 @@ def sentence_transformers_modules(src: str) -> list[str]:
         raise UserError(f"cannot read {modules_file} (a sentence-transformers module list): {e}") from None
     for path, kind in zip(paths, kinds):
         if kind.endswith("Transformer") and path not in ("", "."):
-            raise UserError(f"{src} is a sentence-transformers model whose transformer lives in {path}/: convert "
-                            f"that folder, then copy the other modules beside the result")  # fmt: skip
+            raise UserError(
+                f"{src} is a sentence-transformers model whose transformer lives in {path}/: convert "
+                f"that folder, then copy the other modules beside the result"
+            )
         if path not in ("", ".") and not os.path.isdir(os.path.join(src, path)):
             raise UserError(f"{modules_file} names the module folder {path}/, which {src} does not have")
     carried = [name for name in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(src, name))]
@@ -366,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("src", help="checkpoint directory to read")
     parser.add_argument("dst", help="directory to write (created)")
     parser.add_argument("--to", choices=["minibert", "bert"], default="minibert", help="target format")
-    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint folder DST (default: refuse a non-empty DST)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint folder DST (default: refuse a non-empty DST)"
+    )
     args = parser.parse_args(argv)
     written = convert_checkpoint(args.src, args.dst, args.to, overwrite=args.overwrite)
     print(f"wrote {written} to {args.dst}")

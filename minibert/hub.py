@@ -16,7 +16,9 @@ from transformers import PreTrainedModel
 from .cli import HubArguments, UserError
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None, extra=None) -> str:
+def save_checkpoint(
+    model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None, extra=None
+) -> str:
     """Write a Hub-ready checkpoint of `model` (+ tokenizer and card) to `output_dir`.
 
     `extra(folder)`, if given, writes more files into the folder before it is moved in place (the conversion's
@@ -92,16 +94,20 @@ know only BERT (ONNX exporters, embedding servers). Its outputs equal minibert's
 
 def twin_card_section(path: str) -> str:
     """The model card's paragraph that says which folder is which."""
-    return (f"\n## Two folders, the same weights\n\n- `{path}`: minibert (remote code; `trust_remote_code=True` "
-            f"where minibert is not installed).\n- `{path.rstrip('/')}/{BERT_TWIN_DIR}`: a plain transformers BERT "
-            "(`model_type: bert`, no remote code), equal outputs.\n")  # fmt: skip
+    return (
+        f"\n## Two folders, the same weights\n\n- `{path}`: minibert (remote code; `trust_remote_code=True` "
+        f"where minibert is not installed).\n- `{path.rstrip('/')}/{BERT_TWIN_DIR}`: a plain transformers BERT "
+        "(`model_type: bert`, no remote code), equal outputs.\n"
+    )
 
 
 def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str) -> str:
     """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class."""
     from .convert import minibert_to_bert
 
-    return save_checkpoint(minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=_TWIN_CARD)
+    return save_checkpoint(
+        minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=_TWIN_CARD
+    )
 
 
 # Strings that exercise what a BERT tokenizer's settings change: case, accents, CJK, punctuation, sentence pairs.
@@ -212,5 +218,7 @@ def push_to_hub(output_dir: str, hub_args: HubArguments, api=None, commit_messag
     except UserError:
         raise
     except Exception as e:  # network, auth, permissions: the checkpoint on disk is untouched
-        raise UserError(f"upload to {hub_args.hub_model_id} failed ({type(e).__name__}: {e}); {output_dir} is intact") from None
+        raise UserError(
+            f"upload to {hub_args.hub_model_id} failed ({type(e).__name__}: {e}); {output_dir} is intact"
+        ) from None
     return str(getattr(repo, "url", repo) or f"https://huggingface.co/{hub_args.hub_model_id}")

@@ -333,8 +333,10 @@ class MiniBertEncoder(nn.Module):
             hidden = self.LayerNorm(hidden)
         if selected is not None and len(self.layer) in selected:
             all_hidden.append(hidden)
-        return hidden, (tuple(all_hidden) if all_hidden is not None else None), (
-            tuple(all_weights) if all_weights is not None else None
+        return (
+            hidden,
+            (tuple(all_hidden) if all_hidden is not None else None),
+            (tuple(all_weights) if all_weights is not None else None),
         )
 
 
@@ -400,7 +402,7 @@ def _legacy_state_dict(name_or_path, **hub_kwargs) -> dict | None:
         if path is None:
             return None
         with safe_open(path, framework="pt") as f:
-            if not any(".attention.qkv." in key for key in f.keys()):
+            if not any(".attention.qkv." in key for key in f.keys()):  # noqa: SIM118 (a safetensors file)
                 return None
         return _legacy_names_to_bert(load_file(path))
     except Exception:  # not a local folder / not reachable: let from_pretrained say what is wrong
@@ -448,7 +450,9 @@ class MiniBertPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As transformers does; a checkpoint of minibert 0.1 (fused Q/K/V names) is renamed on the way in."""
         if kwargs.get("state_dict") is None and pretrained_model_name_or_path is not None:
-            hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs}
+            hub = {
+                k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs
+            }
             legacy = _legacy_state_dict(pretrained_model_name_or_path, **hub)
             if legacy is not None:
                 config = kwargs.pop("config", None)
@@ -710,21 +714,37 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
             head runs (see `_masked_lm`). sparse_prediction (`bool`, *optional*): overrides `config.sparse_prediction`.
         """
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True, token_indices=token_indices,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+            token_indices=token_indices,
+        )
         mlm_logits, mlm_loss = _masked_lm(
-            self.cls.predictions, encoded.last_hidden_state, labels, masked_positions,
-            self._sparse(sparse_prediction), num_items_in_batch,
-        )  # fmt: skip
+            self.cls.predictions,
+            encoded.last_hidden_state,
+            labels,
+            masked_positions,
+            self._sparse(sparse_prediction),
+            num_items_in_batch,
+        )
         nsp_logits = self.cls.seq_relationship(encoded.pooler_output)  # (B, 2)
         nsp_loss = _cross_entropy(nsp_logits, next_sentence_label) if next_sentence_label is not None else None
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return self._outputs(
-            MiniBertForPreTrainingOutput, encoded, return_dict,
-            loss=sum(losses) if losses else None, prediction_logits=mlm_logits, seq_relationship_logits=nsp_logits,
-            mlm_loss=mlm_loss, nsp_loss=nsp_loss,
-        )  # fmt: skip
+            MiniBertForPreTrainingOutput,
+            encoded,
+            return_dict,
+            loss=sum(losses) if losses else None,
+            prediction_logits=mlm_logits,
+            seq_relationship_logits=nsp_logits,
+            mlm_loss=mlm_loss,
+            nsp_loss=nsp_loss,
+        )
 
 
 class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
@@ -755,13 +775,24 @@ class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
         **kwargs,
     ):
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True, token_indices=token_indices,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+            token_indices=token_indices,
+        )
         logits, loss = _masked_lm(
-            self.cls.predictions, encoded.last_hidden_state, labels, masked_positions,
-            self._sparse(sparse_prediction), num_items_in_batch,
-        )  # fmt: skip
+            self.cls.predictions,
+            encoded.last_hidden_state,
+            labels,
+            masked_positions,
+            self._sparse(sparse_prediction),
+            num_items_in_batch,
+        )
         return self._outputs(MaskedLMOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -788,9 +819,15 @@ class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
         **kwargs,
     ):
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self.cls(encoded.pooler_output)  # (B, 2)
         loss = _cross_entropy(logits, labels) if labels is not None else None
         return self._outputs(NextSentencePredictorOutput, encoded, return_dict, loss=loss, logits=logits)
@@ -833,9 +870,15 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
         **kwargs,
     ):
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -887,9 +930,15 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
         **kwargs,
     ):
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, S, num_labels)
         loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
         return self._outputs(TokenClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
@@ -922,9 +971,15 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
         **kwargs,
     ):
         encoded = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_attentions, output_hidden_states, return_dict=True,
-        )  # fmt: skip
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            position_ids,
+            inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self.qa_outputs(encoded.last_hidden_state)  # (B, S, num_labels)
         start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1)[:2])
         if attention_mask is not None and attention_mask.dim() == 2:
@@ -949,9 +1004,13 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
             end_loss = _cross_entropy(end_logits, end_positions, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
         return self._outputs(
-            QuestionAnsweringModelOutput, encoded, return_dict,
-            loss=loss, start_logits=start_logits, end_logits=end_logits,
-        )  # fmt: skip
+            QuestionAnsweringModelOutput,
+            encoded,
+            return_dict,
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+        )
 
 
 __all__ = [

@@ -62,7 +62,9 @@ def set_cpu_threads() -> int:
     return threads
 
 
-def setup_logging(is_local_main: bool, packages: tuple[str, ...] = ("pretrain", "finetune", "minibert"), stream=None) -> None:
+def setup_logging(
+    is_local_main: bool, packages: tuple[str, ...] = ("pretrain", "finetune", "minibert"), stream=None
+) -> None:
     """One log format for both CLIs: INFO from our packages on each machine's main process, warnings elsewhere;
     transformers and datasets at warnings (errors off the main process). `stream`: stderr unless given."""
     import datasets
@@ -70,7 +72,9 @@ def setup_logging(is_local_main: bool, packages: tuple[str, ...] = ("pretrain", 
 
     level = logging.INFO if is_local_main else logging.WARNING
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        level=level,
         stream=stream or sys.stderr,
     )
     for package in packages:
@@ -78,7 +82,9 @@ def setup_logging(is_local_main: bool, packages: tuple[str, ...] = ("pretrain", 
     # accelerate logs every file of every checkpoint at INFO, and warns at each save that the tied decoder
     # weight was stored once (expected: it is re-tied on load).
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    logging.getLogger("accelerate.utils.other").addFilter(lambda record: "Removed shared tensor" not in record.getMessage())
+    logging.getLogger("accelerate.utils.other").addFilter(
+        lambda record: "Removed shared tensor" not in record.getMessage()
+    )
     verbosity = "warning" if is_local_main else "error"
     getattr(datasets.utils.logging, f"set_verbosity_{verbosity}")()
     getattr(transformers.utils.logging, f"set_verbosity_{verbosity}")()

@@ -105,13 +105,17 @@ def check_writable_dir(path: str, flag: str) -> None:
         os.close(fd)
         os.remove(name)
     except OSError as e:
-        raise UserError(f"{flag} {path} cannot be written ({e.strerror or _one_line(e)}); choose another folder") from None
+        raise UserError(
+            f"{flag} {path} cannot be written ({e.strerror or _one_line(e)}); choose another folder"
+        ) from None
 
 
 RUN_MARKER = ".minibert-run.json"
 
 
-def check_output_dir(output_dir: str, cli: str, our_files: set[str], evidence: set[str], flag: str = "--output_dir") -> None:
+def check_output_dir(
+    output_dir: str, cli: str, our_files: set[str], evidence: set[str], flag: str = "--output_dir"
+) -> None:
     """Refuse a non-empty `output_dir` that a `cli` run did not write.
 
     Ours: a folder holding only names in `our_files` (dot-files aside), marked by `mark_output_dir` as `cli`'s, or
@@ -131,7 +135,9 @@ def check_output_dir(output_dir: str, cli: str, our_files: set[str], evidence: s
         )
     marker = read_marker(output_dir)
     if marker is not None and marker.get("cli") != cli:
-        raise UserError(f"{flag} {output_dir} holds a {marker.get('cli')} run, not a {cli} one; choose a new or empty folder")
+        raise UserError(
+            f"{flag} {output_dir} holds a {marker.get('cli')} run, not a {cli} one; choose a new or empty folder"
+        )
     if marker is None and not set(names) & evidence:
         raise UserError(
             f"{flag} {output_dir} already holds {', '.join(names[:5])}, which no {cli} run wrote; choose a new or "
@@ -173,7 +179,7 @@ class OutputLock:
         self._created_folder = False
         self._held = False
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         if not self.enabled:
             return self
         self._created_folder = not os.path.exists(self.folder)
@@ -203,7 +209,9 @@ class OutputLock:
                 time.sleep(0.2)
                 holder = read_lock(self.path)
                 if holder is None and os.path.exists(self.path):
-                    raise UserError(f"{self.flag} {self.folder} is being taken by another run ({self.path}); retry later")
+                    raise UserError(
+                        f"{self.flag} {self.folder} is being taken by another run ({self.path}); retry later"
+                    )
                 if holder is None:
                     return
         if holder is not None:
@@ -325,7 +333,7 @@ class StopRequest:
         for s in self.SIGNALS:
             signal.signal(s, self._previous.get(s, signal.SIG_DFL))
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for s in self.SIGNALS:
             try:
                 self._previous[s] = signal.signal(s, self._handle)

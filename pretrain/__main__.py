@@ -60,9 +60,10 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
 
 def show_fill_mask(output_dir: str, prompts: list[str], top_k: int = 3) -> None:
     """Print the model's top predictions for each prompt, as `pipeline("fill-mask")` gives them."""
-    import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
+
+    import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # not the list of pretraining-only weights a masked-LM model leaves unused

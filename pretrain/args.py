@@ -47,7 +47,9 @@ class ModelArguments:
 
     def validate(self) -> None:
         if self.model_name_or_path and self.model_size:
-            raise UserError("give either --model_name_or_path (continue a checkpoint) or --model_size (a fresh model), not both")
+            raise UserError(
+                "give either --model_name_or_path (continue a checkpoint) or --model_size (a fresh model), not both"
+            )
         if self.config_overrides is not None:
             parse_config_overrides(self.config_overrides)  # raises a UserError naming the bad entry
 
@@ -117,14 +119,18 @@ class PretrainingArguments:
     )
     lr_decay_type: str = field(
         default="1-sqrt",
-        metadata={"help": "warmup_stable_decay: the shape of the final decay (1-sqrt: Hägele et al. 2024).",
-                  "choices": list(DECAY_TYPES)},
-    )  # fmt: skip
+        metadata={
+            "help": "warmup_stable_decay: the shape of the final decay (1-sqrt: Hägele et al. 2024).",
+            "choices": list(DECAY_TYPES),
+        },
+    )
     num_warmup_steps: int | None = field(default=None, metadata={"help": "Linear warmup, in optimizer steps."})
     warmup_ratio: float | None = field(
         default=None, metadata={"help": "Warmup as a fraction of the training steps (instead of --num_warmup_steps)."}
     )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0: no clipping)."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Clip the global gradient norm to this (0: no clipping)."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of the model initialisation, data order, masks and dropout."})
     mixed_precision: str | None = field(
         default=None,
@@ -150,7 +156,9 @@ class PretrainingArguments:
             "newest one in output_dir (a fresh start when there is none yet, so a requeued job can always pass it)."
         },
     )
-    logging_steps: int = field(default=50, metadata={"help": "Log training loss, lr, grad norm and tokens/s every N steps."})
+    logging_steps: int = field(
+        default=50, metadata={"help": "Log training loss, lr, grad norm and tokens/s every N steps."}
+    )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluate on the held-out data every N optimizer steps (always at the end)."}
     )
@@ -184,7 +192,8 @@ class PretrainingArguments:
     )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
     gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30 percent slower)."}
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (less memory, ~30 percent slower)."},
     )
     dataloader_num_workers: int | None = field(
         default=None,
@@ -230,7 +239,9 @@ class PretrainingArguments:
             raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
         for prompt in self.fill_mask_prompts or []:
             if prompt.count("[MASK]") != 1:
-                raise UserError(f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}")
+                raise UserError(
+                    f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}"
+                )
         if self.weight_decay < 0:
             raise UserError(f"--weight_decay must be >= 0, not {self.weight_decay}")
         if not 0 < self.lr_decay_ratio <= 1:

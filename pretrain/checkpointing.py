@@ -60,7 +60,7 @@ class Progress:
         return self.per_device_train_batch_size * self.num_processes * self.gradient_accumulation_steps
 
     @classmethod
-    def read(cls, checkpoint_dir: str) -> "Progress":
+    def read(cls, checkpoint_dir: str) -> Progress:
         path = os.path.join(checkpoint_dir, STATE_FILE)
         try:
             with open(path, encoding="utf-8") as f:
@@ -142,7 +142,11 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
     if is_resume_keyword(resume_from_checkpoint):  # latest / last
         path = latest_checkpoint(output_dir)
         if path is None:
-            logger.info("--resume_from_checkpoint %s: no checkpoint in %s yet, starting from scratch", resume_from_checkpoint, output_dir)
+            logger.info(
+                "--resume_from_checkpoint %s: no checkpoint in %s yet, starting from scratch",
+                resume_from_checkpoint,
+                output_dir,
+            )
         return path
     path = resume_from_checkpoint
     if not os.path.isdir(path):
@@ -175,7 +179,9 @@ def check_compatible(progress: Progress, current: Progress, path: str) -> None:
             "(the position in the data is counted in those batches)"
         )
     if progress.seed != current.seed:
-        logger.warning("resuming a run started with --seed %d under --seed %d: the data order changes", progress.seed, current.seed)
+        logger.warning(
+            "resuming a run started with --seed %d under --seed %d: the data order changes", progress.seed, current.seed
+        )
     changed = [
         f"{key} {progress.settings[key]!r} -> {current.settings[key]!r}"
         for key in sorted(set(progress.settings) & set(current.settings))
@@ -210,15 +216,21 @@ def verify_checkpoint(path: str, num_processes: int, has_scaler: bool, sharded: 
             raise UserError(f"{path} is not a complete checkpoint: optimizer.bin (the optimizer's state) is missing")
     if SCHEDULER_FILE not in names:
         legacy = [n for n in names if n.startswith("custom_checkpoint_")]
-        why = (f" (it keeps the LR schedule in {legacy[0]}, a pickle, as checkpoints before this version did; "
-               "resume never unpickles such a file)" if legacy else "")  # fmt: skip
+        why = (
+            f" (it keeps the LR schedule in {legacy[0]}, a pickle, as checkpoints before this version did; "
+            "resume never unpickles such a file)"
+            if legacy
+            else ""
+        )
         raise UserError(f"{path} is not a complete checkpoint: {SCHEDULER_FILE} is missing{why}")
     _read_json_object(os.path.join(path, SCHEDULER_FILE))
     rng = [f"random_states_{i}.pkl" for i in range(num_processes)]
     for name in rng:
         if name not in names:
-            raise UserError(f"{path} is not a complete checkpoint: {name} (the RNG state of process "
-                            f"{name[14:-4]}) is missing, so the resume would not be exact")  # fmt: skip
+            raise UserError(
+                f"{path} is not a complete checkpoint: {name} (the RNG state of process "
+                f"{name[14:-4]}) is missing, so the resume would not be exact"
+            )
     if has_scaler and "scaler.pt" not in names:
         raise UserError(f"{path} is not a complete checkpoint: scaler.pt (the fp16 grad scaler) is missing")
     for name in sorted(names):
@@ -236,7 +248,9 @@ def _check_safetensors(path: str) -> None:
         with safe_open(path, framework="pt") as f:
             f.keys()
     except Exception as e:  # SafetensorError, OSError: the header or the size is wrong
-        raise UserError(f"{path} is damaged or truncated ({' '.join(str(e).split())[:200]}); use an earlier checkpoint") from None
+        raise UserError(
+            f"{path} is damaged or truncated ({' '.join(str(e).split())[:200]}); use an earlier checkpoint"
+        ) from None
 
 
 def _read_json_object(file: str) -> dict:
@@ -260,8 +274,9 @@ def load_scheduler_state(path: str, lr_scheduler) -> None:
         raise UserError(f"{file} is damaged ({reason}); use an earlier checkpoint") from None
 
 
-def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, total_limit: int | None,
-                          lr_scheduler=None) -> str:  # fmt: skip
+def save_checkpoint_state(
+    accelerator, output_dir: str, progress: Progress, total_limit: int | None, lr_scheduler=None
+) -> str:
     """Save the full training state as `checkpoints/step_N`, atomically; every process must call this.
 
     `lr_scheduler`'s state goes to lr_scheduler.json (it is not registered with accelerate, which would pickle it)."""
@@ -277,7 +292,9 @@ def save_checkpoint_state(accelerator, output_dir: str, progress: Progress, tota
         accelerator.save_state(tmp)  # every process writes its part (its RNG state; shards under FSDP / DeepSpeed)
         if accelerator.is_main_process:
             if lr_scheduler is not None:
-                _write_atomically(os.path.join(tmp, SCHEDULER_FILE), json.dumps(lr_scheduler.state_dict(), indent=1) + "\n")
+                _write_atomically(
+                    os.path.join(tmp, SCHEDULER_FILE), json.dumps(lr_scheduler.state_dict(), indent=1) + "\n"
+                )
             progress.write(tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial save must not keep the disk full for the retry

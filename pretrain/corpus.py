@@ -40,13 +40,83 @@ MAX_DOCUMENT_CHARS = 4_000_000
 
 # Never a sentence end, whatever follows: titles before names, Latin abbreviations.
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms mx dr prof sr jr st mt rev fr hon gen col lt maj sgt capt cmdr adm gov pres sen rep supt
-    vs cf al viz approx est dept univ assn bros inc ltd co corp""".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "mx",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "rev",
+        "fr",
+        "hon",
+        "gen",
+        "col",
+        "lt",
+        "maj",
+        "sgt",
+        "capt",
+        "cmdr",
+        "adm",
+        "gov",
+        "pres",
+        "sen",
+        "rep",
+        "supt",
+        "vs",
+        "cf",
+        "al",
+        "viz",
+        "approx",
+        "est",
+        "dept",
+        "univ",
+        "assn",
+        "bros",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+    ]
 )
 # Abbreviations that end sentences often enough that we only trust them before a number ("No. 5", "p. 12").
 _NUMERIC_ABBREVIATIONS = frozenset(
-    """no nos vol vols p pp ch chap sec sect fig figs eq eqs art ref tab op
-    jan feb mar apr jun jul aug sep sept oct nov dec""".split()
+    [
+        "no",
+        "nos",
+        "vol",
+        "vols",
+        "p",
+        "pp",
+        "ch",
+        "chap",
+        "sec",
+        "sect",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "art",
+        "ref",
+        "tab",
+        "op",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
 )
 # Terminal punctuation, then closing quotes/brackets (they belong to the sentence that ends), then space.
 _CANDIDATE = re.compile(r"(?P<end>[.!?…]+)(?P<close>[\"'”’)\]»]*)\s+")
@@ -115,9 +185,7 @@ def _is_boundary(text: str, m: re.Match) -> bool:
         return False
     if len(word) == 1 and word.isalpha() and word.isupper():
         return False  # an initial: "J. Smith"
-    if _DOTTED.fullmatch(word):
-        return False
-    return True
+    return not _DOTTED.fullmatch(word)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -158,8 +226,11 @@ class CorpusSource:
                 for name in sorted(names):
                     full = os.path.join(root, name)
                     st = os.stat(full)
-                    h.update(json.dumps([os.path.relpath(full, self.path), st.st_size, st.st_mtime_ns,
-                                         content_sample(full)]).encode())  # fmt: skip
+                    h.update(
+                        json.dumps(
+                            [os.path.relpath(full, self.path), st.st_size, st.st_mtime_ns, content_sample(full)]
+                        ).encode()
+                    )
         return h.hexdigest()[:16]
 
 
@@ -208,9 +279,11 @@ def resolve_files(patterns: list[str], role: str = "train") -> list[str]:
                 os.path.join(root, name)
                 for root, dirs, names in os.walk(pattern)
                 for name in names
-                if name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES) and not name.startswith(".")
-                and not any(part.startswith(".") for part in os.path.relpath(root, pattern).split(os.sep)
-                            if part != ".")
+                if name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES)
+                and not name.startswith(".")
+                and not any(
+                    part.startswith(".") for part in os.path.relpath(root, pattern).split(os.sep) if part != "."
+                )
             )
             if not found:
                 raise UserError(f"{role} directory {given} holds no .txt, .jsonl or .json files")
@@ -297,7 +370,10 @@ def _read_bert_text(path: str) -> Iterator[dict]:
     if cut:
         logger.warning(
             "%s: %d document(s) longer than %d characters were cut into consecutive documents (is there a blank "
-            "line between documents?)", path, cut, MAX_DOCUMENT_CHARS,
+            "line between documents?)",
+            path,
+            cut,
+            MAX_DOCUMENT_CHARS,
         )
 
 
@@ -328,9 +404,7 @@ def _read_jsonl(path: str, text_column: str) -> Iterator[dict]:
                 if text is None:
                     continue
                 if not isinstance(text, str):
-                    raise UserError(
-                        f"{path}:{lineno}: field {text_column!r} is a {type(text).__name__}, not a string"
-                    )
+                    raise UserError(f"{path}:{lineno}: field {text_column!r} is a {type(text).__name__}, not a string")
                 for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
                     yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
     except UnicodeDecodeError as e:

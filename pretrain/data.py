@@ -128,20 +128,26 @@ class DataArguments:
     min_frequency: int = field(default=2, metadata={"help": "Minimum count of a merge in a trained tokenizer."})
     tokenizer_train_documents: int | None = field(
         default=None,
-        metadata={"help": f"Train the tokenizer on at most this many documents (streaming: "
-                          f"{STREAMING_TOKENIZER_DOCUMENTS} unless set)."},
+        metadata={
+            "help": f"Train the tokenizer on at most this many documents (streaming: "
+            f"{STREAMING_TOKENIZER_DOCUMENTS} unless set)."
+        },
     )
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
     next_sentence_prediction: bool = field(
         default=True,
-        metadata={"help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models "
-                  "(examples are consecutive documents' sentences packed in order up to --max_seq_length)."},
+        metadata={
+            "help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models "
+            "(examples are consecutive documents' sentences packed in order up to --max_seq_length)."
+        },
     )
     eval_mlm_probability: float | None = field(
         default=None,
-        metadata={"help": "Share of tokens masked in evaluation (default: --mlm_probability), e.g. 0.15 to compare "
-                  "runs trained at different rates."},
+        metadata={
+            "help": "Share of tokens masked in evaluation (default: --mlm_probability), e.g. 0.15 to compare "
+            "runs trained at different rates."
+        },
     )
     mask_replace_prob: float = field(
         default=0.8, metadata={"help": "Of the chosen tokens, the share replaced by [MASK] (BERT: 0.8)."}
@@ -173,18 +179,22 @@ class DataArguments:
     )
     max_prepare_in_launch_mb: float = field(
         default=500,
-        metadata={"help": "A multi-process launch that finds no prepared cache prepares a corpus of at most this "
-                          "many MB itself (the other processes wait); a larger one stops with a message to run "
-                          "`minibert-prepare` first."},
+        metadata={
+            "help": "A multi-process launch that finds no prepared cache prepares a corpus of at most this "
+            "many MB itself (the other processes wait); a larger one stops with a message to run "
+            "`minibert-prepare` first."
+        },
     )
     streaming: bool = field(
         default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
     )
     streaming_buffer_size: int = field(
         default=2_000,
-        metadata={"help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
-                          "NotNext B comes from the same block) and its pairs are shuffled (held in memory until "
-                          "yielded)."},
+        metadata={
+            "help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
+            "NotNext B comes from the same block) and its pairs are shuffled (held in memory until "
+            "yielded)."
+        },
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
@@ -199,8 +209,10 @@ class DataArguments:
         if self.train_file and self.dataset_name:
             raise UserError("give either --train_file or --dataset_name, not both")
         if self.streaming and not self.next_sentence_prediction:
-            raise UserError("--next_sentence_prediction false is not supported with --streaming yet: prepare the data "
-                            "map-style (minibert-prepare) or keep NSP")
+            raise UserError(
+                "--next_sentence_prediction false is not supported with --streaming yet: prepare the data "
+                "map-style (minibert-prepare) or keep NSP"
+            )
         if self.eval_mlm_probability is not None and not 0 < self.eval_mlm_probability < 1:
             raise UserError(f"--eval_mlm_probability must be in (0, 1), got {self.eval_mlm_probability}")
         if not 0 <= self.validation_split_percentage < 100:
@@ -214,15 +226,21 @@ class DataArguments:
         if not (0 <= self.mask_replace_prob <= 1 and 0 <= self.random_replace_prob <= 1) or (
             self.mask_replace_prob + self.random_replace_prob > 1
         ):
-            raise UserError(f"--mask_replace_prob ({self.mask_replace_prob}) and --random_replace_prob "
-                            f"({self.random_replace_prob}) must each be in [0, 1] and sum to at most 1")  # fmt: skip
+            raise UserError(
+                f"--mask_replace_prob ({self.mask_replace_prob}) and --random_replace_prob "
+                f"({self.random_replace_prob}) must each be in [0, 1] and sum to at most 1"
+            )
         if not 0 <= self.short_seq_prob <= 1:
             raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
         for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        optional_counts = ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of",
-                           "tokenizer_train_documents")
+        optional_counts = (
+            "preprocessing_num_workers",
+            "max_eval_samples",
+            "pad_to_multiple_of",
+            "tokenizer_train_documents",
+        )
         for name in optional_counts:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -303,6 +321,7 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
        shared cache keep the first: entries are renamed into place whole (`_Cache.publish`).
     `--overwrite_cache` rebuilds on the global main process only.
     """
+
     def pipeline(cache: _Cache) -> DataPipeline:
         return DataPipeline(args, seed, train_source, eval_source, cache)
 
@@ -381,11 +400,13 @@ def _resolve_sources(args: DataArguments, cache_root: str) -> tuple[CorpusSource
         if is_saved_dataset(args.validation_file):
             evaluation = CorpusSource("disk", path=args.validation_file, split="validation", text_column=column)
         else:
-            evaluation = CorpusSource("files", files=resolve_files([args.validation_file], "validation"),
-                                      text_column=column)
+            evaluation = CorpusSource(
+                "files", files=resolve_files([args.validation_file], "validation"), text_column=column
+            )
     elif train.kind in ("disk", "hub"):
-        evaluation = CorpusSource(train.kind, path=train.path, config=train.config, split="validation",
-                                  text_column=column, optional=True)
+        evaluation = CorpusSource(
+            train.kind, path=train.path, config=train.config, split="validation", text_column=column, optional=True
+        )
     return train, evaluation
 
 
@@ -468,8 +489,14 @@ class DataPipeline:
     `prepare_pretraining_data`.
     """
 
-    def __init__(self, args: DataArguments, seed: int, train_source: CorpusSource, eval_source: CorpusSource | None,
-                 cache: _Cache):  # fmt: skip
+    def __init__(
+        self,
+        args: DataArguments,
+        seed: int,
+        train_source: CorpusSource,
+        eval_source: CorpusSource | None,
+        cache: _Cache,
+    ):
         self.args, self.seed, self.cache = args, seed, cache
         self.train_source, self.eval_source = train_source, eval_source
         self.tokenizer: PreTrainedTokenizerBase | None = None
@@ -481,7 +508,7 @@ class DataPipeline:
         self._raw: dict[str, Dataset] = {}
         self._work: str | None = None
 
-    def run(self) -> "DataPipeline":
+    def run(self) -> DataPipeline:
         with self.cache.workdir() as self._work:
             self.tokenizer = self.build_tokenizer()
             if self.args.streaming:
@@ -524,7 +551,7 @@ class DataPipeline:
                 fingerprint=f"raw-{key}",
             )
         except DatasetGenerationError as e:
-            raise _user_error_in(e) or e
+            raise (_user_error_in(e) or e) from None
         except ValueError as e:
             if "corresponds to no data" not in str(e):
                 raise
@@ -548,8 +575,16 @@ class DataPipeline:
             return load_tokenizer(args.tokenizer_name)
         limit = args.tokenizer_train_documents or (STREAMING_TOKENIZER_DOCUMENTS if args.streaming else None)
         source_key = source.fingerprint() if args.streaming else self.source_key(source)
-        key = _digest("tokenizer", PIPELINE_VERSION, source_key, args.vocab_size, args.lowercase, args.min_frequency,
-                      args.dataset_text_column, limit)
+        key = _digest(
+            "tokenizer",
+            PIPELINE_VERSION,
+            source_key,
+            args.vocab_size,
+            args.lowercase,
+            args.min_frequency,
+            args.dataset_text_column,
+            limit,
+        )
         if cache.has("tokenizer", key):
             tokenizer = AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
             check_tokenizer(tokenizer, "cached tokenizer")
@@ -566,8 +601,9 @@ class DataPipeline:
             end = len(documents) if limit is None else min(limit, len(documents))
             texts, length = (lambda: _batched_texts(documents, end)), -(-end // 1000)
         logger.info("Training a WordPiece tokenizer (vocab_size=%d) on %s", args.vocab_size, source.describe())
-        tokenizer = train_tokenizer(texts, vocab_size=args.vocab_size, lowercase=args.lowercase,
-                                    min_frequency=args.min_frequency, length=length)
+        tokenizer = train_tokenizer(
+            texts, vocab_size=args.vocab_size, lowercase=args.lowercase, min_frequency=args.min_frequency, length=length
+        )
         if tokenizer.backend_tokenizer.get_vocab_size() <= len(tokenizer.all_special_ids):
             raise UserError(f"the corpus is empty: no text in {source.describe()}")
         with cache.publish("tokenizer", key) as directory:
@@ -582,8 +618,9 @@ class DataPipeline:
         """(documents as token-id segments, their cache key, their statistics)."""
         args, cache = self.args, self.cache
         source_key = self.source_key(source)
-        key = _digest("documents", PIPELINE_VERSION, source_key, tokenizer_fingerprint(self.tokenizer),
-                      args.max_seq_length)
+        key = _digest(
+            "documents", PIPELINE_VERSION, source_key, tokenizer_fingerprint(self.tokenizer), args.max_seq_length
+        )
         self.status[name] = "hit" if cache.has("documents", key) else "built"
         if self.status[name] == "built":
             documents = self.read(source, source_key)
@@ -620,9 +657,20 @@ class DataPipeline:
             doc_stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items() if k in ("sentences", "lines_split")})
 
         held_out = args.validation_split_percentage if eval_docs is None else 0
-        key = _digest("pairs", PIPELINE_VERSION, train_doc_key, eval_doc_key, held_out, seed, args.short_seq_prob,
-                      args.dupe_factor, args.max_seq_length, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
-                      *(() if args.next_sentence_prediction else ("mlm-only",)))  # NSP runs keep their cache keys
+        key = _digest(
+            "pairs",
+            PIPELINE_VERSION,
+            train_doc_key,
+            eval_doc_key,
+            held_out,
+            seed,
+            args.short_seq_prob,
+            args.dupe_factor,
+            args.max_seq_length,
+            self.tokenizer.cls_token_id,
+            self.tokenizer.sep_token_id,
+            *(() if args.next_sentence_prediction else ("mlm-only",)),
+        )  # NSP runs keep their cache keys
         self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
         if self.status["pairs"] == "built":
             with cache.workdir() as work, cache.publish("pairs", key) as directory:
@@ -634,8 +682,11 @@ class DataPipeline:
                 stats = self._pair_and_save(train_docs, where, "train", seed, work, directory)
                 if eval_docs is not None:
                     # Another seed than training's, so an eval document never pairs the way a train one would.
-                    stats.update(self._pair_and_save(eval_docs, "the validation documents", "validation", seed + 1,
-                                                     work, directory))
+                    stats.update(
+                        self._pair_and_save(
+                            eval_docs, "the validation documents", "validation", seed + 1, work, directory
+                        )
+                    )
                 _write_json(os.path.join(directory, "stats.json"), stats)
         directory = cache.path("pairs", key)
         self.train_dataset = load_from_disk(os.path.join(directory, "train"))
@@ -652,7 +703,10 @@ class DataPipeline:
                 raise UserError(f"the {role} corpus is empty: {where} gave no documents")
             instances = _segments(documents, self.args, seed, self.tokenizer, work, name)
             instances.save_to_disk(os.path.join(directory, name))
-            return {f"{prefix}documents_used": len(documents), **_instance_stats(instances, prefix, self.args.max_seq_length)}
+            return {
+                f"{prefix}documents_used": len(documents),
+                **_instance_stats(instances, prefix, self.args.max_seq_length),
+            }
         _check_pairable(documents, where, role)
         instances = _pair(documents, self.args, seed, self.tokenizer, self.args.preprocessing_num_workers, work, name)
         instances.save_to_disk(os.path.join(directory, name))
@@ -675,19 +729,35 @@ class DataPipeline:
         if has_eval_split:
             eval_docs, eval_doc_key, eval_doc_stats = self.tokenize(self.eval_source, "eval_documents")
             self.stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items()})
-            key = _digest("pairs", PIPELINE_VERSION, eval_doc_key, seed, args.short_seq_prob, args.dupe_factor,
-                          args.max_seq_length)
+            key = _digest(
+                "pairs",
+                PIPELINE_VERSION,
+                eval_doc_key,
+                seed,
+                args.short_seq_prob,
+                args.dupe_factor,
+                args.max_seq_length,
+            )
         else:
             limit = args.max_eval_samples or STREAMING_EVAL_SAMPLES
-            key = _digest("stream-eval", PIPELINE_VERSION, self.train_source.fingerprint(),
-                          tokenizer_fingerprint(self.tokenizer), seed, args.validation_split_percentage,
-                          args.max_seq_length, args.short_seq_prob, limit)
+            key = _digest(
+                "stream-eval",
+                PIPELINE_VERSION,
+                self.train_source.fingerprint(),
+                tokenizer_fingerprint(self.tokenizer),
+                seed,
+                args.validation_split_percentage,
+                args.max_seq_length,
+                args.short_seq_prob,
+                limit,
+            )
         self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
         if self.status["pairs"] == "built":
             with cache.workdir() as work, cache.publish("pairs", key) as directory:
                 if has_eval_split:
-                    eval_stats = self._pair_and_save(eval_docs, "the validation documents", "validation", seed + 1,
-                                                     work, directory)
+                    eval_stats = self._pair_and_save(
+                        eval_docs, "the validation documents", "validation", seed + 1, work, directory
+                    )
                 else:
                     # The held-out documents are spread through the stream: read it until enough pairs exist.
                     stream = self.instance_stream("validation", seed + 1)
@@ -695,7 +765,8 @@ class DataPipeline:
                     if not rows:
                         raise UserError(
                             f"no validation pairs: too few of the documents of {self.train_source.describe()} are "
-                            "held out for validation; raise --validation_split_percentage or give --validation_file")
+                            "held out for validation; raise --validation_split_percentage or give --validation_file"
+                        )
                     evaluation = Dataset.from_list(rows, features=INSTANCE_FEATURES)
                     evaluation.save_to_disk(os.path.join(directory, "validation"))
                     eval_stats = _instance_stats(evaluation, "eval_", args.max_seq_length)
@@ -711,14 +782,17 @@ class DataPipeline:
         source = self.train_source
         if source.kind == "files":
             return IterableDataset.from_generator(
-                streaming.read_stream_shards, features=RAW_FEATURES,
+                streaming.read_stream_shards,
+                features=RAW_FEATURES,
                 gen_kwargs={"shards": streaming.stream_shards(source.files), "text_column": source.text_column},
-            )  # fmt: skip
+            )
         dataset = self.load(source, streaming=source.kind == "hub")
         if source.kind == "disk":
             dataset = dataset.to_iterable_dataset(num_shards=max(1, len(dataset) // STREAM_SHARD_DOCUMENTS))
-        return _text_only(dataset, source).filter(bool, input_columns="text").map(
-            lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True
+        return (
+            _text_only(dataset, source)
+            .filter(bool, input_columns="text")
+            .map(lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True)
         )
 
     def instance_stream(self, keep: str, pair_seed: int) -> IterableDataset:
@@ -729,9 +803,14 @@ class DataPipeline:
         if keep != "all":
             held_out = _HeldOut(self.seed, self.args.validation_split_percentage, keep == "validation")
             documents = documents.filter(held_out, with_indices=True, batched=True)
-        return documents.map(_StreamBlocks(self.tokenizer, self.args, pair_seed), batched=True,
-                             batch_size=self.args.streaming_buffer_size, with_indices=True,
-                             remove_columns=["text", "presplit"], features=INSTANCE_FEATURES)
+        return documents.map(
+            _StreamBlocks(self.tokenizer, self.args, pair_seed),
+            batched=True,
+            batch_size=self.args.streaming_buffer_size,
+            with_indices=True,
+            remove_columns=["text", "presplit"],
+            features=INSTANCE_FEATURES,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -777,38 +856,60 @@ def _check_pairable(documents: Dataset, where: str, role: str) -> None:
 
 
 def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Dataset:
-    pairing = NSPInstanceMap(documents, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
-                             tokenizer.cls_token_id, tokenizer.sep_token_id)
-    return documents.with_format("arrow").map(
-        pairing,
-        batched=True,
-        batch_size=PAIR_BATCH_SIZE,
-        with_indices=True,
-        remove_columns=documents.column_names,
-        features=INSTANCE_FEATURES,
-        num_proc=_num_proc(num_proc, len(documents), PAIR_BATCH_SIZE),
-        cache_file_name=os.path.join(work, f"{name}_pairs.arrow"),
-        new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
-        desc=f"Creating NSP pairs ({name})",
-    ).with_format(None)
+    pairing = NSPInstanceMap(
+        documents,
+        args.max_seq_length,
+        args.short_seq_prob,
+        seed,
+        args.dupe_factor,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    )
+    return (
+        documents.with_format("arrow")
+        .map(
+            pairing,
+            batched=True,
+            batch_size=PAIR_BATCH_SIZE,
+            with_indices=True,
+            remove_columns=documents.column_names,
+            features=INSTANCE_FEATURES,
+            num_proc=_num_proc(num_proc, len(documents), PAIR_BATCH_SIZE),
+            cache_file_name=os.path.join(work, f"{name}_pairs.arrow"),
+            new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
+            desc=f"Creating NSP pairs ({name})",
+        )
+        .with_format(None)
+    )
 
 
 def _segments(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
     """MLM-only examples (`nsp.SegmentInstanceMap`): the sentences of consecutive documents packed in order."""
-    packing = SegmentInstanceMap(documents, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
-                                 tokenizer.cls_token_id, tokenizer.sep_token_id)  # fmt: skip
-    return documents.with_format("arrow").map(
-        packing,
-        batched=True,
-        batch_size=PAIR_BATCH_SIZE,
-        with_indices=True,
-        remove_columns=documents.column_names,
-        features=SEGMENT_FEATURES,
-        num_proc=_num_proc(args.preprocessing_num_workers, len(documents), PAIR_BATCH_SIZE),
-        cache_file_name=os.path.join(work, f"{name}_segments.arrow"),
-        new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
-        desc=f"Packing MLM examples ({name})",
-    ).with_format(None)
+    packing = SegmentInstanceMap(
+        documents,
+        args.max_seq_length,
+        args.short_seq_prob,
+        seed,
+        args.dupe_factor,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    )
+    return (
+        documents.with_format("arrow")
+        .map(
+            packing,
+            batched=True,
+            batch_size=PAIR_BATCH_SIZE,
+            with_indices=True,
+            remove_columns=documents.column_names,
+            features=SEGMENT_FEATURES,
+            num_proc=_num_proc(args.preprocessing_num_workers, len(documents), PAIR_BATCH_SIZE),
+            cache_file_name=os.path.join(work, f"{name}_segments.arrow"),
+            new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
+            desc=f"Packing MLM examples ({name})",
+        )
+        .with_format(None)
+    )
 
 
 def _num_proc(requested: int | None, rows: int, batch_size: int) -> int | None:
@@ -843,8 +944,15 @@ class _StreamBlocks:
 
     def __init__(self, tokenizer, args: DataArguments, seed: int):
         self.tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
-        self.pairing = NSPInstanceMap(None, args.max_seq_length, args.short_seq_prob, seed, args.dupe_factor,
-                                      tokenizer.cls_token_id, tokenizer.sep_token_id)
+        self.pairing = NSPInstanceMap(
+            None,
+            args.max_seq_length,
+            args.short_seq_prob,
+            seed,
+            args.dupe_factor,
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
+        )
         self.seed = seed
 
     def __call__(self, batch: dict, indices: list[int]) -> dict[str, list]:
@@ -903,9 +1011,13 @@ def _log_stats(stats: dict) -> None:
     if documents and stats.get("docs_skipped"):
         share = stats["docs_skipped"] / documents
         log = logger.warning if share > 0.1 else logger.info
-        log("%d of %d documents (%.0f%%) have a single sentence: they make no pairs of their own (they still give "
+        log(
+            "%d of %d documents (%.0f%%) have a single sentence: they make no pairs of their own (they still give "
             "random NotNext B segments). Is the text one document per blank-line-separated block?",
-            stats["docs_skipped"], documents, 100 * share)
+            stats["docs_skipped"],
+            documents,
+            100 * share,
+        )
     if stats.get("lines_split"):
         logger.info("%d lines longer than max_seq_length - 3 tokens were cut into pieces", stats["lines_split"])
 

@@ -36,7 +36,9 @@ def sections(text: str) -> list[tuple[str, list[list[str]]]]:
     while i < len(lines):
         line = lines[i]
         is_heading = (
-            i + 1 < len(lines) and line.strip() and _UNDERLINE.match(lines[i + 1].strip())
+            i + 1 < len(lines)
+            and line.strip()
+            and _UNDERLINE.match(lines[i + 1].strip())
             and abs(len(lines[i + 1].strip()) - len(line.strip())) <= 3
         )
         if is_heading:

@@ -73,7 +73,9 @@ def make_accelerator(args: PretrainingArguments, timeout: timedelta | None = Non
     except (ValueError, NotImplementedError) as e:  # e.g. fp16 without a GPU
         raise UserError(f"cannot set up accelerate: {e}") from None
     if accelerator.num_processes != world_size:
-        raise UserError(f"launched as {world_size} processes, but accelerate formed a group of {accelerator.num_processes}")
+        raise UserError(
+            f"launched as {world_size} processes, but accelerate formed a group of {accelerator.num_processes}"
+        )
     if fsdp_plugin is not None:
         _fsdp_on_cpu(accelerator, fsdp_plugin)
     elif fsdp and accelerator.distributed_type != DistributedType.FSDP:

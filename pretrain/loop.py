@@ -79,7 +79,9 @@ class PretrainingLoop:
     def __post_init__(self) -> None:
         accelerator, args = self.accelerator, self.args
         self.gas = args.gradient_accumulation_steps
-        self.per_window_batch = args.per_device_train_batch_size * accelerator.num_processes  # sequences per micro-batch
+        self.per_window_batch = (
+            args.per_device_train_batch_size * accelerator.num_processes
+        )  # sequences per micro-batch
         self.streaming = self.stream is not None or not hasattr(self.train_dataloader, "__len__")
         # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
         # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
@@ -133,10 +135,14 @@ class PretrainingLoop:
         parts = self._forward_backward(window)
         grad_norm = self._clip_gradients()
         time_up = self.budget_s is not None and clock_s >= self.budget_s
-        flags = torch.stack([
-            (~torch.isfinite(grad_norm)).float(), self._flag(signalled), self._flag(time_up),
-            torch.tensor(float(clock_s), device=accelerator.device),
-        ])  # fmt: skip
+        flags = torch.stack(
+            [
+                (~torch.isfinite(grad_norm)).float(),
+                self._flag(signalled),
+                self._flag(time_up),
+                torch.tensor(float(clock_s), device=accelerator.device),
+            ]
+        )
         if accelerator.num_processes > 1:
             flags = accelerator.reduce(flags, reduction="sum")
         nonfinite, signalled, time_up, clock_sum = flags.tolist()  # the step's one host read
@@ -262,7 +268,9 @@ class PretrainingLoop:
     def run_evaluation(self, max_batches: int | None = None) -> dict:
         if self.eval_dataloader is None:
             return {}
-        results = evaluate(self.model, self.eval_dataloader, self.accelerator, seed=self.args.seed, max_batches=max_batches)
+        results = evaluate(
+            self.model, self.eval_dataloader, self.accelerator, seed=self.args.seed, max_batches=max_batches
+        )
         # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)
         record = {"epoch": self.fractional_epoch(), "train_runtime": round(self.progress.train_runtime, 3), **results}
         self.metrics.log(record, step=self.progress.completed_steps)
@@ -276,7 +284,10 @@ class PretrainingLoop:
         self._check_finite_weights()
         self._unlogged_tokens += self._flush_tokens()
         path = save_checkpoint_state(
-            self.accelerator, self.args.output_dir, self.progress, self.args.checkpoints_total_limit,
+            self.accelerator,
+            self.args.output_dir,
+            self.progress,
+            self.args.checkpoints_total_limit,
             lr_scheduler=self.lr_scheduler,
         )
         self.last_saved_step = self.progress.completed_steps
@@ -324,10 +335,14 @@ class PretrainingLoop:
     def train(self, stop: StopRequest) -> None:
         """Run epochs until `max_train_steps`, a stop signal, the time budget, or too many non-finite steps."""
         bar = tqdm(
-            total=None if self.by_time else self.max_train_steps, initial=self.progress.completed_steps,
-            disable=not self.accelerator.is_local_main_process, desc="pretraining", unit="step", dynamic_ncols=True,
+            total=None if self.by_time else self.max_train_steps,
+            initial=self.progress.completed_steps,
+            disable=not self.accelerator.is_local_main_process,
+            desc="pretraining",
+            unit="step",
+            dynamic_ncols=True,
             mininterval=1.0,
-        )  # fmt: skip
+        )
         self.model.train()
         self._session_start = time.monotonic()
         self._session_runtime = self.progress.train_runtime
@@ -413,7 +428,9 @@ class PretrainingLoop:
         if reason == "signal":  # a process the signal did not reach reports SIGTERM
             self.stop_signal = int(stop.signum or signal.SIGTERM)
         else:
-            logger.warning("time budget of %g minutes reached at step %d", self.args.time_budget, self.progress.completed_steps)
+            logger.warning(
+                "time budget of %g minutes reached at step %d", self.args.time_budget, self.progress.completed_steps
+            )
 
     def _after_step(self, skipped: bool, epoch_done: bool, bar) -> None:
         progress, args = self.progress, self.args
@@ -421,7 +438,11 @@ class PretrainingLoop:
             self.skipped_steps += 1
             self.consecutive_skips += 1
             log = logger.info if self.accelerator.scaler is not None else logger.warning
-            log("step %d: non-finite loss or gradient, update skipped (%d in a row)", progress.completed_steps, self.consecutive_skips)
+            log(
+                "step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                progress.completed_steps,
+                self.consecutive_skips,
+            )
             if self.consecutive_skips >= MAX_NONFINITE_STEPS:
                 raise TrainingDiverged(
                     f"{self.consecutive_skips} optimizer steps in a row had a non-finite loss or gradient (up to step "

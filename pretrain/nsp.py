@@ -288,8 +288,13 @@ class NSPInstanceMap:
                 yield features
 
 
-def pack_segments(documents: Sequence[Sequence[Sequence[int]]], max_seq_length: int, short_seq_prob: float,
-                  rng: random.Random, sep_id: int) -> list[list[int]]:
+def pack_segments(
+    documents: Sequence[Sequence[Sequence[int]]],
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: random.Random,
+    sep_id: int,
+) -> list[list[int]]:
     """MLM-only examples: the sentences of consecutive documents packed in order into runs of up to
     `max_seq_length - 2` tokens, a [SEP] where one document ends and the next begins (RoBERTa's FULL-SENTENCES:
     short documents still fill their examples); no A/B split, no random B.
@@ -328,7 +333,9 @@ class SegmentInstanceMap(NSPInstanceMap):
         out = {"input_ids": [], "token_type_ids": [], "example_id": []}
         for dupe in range(self.dupe_factor):
             rng = document_rng(self.seed, dupe, indices[0])
-            for k, run in enumerate(pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)):
+            for k, run in enumerate(
+                pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
+            ):
                 out["input_ids"].append([self.cls_id, *run, self.sep_id])
                 out["token_type_ids"].append([0] * (len(run) + 2))
                 out["example_id"].append(stable_int(indices[0], dupe, k))

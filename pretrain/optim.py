@@ -95,7 +95,12 @@ SCHEDULE_TICKS = 10_000
 
 
 def build_lr_scheduler(
-    optimizer, name: str, num_warmup_steps: int, num_training_steps: int, decay_ratio: float = 0.2, decay_type: str = "1-sqrt"
+    optimizer,
+    name: str,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    decay_ratio: float = 0.2,
+    decay_type: str = "1-sqrt",
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """transformers' `get_scheduler`, on the bare optimizer, for the loop to step once per *applied* update.
 
@@ -113,7 +118,10 @@ def build_lr_scheduler(
         decay = min(max(round(decay_ratio * num_training_steps), 1), max(num_training_steps - num_warmup_steps, 1))
         specific = {"num_decay_steps": decay, "decay_type": decay_type}
     return get_scheduler(
-        name, base, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps,
+        name,
+        base,
+        num_warmup_steps=num_warmup_steps,
+        num_training_steps=num_training_steps,
         scheduler_specific_kwargs=specific,
     )
 

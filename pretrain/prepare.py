@@ -59,26 +59,40 @@ def summary(stats: dict, data_args) -> str:
 
     if "documents" in stats:
         empty = stats.get("documents_empty", 0)
-        row("documents", f"{stats['documents']:,}" + (f" ({empty:,} empty, left out)" if empty else "")
-            + (f"; {stats.get('docs_skipped', 0):,} with one sentence (no pairs of their own)"
-               if stats.get("docs_skipped") else ""))
-        row("sentences", f"{stats['sentences']:,}" + (f" ({stats['lines_split']:,} long lines cut)"
-                                                     if stats.get("lines_split") else ""))
+        row(
+            "documents",
+            f"{stats['documents']:,}"
+            + (f" ({empty:,} empty, left out)" if empty else "")
+            + (
+                f"; {stats.get('docs_skipped', 0):,} with one sentence (no pairs of their own)"
+                if stats.get("docs_skipped")
+                else ""
+            ),
+        )
+        row(
+            "sentences",
+            f"{stats['sentences']:,}"
+            + (f" ({stats['lines_split']:,} long lines cut)" if stats.get("lines_split") else ""),
+        )
         rate = ""
         if "documents" in built and seconds > 0:
             workers = data_args.preprocessing_num_workers or 1
             rate = f"; {stats['tokens'] / seconds:,.0f} tokens/s on {workers} process(es)"
         row("tokens", f"{stats['tokens']:,} from {_size(stats.get('bytes', 0))} of text{rate}")
     if "instances" in stats:
-        row("instances", f"{stats['instances']:,} training pairs, fill {stats['fill']:.1%} of "
-                         f"max_seq_length {data_args.max_seq_length}")
+        row(
+            "instances",
+            f"{stats['instances']:,} training pairs, fill {stats['fill']:.1%} of "
+            f"max_seq_length {data_args.max_seq_length}",
+        )
     if stats.get("streaming"):
         row("training", "streamed (--streaming): read, tokenized and paired while training, not cached")
     if "eval_instances" in stats:
         row("validation", f"{stats['eval_instances']:,} pairs")
     row("on disk", f"{_size(stats.get('cache_bytes', 0))} in {cache_root(data_args)}")
-    lines.append("minibert-pretrain with the same data arguments (and --seed) now loads this cache instead of "
-                 "tokenizing.")
+    lines.append(
+        "minibert-pretrain with the same data arguments (and --seed) now loads this cache instead of tokenizing."
+    )
     return "\n".join(lines)
 
 

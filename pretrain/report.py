@@ -138,8 +138,17 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def model_card(*, model_id: str | None, model_path: str, config, num_parameters: int, data_description: str,
-               training: dict, results: dict, example: str = "Paris is the [MASK] of France.") -> str:  # fmt: skip
+def model_card(
+    *,
+    model_id: str | None,
+    model_path: str,
+    config,
+    num_parameters: int,
+    data_description: str,
+    training: dict,
+    results: dict,
+    example: str = "Paris is the [MASK] of France.",
+) -> str:
     """A Hub model card: what the model is, how it was trained, how it scored, how to use it."""
     title = model_id or "MiniBERT pretrained with minibert-pretrain"
     size = f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, {config.num_attention_heads} heads"
@@ -209,8 +218,12 @@ def final_results(loop, evaluation: dict, num_parameters: int, session_start: fl
 
 def _training_summary(accelerator, data_args, args, results: dict, num_warmup_steps: int) -> dict:
     """How the model was trained, as the card lists it."""
-    schedule = f"{args.lr_scheduler_type} schedule over {'the time budget' if args.schedule_by == 'time' else 'the steps'}"
-    objective = "masked-language modelling" + (" + next-sentence prediction" if data_args.next_sentence_prediction else "")
+    schedule = (
+        f"{args.lr_scheduler_type} schedule over {'the time budget' if args.schedule_by == 'time' else 'the steps'}"
+    )
+    objective = "masked-language modelling" + (
+        " + next-sentence prediction" if data_args.next_sentence_prediction else ""
+    )
     return {
         "objective": objective,
         "steps": results["train_steps"],

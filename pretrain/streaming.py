@@ -66,8 +66,10 @@ def read_stream_shard(path: str, start: int, end: int, text_column: str = "text"
             try:
                 line = raw.decode("utf-8-sig" if line_start == 0 else "utf-8").strip()
             except UnicodeDecodeError:
-                raise UserError(f"{path} is not UTF-8 text (near byte {line_start}); convert it first, e.g. "
-                                f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`") from None
+                raise UserError(
+                    f"{path} is not UTF-8 text (near byte {line_start}); convert it first, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`"
+                ) from None
             if jsonl:
                 if line_start >= end:
                     return
@@ -106,13 +108,16 @@ def _jsonl_documents(line: str, path: str, offset: int, text_column: str) -> Ite
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise UserError(f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per "
-                        "line") from None
+        raise UserError(
+            f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per line"
+        ) from None
     if not isinstance(record, dict):
         raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
     if text_column not in record:
-        raise UserError(f"{where}: record has no {text_column!r} field (fields: "
-                        f"{', '.join(sorted(record)[:10]) or 'none'}); set --dataset_text_column")
+        raise UserError(
+            f"{where}: record has no {text_column!r} field (fields: "
+            f"{', '.join(sorted(record)[:10]) or 'none'}); set --dataset_text_column"
+        )
     text = record[text_column]
     if text is None:
         return

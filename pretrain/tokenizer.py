@@ -112,8 +112,11 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str = "tokenizer")
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Changes whenever the tokenizer would produce different ids (vocabulary, normalizer, special tokens)."""
     h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
-    h.update(json.dumps([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id,
-                         tokenizer.pad_token_id]).encode())
+    h.update(
+        json.dumps(
+            [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id]
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -171,8 +174,7 @@ class DocumentTokenizer:
         texts = batch["text"]
         presplit = batch.get("presplit") or [False] * len(texts)
         doc_lines = [
-            text.split("\n") if pre else split_sentences(text) if text else []
-            for text, pre in zip(texts, presplit)
+            text.split("\n") if pre else split_sentences(text) if text else [] for text, pre in zip(texts, presplit)
         ]
         flat = [line for lines in doc_lines for line in lines]
         encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)  # no offsets: faster

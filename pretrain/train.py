@@ -116,7 +116,9 @@ def check_config_fits_data(config, tokenizer, max_seq_length: int) -> None:
     if config.type_vocab_size < 2:
         problems.append(f"type_vocab_size={config.type_vocab_size}: next-sentence pairs need 2 segment types")
     if config.max_position_embeddings < max_seq_length:
-        problems.append(f"max_position_embeddings={config.max_position_embeddings} is below --max_seq_length {max_seq_length}")
+        problems.append(
+            f"max_position_embeddings={config.max_position_embeddings} is below --max_seq_length {max_seq_length}"
+        )
     pad = getattr(config, "pad_token_id", None)
     if pad is not None and not 0 <= pad < config.vocab_size:
         problems.append(f"pad_token_id={pad} is not an id of the {config.vocab_size}-token vocabulary")
@@ -124,7 +126,9 @@ def check_config_fits_data(config, tokenizer, max_seq_length: int) -> None:
         raise UserError(f"--config_overrides: {'; '.join(problems)}")
 
 
-def build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer) -> MiniBertForPreTraining | MiniBertForMaskedLM:
+def build_model(
+    model_args: ModelArguments, data_args: DataArguments, tokenizer
+) -> MiniBertForPreTraining | MiniBertForMaskedLM:
     """A fresh model, or the checkpoint of --model_name_or_path (BERT ones converted): `MiniBertForPreTraining`
     (MLM + NSP heads), or `MiniBertForMaskedLM` for an MLM-only run (--next_sentence_prediction false)."""
     model_class = MiniBertForPreTraining if data_args.next_sentence_prediction else MiniBertForMaskedLM
@@ -177,8 +181,13 @@ def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
     return 2 if device.type == "cuda" else 0
 
 
-def build_dataloaders(data: PretrainingData, collator, args: PretrainingArguments, device: torch.device,
-                      eval_mlm_probability: float | None = None):
+def build_dataloaders(
+    data: PretrainingData,
+    collator,
+    args: PretrainingArguments,
+    device: torch.device,
+    eval_mlm_probability: float | None = None,
+):
     """Train (shuffled, full batches) and eval dataloaders; `accelerator.prepare` shards them per process."""
     workers = _num_workers(args, device)
     common = dict(
@@ -220,9 +229,24 @@ def build_dataloaders(data: PretrainingData, collator, args: PretrainingArgument
 
 
 # What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
-OUR_FILES = {CHECKPOINTS_DIR, "runs", RESULTS_FILE, CURVES_FILE, "metrics.jsonl", "data_stats.json", "README.md",
-             "config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "generation_config.json"}  # fmt: skip
+OUR_FILES = {
+    CHECKPOINTS_DIR,
+    "runs",
+    RESULTS_FILE,
+    CURVES_FILE,
+    "metrics.jsonl",
+    "data_stats.json",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "modeling_minibert.py",
+    "configuration_minibert.py",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "generation_config.json",
+}
 CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
 
@@ -235,7 +259,9 @@ def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, mod
         return False
     out = args.output_dir
     if model_path and os.path.isdir(model_path) and os.path.isdir(out) and os.path.samefile(model_path, out):
-        raise UserError(f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere")
+        raise UserError(
+            f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere"
+        )
     check_output_dir(out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, "metrics.jsonl"})
     if resume_path is not None:
         return False
@@ -264,24 +290,66 @@ def _load_state(accelerator, path: str) -> None:
         accelerator.load_state(path)
     except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError, OSError) as e:
         reason = " ".join(str(e).split())[:300] or type(e).__name__
-        raise UserError(f"cannot restore the training state in {path} ({reason}); resume from an earlier checkpoint") from None
+        raise UserError(
+            f"cannot restore the training state in {path} ({reason}); resume from an earlier checkpoint"
+        ) from None
 
 
 # Config fields and arguments that change what a run computes: a resume must use the checkpoint's.
-_MODEL_SETTINGS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                   "max_position_embeddings", "type_vocab_size", "hidden_act", "hidden_dropout_prob",
-                   "attention_probs_dropout_prob", "pre_layer_norm", "gated_feed_forward", "attention_bias",
-                   "mlp_bias")  # fmt: skip
-_DATA_SETTINGS = ("train_file", "validation_file", "dataset_name", "dataset_config_name", "max_seq_length",
-                  "mlm_probability", "mask_replace_prob", "random_replace_prob", "short_seq_prob", "whole_word_mask",
-                  "dupe_factor", "validation_split_percentage", "streaming", "next_sentence_prediction",
-                  "eval_mlm_probability")  # fmt: skip
-_TRAINING_SETTINGS = ("learning_rate", "weight_decay", "optimizer", "adam_beta1", "adam_beta2", "adam_epsilon",
-                      "lr_scheduler_type", "lr_decay_ratio", "lr_decay_type", "num_warmup_steps", "warmup_ratio",
-                      "max_grad_norm", "schedule_by", "batch_size_warmup_ratio")  # fmt: skip
+_MODEL_SETTINGS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "pre_layer_norm",
+    "gated_feed_forward",
+    "attention_bias",
+    "mlp_bias",
+)
+_DATA_SETTINGS = (
+    "train_file",
+    "validation_file",
+    "dataset_name",
+    "dataset_config_name",
+    "max_seq_length",
+    "mlm_probability",
+    "mask_replace_prob",
+    "random_replace_prob",
+    "short_seq_prob",
+    "whole_word_mask",
+    "dupe_factor",
+    "validation_split_percentage",
+    "streaming",
+    "next_sentence_prediction",
+    "eval_mlm_probability",
+)
+_TRAINING_SETTINGS = (
+    "learning_rate",
+    "weight_decay",
+    "optimizer",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "lr_scheduler_type",
+    "lr_decay_ratio",
+    "lr_decay_type",
+    "num_warmup_steps",
+    "warmup_ratio",
+    "max_grad_norm",
+    "schedule_by",
+    "batch_size_warmup_ratio",
+)
 
 
-def run_settings(config, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator) -> dict:
+def run_settings(
+    config, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator
+) -> dict:
     """What the run is made with (model shape, vocabulary, data, masking, optimizer, schedule), as JSON values;
     saved with every checkpoint and compared on resume (`checkpointing.check_compatible`)."""
     settings = {f"model.{k}": getattr(config, k) for k in _MODEL_SETTINGS if hasattr(config, k)}
@@ -338,7 +406,10 @@ def pretrain(
 
 
 def _pretrain(
-    model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, hub_args: HubArguments,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    hub_args: HubArguments,
     data: PretrainingData | None,
 ) -> dict:
     session_start = time.monotonic()
@@ -356,7 +427,11 @@ def _pretrain(
         if loop.stop_reason == "signal":
             loop.save()
             accelerator.end_training()
-            logger.warning("stopped by signal %s at step %d; resume with --resume_from_checkpoint latest", loop.stop_signal, loop.progress.completed_steps)
+            logger.warning(
+                "stopped by signal %s at step %d; resume with --resume_from_checkpoint latest",
+                loop.stop_signal,
+                loop.progress.completed_steps,
+            )
             return {"status": "interrupted", "signal": loop.stop_signal, "train_steps": loop.progress.completed_steps}
         loop.save()
         evaluation = loop.run_evaluation(DRY_RUN_EVAL_BATCHES if args.dry_run else None)
@@ -382,7 +457,9 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
     if resume_path is not None:  # a damaged or crafted checkpoint is refused before anything is read or written
         Progress.read(resume_path)
         check_checkpoint_layout(resume_path, accelerator)
-        verify_checkpoint(resume_path, accelerator.num_processes, accelerator.scaler is not None, sharded=is_sharded(accelerator))
+        verify_checkpoint(
+            resume_path, accelerator.num_processes, accelerator.scaler is not None, sharded=is_sharded(accelerator)
+        )
     set_seed(args.seed)  # the same initial weights on every process
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
@@ -424,7 +501,9 @@ class _Run:
     total_params: int
 
 
-def _build(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, data: PretrainingData, accelerator) -> _Run:
+def _build(
+    model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, data: PretrainingData, accelerator
+) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
     collator = build_collator(data_args, data.tokenizer, args.seed)
     model = build_model(model_args, data_args, data.tokenizer)
@@ -455,14 +534,30 @@ def _build(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
         num_warmup_steps = args.warmup_steps(max_train_steps)
         schedule_steps = max_train_steps
     lr_scheduler = build_lr_scheduler(
-        optimizer, args.lr_scheduler_type, num_warmup_steps, schedule_steps,
-        decay_ratio=args.lr_decay_ratio, decay_type=args.lr_decay_type,
+        optimizer,
+        args.lr_scheduler_type,
+        num_warmup_steps,
+        schedule_steps,
+        decay_ratio=args.lr_decay_ratio,
+        decay_type=args.lr_decay_type,
     )
-    return _Run(compiled, model, optimizer, lr_scheduler, train_dataloader, eval_dataloader, collator, max_train_steps,
-                num_warmup_steps, total_params)  # fmt: skip
+    return _Run(
+        compiled,
+        model,
+        optimizer,
+        lr_scheduler,
+        train_dataloader,
+        eval_dataloader,
+        collator,
+        max_train_steps,
+        num_warmup_steps,
+        total_params,
+    )
 
 
-def _max_train_steps(args: PretrainingArguments, data: PretrainingData, train_dataloader, streaming: bool, num_processes: int) -> int:
+def _max_train_steps(
+    args: PretrainingArguments, data: PretrainingData, train_dataloader, streaming: bool, num_processes: int
+) -> int:
     """--max_train_steps, else the epochs' steps; under --schedule_by time without it, until the budget ends."""
     gas = args.gradient_accumulation_steps
     steps_per_epoch = None if streaming else len(train_dataloader) // gas
@@ -484,8 +579,13 @@ def _max_train_steps(args: PretrainingArguments, data: PretrainingData, train_da
 
 
 def _begin(
-    run: _Run, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator,
-    resume_path: str | None, clear_previous_run: bool,
+    run: _Run,
+    data: PretrainingData,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    accelerator,
+    resume_path: str | None,
+    clear_previous_run: bool,
 ) -> PretrainingLoop:
     """The loop at its first step: a fresh run, or the checkpoint's state restored. Every input is checked by
     now: only from here on may the previous run be cleared, or anything be written."""
@@ -506,21 +606,38 @@ def _begin(
         mark_output_dir(args.output_dir, CLI_NAME)
         if data.stats:
             write_json(os.path.join(args.output_dir, "data_stats.json"), data.stats)
-    metrics = MetricsLog(accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run)
+    metrics = MetricsLog(
+        accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run
+    )
     if saved is not None:
         _load_state(accelerator, resume_path)
         load_scheduler_state(resume_path, run.lr_scheduler)
         progress = dataclasses.replace(saved, max_train_steps=run.max_train_steps, settings=progress.settings)
         metrics.truncate_after(progress.completed_steps)
-        logger.info("resumed from %s: step %d, epoch %d (+%d steps)", resume_path, progress.completed_steps, progress.epoch, progress.step_in_epoch)
+        logger.info(
+            "resumed from %s: step %d, epoch %d (+%d steps)",
+            resume_path,
+            progress.completed_steps,
+            progress.epoch,
+            progress.step_in_epoch,
+        )
     elif not args.dry_run:
         metrics.clear()
     stream = run.train_dataloader.dataset if hasattr(run.train_dataloader.dataset, "save_position") else None
     loop = PretrainingLoop(
-        accelerator=accelerator, model=run.model, optimizer=run.optimizer, lr_scheduler=run.lr_scheduler,
-        train_dataloader=run.train_dataloader, eval_dataloader=run.eval_dataloader, collator=run.collator, args=args,
-        progress=progress, metrics=metrics, max_train_steps=run.max_train_steps, stream=stream,
-    )  # fmt: skip
+        accelerator=accelerator,
+        model=run.model,
+        optimizer=run.optimizer,
+        lr_scheduler=run.lr_scheduler,
+        train_dataloader=run.train_dataloader,
+        eval_dataloader=run.eval_dataloader,
+        collator=run.collator,
+        args=args,
+        progress=progress,
+        metrics=metrics,
+        max_train_steps=run.max_train_steps,
+        stream=stream,
+    )
     if stream is not None and saved is not None:
         # O(1): back to the saved position in the stream, instead of reading and dropping the batches before it.
         loop.stream_resumed = stream.load_position(resume_path, progress.epoch, loop.stream_examples())
@@ -534,8 +651,16 @@ def _log_plan(loop: PretrainingLoop, accelerator, args: PretrainingArguments, ru
     logger.info(
         "pretraining on %s: %s of %d sequences (%d per device x %d processes x %d accumulation%s), lr %g (%s over %s, "
         "%d warmup), mixed precision %s",
-        hardware_description(accelerator), length, global_batch, args.per_device_train_batch_size,
-        accelerator.num_processes, args.gradient_accumulation_steps,
-        ", batch-size warmup" if args.batch_size_warmup_ratio else "", args.learning_rate, args.lr_scheduler_type,
-        args.schedule_by, run.num_warmup_steps, accelerator.mixed_precision,
-    )  # fmt: skip
+        hardware_description(accelerator),
+        length,
+        global_batch,
+        args.per_device_train_batch_size,
+        accelerator.num_processes,
+        args.gradient_accumulation_steps,
+        ", batch-size warmup" if args.batch_size_warmup_ratio else "",
+        args.learning_rate,
+        args.lr_scheduler_type,
+        args.schedule_by,
+        run.num_warmup_steps,
+        accelerator.mixed_precision,
+    )

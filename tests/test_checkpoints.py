@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import CORPUS, TINY, train_wordpiece
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     AutoModel,
@@ -36,8 +37,6 @@ from minibert.modeling_minibert import (
     MiniBertForTokenClassification,
     MiniBertModel,
 )
-
-from conftest import CORPUS, TINY, train_wordpiece
 
 AUTO_CLASSES = {
     AutoModel: MiniBertModel,
@@ -210,8 +209,9 @@ def test_cased_tokenizer_stays_cased(tmp_path):
 def test_non_bert_tokenizer_is_not_relabelled(tmp_path):
     bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=90, special_tokens=["[PAD]", "[UNK]", "[CLS]",
-                                                                                       "[SEP]", "[MASK]"]))  # fmt: skip
+    bpe.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=90, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    )
     wrapped = _wrap(bpe)
     save_checkpoint(random_model(MiniBertForMaskedLM, vocab_size=len(wrapped)), wrapped, str(tmp_path))
     tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
@@ -293,8 +293,12 @@ def run_remote_probe(python: str, root, tokenizer, resave: bool = True) -> tuple
     texts = {**TEXTS, "encoded": {k: v.tolist() for k, v in encoded.items()}}
     proc = subprocess.run(
         [python, PROBE, json.dumps(paths), json.dumps(texts)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return paths, json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
@@ -312,7 +316,9 @@ def assert_probe_matches_minibert(paths: dict, out: dict, atol: float = 1e-5) ->
     assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)
     local_fill = pipeline("fill-mask", model=paths["pretraining"])(TEXTS["fill_mask"], top_k=3)
     assert [f["token"] for f in fill] == [f["token"] for f in local_fill]
-    torch.testing.assert_close(torch.tensor([f["score"] for f in fill]), torch.tensor([f["score"] for f in local_fill]), **close)
+    torch.testing.assert_close(
+        torch.tensor([f["score"] for f in fill]), torch.tensor([f["score"] for f in local_fill]), **close
+    )
 
     local_tc = pipeline("text-classification", model=paths["seq"])(TEXTS["classify"], top_k=None)
     for scores, local in zip(out["text_classification"], local_tc, strict=True):
@@ -325,14 +331,20 @@ def assert_probe_matches_minibert(paths: dict, out: dict, atol: float = 1e-5) ->
 
     enc = AutoTokenizer.from_pretrained(paths["pretraining"])(*TEXTS["pair"], return_tensors="pt")
     assert out["pair_encoding"] == {k: v.tolist() for k, v in enc.items()}  # the tokenizer is the same there
-    classes = {"AutoModel": MiniBertModel, "AutoModelForPreTraining": MiniBertForPreTraining,
-               "AutoModelForMaskedLM": MiniBertForMaskedLM,
-               "AutoModelForNextSentencePrediction": MiniBertForNextSentencePrediction,
-               "AutoModelForSequenceClassification": MiniBertForSequenceClassification,
-               "AutoModelForTokenClassification": MiniBertForTokenClassification,
-               "AutoModelForQuestionAnswering": MiniBertForQuestionAnswering}  # fmt: skip
-    which = {"AutoModelForSequenceClassification": "seq", "AutoModelForTokenClassification": "tok",
-             "AutoModelForQuestionAnswering": "qa"}  # fmt: skip
+    classes = {
+        "AutoModel": MiniBertModel,
+        "AutoModelForPreTraining": MiniBertForPreTraining,
+        "AutoModelForMaskedLM": MiniBertForMaskedLM,
+        "AutoModelForNextSentencePrediction": MiniBertForNextSentencePrediction,
+        "AutoModelForSequenceClassification": MiniBertForSequenceClassification,
+        "AutoModelForTokenClassification": MiniBertForTokenClassification,
+        "AutoModelForQuestionAnswering": MiniBertForQuestionAnswering,
+    }
+    which = {
+        "AutoModelForSequenceClassification": "seq",
+        "AutoModelForTokenClassification": "tok",
+        "AutoModelForQuestionAnswering": "qa",
+    }
     assert set(out["heads"]) == set(classes)
     for auto_name, cls in classes.items():
         model = cls.from_pretrained(paths[which.get(auto_name, "pretraining")]).eval()
@@ -361,7 +373,9 @@ def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
 def test_loading_a_pretraining_checkpoint_into_other_heads_is_quiet(tmp_path, wordpiece_tokenizer, capfd):
     """The NSP head and pooler a masked-LM model does not use are expected: no load report for a newcomer to misread."""
     path = tmp_path / "pretraining"
-    save_checkpoint(random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer, path)
+    save_checkpoint(
+        random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer, path
+    )
     capfd.readouterr()
     fill = pipeline("fill-mask", model=str(path))
     fill("paris is the [MASK] of france.")
@@ -374,8 +388,11 @@ def test_loading_a_pretraining_checkpoint_into_other_heads_is_quiet(tmp_path, wo
 def test_checkpoint_files_are_readable_as_the_umask_allows(tmp_path, wordpiece_tokenizer):
     old = os.umask(0o022)
     try:
-        save_checkpoint(random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer,
-                        tmp_path / "ckpt")  # fmt: skip
+        save_checkpoint(
+            random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)),
+            wordpiece_tokenizer,
+            tmp_path / "ckpt",
+        )
     finally:
         os.umask(old)
     modes = {name: os.stat(tmp_path / "ckpt" / name).st_mode & 0o777 for name in os.listdir(tmp_path / "ckpt")}

@@ -11,7 +11,6 @@ import random
 import time
 
 import pytest
-
 from test_finetune_train import TINY, make_tokenizer, write_task
 from test_pretrain_loop import args_for, synthetic_documents, write_corpus
 
@@ -33,10 +32,15 @@ def files(tmp_path_factory) -> dict[str, str]:
     from minibert.hub import save_checkpoint
 
     root = tmp_path_factory.mktemp("fuzz_inputs")
-    out = {"corpus": write_corpus(root / "corpus.txt", synthetic_documents(n_docs=30, seed=3)), "cache": str(root / "cache")}
+    out = {
+        "corpus": write_corpus(root / "corpus.txt", synthetic_documents(n_docs=30, seed=3)),
+        "cache": str(root / "cache"),
+    }
     out.update({f"task_{k}": v for k, v in write_task(str(root / "task")).items()})
     tokenizer = make_tokenizer()
-    save_checkpoint(MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY)), tokenizer, str(root / "model"))
+    save_checkpoint(
+        MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY)), tokenizer, str(root / "model")
+    )
     out["model"] = str(root / "model")
     (root / "empty.txt").write_text("")
     (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
@@ -60,30 +64,68 @@ def values(rng: random.Random, files: dict, kind: str) -> str:
         "int": ["1", "2", "3"],
         "float": ["0.1", "1e-3", "0.5"],
         "bool": ["true", "false", "maybe", "1"],
-        "path": [files[k] for k in ("empty.txt", "binary.bin", "latin1.txt", "list.json", "a_dir", "missing")] + ["/proc/x"],
+        "path": [files[k] for k in ("empty.txt", "binary.bin", "latin1.txt", "list.json", "a_dir", "missing")]
+        + ["/proc/x"],
         "str": ["linear", "cosine", "tensorboard", "none", "epoch"],
     }[kind]
     return rng.choice(good) if rng.random() < 0.5 else rng.choice(hostile + good[:1])
 
 
 PRETRAIN_FLAGS = {
-    "--max_train_steps": "steps", "--per_device_train_batch_size": "int", "--gradient_accumulation_steps": "int",
-    "--learning_rate": "float", "--weight_decay": "float", "--adam_beta2": "float", "--warmup_ratio": "float",
-    "--max_grad_norm": "float", "--seed": "int", "--checkpointing_steps": "str", "--checkpoints_total_limit": "int",
-    "--lr_scheduler_type": "str", "--logging_steps": "int", "--eval_steps": "int", "--time_budget": "float",
-    "--mlm_probability": "float", "--max_seq_length": "int", "--vocab_size": "int", "--dupe_factor": "int",
-    "--train_file": "path", "--validation_file": "path", "--resume_from_checkpoint": "path",
-    "--model_name_or_path": "path", "--output_dir": "path", "--overwrite_output_dir": "bool", "--dry_run": "bool",
-    "--config_overrides": "overrides", "--fill_mask_prompts": "prompt", "--report_to": "str", "--with_tracking": "bool",
-}  # fmt: skip
+    "--max_train_steps": "steps",
+    "--per_device_train_batch_size": "int",
+    "--gradient_accumulation_steps": "int",
+    "--learning_rate": "float",
+    "--weight_decay": "float",
+    "--adam_beta2": "float",
+    "--warmup_ratio": "float",
+    "--max_grad_norm": "float",
+    "--seed": "int",
+    "--checkpointing_steps": "str",
+    "--checkpoints_total_limit": "int",
+    "--lr_scheduler_type": "str",
+    "--logging_steps": "int",
+    "--eval_steps": "int",
+    "--time_budget": "float",
+    "--mlm_probability": "float",
+    "--max_seq_length": "int",
+    "--vocab_size": "int",
+    "--dupe_factor": "int",
+    "--train_file": "path",
+    "--validation_file": "path",
+    "--resume_from_checkpoint": "path",
+    "--model_name_or_path": "path",
+    "--output_dir": "path",
+    "--overwrite_output_dir": "bool",
+    "--dry_run": "bool",
+    "--config_overrides": "overrides",
+    "--fill_mask_prompts": "prompt",
+    "--report_to": "str",
+    "--with_tracking": "bool",
+}
 FINETUNE_FLAGS = {
-    "--max_train_steps": "steps", "--per_device_train_batch_size": "int", "--learning_rate": "float",
-    "--warmup_ratio": "float", "--seed": "int", "--lr_scheduler_type": "str", "--report_to": "str",
-    "--metric_for_best_model": "str", "--eval_steps": "int", "--max_seq_length": "int", "--label_column": "str",
-    "--text_column": "str", "--problem_type": "str", "--train_file": "path", "--validation_file": "path",
-    "--resume_from_checkpoint": "path", "--model_name_or_path": "path", "--output_dir": "path",
-    "--classifier_dropout": "float", "--save_total_limit": "int", "--validation_split_percentage": "float",
-}  # fmt: skip
+    "--max_train_steps": "steps",
+    "--per_device_train_batch_size": "int",
+    "--learning_rate": "float",
+    "--warmup_ratio": "float",
+    "--seed": "int",
+    "--lr_scheduler_type": "str",
+    "--report_to": "str",
+    "--metric_for_best_model": "str",
+    "--eval_steps": "int",
+    "--max_seq_length": "int",
+    "--label_column": "str",
+    "--text_column": "str",
+    "--problem_type": "str",
+    "--train_file": "path",
+    "--validation_file": "path",
+    "--resume_from_checkpoint": "path",
+    "--model_name_or_path": "path",
+    "--output_dir": "path",
+    "--classifier_dropout": "float",
+    "--save_total_limit": "int",
+    "--validation_split_percentage": "float",
+}
 
 
 def mutate(rng, files, base: list[str], space: dict) -> list[str]:
@@ -91,8 +133,18 @@ def mutate(rng, files, base: list[str], space: dict) -> list[str]:
     for flag in rng.sample(sorted(space), rng.randint(1, 3)):
         kind = space[flag]
         if kind == "overrides":
-            value = rng.choice(["vocab_size=10", "type_vocab_size=1", "max_position_embeddings=16", "hidden_size=x",
-                                "nosuchfield=1", "hidden_size=64,num_attention_heads=5", "=", "hidden_dropout_prob=2"])
+            value = rng.choice(
+                [
+                    "vocab_size=10",
+                    "type_vocab_size=1",
+                    "max_position_embeddings=16",
+                    "hidden_size=x",
+                    "nosuchfield=1",
+                    "hidden_size=64,num_attention_heads=5",
+                    "=",
+                    "hidden_dropout_prob=2",
+                ]
+            )
         elif kind == "prompt":
             value = rng.choice(["no mask", "[MASK] [MASK]", "a [MASK] b"])
         else:
@@ -130,8 +182,18 @@ def test_pretrain_flags(files, tmp_path, capsys):
     from pretrain.__main__ import main
 
     def make(rng, case):
-        base = args_for(files["corpus"], files["cache"], tmp_path / f"out{case}", "--max_train_steps", "1",
-                        "--logging_steps", "1", "--per_device_eval_batch_size", "8", model="hidden_size=32,num_hidden_layers=1,num_attention_heads=2")  # fmt: skip
+        base = args_for(
+            files["corpus"],
+            files["cache"],
+            tmp_path / f"out{case}",
+            "--max_train_steps",
+            "1",
+            "--logging_steps",
+            "1",
+            "--per_device_eval_batch_size",
+            "8",
+            model="hidden_size=32,num_hidden_layers=1,num_attention_heads=2",
+        )
         return mutate(rng, files, base, PRETRAIN_FLAGS)
 
     assert fuzz("pretrain", make, main, capsys) >= MIN_CASES
@@ -141,9 +203,22 @@ def test_finetune_flags(files, tmp_path, capsys):
     from finetune.__main__ import main
 
     def make(rng, case):
-        base = ["--model_name_or_path", files["model"], "--train_file", files["task_train"], "--validation_file",
-                files["task_validation"], "--output_dir", str(tmp_path / f"out{case}"), "--max_train_steps", "1",
-                "--num_examples_shown", "0", "--logging_steps", "1000"]  # fmt: skip
+        base = [
+            "--model_name_or_path",
+            files["model"],
+            "--train_file",
+            files["task_train"],
+            "--validation_file",
+            files["task_validation"],
+            "--output_dir",
+            str(tmp_path / f"out{case}"),
+            "--max_train_steps",
+            "1",
+            "--num_examples_shown",
+            "0",
+            "--logging_steps",
+            "1000",
+        ]
         return mutate(rng, files, base, FINETUNE_FLAGS)
 
     assert fuzz("finetune", make, main, capsys) >= MIN_CASES
@@ -153,7 +228,14 @@ def test_convert_arguments(files, tmp_path, capsys):
     from minibert.convert import cli
 
     def make(rng, case):
-        sources = [files["model"], files["missing"], files["empty.txt"], files["a_dir"], files["list_config"], "no/such/hub-id/x"]
+        sources = [
+            files["model"],
+            files["missing"],
+            files["empty.txt"],
+            files["a_dir"],
+            files["list_config"],
+            "no/such/hub-id/x",
+        ]
         existing = tmp_path / f"existing{case}"
         existing.mkdir()
         (existing / "notes.txt").write_text("mine")

@@ -14,7 +14,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from test_checkpoints import assert_probe_matches_minibert, run_remote_probe
 
 VERSIONS = ["4.48.3", "5.0.0"]
@@ -29,16 +28,29 @@ def compat_python(version: str) -> str:
         return str(python)
     staging = root.with_name(root.name + f".tmp{os.getpid()}")
     subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True)
-    site = subprocess.run([str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(staging / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # Appended after the environment's own packages: its transformers / tokenizers / hub win, torch comes from here.
     # A plain path line, so this environment's .pth files (minibert's editable install among them) are not run.
     Path(site, "zz_main_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     proc = subprocess.run(
-        [str(staging / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"transformers=={version}"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            str(staging / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"transformers=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"cannot build the transformers {version} environment:\n{proc.stderr[-3000:]}")
     (staging / "ready").write_text(version)

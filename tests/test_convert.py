@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY, train_wordpiece
 from transformers import (
     AutoModel,
     AutoModelForPreTraining,
@@ -34,8 +35,6 @@ from minibert.modeling_minibert import (
     MiniBertModel,
 )
 
-from conftest import TINY, train_wordpiece
-
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
 
@@ -52,15 +51,19 @@ def assert_outputs_equal(ours, theirs, batch, names):
         a, e = getattr(ours, name), getattr(theirs, name)
         if a.dim() == 3:  # per-token: real positions only
             a, e = a[real], e[real]
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return PreTrainedTokenizerFast(
-        tokenizer_object=train_wordpiece(), unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-    )  # fmt: skip
+        tokenizer_object=train_wordpiece(),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def save_bert(directory, cls, tokenizer=None, seed=0, **config):
@@ -87,9 +90,13 @@ def bert_pretraining_dir(tmp_path_factory, tokenizer):
 ROUND_TRIPS = {
     # id: (BERT class, config, Auto class for the MiniBERT checkpoint, outputs compared)
     "pretraining": (BertForPreTraining, {}, AutoModelForPreTraining, ["prediction_logits", "seq_relationship_logits"]),
-    "classifier": (BertForSequenceClassification, {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}},
-                   AutoModelForSequenceClassification, ["logits"]),
-}  # fmt: skip
+    "classifier": (
+        BertForSequenceClassification,
+        {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}},
+        AutoModelForSequenceClassification,
+        ["logits"],
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", ROUND_TRIPS)

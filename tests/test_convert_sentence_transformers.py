@@ -8,12 +8,11 @@ import os
 
 import pytest
 import torch
+from conftest import TINY, train_wordpiece
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from minibert.cli import UserError
 from minibert.convert import convert_checkpoint
-
-from conftest import TINY, train_wordpiece
 
 st = pytest.importorskip("sentence_transformers")
 from sentence_transformers import models as st_models  # noqa: E402
@@ -23,8 +22,14 @@ SENTENCES = ["Paris is the capital of France.", "The quick brown fox jumps over 
 
 @pytest.fixture
 def st_model_dir(tmp_path):
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_wordpiece(), unk_token="[UNK]", pad_token="[PAD]",
-                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_wordpiece(),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     torch.manual_seed(0)
     bert = BertModel(BertConfig(**TINY), add_pooling_layer=False)
     bert.save_pretrained(tmp_path / "hf")
@@ -61,8 +66,9 @@ def test_sentence_transformers_model_converts_both_ways(st_model_dir, tmp_path):
 
 
 def test_a_broken_module_list_is_refused_before_writing(st_model_dir, tmp_path):
-    (st_model_dir / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "9_Missing",
-                                                            "type": "sentence_transformers.models.Pooling"}]))  # fmt: skip
+    (st_model_dir / "modules.json").write_text(
+        json.dumps([{"idx": 1, "name": "1", "path": "9_Missing", "type": "sentence_transformers.models.Pooling"}])
+    )
     with pytest.raises(UserError, match="9_Missing"):
         convert_checkpoint(str(st_model_dir), str(tmp_path / "mini"))
     assert not (tmp_path / "mini").exists()

@@ -29,6 +29,7 @@ def make_examples(tokenizer, n, seed=0, min_len=20, max_len=60, pieces=False):
     word_ids, piece_ids = np.array(word_ids), np.array(piece_ids)
     examples = []
     for k in range(n):
+
         def segment(length):
             if not pieces:
                 return rng.choice(word_ids, size=length).tolist()
@@ -38,21 +39,31 @@ def make_examples(tokenizer, n, seed=0, min_len=20, max_len=60, pieces=False):
             for word, n_pieces in zip(rng.choice(word_ids, size=length).tolist(), counts):
                 out += [word, *(next(extra) for _ in range(n_pieces))]
             return out
+
         a, b = segment(int(rng.integers(min_len, max_len))), segment(int(rng.integers(min_len, max_len)))
-        examples.append({
-            "input_ids": [cls, *a, sep, *b, sep],
-            "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
-            "next_sentence_label": int(rng.integers(0, 2)),
-            "example_id": k,
-        })
+        examples.append(
+            {
+                "input_ids": [cls, *a, sep, *b, sep],
+                "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                "next_sentence_label": int(rng.integers(0, 2)),
+                "example_id": k,
+            }
+        )
     return examples
 
 
 def test_batch_layout_padding_and_labels(tokenizer):
     examples = make_examples(tokenizer, 8)
     batch = DataCollatorForPreTraining(tokenizer, seed=0)(examples)
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label",
-                          "token_indices", "masked_positions"}  # fmt: skip
+    assert set(batch) == {
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "labels",
+        "next_sentence_label",
+        "token_indices",
+        "masked_positions",
+    }
     plain = DataCollatorForPreTraining(tokenizer, seed=0, unpadded=False)(examples)
     assert set(plain) == set(batch) - {"token_indices", "masked_positions"}
     assert all(torch.equal(plain[k], batch[k]) for k in plain)  # the fast-path keys change nothing else
@@ -96,8 +107,9 @@ def masking_statistics(tokenizer, collator, examples):
 
 def test_mask_rate_and_80_10_10_split(tokenizer):
     examples = make_examples(tokenizer, 2000, seed=1)
-    batch, original, special, chosen = masking_statistics(tokenizer, DataCollatorForPreTraining(tokenizer, seed=3),
-                                                          examples)
+    batch, original, special, chosen = masking_statistics(
+        tokenizer, DataCollatorForPreTraining(tokenizer, seed=3), examples
+    )
     maskable = int((~special).sum())
     assert maskable > 150_000
     rate = chosen.sum().item() / maskable
@@ -145,7 +157,7 @@ def test_whole_word_masking_masks_whole_words(tokenizer):
     assert continuation.sum() > 20_000 and chosen[continuation].any()
     rate = chosen.sum().item() / int((~special).sum())
     assert abs(rate - 0.15) < 0.01  # every token's word is chosen with probability 0.15
-    inputs, targets = batch["input_ids"][chosen], original[chosen]
+    inputs = batch["input_ids"][chosen]
     assert abs((inputs == tokenizer.mask_token_id).float().mean().item() - 0.8) < 0.015
 
 
@@ -202,7 +214,9 @@ def test_the_run_flags_set_the_masking_rates(tokenizer, rate, mask, random_):
 
     data_args = DataArguments(mlm_probability=rate, mask_replace_prob=mask, random_replace_prob=random_)
     examples = make_examples(tokenizer, 1000, seed=4)
-    batch, original, special, chosen = masking_statistics(tokenizer, build_collator(data_args, tokenizer, seed=1), examples)
+    batch, original, special, chosen = masking_statistics(
+        tokenizer, build_collator(data_args, tokenizer, seed=1), examples
+    )
     assert abs(chosen.sum().item() / int((~special).sum()) - rate) < 0.01
     inputs, targets = batch["input_ids"][chosen], original[chosen]
     as_mask = (inputs == tokenizer.mask_token_id).float().mean().item()

@@ -13,24 +13,39 @@ from pretrain.demo import build_demo_corpus, demo_documents
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("Mr. Smith went to Washington. He arrived at 3.30 p.m. on Monday.",
-         ["Mr. Smith went to Washington.", "He arrived at 3.30 p.m. on Monday."]),
-        ("Use a tool, e.g. a hammer. It works. See Fig. 3 for details.",
-         ["Use a tool, e.g. a hammer.", "It works.", "See Fig. 3 for details."]),
-        ('He said "Stop." Then he left. "Why?" she asked.',
-         ['He said "Stop."', "Then he left.", '"Why?" she asked.']),
-        ("Wait... What happened? I don't know... maybe nothing.",
-         ["Wait...", "What happened?", "I don't know... maybe nothing."]),
-        ("The U.S. Army was founded in 1775. J. R. R. Tolkien wrote books. Smith et al. proposed it.",
-         ["The U.S. Army was founded in 1775.", "J. R. R. Tolkien wrote books.", "Smith et al. proposed it."]),
-        ("It costs $3.50. The price rose by 2.5%. Is that all?! Yes.",
-         ["It costs $3.50.", "The price rose by 2.5%.", "Is that all?!", "Yes."]),
-        ("A title without a stop\n\nA paragraph. Its\nsecond sentence.",
-         ["A title without a stop", "A paragraph.", "Its second sentence."]),
-        ("He lives at No. 5 Main St. and says no. Then he leaves.",
-         ["He lives at No. 5 Main St. and says no.", "Then he leaves."]),
-        ("Results improved (see Section 2.1). However, costs rose.",
-         ["Results improved (see Section 2.1).", "However, costs rose."]),
+        (
+            "Mr. Smith went to Washington. He arrived at 3.30 p.m. on Monday.",
+            ["Mr. Smith went to Washington.", "He arrived at 3.30 p.m. on Monday."],
+        ),
+        (
+            "Use a tool, e.g. a hammer. It works. See Fig. 3 for details.",
+            ["Use a tool, e.g. a hammer.", "It works.", "See Fig. 3 for details."],
+        ),
+        ('He said "Stop." Then he left. "Why?" she asked.', ['He said "Stop."', "Then he left.", '"Why?" she asked.']),
+        (
+            "Wait... What happened? I don't know... maybe nothing.",
+            ["Wait...", "What happened?", "I don't know... maybe nothing."],
+        ),
+        (
+            "The U.S. Army was founded in 1775. J. R. R. Tolkien wrote books. Smith et al. proposed it.",
+            ["The U.S. Army was founded in 1775.", "J. R. R. Tolkien wrote books.", "Smith et al. proposed it."],
+        ),
+        (
+            "It costs $3.50. The price rose by 2.5%. Is that all?! Yes.",
+            ["It costs $3.50.", "The price rose by 2.5%.", "Is that all?!", "Yes."],
+        ),
+        (
+            "A title without a stop\n\nA paragraph. Its\nsecond sentence.",
+            ["A title without a stop", "A paragraph.", "Its second sentence."],
+        ),
+        (
+            "He lives at No. 5 Main St. and says no. Then he leaves.",
+            ["He lives at No. 5 Main St. and says no.", "Then he leaves."],
+        ),
+        (
+            "Results improved (see Section 2.1). However, costs rose.",
+            ["Results improved (see Section 2.1).", "However, costs rose."],
+        ),
         ("这是第一句。这是第二句！", ["这是第一句。", "这是第二句！"]),
         ("", []),
         ("   \n\n  ", []),
@@ -117,7 +132,7 @@ def test_the_cache_key_sees_a_same_size_same_time_replacement(tmp_path):
     from pretrain.corpus import content_sample
 
     path = tmp_path / "corpus.txt"
-    big = ("The quick brown fox jumps over the lazy dog.\n" * 60_000)  # over 1 MiB: the sampled path
+    big = "The quick brown fox jumps over the lazy dog.\n" * 60_000  # over 1 MiB: the sampled path
     path.write_text(big)
     st = os.stat(path)
     before = content_sample(str(path))

@@ -36,8 +36,10 @@ def all_instances(documents, max_seq_length=64, short_seq_prob=0.1, seed=0, dupe
     for index in range(len(documents)):
         for dupe in range(dupes):
             rng = document_rng(seed, dupe, index)
-            out += [(index, inst) for inst in
-                    create_instances_from_document(documents, index, max_seq_length, short_seq_prob, rng)]
+            out += [
+                (index, inst)
+                for inst in create_instances_from_document(documents, index, max_seq_length, short_seq_prob, rng)
+            ]
     return out
 
 
@@ -86,8 +88,9 @@ def test_every_sentence_of_a_document_is_used_except_possibly_its_last():
     for index, document in enumerate(documents):
         rng = document_rng(0, 0, index)
         instances = create_instances_from_document(documents, index, 512, 0.0, rng)
-        used = {t // 1_000 for inst in instances for t in inst.tokens_a + (
-            [] if inst.is_random_next else inst.tokens_b)}
+        used = {
+            t // 1_000 for inst in instances for t in inst.tokens_a + ([] if inst.is_random_next else inst.tokens_b)
+        }
         sentences = {t // 1_000 for s in document for t in s}
         assert sentences - used <= {max(sentences)}
 
@@ -157,8 +160,18 @@ def test_instance_features_layout():
 
 def test_stream_draws_random_b_from_the_recent_buffer_only():
     documents = make_documents(300, seed=5)
-    rows = list(stream_instances(iter(documents), buffer_size=10, max_seq_length=64, short_seq_prob=0.1, seed=0,
-                                 dupe_factor=1, cls_id=-1, sep_id=-2))
+    rows = list(
+        stream_instances(
+            iter(documents),
+            buffer_size=10,
+            max_seq_length=64,
+            short_seq_prob=0.1,
+            seed=0,
+            dupe_factor=1,
+            cls_id=-1,
+            sep_id=-2,
+        )
+    )
     assert len(rows) > 1000
     share = sum(r["next_sentence_label"] == IS_NEXT for r in rows) / len(rows)
     assert abs(share - 0.5) < 0.04

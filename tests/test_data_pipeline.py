@@ -18,15 +18,37 @@ from minibert.cli import UserError, parse_args
 from pretrain.collator import DataCollatorForPreTraining
 from pretrain.data import DataArguments, PretrainingData, prepare_pretraining_data
 
-FILLER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+FILLER = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+]
 N_DOCS, MAX_SENTENCES = 240, 30
 
 
 def make_corpus(n_docs=N_DOCS, seed=0, sentences=(5, MAX_SENTENCES), first_doc=0):
     rng = random.Random(seed)
     return [
-        [f"d{d} s{s} " + " ".join(rng.choice(FILLER) for _ in range(rng.randint(3, 10))) + " ."
-         for s in range(rng.randint(*sentences))]
+        [
+            f"d{d} s{s} " + " ".join(rng.choice(FILLER) for _ in range(rng.randint(3, 10))) + " ."
+            for s in range(rng.randint(*sentences))
+        ]
         for d in range(first_doc, first_doc + n_docs)
     ]
 
@@ -110,8 +132,14 @@ def check_provenance(dataset, tokenizer, tracer, max_seq_length):
 
 
 def test_pairs_are_bert_instances_with_true_provenance_and_balanced_labels(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(tmp_path, train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=64,
-                   dupe_factor=6, validation_split_percentage=0)
+    data = prepare(
+        tmp_path,
+        train_file=[corpus_file],
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+        dupe_factor=6,
+        validation_split_percentage=0,
+    )
     assert isinstance(data.train_dataset, Dataset) and data.eval_dataset is None
     assert set(data.train_dataset.column_names) >= {"input_ids", "token_type_ids", "next_sentence_label"}
     tokenizer = data.tokenizer
@@ -129,8 +157,13 @@ def test_pairs_are_bert_instances_with_true_provenance_and_balanced_labels(tmp_p
 
 
 def test_validation_percentage_holds_out_whole_documents(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(tmp_path, train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=64,
-                   validation_split_percentage=10)
+    data = prepare(
+        tmp_path,
+        train_file=[corpus_file],
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+        validation_split_percentage=10,
+    )
     tracer = Tracer(data.tokenizer, dict(enumerate(make_corpus())))
 
     def documents(dataset):
@@ -146,24 +179,32 @@ def test_validation_percentage_holds_out_whole_documents(tmp_path, corpus_file, 
     assert len(eval_docs) == round(0.1 * N_DOCS) and not train_docs & eval_docs  # NotNext Bs included
     assert data.stats["eval_documents_used"] == round(0.1 * N_DOCS)
     check_provenance(data.eval_dataset, data.tokenizer, tracer, 64)
-    limited = prepare(tmp_path, train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=64,
-                      validation_split_percentage=10, max_eval_samples=7)
+    limited = prepare(
+        tmp_path,
+        train_file=[corpus_file],
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+        validation_split_percentage=10,
+        max_eval_samples=7,
+    )
     assert len(limited.eval_dataset) == 7
 
 
 def test_validation_file(tmp_path, corpus_file, marker_tokenizer):
     held_out = make_corpus(n_docs=20, seed=9, first_doc=500)
     path = write_bert(tmp_path / "valid.txt", held_out)
-    data = prepare(tmp_path, train_file=[corpus_file], validation_file=path, tokenizer_name=marker_tokenizer,
-                   max_seq_length=64)
+    data = prepare(
+        tmp_path, train_file=[corpus_file], validation_file=path, tokenizer_name=marker_tokenizer, max_seq_length=64
+    )
     tracer = Tracer(data.tokenizer, {500 + i: doc for i, doc in enumerate(held_out)})
     check_provenance(data.eval_dataset, data.tokenizer, tracer, 64)
     assert data.stats["documents"] == N_DOCS  # nothing held out of the training file
 
 
 def test_short_seq_prob_makes_shorter_sequences(tmp_path, corpus_file, marker_tokenizer):
-    common = dict(train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=128,
-                  validation_split_percentage=0)
+    common = dict(
+        train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=128, validation_split_percentage=0
+    )
     full = prepare(tmp_path, short_seq_prob=0.0, **common).stats
     short = prepare(tmp_path, short_seq_prob=0.5, **common).stats
     assert full["mean_seq_length"] > 90 and short["mean_seq_length"] < 0.85 * full["mean_seq_length"]
@@ -231,16 +272,24 @@ def test_trained_tokenizer_jsonl_and_sentence_splitting(tmp_path):
     rng = random.Random(0)
     with open(tmp_path / "docs.jsonl", "w", encoding="utf-8") as f:
         for d in range(80):
-            text = " ".join(f"Sentence {s} of Mr. Doc{d} has {rng.choice(FILLER)} words, e.g. {rng.choice(FILLER)}."
-                            for s in range(rng.randint(3, 12)))
+            text = " ".join(
+                f"Sentence {s} of Mr. Doc{d} has {rng.choice(FILLER)} words, e.g. {rng.choice(FILLER)}."
+                for s in range(rng.randint(3, 12))
+            )
             f.write(json.dumps({"id": d, "text": text}) + "\n")
-    data = prepare(tmp_path / "cache", train_file=[str(tmp_path / "docs.jsonl")], vocab_size=400, min_frequency=1,
-                   max_seq_length=64)
+    data = prepare(
+        tmp_path / "cache",
+        train_file=[str(tmp_path / "docs.jsonl")],
+        vocab_size=400,
+        min_frequency=1,
+        max_seq_length=64,
+    )
     stats = data.stats
     assert stats["documents"] == 80 and stats["cache"]["tokenizer"] == "built"
     assert {"sentence", "words", "doc"} <= set(data.tokenizer.get_vocab())
-    assert stats["sentences"] == sum(1 for line in open(tmp_path / "docs.jsonl") for _ in
-                                     json.loads(line)["text"].split(" Sentence ")), "one sentence per 'Sentence'"
+    assert stats["sentences"] == sum(
+        1 for line in open(tmp_path / "docs.jsonl") for _ in json.loads(line)["text"].split(" Sentence ")
+    ), "one sentence per 'Sentence'"
     # The trained tokenizer is a BERT tokenizer that AutoTokenizer reloads from its saved form.
     data.tokenizer.save_pretrained(tmp_path / "tok")
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
@@ -261,10 +310,16 @@ def test_saved_dataset_and_load_dataset_sources(tmp_path, marker_tokenizer, monk
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     documents = make_corpus(n_docs=50)
     records = {"body": [" ".join(s.capitalize() for s in doc) for doc in documents]}
-    DatasetDict({"train": Dataset.from_dict(records), "validation": Dataset.from_dict(
-        {"body": records["body"][:5]})}).save_to_disk(str(tmp_path / "saved"))
-    data = prepare(tmp_path / "cache", dataset_name=str(tmp_path / "saved"), dataset_text_column="body",
-                   tokenizer_name=marker_tokenizer, max_seq_length=64)
+    DatasetDict(
+        {"train": Dataset.from_dict(records), "validation": Dataset.from_dict({"body": records["body"][:5]})}
+    ).save_to_disk(str(tmp_path / "saved"))
+    data = prepare(
+        tmp_path / "cache",
+        dataset_name=str(tmp_path / "saved"),
+        dataset_text_column="body",
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+    )
     assert data.stats["documents"] == 50 and data.stats["eval_sentences"] == sum(len(d) for d in documents[:5])
     tracer = Tracer(data.tokenizer, dict(enumerate(documents)))
     check_provenance(data.train_dataset, data.tokenizer, tracer, 64)
@@ -273,34 +328,58 @@ def test_saved_dataset_and_load_dataset_sources(tmp_path, marker_tokenizer, monk
     with open(tmp_path / "hubstyle" / "train.jsonl", "w") as f:
         for text in records["body"]:
             f.write(json.dumps({"text": text}) + "\n")
-    data = prepare(tmp_path / "cache", dataset_name=str(tmp_path / "hubstyle"), tokenizer_name=marker_tokenizer,
-                   max_seq_length=64)
+    data = prepare(
+        tmp_path / "cache", dataset_name=str(tmp_path / "hubstyle"), tokenizer_name=marker_tokenizer, max_seq_length=64
+    )
     assert data.stats["documents"] == 50 and data.stats["documents_used"] == 50 - 2  # 5% held out, 2 at least
     assert data.eval_dataset is not None and data.stats["eval_documents_used"] == 2
 
     Dataset.from_dict({"body": records["body"][-4:]}).save_to_disk(str(tmp_path / "held_out"))
-    data = prepare(tmp_path / "cache", train_file=[str(tmp_path / "saved")], validation_file=str(tmp_path / "held_out"),
-                   dataset_text_column="body", tokenizer_name=marker_tokenizer, max_seq_length=64)
+    data = prepare(
+        tmp_path / "cache",
+        train_file=[str(tmp_path / "saved")],
+        validation_file=str(tmp_path / "held_out"),
+        dataset_text_column="body",
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+    )
     assert data.stats["eval_documents_used"] == 4 and data.stats["documents_used"] == 50
 
     with pytest.raises(UserError, match="no column 'missing'"):
-        prepare(tmp_path / "cache", dataset_name=str(tmp_path / "saved"), dataset_text_column="missing",
-                tokenizer_name=marker_tokenizer)
+        prepare(
+            tmp_path / "cache",
+            dataset_name=str(tmp_path / "saved"),
+            dataset_text_column="missing",
+            tokenizer_name=marker_tokenizer,
+        )
 
 
 def test_streaming(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(tmp_path, streaming=True, train_file=[corpus_file], tokenizer_name=marker_tokenizer,
-                   max_seq_length=64, validation_split_percentage=10, streaming_buffer_size=50)
+    data = prepare(
+        tmp_path,
+        streaming=True,
+        train_file=[corpus_file],
+        tokenizer_name=marker_tokenizer,
+        max_seq_length=64,
+        validation_split_percentage=10,
+        streaming_buffer_size=50,
+    )
     assert isinstance(data.train_dataset, IterableDataset) and data.stats["streaming"]
     tracer = Tracer(data.tokenizer, dict(enumerate(make_corpus())))
     first = list(data.train_dataset.take(600))
     assert first == list(data.train_dataset.take(600))  # deterministic
     check_provenance(first, data.tokenizer, tracer, 64)
     assert abs(sum(r["next_sentence_label"] == 0 for r in first) / 600 - 0.5) < 0.07
-    train_docs = {tracer.locate(split_instance(r, data.tokenizer, 64)[0])[0] for r in first
-                  if tracer.locate(split_instance(r, data.tokenizer, 64)[0])}
-    eval_docs = {tracer.locate(split_instance(r, data.tokenizer, 64)[0])[0] for r in data.eval_dataset
-                 if tracer.locate(split_instance(r, data.tokenizer, 64)[0])}
+    train_docs = {
+        tracer.locate(split_instance(r, data.tokenizer, 64)[0])[0]
+        for r in first
+        if tracer.locate(split_instance(r, data.tokenizer, 64)[0])
+    }
+    eval_docs = {
+        tracer.locate(split_instance(r, data.tokenizer, 64)[0])[0]
+        for r in data.eval_dataset
+        if tracer.locate(split_instance(r, data.tokenizer, 64)[0])
+    }
     assert eval_docs and not train_docs & eval_docs
     batch = DataCollatorForPreTraining(data.tokenizer, seed=0)(first[:4])
     assert batch["input_ids"].shape[0] == 4
@@ -323,19 +402,29 @@ def test_missing_file_and_empty_glob(tmp_path):
     with pytest.raises(UserError, match="matches no files"):
         prepare(tmp_path, train_file=[str(tmp_path / "*.txt")])
     with pytest.raises(UserError, match="validation file not found"):
-        prepare(tmp_path, train_file=[str(write_bert(tmp_path / "a.txt", make_corpus(5)))],
-                validation_file=str(tmp_path / "v.txt"))
+        prepare(
+            tmp_path,
+            train_file=[str(write_bert(tmp_path / "a.txt", make_corpus(5)))],
+            validation_file=str(tmp_path / "v.txt"),
+        )
 
 
 def test_corpus_too_small_says_what_it_found_and_needs(tmp_path, marker_tokenizer):
     one_doc = write_bert(tmp_path / "one.txt", make_corpus(n_docs=1))
-    with pytest.raises(UserError, match=r"too small to make NSP pairs: .* gave 1 document\(s\) with \d+ sentence\(s\)"
-                                        r".*need at least 2 documents"):
+    with pytest.raises(
+        UserError,
+        match=r"too small to make NSP pairs: .* gave 1 document\(s\) with \d+ sentence\(s\)"
+        r".*need at least 2 documents",
+    ):
         prepare(tmp_path / "cache", train_file=[one_doc], tokenizer_name=marker_tokenizer)
     single_sentences = write_bert(tmp_path / "single.txt", make_corpus(n_docs=5, sentences=(1, 1)))
     with pytest.raises(UserError, match=r"5 document\(s\) with 5 sentence\(s\), 0 of them with 2 or more"):
-        prepare(tmp_path / "cache", train_file=[single_sentences], tokenizer_name=marker_tokenizer,
-                validation_split_percentage=0)
+        prepare(
+            tmp_path / "cache",
+            train_file=[single_sentences],
+            tokenizer_name=marker_tokenizer,
+            validation_split_percentage=0,
+        )
 
 
 def test_jsonl_record_without_text(tmp_path):
@@ -345,15 +434,23 @@ def test_jsonl_record_without_text(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    for bad in (dict(max_seq_length=4), dict(mlm_probability=0), dict(short_seq_prob=2), dict(dupe_factor=0),
-                dict(validation_split_percentage=100), dict(train_file=["a"], dataset_name="b")):
+    for bad in (
+        dict(max_seq_length=4),
+        dict(mlm_probability=0),
+        dict(short_seq_prob=2),
+        dict(dupe_factor=0),
+        dict(validation_split_percentage=100),
+        dict(train_file=["a"], dataset_name="b"),
+    ):
         with pytest.raises(UserError):
             prepare(tmp_path, **bad)
 
 
 def test_arguments_parse_from_the_command_line():
-    (args,) = parse_args([DataArguments], ["--train_file", "a.txt", "b/*.jsonl", "--max_seq_length", "64",
-                                           "--whole_word_mask", "--lowercase", "false"])
+    (args,) = parse_args(
+        [DataArguments],
+        ["--train_file", "a.txt", "b/*.jsonl", "--max_seq_length", "64", "--whole_word_mask", "--lowercase", "false"],
+    )
     assert args.train_file == ["a.txt", "b/*.jsonl"] and args.max_seq_length == 64
     assert args.whole_word_mask and not args.lowercase
 
@@ -370,10 +467,16 @@ def test_cli_reports_one_line_and_exit_status_2(tmp_path):
         " seed=0)\n"
         "sys.exit(run_cli(main))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert error_lines == [f"error: {latin} is not UTF-8 text (byte 0xe9 near line 1); convert it first, e.g. "
-                           "`iconv -f latin1 -t utf-8 latin.txt`"]
+    assert error_lines == [
+        f"error: {latin} is not UTF-8 text (byte 0xe9 near line 1); convert it first, e.g. "
+        "`iconv -f latin1 -t utf-8 latin.txt`"
+    ]

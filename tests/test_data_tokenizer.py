@@ -16,7 +16,23 @@ from pretrain.tokenizer import (
     train_tokenizer,
 )
 
-WORDS = "the model reads text and learns which words follow others in long documents about tokenization".split()
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "text",
+    "and",
+    "learns",
+    "which",
+    "words",
+    "follow",
+    "others",
+    "in",
+    "long",
+    "documents",
+    "about",
+    "tokenization",
+]
 
 
 def sentences(n, seed=0):
@@ -86,8 +102,9 @@ def test_split_long_line_keeps_words_whole():
 def test_document_tokenizer_cuts_overlong_lines_and_drops_empty_documents(trained):
     tokenize = DocumentTokenizer(trained, max_seq_length=16)
     long_line = " ".join(["the model reads text"] * 10)
-    out = tokenize({"text": ["The model.\nReads text.", "\u200b", long_line + "\nShort one."],
-                    "presplit": [True, True, True]})
+    out = tokenize(
+        {"text": ["The model.\nReads text.", "\u200b", long_line + "\nShort one."], "presplit": [True, True, True]}
+    )
     assert out["num_lines"] == [2, 2]  # the document of only a zero-width space is gone
     assert out["lines_split"] == [0, 1]
     first, second = out["segments"]

@@ -47,8 +47,8 @@ def test_csv_tsv_json_and_jsonl_read_alike(tmp_path):
     # A spreadsheet's byte-order mark is not part of the first column's name; TSV quotes are text (as in GLUE).
     excel = read_data_file(write(tmp_path / "e.csv", "\ufefftext,label\nok,pos\n"), "train", "label")
     assert list(excel.columns) == ["text", "label"]
-    glue = read_data_file(write(tmp_path / "g.tsv", 'sentence\tlabel\nit \'s a "great film\t1\n'), "train", "label")
-    assert glue.columns == {"sentence": ['it \'s a "great film'], "label": [1]}
+    glue = read_data_file(write(tmp_path / "g.tsv", "sentence\tlabel\nit 's a \"great film\t1\n"), "train", "label")
+    assert glue.columns == {"sentence": ["it 's a \"great film"], "label": [1]}
     assert read_data_file(files[3], "train").locations == ["item 0", "item 1"]
 
 
@@ -83,8 +83,13 @@ def test_unreadable_files_are_user_errors(tmp_path, name, content, message):
 
 
 def test_default_text_columns(tmp_path):
-    pair = write_jsonl(tmp_path / "p.jsonl", [{"sentence1": "a", "sentence2": "b", "sentence": "c", "label": 0},
-                                              {"sentence1": "d", "sentence2": "e", "sentence": "f", "label": 1}])
+    pair = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"sentence1": "a", "sentence2": "b", "sentence": "c", "label": 0},
+            {"sentence1": "d", "sentence2": "e", "sentence": "f", "label": 1},
+        ],
+    )
     assert prepare(train_file=pair, validation_split_percentage=0).text_columns == ("sentence1", "sentence2")
     single = write_jsonl(tmp_path / "s.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     prepared = prepare(train_file=single, validation_split_percentage=0)
@@ -140,13 +145,20 @@ def test_label_kinds(tmp_path):
 
 def test_class_label_names_from_a_saved_dataset(tmp_path):
     datasets = pytest.importorskip("datasets")
-    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"])})
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+        }
+    )
     rows = {"premise": ["a", "b", "c", "d"], "hypothesis": ["e", "f", "g", "h"], "label": [0, 2, 1, 2]}
-    dataset = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict(rows, features=features),
-        "validation": datasets.Dataset.from_dict({k: v[:2] for k, v in rows.items()}, features=features),
-    })
+    dataset = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows, features=features),
+            "validation": datasets.Dataset.from_dict({k: v[:2] for k, v in rows.items()}, features=features),
+        }
+    )
     dataset.save_to_disk(str(tmp_path / "nli"))
     prepared = prepare(dataset_name=str(tmp_path / "nli"))
     assert prepared.labels.names == ["entailment", "neutral", "contradiction"]
@@ -220,7 +232,10 @@ def test_argument_errors_are_user_errors():
             parse_args(types, argv)
     _, data_args, training_args, _ = parse_args(types, ["--train_file", "a.csv", "--max_train_steps", "7"])
     assert (data_args.train_file, training_args.max_train_steps, training_args.output_dir) == (
-        "a.csv", 7, "outputs/finetune")
+        "a.csv",
+        7,
+        "outputs/finetune",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,8 +255,12 @@ def test_demo_task_is_deterministic_unambiguous_and_split_by_sentence(tmp_path):
     from pydoc_data.topics import topics
 
     row = splits["test"][0]
-    owners = {label for label, keys in TOPIC_GROUPS.items() for key in keys
-              if row["sentence"] in topic_sentences(topics.get(key, ""))}  # fmt: skip
+    owners = {
+        label
+        for label, keys in TOPIC_GROUPS.items()
+        for key in keys
+        if row["sentence"] in topic_sentences(topics.get(key, ""))
+    }
     assert owners == {row["label"]}
     paths = write_demo_data(str(tmp_path / "demo"))
     assert open(paths["train"]).readline().strip() == "sentence,label"

@@ -55,19 +55,39 @@ def _examples(kind: str, n: int = 8) -> Dataset:
 def _trained(tmp_path, kind: str, per_device: int, accumulation: int) -> dict:
     num_labels = 1 if kind == "regression" else 3
     problem = {"regression": "regression", "multi_label": "multi_label_classification"}.get(kind)
-    config = MiniBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                            num_labels=num_labels, problem_type=problem)  # fmt: skip
+    config = MiniBertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+        problem_type=problem,
+    )
     torch.manual_seed(0)
     model = (MiniBertForTokenClassification if kind == "tokens" else MiniBertForSequenceClassification)(config)
     tokenizer = _Tokenizer()
     collator = DataCollatorForTokenClassification(tokenizer) if kind == "tokens" else DataCollatorWithPadding(tokenizer)
     args = TrainingArguments(
-        output_dir=str(tmp_path / f"{kind}-{per_device}x{accumulation}"), per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.5, optim="sgd", weight_decay=0.0,
-        lr_scheduler_type="constant", max_grad_norm=1e9, report_to="none", save_strategy="no", use_cpu=True,
-        seed=0, data_seed=0, dataloader_drop_last=True, logging_strategy="no",
-    )  # fmt: skip
+        output_dir=str(tmp_path / f"{kind}-{per_device}x{accumulation}"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=0.5,
+        optim="sgd",
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=1e9,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_drop_last=True,
+        logging_strategy="no",
+    )
     Trainer(model=model, args=args, train_dataset=_examples(kind), data_collator=collator).train()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -82,8 +102,9 @@ def test_accumulated_micro_batches_take_the_step_of_one_large_batch(tmp_path, ki
 
 def test_without_num_items_the_heads_return_the_batch_mean():
     """Called directly (no Trainer), a head's loss is the mean over its own batch, as BERT's are."""
-    config = MiniBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                            intermediate_size=37, num_labels=3)  # fmt: skip
+    config = MiniBertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37, num_labels=3
+    )
     model = MiniBertForTokenClassification(config).eval()
     ids = torch.randint(5, 99, (2, 6))
     labels = torch.randint(0, 3, (2, 6))

@@ -25,17 +25,39 @@ from finetune.args import DataArguments, FinetuneArguments, ModelArguments
 from minibert.cli import HubArguments, UserError
 
 ANIMALS = "cat dog horse cow sheep goat pig rabbit mouse fox wolf bear deer lion tiger zebra camel donkey duck goose"
-VEHICLES = "car truck bus van taxi tram train bike scooter tractor lorry jeep wagon cart boat ship canoe yacht plane jet"
+VEHICLES = (
+    "car truck bus van taxi tram train bike scooter tractor lorry jeep wagon cart boat ship canoe yacht plane jet"
+)
 ANIMALS, VEHICLES = ANIMALS.split(), VEHICLES.split()
 CONTEXTS = {
-    "animal": ["the {} eats grass", "a {} sleeps in the barn", "the farmer feeds the {}",
-               "the {} runs across the field", "a young {} drinks milk", "the {} has four legs and a tail"],
-    "vehicle": ["the {} drives on the road", "a {} needs fuel", "the driver parks the {}",
-                "the {} carries people to the city", "a new {} has a strong engine", "the mechanic repairs the {}"],
-}  # fmt: skip
-NEUTRAL = ["i saw a {} yesterday", "there is a {} near the house", "my friend likes the {}", "look at that {}",
-           "we talked about the {} today", "she took a photo of the {}"]  # fmt: skip
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+    "animal": [
+        "the {} eats grass",
+        "a {} sleeps in the barn",
+        "the farmer feeds the {}",
+        "the {} runs across the field",
+        "a young {} drinks milk",
+        "the {} has four legs and a tail",
+    ],
+    "vehicle": [
+        "the {} drives on the road",
+        "a {} needs fuel",
+        "the driver parks the {}",
+        "the {} carries people to the city",
+        "a new {} has a strong engine",
+        "the mechanic repairs the {}",
+    ],
+}
+NEUTRAL = [
+    "i saw a {} yesterday",
+    "there is a {} near the house",
+    "my friend likes the {}",
+    "look at that {}",
+    "we talked about the {} today",
+    "she took a photo of the {}",
+]
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64
+)
 REPO_ID = "someone/minibert-animals"
 
 
@@ -62,9 +84,12 @@ def write_task(directory) -> dict[str, str]:
     os.makedirs(directory, exist_ok=True)
     paths = {}
     for split, words in (("train", slice(0, 10)), ("validation", slice(10, 20)), ("test", slice(10, 20))):
-        rows = [{"text": template.format(word), "label": label}
-                for label, vocabulary in (("animal", ANIMALS), ("vehicle", VEHICLES))
-                for word in vocabulary[words] for template in NEUTRAL]  # fmt: skip
+        rows = [
+            {"text": template.format(word), "label": label}
+            for label, vocabulary in (("animal", ANIMALS), ("vehicle", VEHICLES))
+            for word in vocabulary[words]
+            for template in NEUTRAL
+        ]
         if split == "test":
             rows = rows[::5]
         paths[split] = os.path.join(directory, f"{split}.jsonl")
@@ -77,8 +102,12 @@ def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
     """A hand-written masked-language-model loop (15% of the words masked) over the context sentences."""
     from minibert import MiniBertConfig, MiniBertForMaskedLM
 
-    corpus = [t.format(w) for label, words in (("animal", ANIMALS), ("vehicle", VEHICLES))
-              for w in words for t in CONTEXTS[label]]  # fmt: skip
+    corpus = [
+        t.format(w)
+        for label, words in (("animal", ANIMALS), ("vehicle", VEHICLES))
+        for w in words
+        for t in CONTEXTS[label]
+    ]
     encoded = tokenizer(corpus)["input_ids"]
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -91,8 +120,11 @@ def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
         masked = (torch.rand(ids.shape) < 0.15) & (ids >= 5)  # never the special tokens
         for group in optimizer.param_groups:
             group["lr"] = 3e-3 * min(1.0, (step + 1) / 20)
-        loss = model(input_ids=ids.masked_fill(masked, tokenizer.mask_token_id), attention_mask=(ids != 0).long(),
-                     labels=ids.masked_fill(~masked, -100)).loss  # fmt: skip
+        loss = model(
+            input_ids=ids.masked_fill(masked, tokenizer.mask_token_id),
+            attention_mask=(ids != 0).long(),
+            labels=ids.masked_fill(~masked, -100),
+        ).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -122,10 +154,16 @@ class RecordingHfApi:
 
 def args(output_dir, paths=None, model=None, **training):
     paths = paths or {}
-    data = DataArguments(train_file=paths.get("train"), validation_file=paths.get("validation"),
-                         test_file=paths.get("test"))  # fmt: skip
-    defaults = dict(output_dir=str(output_dir), num_train_epochs=10, per_device_train_batch_size=16,
-                    logging_steps=1000, num_examples_shown=0)  # fmt: skip
+    data = DataArguments(
+        train_file=paths.get("train"), validation_file=paths.get("validation"), test_file=paths.get("test")
+    )
+    defaults = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=10,
+        per_device_train_batch_size=16,
+        logging_steps=1000,
+        num_examples_shown=0,
+    )
     return ModelArguments(model_name_or_path=model), data, FinetuneArguments(**{**defaults, **training})
 
 
@@ -161,8 +199,10 @@ def test_pretraining_helps_on_words_the_classifier_never_saw(finetuned, pretrain
     scratch = T.finetune(model_args, *args(tmp_path / "scratch", task)[1:])
     pretrained_accuracy = finetuned["metrics"]["eval_accuracy"]
     scratch_accuracy = scratch["eval_accuracy"]
-    print(f"\nvalidation accuracy on unseen words: pretrained {pretrained_accuracy:.3f}, "
-          f"from scratch {scratch_accuracy:.3f}")  # fmt: skip
+    print(
+        f"\nvalidation accuracy on unseen words: pretrained {pretrained_accuracy:.3f}, "
+        f"from scratch {scratch_accuracy:.3f}"
+    )
     assert pretrained_accuracy >= 0.9
     # From scratch, unseen words keep random embeddings: near chance (0.5). The margin is wide on purpose.
     assert pretrained_accuracy >= scratch_accuracy + 0.2
@@ -176,12 +216,25 @@ def test_output_is_a_hub_ready_checkpoint(finetuned):
     assert config["id2label"] == {"0": "animal", "1": "vehicle"} and config["label2id"] == {"animal": 0, "vehicle": 1}
     assert config["problem_type"] == "single_label_classification"
     assert config["auto_map"]["AutoModel"] == "modeling_minibert.MiniBertModel"
-    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_minibert.MiniBertForSequenceClassification"
+    assert (
+        config["auto_map"]["AutoModelForSequenceClassification"]
+        == "modeling_minibert.MiniBertForSequenceClassification"
+    )
 
     with open(os.path.join(out, "all_results.json")) as f:
         results = json.load(f)
-    for key in ("eval_accuracy", "eval_f1", "eval_matthews_correlation", "eval_loss", "train_runtime", "train_loss",
-                "test_accuracy", "train_samples", "eval_samples", "test_samples"):
+    for key in (
+        "eval_accuracy",
+        "eval_f1",
+        "eval_matthews_correlation",
+        "eval_loss",
+        "train_runtime",
+        "train_loss",
+        "test_accuracy",
+        "train_samples",
+        "eval_samples",
+        "test_samples",
+    ):
         assert key in results, key
     assert results["eval_accuracy"] == finetuned["metrics"]["eval_accuracy"]
 
@@ -209,8 +262,15 @@ def test_push_uploads_the_checkpoint_and_nothing_else(finetuned):
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[0][1] == REPO_ID and api.calls[0][2]["exist_ok"] is True
     uploaded = api.uploaded
-    for name in ("config.json", "model.safetensors", "modeling_minibert.py", "configuration_minibert.py",
-                 "tokenizer.json", "tokenizer_config.json", "README.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "modeling_minibert.py",
+        "configuration_minibert.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    ):
         assert name in uploaded, name
     assert not [name for name in uploaded if name.startswith("checkpoints/")]
     config = json.loads(uploaded["config.json"])
@@ -219,8 +279,9 @@ def test_push_uploads_the_checkpoint_and_nothing_else(finetuned):
 
 
 def test_pipeline_with_minibert_installed(finetuned):
-    import minibert  # noqa: F401  (registers the Auto classes)
     from transformers import pipeline
+
+    import minibert  # noqa: F401  (registers the Auto classes)
 
     classifier = pipeline("text-classification", model=finetuned["dir"])
     with open(os.path.join(finetuned["dir"], "predict_results.jsonl")) as f:
@@ -234,12 +295,13 @@ def test_pipeline_without_minibert(finetuned, tmp_path):
 import sys, json
 sys.modules["minibert"] = None  # `import minibert` now fails: only the checkpoint's own code can serve
 from transformers import pipeline
-classifier = pipeline("text-classification", model={finetuned['dir']!r}, trust_remote_code=True)
+classifier = pipeline("text-classification", model={finetuned["dir"]!r}, trust_remote_code=True)
 print(json.dumps(classifier(["i saw a tiger yesterday", "look at that tram"])))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads(result.stdout.strip().splitlines()[-1])
     assert [p["label"] for p in predictions] == ["animal", "vehicle"]
@@ -254,7 +316,10 @@ def write_jsonl(path, rows):
 def test_regression(pretrained, tmp_path):
     rng = random.Random(0)
     rows = [{"text": t.format(w), "label": round(rng.random() * 5, 2)} for w in ANIMALS[:8] for t in NEUTRAL[:3]]
-    paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:4])}
+    paths = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[:4]),
+    }
     metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
@@ -267,11 +332,22 @@ def test_regression(pretrained, tmp_path):
 
 
 def test_multi_label(pretrained, tmp_path):
-    rows = [{"text": t.format(w), "label": labels}
-            for w, labels in [("cat", ["animal", "small"]), ("horse", ["animal", "big"]), ("bike", ["vehicle", "small"]),
-                              ("truck", ["vehicle", "big"]), ("goose", ["animal"]), ("van", [])]
-            for t in NEUTRAL]  # fmt: skip
-    paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "test": write_jsonl(tmp_path / "test.jsonl", rows[:3])}
+    rows = [
+        {"text": t.format(w), "label": labels}
+        for w, labels in [
+            ("cat", ["animal", "small"]),
+            ("horse", ["animal", "big"]),
+            ("bike", ["vehicle", "small"]),
+            ("truck", ["vehicle", "big"]),
+            ("goose", ["animal"]),
+            ("van", []),
+        ]
+        for t in NEUTRAL
+    ]
+    paths = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[:3]),
+    }
     metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
@@ -293,16 +369,25 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
     bert_dir = str(tmp_path / "bert")
     BertForPreTraining(BertConfig(vocab_size=len(tokenizer), **TINY)).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
-    features = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["same", "different"])})  # fmt: skip
+    features = datasets.Features(
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["same", "different"]),
+        }
+    )
     rows = {"sentence1": [], "sentence2": [], "label": []}
     for a in ANIMALS[:6]:
         for b in (ANIMALS[0], VEHICLES[0]):
             rows["sentence1"].append(f"i saw a {a}")
             rows["sentence2"].append(f"look at that {b}")
             rows["label"].append(0 if b in ANIMALS else 1)
-    dataset = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
-                                    "validation": datasets.Dataset.from_dict(rows, features=features).select(range(4))})
+    dataset = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows, features=features),
+            "validation": datasets.Dataset.from_dict(rows, features=features).select(range(4)),
+        }
+    )
     dataset.save_to_disk(str(tmp_path / "pairs"))
 
     model_args, _, training = args(tmp_path / "out", model=bert_dir, max_train_steps=2)
@@ -312,8 +397,9 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
         config = json.load(f)
     assert config["model_type"] == "minibert" and config["id2label"] == {"0": "same", "1": "different"}
 
-    import minibert  # noqa: F401
     from transformers import pipeline
+
+    import minibert  # noqa: F401
 
     classifier = pipeline("text-classification", model=str(tmp_path / "out"))
     assert classifier({"text": "i saw a cow", "text_pair": "look at that car"})["label"] in ("same", "different")
@@ -327,14 +413,25 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
     from minibert.hub import save_checkpoint
 
     tokenizer = make_tokenizer()
-    config = MiniBertConfig(vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY)
+    config = MiniBertConfig(
+        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
+    )
     save_checkpoint(MiniBertForSequenceClassification(config), tokenizer, str(tmp_path / "base"))
     runs = {}
     for batch, accumulation in ((16, 1), (8, 2)):
         out = tmp_path / f"b{batch}"
-        metrics = T.finetune(*args(out, {"train": task["train"]}, model=str(tmp_path / "base"), max_train_steps=3,
-                               per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-                               learning_rate=1e-2, warmup_ratio=0.0))  # fmt: skip
+        metrics = T.finetune(
+            *args(
+                out,
+                {"train": task["train"]},
+                model=str(tmp_path / "base"),
+                max_train_steps=3,
+                per_device_train_batch_size=batch,
+                gradient_accumulation_steps=accumulation,
+                learning_rate=1e-2,
+                warmup_ratio=0.0,
+            )
+        )
         runs[batch] = (metrics["train_loss"], load_file(str(out / "model.safetensors")))
     assert runs[16][0] == pytest.approx(runs[8][0], rel=1e-4)
     for name, weight in runs[16][1].items():
@@ -345,8 +442,9 @@ def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
     first = T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
     checkpoints = sorted(os.listdir(tmp_path / "out" / "checkpoints"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]
-    resumed = T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2,
-                           resume_from_checkpoint="last"))  # fmt: skip
+    resumed = T.finetune(
+        *args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2, resume_from_checkpoint="last")
+    )
     assert "checkpoint-6" in os.listdir(tmp_path / "out" / "checkpoints")
     assert resumed["epoch"] > first["epoch"]
     # A new run without --resume_from_checkpoint replaces the old one only when told to; then the old checkpoints go.
@@ -373,13 +471,30 @@ def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     from finetune.__main__ import main
 
-    code = main(["--max_train_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32",
-                 "--max_predict_samples", "4", "--num_examples_shown", "3"])  # fmt: skip
+    code = main(
+        [
+            "--max_train_steps",
+            "2",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "32",
+            "--max_predict_samples",
+            "4",
+            "--num_examples_shown",
+            "3",
+        ]
+    )
     assert code == 0
     out = tmp_path / "outputs" / "finetune"
     assert sorted(os.listdir(out / "demo_data")) == ["test.csv", "train.csv", "validation.csv"]
     with open(out / "config.json") as f:
-        assert json.load(f)["id2label"] == {"0": "built-in types", "1": "debugger", "2": "expressions", "3": "statements"}
+        assert json.load(f)["id2label"] == {
+            "0": "built-in types",
+            "1": "debugger",
+            "2": "expressions",
+            "3": "statements",
+        }
     assert "Example predictions (3 of 4)" in capsys.readouterr().out
 
 
@@ -399,10 +514,22 @@ def test_cli_missing_column_exits_2_with_one_line(tmp_path):
     train = tmp_path / "train.csv"
     train.write_text("review,stars\ngreat,5\nawful,1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "finetune", "--train_file", str(train), "--text_column", "review",
-         "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "finetune",
+            "--train_file",
+            str(train),
+            "--text_column",
+            "review",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: train_file {train} has no label column 'label' (--label_column); columns: review, stars"
@@ -413,11 +540,38 @@ def test_two_processes_share_the_data(pretrained, task, tmp_path):
     """`accelerate launch --num_processes 2` on CPUs: one gloo group, each process half of every global batch
     (8 steps of 2 x 8 rows per epoch of 120, not 15 each on its own), one set of outputs."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               "-m", "finetune", "--model_name_or_path", pretrained, "--train_file", task["train"],
-               "--validation_file", task["validation"], "--output_dir", str(out), "--num_train_epochs", "1",
-               "--per_device_train_batch_size", "8", "--num_examples_shown", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "finetune",
+        "--model_name_or_path",
+        pretrained,
+        "--train_file",
+        task["train"],
+        "--validation_file",
+        task["validation"],
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_examples_shown",
+        "0",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -428,8 +582,11 @@ def test_two_processes_share_the_data(pretrained, task, tmp_path):
 
 
 def test_a_classifier_with_other_labels_needs_a_new_head(finetuned, tmp_path):
-    rows = [{"text": t.format(w), "label": label} for w, label in (("cat", "a"), ("car", "b"), ("cow", "c"))
-            for t in NEUTRAL]  # fmt: skip
+    rows = [
+        {"text": t.format(w), "label": label}
+        for w, label in (("cat", "a"), ("car", "b"), ("cow", "c"))
+        for t in NEUTRAL
+    ]
     paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows)}
     with pytest.raises(UserError, match="classifier with 2 outputs and this task needs 3; pass --ignore_mismatched"):
         T.finetune(*args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
@@ -453,8 +610,9 @@ def test_export_bert_writes_a_native_twin(pretrained, task, tmp_path):
     twin = BertForSequenceClassification.from_pretrained(out / "bert", trust_remote_code=False).eval()
     mini = MiniBertForSequenceClassification.from_pretrained(out).eval()
     assert twin.config.id2label == mini.config.id2label
-    enc = AutoTokenizer.from_pretrained(out / "bert")(["a first sentence", "and another one"], padding=True,
-                                                      return_tensors="pt")  # fmt: skip
+    enc = AutoTokenizer.from_pretrained(out / "bert")(
+        ["a first sentence", "and another one"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         torch.testing.assert_close(twin(**enc).logits, mini(**enc).logits, rtol=1e-5, atol=1e-5)
     card = (out / "README.md").read_text()

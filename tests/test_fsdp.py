@@ -122,8 +122,15 @@ def cpu_config(tmp_dir, activation_checkpointing: bool | None = None) -> str:
 
 def launch(config: str, probe_dir, argv: list) -> None:
     os.makedirs(probe_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, os.path.abspath(__file__),
-           *map(str, argv)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        config,
+        os.path.abspath(__file__),
+        *map(str, argv),
+    ]
     done = subprocess.run(cmd, env=env(**{PROBE_DIR: str(probe_dir)}), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -143,9 +150,22 @@ def cache(tmp_path_factory) -> str:
 
 
 def run_args(corpus, cache, output_dir, *extra, dropout: bool = False) -> list:
-    return args_for(corpus, cache, output_dir, "--max_train_steps", STEPS, "--checkpointing_steps", CHECKPOINT_AT,
-                    "--logging_steps", 1, "--per_device_train_batch_size", 8,
-                    "--config_overrides", TINY_MODEL + ("" if dropout else NO_DROPOUT), *extra)  # fmt: skip
+    return args_for(
+        corpus,
+        cache,
+        output_dir,
+        "--max_train_steps",
+        STEPS,
+        "--checkpointing_steps",
+        CHECKPOINT_AT,
+        "--logging_steps",
+        1,
+        "--per_device_train_batch_size",
+        8,
+        "--config_overrides",
+        TINY_MODEL + ("" if dropout else NO_DROPOUT),
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ are compared at real positions only (MiniBERT writes zeros at padding, BERT writ
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -26,8 +27,6 @@ from minibert.modeling_minibert import (
     MiniBertForTokenClassification,
     MiniBertModel,
 )
-
-from conftest import TINY
 from pretrain.collator import unpadding_inputs
 
 ATOL = 1e-5
@@ -236,18 +235,25 @@ def expected_loss(bert, batch, labels, bert_output):
 
 HEADS = {
     # id: (BERT class, config overrides, labels for the batch, outputs compared (per-token ones marked True))
-    "pretraining": (BertForPreTraining, {}, _pretraining_inputs,
-                    {"prediction_logits": True, "seq_relationship_logits": False}),
+    "pretraining": (
+        BertForPreTraining,
+        {},
+        _pretraining_inputs,
+        {"prediction_logits": True, "seq_relationship_logits": False},
+    ),
     "masked_lm": (BertForMaskedLM, {}, lambda b: dict(labels=mlm_labels(b)), {"logits": True}),
     "nsp": (BertForNextSentencePrediction, {}, lambda b: dict(labels=torch.tensor([1, 0, 1])), {"logits": False}),
     "seq_single_label": (BertForSequenceClassification, {"num_labels": 3}, _seq_label, {"logits": False}),
-    "seq_multi_label": (BertForSequenceClassification,
-                        {"num_labels": 3, "problem_type": "multi_label_classification"}, _multi_label,
-                        {"logits": False}),
+    "seq_multi_label": (
+        BertForSequenceClassification,
+        {"num_labels": 3, "problem_type": "multi_label_classification"},
+        _multi_label,
+        {"logits": False},
+    ),
     "seq_regression": (BertForSequenceClassification, {"num_labels": 1}, _regression, {"logits": False}),
     "token_classification": (BertForTokenClassification, {"num_labels": 5}, _token_labels, {"logits": True}),
     "question_answering": (BertForQuestionAnswering, {}, _qa_positions, {"start_logits": True, "end_logits": True}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -329,8 +335,9 @@ def test_sparse_prediction_equals_dense(bert_cls):
                 assert_close(p.grad, dense_grads[n], msg=n)
 
 
-@pytest.mark.parametrize("head", ["pretraining", "masked_lm", "nsp", "seq_single_label", "token_classification",
-                                  "question_answering"])  # fmt: skip
+@pytest.mark.parametrize(
+    "head", ["pretraining", "masked_lm", "nsp", "seq_single_label", "token_classification", "question_answering"]
+)
 def test_round_trip_back_to_bert(head):
     bert_cls, config, make_labels, compared = HEADS[head]
     bert, mini = pair(bert_cls, **config)
@@ -412,8 +419,10 @@ def test_each_row_alone_equals_the_padded_batch():
             assert_close(together.last_hidden_state[row, :n], alone.last_hidden_state[0], msg=f"row {row}")
             assert_close(together.pooler_output[row], alone.pooler_output[0], msg=f"row {row}")
             # No mask at all is the same as an all-ones mask.
-            no_mask = mini(input_ids=batch["input_ids"][row : row + 1, :n],
-                           token_type_ids=batch["token_type_ids"][row : row + 1, :n])  # fmt: skip
+            no_mask = mini(
+                input_ids=batch["input_ids"][row : row + 1, :n],
+                token_type_ids=batch["token_type_ids"][row : row + 1, :n],
+            )
             assert_close(no_mask.last_hidden_state, alone.last_hidden_state)
 
 
@@ -437,10 +446,14 @@ def test_inputs_embeds_and_position_ids_match_bert():
     position_ids = torch.arange(SEQ).flip(0)[None].expand(len(LENGTHS), -1)
     rest = {k: batch[k] for k in ("attention_mask", "token_type_ids")}
     with torch.no_grad():
-        assert_close(real(mini(inputs_embeds=embeds, **rest).last_hidden_state, batch),
-                     real(bert(inputs_embeds=embeds, **rest).last_hidden_state, batch))  # fmt: skip
-        assert_close(real(mini(**batch, position_ids=position_ids).last_hidden_state, batch),
-                     real(bert(**batch, position_ids=position_ids).last_hidden_state, batch))  # fmt: skip
+        assert_close(
+            real(mini(inputs_embeds=embeds, **rest).last_hidden_state, batch),
+            real(bert(inputs_embeds=embeds, **rest).last_hidden_state, batch),
+        )
+        assert_close(
+            real(mini(**batch, position_ids=position_ids).last_hidden_state, batch),
+            real(bert(**batch, position_ids=position_ids).last_hidden_state, batch),
+        )
     with pytest.raises(ValueError, match="exactly one"):
         mini(input_ids=batch["input_ids"], inputs_embeds=embeds)
     with pytest.raises(ValueError, match="max_position_embeddings"):
@@ -630,8 +643,11 @@ def test_valid_config_round_trips_through_dict():
 def test_presets(name, layers, hidden, heads, ffn):
     config = MiniBertConfig.from_preset(name, vocab_size=1000)
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (
-        layers, hidden, heads, ffn,
-    )  # fmt: skip
+        layers,
+        hidden,
+        heads,
+        ffn,
+    )
     assert config.vocab_size == 1000
     assert MODEL_SIZES[name] == (layers, hidden)
 
@@ -681,8 +697,12 @@ def _legacy_names(state: dict) -> dict:
             continue
         if ".attention.self.key." in name or ".attention.self.value." in name:
             continue
-        for new, old in ((".attention.output.", ".attention."), (".intermediate.dense.", ".feed_forward.intermediate."),
-                         (".output.dense.", ".feed_forward.output."), (".output.LayerNorm.", ".feed_forward.LayerNorm.")):
+        for new, old in (
+            (".attention.output.", ".attention."),
+            (".intermediate.dense.", ".feed_forward.intermediate."),
+            (".output.dense.", ".feed_forward.output."),
+            (".output.LayerNorm.", ".feed_forward.LayerNorm."),
+        ):
             if new in name:
                 name = name.replace(new, old)
                 break

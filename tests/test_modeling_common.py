@@ -15,6 +15,7 @@ attention, DeepSpeed, kernels).
 import unittest
 
 import torch
+from transformers_common import load_common_module
 
 from minibert import MiniBertConfig
 from minibert.modeling_minibert import (
@@ -27,20 +28,33 @@ from minibert.modeling_minibert import (
     MiniBertModel,
 )
 
-from transformers_common import load_common_module
-
 common = load_common_module()
 ModelTesterMixin, ids_tensor, random_attention_mask = (
-    common.ModelTesterMixin, common.ids_tensor, common.random_attention_mask,
-)  # fmt: skip
+    common.ModelTesterMixin,
+    common.ids_tensor,
+    common.random_attention_mask,
+)
 
 
 class MiniBertModelTester:
     """BertModelTester's sizes and checks (batch 13, seq 7, hidden 32, 2 layers, 4 heads, vocab 99)."""
 
-    def __init__(self, parent, batch_size=13, seq_length=7, vocab_size=99, hidden_size=32, num_hidden_layers=2,
-                 num_attention_heads=4, intermediate_size=37, max_position_embeddings=512, type_vocab_size=16,
-                 num_labels=3, type_sequence_label_size=2, **config_overrides):  # fmt: skip
+    def __init__(
+        self,
+        parent,
+        batch_size=13,
+        seq_length=7,
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=512,
+        type_vocab_size=16,
+        num_labels=3,
+        type_sequence_label_size=2,
+        **config_overrides,
+    ):
         self.parent = parent
         self.config_overrides = config_overrides
         self.batch_size, self.seq_length, self.vocab_size = batch_size, seq_length, vocab_size
@@ -53,12 +67,20 @@ class MiniBertModelTester:
 
     def get_config(self) -> MiniBertConfig:
         return MiniBertConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
-            hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-            max_position_embeddings=self.max_position_embeddings, type_vocab_size=self.type_vocab_size,
-            initializer_range=0.02, num_labels=self.num_labels, **self.config_overrides,
-        )  # fmt: skip
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act="gelu",
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            initializer_range=0.02,
+            num_labels=self.num_labels,
+            **self.config_overrides,
+        )
 
     def prepare_config_and_inputs(self):
         shape = [self.batch_size, self.seq_length]
@@ -95,43 +117,63 @@ class MiniBertModelTester:
         self.parent.assertEqual(result.logits.shape, (self.batch_size, self.seq_length, self.vocab_size))
         self.parent.assertEqual(result.loss.shape, ())
 
-    def create_and_check_for_next_sequence_prediction(self, config, input_ids, token_type_ids, input_mask,
-                                                      sequence_labels, _):  # fmt: skip
-        result = self._run(MiniBertForNextSentencePrediction, config, input_ids, token_type_ids, input_mask,
-                           labels=sequence_labels)  # fmt: skip
+    def create_and_check_for_next_sequence_prediction(
+        self, config, input_ids, token_type_ids, input_mask, sequence_labels, _
+    ):
+        result = self._run(
+            MiniBertForNextSentencePrediction, config, input_ids, token_type_ids, input_mask, labels=sequence_labels
+        )
         self.parent.assertEqual(result.logits.shape, (self.batch_size, 2))
         self.parent.assertEqual(result.loss.shape, ())
 
-    def create_and_check_for_pretraining(self, config, input_ids, token_type_ids, input_mask, sequence_labels,
-                                         token_labels):  # fmt: skip
-        result = self._run(MiniBertForPreTraining, config, input_ids, token_type_ids, input_mask,
-                           labels=token_labels, next_sentence_label=sequence_labels)  # fmt: skip
+    def create_and_check_for_pretraining(
+        self, config, input_ids, token_type_ids, input_mask, sequence_labels, token_labels
+    ):
+        result = self._run(
+            MiniBertForPreTraining,
+            config,
+            input_ids,
+            token_type_ids,
+            input_mask,
+            labels=token_labels,
+            next_sentence_label=sequence_labels,
+        )
         self.parent.assertEqual(result.prediction_logits.shape, (self.batch_size, self.seq_length, self.vocab_size))
         self.parent.assertEqual(result.seq_relationship_logits.shape, (self.batch_size, 2))
         self.parent.assertEqual(result.loss.shape, ())
         torch.testing.assert_close(result.loss, result.mlm_loss + result.nsp_loss)
 
-    def create_and_check_for_question_answering(self, config, input_ids, token_type_ids, input_mask,
-                                                sequence_labels, _):  # fmt: skip
-        result = self._run(MiniBertForQuestionAnswering, config, input_ids, token_type_ids, input_mask,
-                           start_positions=sequence_labels, end_positions=sequence_labels)  # fmt: skip
+    def create_and_check_for_question_answering(
+        self, config, input_ids, token_type_ids, input_mask, sequence_labels, _
+    ):
+        result = self._run(
+            MiniBertForQuestionAnswering,
+            config,
+            input_ids,
+            token_type_ids,
+            input_mask,
+            start_positions=sequence_labels,
+            end_positions=sequence_labels,
+        )
         self.parent.assertEqual(result.start_logits.shape, (self.batch_size, self.seq_length))
         self.parent.assertEqual(result.end_logits.shape, (self.batch_size, self.seq_length))
         self.parent.assertEqual(result.loss.shape, ())
 
-    def create_and_check_for_sequence_classification(self, config, input_ids, token_type_ids, input_mask,
-                                                     sequence_labels, _):  # fmt: skip
+    def create_and_check_for_sequence_classification(
+        self, config, input_ids, token_type_ids, input_mask, sequence_labels, _
+    ):
         config.num_labels = self.num_labels
-        result = self._run(MiniBertForSequenceClassification, config, input_ids, token_type_ids, input_mask,
-                           labels=sequence_labels)  # fmt: skip
+        result = self._run(
+            MiniBertForSequenceClassification, config, input_ids, token_type_ids, input_mask, labels=sequence_labels
+        )
         self.parent.assertEqual(result.logits.shape, (self.batch_size, self.num_labels))
         self.parent.assertEqual(result.loss.shape, ())
 
-    def create_and_check_for_token_classification(self, config, input_ids, token_type_ids, input_mask, _,
-                                                  token_labels):  # fmt: skip
+    def create_and_check_for_token_classification(self, config, input_ids, token_type_ids, input_mask, _, token_labels):
         config.num_labels = self.num_labels
-        result = self._run(MiniBertForTokenClassification, config, input_ids, token_type_ids, input_mask,
-                           labels=token_labels)  # fmt: skip
+        result = self._run(
+            MiniBertForTokenClassification, config, input_ids, token_type_ids, input_mask, labels=token_labels
+        )
         self.parent.assertEqual(result.logits.shape, (self.batch_size, self.seq_length, self.num_labels))
         self.parent.assertEqual(result.loss.shape, ())
 
@@ -224,7 +266,6 @@ class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_for_token_classification(self):
         self.model_tester.create_and_check_for_token_classification(*self.model_tester.prepare_config_and_inputs())
-
 
 
 class MiniBertWithEveryRecipeKnobTest(MiniBertModelTest):

@@ -9,14 +9,13 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY
+from test_modeling import assert_close, make_batch
 
 from minibert import MiniBertConfig
 from minibert.cli import UserError
 from minibert.convert import minibert_to_bert
 from minibert.modeling_minibert import MiniBertForPreTraining, MiniBertModel
-
-from conftest import TINY
-from test_modeling import assert_close, make_batch
 
 KNOBS = [
     dict(pre_layer_norm=True),
@@ -40,7 +39,11 @@ def written_out(model: MiniBertModel, input_ids, attention_mask) -> torch.Tensor
     """The encoder's last hidden state, computed from its weights with plain tensor operations."""
     c = model.config
     e = model.embeddings
-    x = e.word_embeddings.weight[input_ids] + e.position_embeddings.weight[: input_ids.size(1)] + e.token_type_embeddings.weight[0]
+    x = (
+        e.word_embeddings.weight[input_ids]
+        + e.position_embeddings.weight[: input_ids.size(1)]
+        + e.token_type_embeddings.weight[0]
+    )
     x = F.layer_norm(x, (c.hidden_size,), e.LayerNorm.weight, e.LayerNorm.bias, c.layer_norm_eps)
     B, S, H = x.shape
     nh, d = c.num_attention_heads, H // c.num_attention_heads
@@ -51,8 +54,10 @@ def written_out(model: MiniBertModel, input_ids, attention_mask) -> torch.Tensor
     for layer in model.encoder.layer:
         a, out = layer.attention, layer.output
         h_in = ln(x, a.output.LayerNorm) if c.pre_layer_norm else x
-        q, k, v = (F.linear(h_in, m.weight, bias_of(m)).view(B, S, nh, d).transpose(1, 2)
-                   for m in (a.self.query, a.self.key, a.self.value))  # fmt: skip
+        q, k, v = (
+            F.linear(h_in, m.weight, bias_of(m)).view(B, S, nh, d).transpose(1, 2)
+            for m in (a.self.query, a.self.key, a.self.value)
+        )
         ctx = ((q @ k.transpose(-1, -2)) / d**0.5 + additive).softmax(-1) @ v
         y = x + F.linear(ctx.transpose(1, 2).reshape(B, S, H), a.output.dense.weight, bias_of(a.output.dense))
         x = y if c.pre_layer_norm else ln(y, a.output.LayerNorm)
@@ -123,8 +128,14 @@ def test_a_checkpoint_with_every_knob_loads_as_remote_code_without_minibert(tmp_
         "    print(json.dumps([type(m).__module__, m(input_ids=ids).last_hidden_state.tolist()]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ckpt"), json.dumps(ids.tolist())],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ckpt"), json.dumps(ids.tolist())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     module, hidden = json.loads(proc.stdout.strip().splitlines()[-1])
     assert module.startswith("transformers_modules")

@@ -14,8 +14,17 @@ import subprocess
 import sys
 
 import pytest
-
-from test_pretrain_loop import NO_DROPOUT, TINY_MODEL, args_for, assert_same_weights, records, run, synthetic_documents, weights, write_corpus
+from test_pretrain_loop import (
+    NO_DROPOUT,
+    TINY_MODEL,
+    args_for,
+    assert_same_weights,
+    records,
+    run,
+    synthetic_documents,
+    weights,
+    write_corpus,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,10 +41,21 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("multinode_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=5))
+    return write_corpus(
+        tmp_path_factory.mktemp("multinode_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=5)
+    )
 
 
-COMMON = ["--max_train_steps", 6, "--logging_steps", 1, "--eval_steps", 3, "--config_overrides", TINY_MODEL + NO_DROPOUT]
+COMMON = [
+    "--max_train_steps",
+    6,
+    "--logging_steps",
+    1,
+    "--eval_steps",
+    3,
+    "--config_overrides",
+    TINY_MODEL + NO_DROPOUT,
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +77,29 @@ def test_two_nodes_match_one_process(cache, corpus, one_process, tmp_path):
         directory.mkdir(exist_ok=True)
     nodes = []
     for rank in (0, 1):
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
-                   "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-                   "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "-m", "pretrain", *map(str, args_for(corpus, caches[rank], tmp_path / "out", *COMMON,
-                                                        "--per_device_train_batch_size", 8))]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "pretrain",
+            *map(str, args_for(corpus, caches[rank], tmp_path / "out", *COMMON, "--per_device_train_batch_size", 8)),
+        ]
         nodes.append(subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     try:

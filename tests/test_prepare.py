@@ -17,8 +17,15 @@ import sys
 
 import pytest
 import yaml
-
-from test_pretrain_loop import NO_DROPOUT, args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
+from test_pretrain_loop import (
+    NO_DROPOUT,
+    args_for,
+    assert_same_weights,
+    run,
+    synthetic_documents,
+    weights,
+    write_corpus,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +36,9 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("prepare_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=4))
+    return write_corpus(
+        tmp_path_factory.mktemp("prepare_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=4)
+    )
 
 
 def run_config(path, corpus, cache, output_dir, **extra) -> str:
@@ -56,8 +65,12 @@ def test_prepare_then_pretrain_hits_the_cache(corpus, tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "tokenizer built, documents built, pairs built" in out
     stats = data_module.prepare_pretraining_data(parse([config])[1], seed=0).stats  # a cache hit
-    for line in ("documents  60", f"tokens     {stats['tokens']:,}", f"instances  {stats['instances']:,} training pairs",
-                 f"validation {stats['eval_instances']:,} pairs"):  # fmt: skip
+    for line in (
+        "documents  60",
+        f"tokens     {stats['tokens']:,}",
+        f"instances  {stats['instances']:,} training pairs",
+        f"validation {stats['eval_instances']:,} pairs",
+    ):
         assert line in out, out
     assert "B in " + str(prepared) in out
 
@@ -86,9 +99,12 @@ def test_prepare_reports_user_errors_in_one_line(tmp_path, capsys):
     code = prepare_main(["--train_file", str(tmp_path / "missing.txt"), "--data_cache_dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        line for line in err.splitlines() if "error" in line.lower()
-    ] and "missing.txt" in err and "Traceback" not in err
+    assert (
+        [line for line in err.splitlines() if line.startswith("error:")]
+        == [line for line in err.splitlines() if "error" in line.lower()]
+        and "missing.txt" in err
+        and "Traceback" not in err
+    )
 
 
 def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
@@ -97,10 +113,36 @@ def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
     # Exists beforehand: minibert.safety.check_writable_dir creates and removes a missing folder in every
     # process, which races between processes (reported; not this test's subject).
     (tmp_path / "cache").mkdir()
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-              "-m", "pretrain", *map(str, args_for(corpus, tmp_path / "cache", tmp_path / "out", "--max_train_steps", 2,
-                                                   "--max_prepare_in_launch_mb", 0.001))]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "pretrain",
+        *map(
+            str,
+            args_for(
+                corpus,
+                tmp_path / "cache",
+                tmp_path / "out",
+                "--max_train_steps",
+                2,
+                "--max_prepare_in_launch_mb",
+                0.001,
+            ),
+        ),
+    ]
     done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     errors = {line for line in done.stderr.splitlines() if line.startswith("error:")}
@@ -148,8 +190,11 @@ def digest(prepared) -> dict:
     def of(dataset):
         return hashlib.sha256(json.dumps(dataset.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    return {"vocab": prepared.tokenizer.get_vocab(), "train": of(prepared.train_dataset),
-            "validation": of(prepared.eval_dataset)}
+    return {
+        "vocab": prepared.tokenizer.get_vocab(),
+        "train": of(prepared.train_dataset),
+        "validation": of(prepared.eval_dataset),
+    }
 
 
 def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_path):
@@ -159,8 +204,10 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
     barriers.mkdir()
     script = "import json\n" + inspect.getsource(digest) + RACER
     command = [sys.executable, "-c", script, str(barriers), corpus, str(cache)]
-    racers = [subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]  # fmt: skip
+    racers = [
+        subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = []
     for racer in racers:
         out, err = racer.communicate(timeout=180)
@@ -173,11 +220,14 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
         result.pop("cache")
     assert sorted(name.split("-")[0] for name in os.listdir(cache)) == ["documents", "pairs", "tokenizer"]
     # The oracle: the same data prepared by one process alone.
-    alone = prepare_pretraining_data(DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path / "alone"),
-                                                   vocab_size=120, max_seq_length=32), seed=0)  # fmt: skip
+    alone = prepare_pretraining_data(
+        DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path / "alone"), vocab_size=120, max_seq_length=32),
+        seed=0,
+    )
     assert results[0] == results[1] == digest(alone)
-    again = prepare_pretraining_data(DataArguments(train_file=[corpus], data_cache_dir=str(cache), vocab_size=120,
-                                                   max_seq_length=32), seed=0)  # fmt: skip
+    again = prepare_pretraining_data(
+        DataArguments(train_file=[corpus], data_cache_dir=str(cache), vocab_size=120, max_seq_length=32), seed=0
+    )
     assert again.stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
     assert digest(again) == digest(alone)
 
@@ -187,9 +237,33 @@ def test_flags_and_python_callers_name_the_same_cache(corpus, tmp_path):
     from pretrain.__main__ import parse
     from pretrain.data import DataArguments, prepare_pretraining_data
 
-    python = DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path), vocab_size=120, max_seq_length=32,
-                           validation_split_percentage=5, short_seq_prob=0)  # fmt: skip
+    python = DataArguments(
+        train_file=[corpus],
+        data_cache_dir=str(tmp_path),
+        vocab_size=120,
+        max_seq_length=32,
+        validation_split_percentage=5,
+        short_seq_prob=0,
+    )
     assert prepare_pretraining_data(python, seed=0).stats["cache"]["pairs"] == "built"
-    _, flags, _, _ = parse(["--train_file", corpus, "--data_cache_dir", str(tmp_path), "--vocab_size", "120",
-                            "--max_seq_length", "32", "--validation_split_percentage", "5", "--short_seq_prob", "0"])
-    assert prepare_pretraining_data(flags, seed=0).stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
+    _, flags, _, _ = parse(
+        [
+            "--train_file",
+            corpus,
+            "--data_cache_dir",
+            str(tmp_path),
+            "--vocab_size",
+            "120",
+            "--max_seq_length",
+            "32",
+            "--validation_split_percentage",
+            "5",
+            "--short_seq_prob",
+            "0",
+        ]
+    )
+    assert prepare_pretraining_data(flags, seed=0).stats["cache"] == {
+        "tokenizer": "hit",
+        "documents": "hit",
+        "pairs": "hit",
+    }

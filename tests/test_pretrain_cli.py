@@ -15,8 +15,16 @@ import time
 
 import pytest
 import torch
-
-from test_pretrain_loop import NO_DROPOUT, TINY_MODEL, args_for, assert_same_weights, records, synthetic_documents, weights, write_corpus
+from test_pretrain_loop import (
+    NO_DROPOUT,
+    TINY_MODEL,
+    args_for,
+    assert_same_weights,
+    records,
+    synthetic_documents,
+    weights,
+    write_corpus,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,14 +51,43 @@ def cache(tmp_path_factory) -> str:
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, cache, tmp_path):
     """2 processes x 8 sequences vs 1 process x 16: the same samples, masks and normalised loss per step, so the
     same weights up to the order of float additions (dropout off)."""
-    common = ["--max_train_steps", 8, "--logging_steps", 1, "--eval_steps", 4, "--config_overrides", TINY_MODEL + NO_DROPOUT]
+    common = [
+        "--max_train_steps",
+        8,
+        "--logging_steps",
+        1,
+        "--eval_steps",
+        4,
+        "--config_overrides",
+        TINY_MODEL + NO_DROPOUT,
+    ]
     # Preprocess once here, so that the launched processes only read the cache.
-    subprocess.run(pretrain_cmd(*args_for(corpus, cache, tmp_path / "one", *common)), env=env(), check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-              "-m", "pretrain", *map(str, args_for(corpus, cache, tmp_path / "two", *common,
-                                                   "--per_device_train_batch_size", 8))]  # fmt: skip
+    subprocess.run(
+        pretrain_cmd(*args_for(corpus, cache, tmp_path / "one", *common)),
+        env=env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "pretrain",
+        *map(str, args_for(corpus, cache, tmp_path / "two", *common, "--per_device_train_batch_size", 8)),
+    ]
     done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.load(open(tmp_path / "two" / "all_results.json"))
@@ -79,8 +116,19 @@ def wait_for(predicate, proc, timeout=120.0):
 
 
 def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
-    argv = args_for(corpus, cache, tmp_path, "--max_train_steps", 60, "--checkpointing_steps", 1000,
-                    "--logging_steps", 1, "--config_overrides", TINY_MODEL)  # fmt: skip
+    argv = args_for(
+        corpus,
+        cache,
+        tmp_path,
+        "--max_train_steps",
+        60,
+        "--checkpointing_steps",
+        1000,
+        "--logging_steps",
+        1,
+        "--config_overrides",
+        TINY_MODEL,
+    )
     proc = subprocess.Popen(pretrain_cmd(*argv), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "metrics.jsonl"
     wait_for(lambda: metrics.exists() and sum(1 for _ in open(metrics)) >= 3, proc)  # a few steps in
@@ -93,8 +141,13 @@ def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
     assert 3 <= stopped_at < 60
     assert not (tmp_path / "model.safetensors").exists()
 
-    done = subprocess.run(pretrain_cmd(*argv, "--resume_from_checkpoint", "latest"), env=env(), capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        pretrain_cmd(*argv, "--resume_from_checkpoint", "latest"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(tmp_path / "all_results.json"))
     assert results["train_steps"] == 60
@@ -110,8 +163,13 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_bad_arguments_end_with_one_clear_message(tmp_path, cache):
-    done = subprocess.run(pretrain_cmd("--output_dir", tmp_path, "--learning_rate", "-1"), env=env(),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        pretrain_cmd("--output_dir", tmp_path, "--learning_rate", "-1"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert _one_error_line(done.stderr) == "error: --learning_rate must be positive, not -1.0"
 
@@ -143,8 +201,13 @@ def test_more_bad_arguments(argv, message, tmp_path, cache, capsys):
 def test_bad_data_ends_with_one_clear_message(tmp_path, cache):
     bad = tmp_path / "corpus.txt"
     bad.write_bytes(b"one sentence\n\n\xff\xfe not utf-8\n")
-    done = subprocess.run(pretrain_cmd("--train_file", bad, "--output_dir", tmp_path / "out", "--data_cache_dir", cache),
-                          env=env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        pretrain_cmd("--train_file", bad, "--output_dir", tmp_path / "out", "--data_cache_dir", cache),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "corpus.txt" in _one_error_line(done.stderr)
 
@@ -152,8 +215,13 @@ def test_bad_data_ends_with_one_clear_message(tmp_path, cache):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.gpu
 def test_bf16_on_gpu(corpus, cache, tmp_path):
-    done = subprocess.run(pretrain_cmd(*args_for(corpus, cache, tmp_path, "--max_train_steps", 20, "--mixed_precision", "bf16")),
-                          env=env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        pretrain_cmd(*args_for(corpus, cache, tmp_path, "--max_train_steps", 20, "--mixed_precision", "bf16")),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(tmp_path / "all_results.json"))
     assert results["mixed_precision"] == "bf16" and results["skipped_steps"] == 0
@@ -180,9 +248,13 @@ def test_a_config_file_sets_defaults_that_flags_override(tmp_path):
 
 @pytest.mark.parametrize(
     "text, message",
-    [("nope: 1\n", "unknown key 'nope'"), ("optimizer: sgd\n", "not one of adamw, lamb"),
-     ("max_train_steps: 2.5\n", "expected an integer"), ("learning_rate: fast\n", "learning_rate")],
-)  # fmt: skip
+    [
+        ("nope: 1\n", "unknown key 'nope'"),
+        ("optimizer: sgd\n", "not one of adamw, lamb"),
+        ("max_train_steps: 2.5\n", "expected an integer"),
+        ("learning_rate: fast\n", "learning_rate"),
+    ],
+)
 def test_a_bad_config_file_value_is_one_clear_error(tmp_path, text, message):
     from minibert.cli import UserError
     from pretrain.__main__ import parse
@@ -203,6 +275,8 @@ def test_both_resume_keywords_continue_the_newest_checkpoint(tmp_path):
     common = args_for(corpus, str(tmp_path / "cache"), tmp_path / "out", "--checkpointing_steps", 1)
     assert pretrain(*parse(common + ["--max_train_steps", "2"]))["train_steps"] == 2
     assert pretrain(*parse(common + ["--max_train_steps", "3", "--resume_from_checkpoint", "last"]))["train_steps"] == 3
-    assert pretrain(*parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"]))["train_steps"] == 4
+    assert (
+        pretrain(*parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"]))["train_steps"] == 4
+    )
     steps = [json.loads(line)["step"] for line in open(tmp_path / "out" / "metrics.jsonl") if '"loss"' in line]
     assert steps == sorted(set(steps))  # one run, continued: no step twice

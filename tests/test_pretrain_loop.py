@@ -95,12 +95,34 @@ def data_cache(tmp_path_factory) -> str:
 
 def args_for(corpus_file, cache, output_dir, *extra, model=TINY_MODEL) -> list[str]:
     return [
-        "--train_file", corpus_file, "--data_cache_dir", cache, "--output_dir", str(output_dir),
-        "--vocab_size", "120", "--max_seq_length", "32", "--dupe_factor", "2",
-        "--config_overrides", model, "--per_device_train_batch_size", str(BATCH), "--per_device_eval_batch_size", "64",
-        "--learning_rate", "3e-3", "--warmup_ratio", "0.05", "--logging_steps", "5", "--seed", "0",
+        "--train_file",
+        corpus_file,
+        "--data_cache_dir",
+        cache,
+        "--output_dir",
+        str(output_dir),
+        "--vocab_size",
+        "120",
+        "--max_seq_length",
+        "32",
+        "--dupe_factor",
+        "2",
+        "--config_overrides",
+        model,
+        "--per_device_train_batch_size",
+        str(BATCH),
+        "--per_device_eval_batch_size",
+        "64",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_ratio",
+        "0.05",
+        "--logging_steps",
+        "5",
+        "--seed",
+        "0",
         *map(str, extra),
-    ]  # fmt: skip
+    ]
 
 
 def run(argv) -> dict:
@@ -133,8 +155,23 @@ def assert_same_weights(a: dict, b: dict, exact: bool = True) -> None:
 def trained(corpus, data_cache, tmp_path_factory) -> tuple[str, dict]:
     """The learning run (also the checkpoint the export tests load)."""
     out = tmp_path_factory.mktemp("trained")
-    result = run(args_for(corpus, data_cache, out, "--per_device_train_batch_size", 32, "--max_train_steps", 300,
-                          "--eval_steps", 100, "--checkpointing_steps", 100, "--with_tracking", "true"))  # fmt: skip
+    result = run(
+        args_for(
+            corpus,
+            data_cache,
+            out,
+            "--per_device_train_batch_size",
+            32,
+            "--max_train_steps",
+            300,
+            "--eval_steps",
+            100,
+            "--checkpointing_steps",
+            100,
+            "--with_tracking",
+            "true",
+        )
+    )
     return str(out), result
 
 
@@ -154,8 +191,17 @@ def test_mlm_and_nsp_accuracy_rise_well_above_chance(trained):
 def test_run_outputs(trained):
     out, result = trained
     results = json.load(open(os.path.join(out, "all_results.json")))
-    for key in ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity", "train_steps",
-                "train_tokens_per_second", "train_runtime", "num_processes"):  # fmt: skip
+    for key in (
+        "eval_loss",
+        "eval_mlm_loss",
+        "eval_mlm_accuracy",
+        "eval_nsp_accuracy",
+        "perplexity",
+        "train_steps",
+        "train_tokens_per_second",
+        "train_runtime",
+        "num_processes",
+    ):
         assert key in results, key
     assert results["train_steps"] == 300 and results["num_processes"] == 1
     assert results["train_tokens"] > 0 and results["train_tokens_per_second"] > 0
@@ -181,8 +227,9 @@ def test_run_outputs(trained):
 
 
 def test_output_dir_loads_through_auto_classes_and_fill_mask(trained):
-    import minibert  # noqa: F401
     from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
+
+    import minibert  # noqa: F401
 
     out, _ = trained
     saved = weights(out)
@@ -204,8 +251,19 @@ def test_output_dir_loads_through_auto_classes_and_fill_mask(trained):
 def test_continue_pretraining_from_the_output_dir(trained, corpus, data_cache, tmp_path):
     """--model_name_or_path starts from the weights and the tokenizer of a checkpoint."""
     out, result = trained
-    again = run(args_for(corpus, data_cache, tmp_path, "--model_name_or_path", out, "--max_train_steps", 2,
-                         "--config_overrides", "hidden_dropout_prob=0.0"))  # fmt: skip
+    again = run(
+        args_for(
+            corpus,
+            data_cache,
+            tmp_path,
+            "--model_name_or_path",
+            out,
+            "--max_train_steps",
+            2,
+            "--config_overrides",
+            "hidden_dropout_prob=0.0",
+        )
+    )
     assert again["status"] == "completed"
     # The first evaluation of the continued run starts where the trained one ended (2 small steps later).
     assert again["eval_mlm_accuracy"] > 0.6 * result["eval_mlm_accuracy"]
@@ -230,7 +288,19 @@ def resume_setup(small_corpus, data_cache, tmp_path_factory):
     assert per_epoch >= 6
     total = per_epoch + per_epoch // 2
     out = tmp_path_factory.mktemp("uninterrupted")
-    run(args_for(small_corpus, data_cache, out, "--max_train_steps", total, "--checkpointing_steps", 1000, "--logging_steps", 1))
+    run(
+        args_for(
+            small_corpus,
+            data_cache,
+            out,
+            "--max_train_steps",
+            total,
+            "--checkpointing_steps",
+            1000,
+            "--logging_steps",
+            1,
+        )
+    )
     return per_epoch, total, str(out)
 
 
@@ -247,12 +317,23 @@ def sigterm_after(monkeypatch, step: int) -> None:
 
 
 @pytest.mark.parametrize("where", ["mid_epoch_0", "end_of_epoch_0", "mid_epoch_1"])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(where, resume_setup, small_corpus, data_cache, tmp_path, monkeypatch):
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    where, resume_setup, small_corpus, data_cache, tmp_path, monkeypatch
+):
     per_epoch, total, uninterrupted = resume_setup
     # SIGTERM after step k; the loop notices at the next step boundary, so it stops (and saves) after k + 1.
     stop_at = {"mid_epoch_0": per_epoch // 2, "end_of_epoch_0": per_epoch, "mid_epoch_1": per_epoch + 2}[where]
-    argv = args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", total, "--checkpointing_steps", 1000,
-                    "--logging_steps", 1)  # fmt: skip
+    argv = args_for(
+        small_corpus,
+        data_cache,
+        tmp_path,
+        "--max_train_steps",
+        total,
+        "--checkpointing_steps",
+        1000,
+        "--logging_steps",
+        1,
+    )
     with monkeypatch.context() as m:
         sigterm_after(m, stop_at - 1)
         first = run(argv)
@@ -277,8 +358,18 @@ def test_gradient_accumulation_and_checkpointing_change_nothing(small_corpus, da
     (the loss is normalised by the masked tokens of the whole global batch, not averaged per micro-batch)."""
     common = ["--max_train_steps", 6, "--config_overrides", TINY_MODEL + NO_DROPOUT]
     run(args_for(small_corpus, data_cache, tmp_path / "big", *common))
-    run(args_for(small_corpus, data_cache, tmp_path / "accumulated", *common,
-                 "--per_device_train_batch_size", 8, "--gradient_accumulation_steps", 2))  # fmt: skip
+    run(
+        args_for(
+            small_corpus,
+            data_cache,
+            tmp_path / "accumulated",
+            *common,
+            "--per_device_train_batch_size",
+            8,
+            "--gradient_accumulation_steps",
+            2,
+        )
+    )
     run(args_for(small_corpus, data_cache, tmp_path / "recomputed", *common, "--gradient_checkpointing", "true"))
     big = weights(tmp_path / "big")
     assert_same_weights(weights(tmp_path / "accumulated"), big, exact=False)
@@ -350,11 +441,24 @@ def test_a_second_run_in_the_same_output_dir_must_say_what_it_wants(small_corpus
         run(argv)
     assert run(argv + ["--overwrite_output_dir", "true"])["status"] == "completed"
     # Resuming a finished run with more steps extends it.
-    longer = run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 4, "--resume_from_checkpoint", "latest"))
+    longer = run(
+        args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 4, "--resume_from_checkpoint", "latest")
+    )
     assert longer["train_steps"] == 4
     with pytest.raises(UserError, match="per_device_train_batch_size=16"):
-        run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 6, "--resume_from_checkpoint", "latest",
-                     "--per_device_train_batch_size", 8))  # fmt: skip
+        run(
+            args_for(
+                small_corpus,
+                data_cache,
+                tmp_path,
+                "--max_train_steps",
+                6,
+                "--resume_from_checkpoint",
+                "latest",
+                "--per_device_train_batch_size",
+                8,
+            )
+        )
 
 
 def test_lamb_trains(small_corpus, data_cache, tmp_path):
@@ -379,8 +483,19 @@ def test_push_to_hub_uploads_the_output_dir(small_corpus, data_cache, tmp_path, 
             calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path)), ignore_patterns))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    run(args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", 2, "--push_to_hub", "true",
-                 "--hub_model_id", "me/tiny-bert"))  # fmt: skip
+    run(
+        args_for(
+            small_corpus,
+            data_cache,
+            tmp_path,
+            "--max_train_steps",
+            2,
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "me/tiny-bert",
+        )
+    )
     (_, repo, private), (_, repo2, files, ignored) = calls[1], calls[2]
     assert repo == repo2 == "me/tiny-bert" and private is False
     assert {"model.safetensors", "config.json", "README.md", "all_results.json"} <= set(files)
@@ -390,8 +505,19 @@ def test_push_to_hub_uploads_the_output_dir(small_corpus, data_cache, tmp_path, 
 
 def test_streamed_data_resumes_exactly(small_corpus, data_cache, tmp_path, monkeypatch):
     """--streaming: no length, no sampler; the resumed run re-reads and skips the batches already trained on."""
-    argv = lambda out: args_for(small_corpus, data_cache, out, "--streaming", "true", "--max_train_steps", 30,  # noqa: E731
-                                "--logging_steps", 1, "--checkpointing_steps", 1000)  # fmt: skip
+    argv = lambda out: args_for(  # noqa: E731
+        small_corpus,
+        data_cache,
+        out,
+        "--streaming",
+        "true",
+        "--max_train_steps",
+        30,  # noqa: E731
+        "--logging_steps",
+        1,
+        "--checkpointing_steps",
+        1000,
+    )
     run(argv(tmp_path / "full"))
     with monkeypatch.context() as m:
         sigterm_after(m, 11)
@@ -448,8 +574,21 @@ def test_move_schedule_to_follows_the_schedule_formula():
 def test_schedule_by_time_decays_to_zero_as_the_budget_ends(small_corpus, data_cache, tmp_path):
     """A 4-second budget with a linear schedule over time: the run stops on the budget, the LR rises during the
     warmup share and falls to ~0 at the end, and every logged LR equals the schedule at that record's clock."""
-    argv = args_for(small_corpus, data_cache, tmp_path, "--schedule_by", "time", "--time_budget", 4 / 60,
-                    "--warmup_ratio", 0.1, "--logging_steps", 1, "--checkpointing_steps", 100000)  # fmt: skip
+    argv = args_for(
+        small_corpus,
+        data_cache,
+        tmp_path,
+        "--schedule_by",
+        "time",
+        "--time_budget",
+        4 / 60,
+        "--warmup_ratio",
+        0.1,
+        "--logging_steps",
+        1,
+        "--checkpointing_steps",
+        100000,
+    )
     result = run(argv)
     assert result["status"] == "completed" and result["stopped_by_time_budget"]
     lrs = [r["learning_rate"] for r in records(tmp_path)]
@@ -471,8 +610,21 @@ def test_batch_size_warmup_ramps_the_accumulation(small_corpus, data_cache, tmp_
     """With 4 accumulation steps and a ramp over half of 16 steps, step k (0-based) takes 1 + floor(3 k / 8)
     micro-batches, then 4: the logged batch size and the sequences trained on follow that formula."""
     total, gas = 16, 4
-    argv = args_for(small_corpus, data_cache, tmp_path, "--max_train_steps", total, "--gradient_accumulation_steps",
-                    gas, "--per_device_train_batch_size", 4, "--batch_size_warmup_ratio", 0.5, "--logging_steps", 1)  # fmt: skip
+    argv = args_for(
+        small_corpus,
+        data_cache,
+        tmp_path,
+        "--max_train_steps",
+        total,
+        "--gradient_accumulation_steps",
+        gas,
+        "--per_device_train_batch_size",
+        4,
+        "--batch_size_warmup_ratio",
+        0.5,
+        "--logging_steps",
+        1,
+    )
     result = run(argv)
     windows = [min(gas, 1 + (gas - 1) * k // 8) if k < 8 else gas for k in range(total)]
     assert result["train_samples"] == 4 * sum(windows)
@@ -485,9 +637,21 @@ def test_batch_size_warmup_ramps_the_accumulation(small_corpus, data_cache, tmp_
 def test_resume_during_batch_size_warmup_is_exact(small_corpus, data_cache, tmp_path, monkeypatch):
     """Interrupted mid-ramp (steps of varying length, across an epoch end), the resumed run ends with the
     uninterrupted run's weights, bit for bit: the position in the data is counted in micro-batches."""
-    argv = args_for(small_corpus, data_cache, tmp_path / "a", "--max_train_steps", 48, "--gradient_accumulation_steps",
-                    3, "--per_device_train_batch_size", 4, "--batch_size_warmup_ratio", 0.8,
-                    "--checkpointing_steps", 1000)  # fmt: skip
+    argv = args_for(
+        small_corpus,
+        data_cache,
+        tmp_path / "a",
+        "--max_train_steps",
+        48,
+        "--gradient_accumulation_steps",
+        3,
+        "--per_device_train_batch_size",
+        4,
+        "--batch_size_warmup_ratio",
+        0.8,
+        "--checkpointing_steps",
+        1000,
+    )
     assert run(argv)["train_epochs"] > 1
     resumed = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in argv]
     with monkeypatch.context() as m:

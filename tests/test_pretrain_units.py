@@ -151,7 +151,9 @@ def test_lr_schedule_is_the_same_on_one_and_two_processes(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 def test_config_overrides_are_typed_and_keep_bert_proportions():
     tokenizer = type("Tok", (), {"pad_token_id": 0, "__len__": lambda self: 321})()
-    args = ModelArguments(model_size="mini", config_overrides="hidden_size=64,num_hidden_layers=2,hidden_dropout_prob=0")
+    args = ModelArguments(
+        model_size="mini", config_overrides="hidden_size=64,num_hidden_layers=2,hidden_dropout_prob=0"
+    )
     config = build_config(args, tokenizer, max_seq_length=128)
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (64, 2, 1)
     assert config.intermediate_size == 256 and config.hidden_dropout_prob == 0.0 and config.vocab_size == 321
@@ -211,20 +213,31 @@ def test_sparse_evaluation_statistics_match_a_dense_forward():
     chosen[:, 0] = True
     chosen &= attention_mask.bool()
     labels[chosen] = input_ids[chosen]
-    batch = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids),
-                 labels=labels, next_sentence_label=torch.tensor([0, 1, 1, 0]))  # fmt: skip
+    batch = dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        token_type_ids=torch.zeros_like(input_ids),
+        labels=labels,
+        next_sentence_label=torch.tensor([0, 1, 1, 0]),
+    )
     with torch.no_grad():
-        sparse = per_sequence_stats(model(**{k: v for k, v in batch.items() if k != "next_sentence_label"}, sparse_prediction=True), batch)
+        sparse = per_sequence_stats(
+            model(**{k: v for k, v in batch.items() if k != "next_sentence_label"}, sparse_prediction=True), batch
+        )
         dense_out = model(**{k: v for k, v in batch.items() if k != "next_sentence_label"})
     # Oracle: loss and accuracy per sequence from the dense (B, S, V) logits.
     for row in range(4):
         m = labels[row] != -100
         logits = dense_out.prediction_logits[row][m]
-        loss = torch.nn.functional.cross_entropy(logits, labels[row][m], reduction="sum") if m.any() else torch.tensor(0.0)
+        loss = (
+            torch.nn.functional.cross_entropy(logits, labels[row][m], reduction="sum") if m.any() else torch.tensor(0.0)
+        )
         torch.testing.assert_close(sparse[row, 0], loss, atol=1e-4, rtol=1e-5)
         assert sparse[row, 1] == m.sum()
         assert sparse[row, 2] == (logits.argmax(-1) == labels[row][m]).sum()
-    nsp = torch.nn.functional.cross_entropy(dense_out.seq_relationship_logits, batch["next_sentence_label"], reduction="none")
+    nsp = torch.nn.functional.cross_entropy(
+        dense_out.seq_relationship_logits, batch["next_sentence_label"], reduction="none"
+    )
     torch.testing.assert_close(sparse[:, 3], nsp, atol=1e-5, rtol=1e-5)
     metrics = summarize(sparse.sum(0).double().tolist(), 4)
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_mlm_loss"]))
@@ -307,7 +320,9 @@ def test_resume_refuses_a_differently_shaped_run():
     with pytest.raises(UserError, match="2 process"):
         check_compatible(saved, Progress(num_processes=1, per_device_train_batch_size=16), "ckpt")
     with pytest.raises(UserError, match="per_device_train_batch_size=8"):
-        check_compatible(saved, Progress(num_processes=2, per_device_train_batch_size=4, gradient_accumulation_steps=2), "ckpt")
+        check_compatible(
+            saved, Progress(num_processes=2, per_device_train_batch_size=4, gradient_accumulation_steps=2), "ckpt"
+        )
     check_compatible(saved, Progress(num_processes=2, per_device_train_batch_size=8), "ckpt")
     assert saved.global_batch_size == 16
 
@@ -369,15 +384,20 @@ def test_warmup_stable_decay_follows_its_formula(decay_type):
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
     total, warmup = 50, 5
-    schedule = build_lr_scheduler(optimizer, "warmup_stable_decay", warmup, total, decay_ratio=0.2, decay_type=decay_type)
+    schedule = build_lr_scheduler(
+        optimizer, "warmup_stable_decay", warmup, total, decay_ratio=0.2, decay_type=decay_type
+    )
     lrs = []
     for _ in range(total):
         lrs.append(schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
     decay_start = total - 10
-    shape = {"linear": lambda p: 1 - p, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
-             "1-sqrt": lambda p: 1 - math.sqrt(p)}[decay_type]  # fmt: skip
+    shape = {
+        "linear": lambda p: 1 - p,
+        "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+        "1-sqrt": lambda p: 1 - math.sqrt(p),
+    }[decay_type]
     for step, lr in enumerate(lrs):
         if step < warmup:
             expected = step / warmup

@@ -17,24 +17,52 @@ from pretrain.train import pretrain
 def _corpus(path, n_docs=40, seed=0) -> str:
     rng = random.Random(seed)
     words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta", "lambda", "zeta"]
-    docs = [[" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + " ." for _ in range(rng.randint(1, 9))]
-            for _ in range(n_docs)]  # fmt: skip
+    docs = [
+        [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + " ." for _ in range(rng.randint(1, 9))]
+        for _ in range(n_docs)
+    ]
     path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
     return str(path)
 
 
 def _args(tmp_path, *extra):
     return [
-        "--train_file", _corpus(tmp_path / "c.txt"), "--data_cache_dir", str(tmp_path / "cache"),
-        "--output_dir", str(tmp_path / "out"), "--vocab_size", "100", "--max_seq_length", "32", "--dupe_factor", "1",
-        "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
-        "--per_device_train_batch_size", "8", "--logging_steps", "2", "--seed", "0", *map(str, extra),
-    ]  # fmt: skip
+        "--train_file",
+        _corpus(tmp_path / "c.txt"),
+        "--data_cache_dir",
+        str(tmp_path / "cache"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--vocab_size",
+        "100",
+        "--max_seq_length",
+        "32",
+        "--dupe_factor",
+        "1",
+        "--config_overrides",
+        "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "2",
+        "--seed",
+        "0",
+        *map(str, extra),
+    ]
 
 
 def test_mlm_only_examples_are_the_documents_sentences_packed_in_order(tmp_path):
-    _, data_args, _, _ = parse(_args(tmp_path, "--next_sentence_prediction", "false", "--short_seq_prob", "0",
-                                     "--validation_split_percentage", "0"))  # fmt: skip
+    _, data_args, _, _ = parse(
+        _args(
+            tmp_path,
+            "--next_sentence_prediction",
+            "false",
+            "--short_seq_prob",
+            "0",
+            "--validation_split_percentage",
+            "0",
+        )
+    )
     data = prepare_pretraining_data(data_args, seed=0)
     tok = data.tokenizer
     rows = data.train_dataset
@@ -46,8 +74,13 @@ def test_mlm_only_examples_are_the_documents_sentences_packed_in_order(tmp_path)
         body.extend(i for i in ids[1:-1] if i != tok.sep_token_id)  # inner [SEP]s: where a document ends
     # The oracle: every document's text tokenized, in corpus order (one dupe, no short targets: nothing dropped).
     text = open(data_args.train_file[0]).read()
-    expected = [i for doc in text.split("\n\n") for line in doc.split("\n") if line
-                for i in tok(line, add_special_tokens=False)["input_ids"]]  # fmt: skip
+    expected = [
+        i
+        for doc in text.split("\n\n")
+        for line in doc.split("\n")
+        if line
+        for i in tok(line, add_special_tokens=False)["input_ids"]
+    ]
     assert sorted(body) == sorted(expected)  # the same tokens (map batches may reorder documents) ...
     assert data.stats["fill"] > 0.8  # ... packed across documents, not one sentence per example
     assert data.stats["is_next_fraction"] is None
@@ -55,12 +88,27 @@ def test_mlm_only_examples_are_the_documents_sentences_packed_in_order(tmp_path)
 
 def test_an_mlm_only_run_is_a_masked_lm_evaluated_at_its_own_rate(tmp_path):
     """Trained at 40% masking, evaluated at 15% (--eval_mlm_probability): the eval batches mask ~15%."""
-    import minibert  # noqa: F401
     from transformers import AutoModelForMaskedLM, pipeline
 
-    result = pretrain(*parse(_args(tmp_path, "--next_sentence_prediction", "false", "--max_train_steps", 6,
-                                   "--mlm_probability", 0.4, "--eval_mlm_probability", 0.15,
-                                   "--validation_split_percentage", 25)))  # fmt: skip
+    import minibert  # noqa: F401
+
+    result = pretrain(
+        *parse(
+            _args(
+                tmp_path,
+                "--next_sentence_prediction",
+                "false",
+                "--max_train_steps",
+                6,
+                "--mlm_probability",
+                0.4,
+                "--eval_mlm_probability",
+                0.15,
+                "--validation_split_percentage",
+                25,
+            )
+        )
+    )
     assert result["status"] == "completed"
     assert "eval_nsp_accuracy" not in result and "eval_mlm_accuracy" in result
     assert result["eval_loss"] == pytest.approx(result["eval_mlm_loss"])

@@ -60,14 +60,38 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
     from pretrain.train import pretrain
 
     corpus = tmp_path / "c.txt"
-    corpus.write_text("\n\n".join(f"the {w} sat on the mat .\na {w} is a {w} .\nno {w} here ." for w in
-                                  ["cat", "dog", "cow", "hen", "fox", "owl", "pig", "rat"] * 3) + "\n")  # fmt: skip
+    corpus.write_text(
+        "\n\n".join(
+            f"the {w} sat on the mat .\na {w} is a {w} .\nno {w} here ."
+            for w in ["cat", "dog", "cow", "hen", "fox", "owl", "pig", "rat"] * 3
+        )
+        + "\n"
+    )
     out = tmp_path / "out"
-    result = pretrain(*parse([
-        "--recipe", "fast", "--train_file", str(corpus), "--data_cache_dir", str(tmp_path / "cache"),
-        "--output_dir", str(out), "--vocab_size", "100", "--max_seq_length", "32", "--max_train_steps", "4",
-        "--per_device_train_batch_size", "4", "--config_overrides", "hidden_size=32,num_hidden_layers=1,num_attention_heads=2",
-    ]))  # fmt: skip
+    result = pretrain(
+        *parse(
+            [
+                "--recipe",
+                "fast",
+                "--train_file",
+                str(corpus),
+                "--data_cache_dir",
+                str(tmp_path / "cache"),
+                "--output_dir",
+                str(out),
+                "--vocab_size",
+                "100",
+                "--max_seq_length",
+                "32",
+                "--max_train_steps",
+                "4",
+                "--per_device_train_batch_size",
+                "4",
+                "--config_overrides",
+                "hidden_size=32,num_hidden_layers=1,num_attention_heads=2",
+            ]
+        )
+    )
     assert result["status"] == "completed" and "eval_nsp_accuracy" not in result
     config = json.load(open(out / "config.json"))
     assert config["architectures"] == ["MiniBertForMaskedLM"]
@@ -82,11 +106,18 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
         "    print(json.dumps(m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits[0, 4].tolist()))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(ids)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out), json.dumps(ids)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import minibert  # noqa: F401
     from transformers import AutoModelForMaskedLM
+
+    import minibert  # noqa: F401
 
     local = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
     with torch.no_grad():

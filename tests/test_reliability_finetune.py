@@ -15,11 +15,11 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_finetune_train import TINY, make_tokenizer, write_task
+from test_reliability_pretrain import Payload, one_error_line, snapshot
 
 from finetune.__main__ import main
 from minibert.safety import LOCK_FILE, read_lock
-from test_finetune_train import TINY, make_tokenizer, write_task
-from test_reliability_pretrain import Payload, one_error_line, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +35,36 @@ def model(tmp_path_factory) -> str:
 
     tokenizer = make_tokenizer()
     torch.manual_seed(0)
-    config = MiniBertConfig(vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY)
+    config = MiniBertConfig(
+        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
+    )
     path = str(tmp_path_factory.mktemp("rel_model"))
     save_checkpoint(MiniBertForMaskedLM(config), tokenizer, path)
     return path
 
 
 def flags(out, task, model, *extra) -> list[str]:
-    return ["--model_name_or_path", model, "--train_file", task["train"], "--validation_file", task["validation"],
-            "--output_dir", str(out), "--per_device_train_batch_size", "16", "--logging_steps", "1000",
-            "--num_examples_shown", "0", "--max_train_steps", "4", "--eval_steps", "2",
-            *map(str, extra)]  # fmt: skip
+    return [
+        "--model_name_or_path",
+        model,
+        "--train_file",
+        task["train"],
+        "--validation_file",
+        task["validation"],
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "1000",
+        "--num_examples_shown",
+        "0",
+        "--max_train_steps",
+        "4",
+        "--eval_steps",
+        "2",
+        *map(str, extra),
+    ]
 
 
 def run(argv, capsys) -> tuple[int, str]:
@@ -85,7 +104,16 @@ def test_a_bad_rerun_leaves_the_previous_run_as_it_was(bad, finished, task, mode
         argv = flags(out, task, model, "--metric_for_best_model", "acc", "--overwrite_output_dir", "true")
     else:
         one_class = write_csv(tmp_path / "one.csv", [(f"text {i}", "animal") for i in range(20)])
-        argv = ["--model_name_or_path", model, "--train_file", one_class, "--output_dir", out, "--overwrite_output_dir", "true"]
+        argv = [
+            "--model_name_or_path",
+            model,
+            "--train_file",
+            one_class,
+            "--output_dir",
+            out,
+            "--overwrite_output_dir",
+            "true",
+        ]
     code, err = run(argv, capsys)
     assert code == 2
     one_error_line(err)
@@ -261,7 +289,10 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(finished, task, model,
     assert not (out / "model.safetensors").exists()  # nothing exported
     code, err = run(flags(out, task, model, "--resume_from_checkpoint", "last"), capsys)
     assert code == 0, err[-3000:]
-    resumed, uninterrupted = load_file(out / "model.safetensors"), load_file(os.path.join(finished, "model.safetensors"))
+    resumed, uninterrupted = (
+        load_file(out / "model.safetensors"),
+        load_file(os.path.join(finished, "model.safetensors")),
+    )
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pretrain_loop import args_for, synthetic_documents, write_corpus
 
 from minibert.cli import UserError
 from minibert.safety import LOCK_FILE, OutputLock, load_tensor_file
 from pretrain.__main__ import main
 from pretrain.checkpointing import LATEST_FILE, SCHEDULER_FILE, STATE_FILE
-from test_pretrain_loop import args_for, synthetic_documents, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,16 @@ def write_payload(path, marker, torch_format: bool) -> None:
 
 
 # Each file accelerate's load_state can read, replaced by (or added as) a crafted pickle.
-CRAFTED = ["optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl", "scaler.pt", "sampler.bin",
-           "dl_state_dict.bin", "pytorch_model.bin", SCHEDULER_FILE]  # fmt: skip
+CRAFTED = [
+    "optimizer.bin",
+    "random_states_0.pkl",
+    "custom_checkpoint_0.pkl",
+    "scaler.pt",
+    "sampler.bin",
+    "dl_state_dict.bin",
+    "pytorch_model.bin",
+    SCHEDULER_FILE,
+]
 
 
 @pytest.mark.parametrize("torch_format", [True, False], ids=["torch.save", "pickle.dump"])
@@ -179,7 +187,9 @@ def test_a_damaged_checkpoint_is_one_clear_error(damage, finished_run, corpus, c
     assert snapshot(out) == before
 
 
-def test_a_binary_latest_pointer_falls_back_to_the_newest_complete_checkpoint(finished_run, corpus, cache, tmp_path, capsys, caplog):
+def test_a_binary_latest_pointer_falls_back_to_the_newest_complete_checkpoint(
+    finished_run, corpus, cache, tmp_path, capsys, caplog
+):
     out, _ = copy_run(finished_run, tmp_path)
     with open(os.path.join(out, "checkpoints", LATEST_FILE), "wb") as f:
         f.write(b"\xff\xfe\x00../../etc")
@@ -198,15 +208,19 @@ def test_a_binary_latest_pointer_falls_back_to_the_newest_complete_checkpoint(fi
         (["--learning_rate", "1e-3"], "learning_rate"),
         (["--mlm_probability", "0.3"], "mlm_probability"),
         (["--lr_scheduler_type", "cosine"], "lr_scheduler_type"),
-        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.2"],
-         "hidden_dropout_prob"),
+        (
+            ["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,hidden_dropout_prob=0.2"],
+            "hidden_dropout_prob",
+        ),
         (["--config_overrides", "hidden_size=32,num_hidden_layers=2,num_attention_heads=4"], "model.hidden_size"),
     ],
-)  # fmt: skip
+)
 def test_resume_with_changed_settings_is_refused(change, named, finished_run, corpus, cache, tmp_path, capsys):
     out, _ = copy_run(finished_run, tmp_path)
     before = snapshot(out)
-    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--resume_from_checkpoint", "latest", *change), capsys)
+    code, err = run_cli(
+        argv(corpus, cache, out, "--max_train_steps", 4, "--resume_from_checkpoint", "latest", *change), capsys
+    )
     assert code == 2
     assert named in one_error_line(err)
     assert snapshot(out) == before
@@ -218,10 +232,21 @@ def test_resume_with_changed_settings_is_refused(change, named, finished_run, co
 @pytest.mark.parametrize(
     "extra, named",
     [
-        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,vocab_size=10"], "vocab_size"),
-        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,type_vocab_size=1"], "type_vocab_size"),
-        (["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,max_position_embeddings=16"],
-         "max_position_embeddings"),
+        (
+            ["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,vocab_size=10"],
+            "vocab_size",
+        ),
+        (
+            ["--config_overrides", "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,type_vocab_size=1"],
+            "type_vocab_size",
+        ),
+        (
+            [
+                "--config_overrides",
+                "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,max_position_embeddings=16",
+            ],
+            "max_position_embeddings",
+        ),
         (["--learning_rate", "inf"], "--learning_rate"),
         (["--learning_rate", "nan"], "--learning_rate"),
         (["--seed", "-1"], "--seed"),
@@ -229,7 +254,7 @@ def test_resume_with_changed_settings_is_refused(change, named, finished_run, co
         (["--fill_mask_prompts", "no mask here"], "[MASK]"),
         (["--fill_mask_prompts", "[MASK] and [MASK]"], "[MASK]"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_end_in_one_error_line(extra, named, corpus, cache, tmp_path, capsys):
     code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 2, *extra), capsys)
     assert code == 2
@@ -353,10 +378,12 @@ def test_a_stale_lock_is_taken_over_with_a_message(corpus, cache, tmp_path, caps
 
 
 def test_the_lock_is_exclusive_within_one_machine(tmp_path):
-    with OutputLock(str(tmp_path / "out")):
-        with pytest.raises(UserError, match=f"pid {os.getpid()}"):
-            with OutputLock(str(tmp_path / "out")):
-                pass
+    with (
+        OutputLock(str(tmp_path / "out")),
+        pytest.raises(UserError, match=f"pid {os.getpid()}"),
+        OutputLock(str(tmp_path / "out")),
+    ):
+        pass
     assert not (tmp_path / "out").exists()  # created by the lock, empty, removed with it
 
 
@@ -402,8 +429,9 @@ def small_tmpfs(tmp_path):
     def make(size_bytes: int) -> str:
         path = tmp_path / f"tmpfs{len(mounted)}"
         path.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
         mounted.append(path)
@@ -422,8 +450,10 @@ def test_a_really_full_disk_keeps_the_previous_checkpoint(corpus, cache, tmp_pat
     assert run_cli(argv(corpus, cache, probe, *extra), capsys)[0] == 0
     one = sum(f.stat().st_size for f in (probe / "checkpoints" / "step_1").rglob("*") if f.is_file())
     out = os.path.join(small_tmpfs(int(one * 1.6) + 64 * 1024), "out")
-    code, err = run_cli(argv(corpus, cache, out, "--max_train_steps", 4, "--checkpointing_steps", 1,
-                             "--checkpoints_total_limit", 5), capsys)  # fmt: skip
+    code, err = run_cli(
+        argv(corpus, cache, out, "--max_train_steps", 4, "--checkpointing_steps", 1, "--checkpoints_total_limit", 5),
+        capsys,
+    )
     assert code == 2, err[-2000:]
     assert "no space left" in one_error_line(err).lower()
     checkpoints = os.path.join(out, "checkpoints")
@@ -443,8 +473,12 @@ def test_two_runs_at_once_the_second_refuses_naming_the_first(corpus, cache, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
     out = tmp_path / "out"
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen([sys.executable, "-m", "pretrain", *argv(corpus, cache, out, "--max_train_steps", 100000)],
-                             env=env, stdout=log, stderr=log)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pretrain", *argv(corpus, cache, out, "--max_train_steps", 100000)],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 180
         while not (out / "metrics.jsonl").exists():  # the first run is training
@@ -466,8 +500,9 @@ def test_a_model_whose_config_is_a_json_list_is_one_error_line(corpus, cache, tm
     bad = tmp_path / "model"
     bad.mkdir()
     (bad / "config.json").write_text("[]")
-    code, err = run_cli(args_for(corpus, cache, tmp_path / "out", "--model_name_or_path", bad, "--max_train_steps", 1,
-                                 model=""), capsys)  # fmt: skip
+    code, err = run_cli(
+        args_for(corpus, cache, tmp_path / "out", "--model_name_or_path", bad, "--max_train_steps", 1, model=""), capsys
+    )
     assert code == 2
     assert "config.json holds a JSON list" in one_error_line(err)
 
@@ -511,8 +546,18 @@ def test_memory_stays_flat_over_many_steps(corpus, cache, tmp_path, monkeypatch)
             samples[self.progress.completed_steps] = _anonymous_memory_mb()
 
     monkeypatch.setattr(PretrainingLoop, "_after_step", sampling)
-    extra = ["--max_train_steps", 2000, "--logging_steps", 10, "--eval_steps", 250, "--checkpointing_steps", 500,
-             "--checkpoints_total_limit", 2]  # fmt: skip
+    extra = [
+        "--max_train_steps",
+        2000,
+        "--logging_steps",
+        10,
+        "--eval_steps",
+        250,
+        "--checkpointing_steps",
+        500,
+        "--checkpoints_total_limit",
+        2,
+    ]
     model = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64"
     assert main([str(a) for a in args_for(corpus, cache, tmp_path / "out", *extra, model=model)]) == 0
     warm = samples[300]
@@ -523,9 +568,12 @@ def test_memory_stays_flat_over_many_steps(corpus, cache, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize(
     "extra, named",
-    [(["--vocab_size", str(2**40)], "--vocab_size"), (["--dupe_factor", str(2**40)], "--dupe_factor"),
-     (["--max_seq_length", str(2**40)], "--max_seq_length")],
-)  # fmt: skip
+    [
+        (["--vocab_size", str(2**40)], "--vocab_size"),
+        (["--dupe_factor", str(2**40)], "--dupe_factor"),
+        (["--max_seq_length", str(2**40)], "--max_seq_length"),
+    ],
+)
 def test_sizes_that_would_abort_or_fill_memory_are_refused(extra, named, corpus, cache, tmp_path, capsys):
     """Found by fuzzing: `tokenizers` aborts the process on a vocabulary of 2**31, and a dupe factor of 2**40
     pairs for hours until memory runs out."""
@@ -536,7 +584,9 @@ def test_sizes_that_would_abort_or_fill_memory_are_refused(extra, named, corpus,
 
 def test_a_model_too_large_for_memory_is_one_error_line(corpus, cache, tmp_path, capsys):
     overrides = "hidden_size=64,num_hidden_layers=1,num_attention_heads=4,intermediate_size=1099511627776"
-    code, err = run_cli(argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1, "--config_overrides", overrides), capsys)
+    code, err = run_cli(
+        argv(corpus, cache, tmp_path / "out", "--max_train_steps", 1, "--config_overrides", overrides), capsys
+    )
     assert code == 2
     assert "out of memory" in one_error_line(err)
 

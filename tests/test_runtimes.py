@@ -7,6 +7,8 @@ Each one needs a forward with no data-dependent Python branch and no device-to-h
 
 import pytest
 import torch
+from conftest import TINY
+from test_modeling import assert_close, make_batch, mlm_labels, real
 from transformers import BertForSequenceClassification
 
 from minibert.convert import bert_to_minibert
@@ -20,9 +22,6 @@ from minibert.modeling_minibert import (
     MiniBertModel,
 )
 from pretrain.collator import unpadding_inputs
-
-from conftest import TINY
-from test_modeling import assert_close, make_batch, mlm_labels, real
 
 HEADS = [
     MiniBertModel,
@@ -61,8 +60,9 @@ def test_torch_export_with_attention_mask(cls, strict):
         expected = model(**batch)
         # The exported program runs the padded batch it was traced on and another one with other padding.
         for other in (batch, {k: v.flip(1) for k, v in batch.items()}):
-            got = exported.module()(other["input_ids"], attention_mask=other["attention_mask"],
-                                    token_type_ids=other["token_type_ids"])  # fmt: skip
+            got = exported.module()(
+                other["input_ids"], attention_mask=other["attention_mask"], token_type_ids=other["token_type_ids"]
+            )
             want = model(**other)
             assert_close(first_output(got), first_output(want))
     assert first_output(expected).shape == first_output(got).shape
@@ -93,9 +93,13 @@ def test_onnx_export_and_onnxruntime_parity_on_a_padded_batch(cls, tmp_path):
     path = tmp_path / "model.onnx"
     batch_dim, seq_dim = torch.export.Dim("batch", max=64), torch.export.Dim("seq", max=TINY["max_position_embeddings"])
     torch.onnx.export(
-        model, tuple(batch[k] for k in names), str(path), input_names=list(names),
-        dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names}, dynamo=True,
-    )  # fmt: skip
+        model,
+        tuple(batch[k] for k in names),
+        str(path),
+        input_names=list(names),
+        dynamic_shapes={k: {0: batch_dim, 1: seq_dim} for k in names},
+        dynamo=True,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(names)  # the mask is an input, not folded away
     # Another batch size, sequence length and padding than the traced one.
@@ -135,8 +139,12 @@ def test_full_graph_compile_of_a_pretraining_step():
     for seed in range(2):  # same bucketed shapes, other values: the graph is reused
         batch = make_batch(lengths=(11, 8, 5), seed=seed)
         labels = mlm_labels(batch, seed=seed)
-        inputs = {**batch, **unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), 16),
-                  "labels": labels, "next_sentence_label": torch.tensor([0, 1, seed])}  # fmt: skip
+        inputs = {
+            **batch,
+            **unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), 16),
+            "labels": labels,
+            "next_sentence_label": torch.tensor([0, 1, seed]),
+        }
         with torch._dynamo.config.patch(trace_autograd_ops=True):
             got = compiled(model, inputs)
         assert_close(got, step(reference, inputs), atol=1e-4, rtol=1e-4)
@@ -159,8 +167,13 @@ def test_device_map_with_disk_offload(tmp_path):
     model = tiny(MiniBertForSequenceClassification)
     model.save_pretrained(tmp_path / "ckpt")
     # Embeddings and the first layer on the CPU, the rest on disk: hooks move weights in as each module is called.
-    device_map = {"bert.embeddings": "cpu", "bert.encoder.layer.0": "cpu", "bert.encoder.layer.1": "disk",
-                  "bert.pooler": "disk", "classifier": "disk"}  # fmt: skip
+    device_map = {
+        "bert.embeddings": "cpu",
+        "bert.encoder.layer.0": "cpu",
+        "bert.encoder.layer.1": "disk",
+        "bert.pooler": "disk",
+        "classifier": "disk",
+    }
     offloaded = MiniBertForSequenceClassification.from_pretrained(
         tmp_path / "ckpt", device_map=device_map, offload_folder=str(tmp_path / "offload")
     ).eval()
@@ -240,8 +253,12 @@ def test_gpu_training_step_has_no_host_syncs():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     batch = make_batch()
     labels = mlm_labels(batch)
-    inputs = {**batch, **unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), 16), "labels": labels,
-              "next_sentence_label": torch.tensor([0, 1, 0])}  # fmt: skip
+    inputs = {
+        **batch,
+        **unpadding_inputs(batch["attention_mask"].numpy(), labels.numpy(), 16),
+        "labels": labels,
+        "next_sentence_label": torch.tensor([0, 1, 0]),
+    }
     inputs = {k: v.pin_memory().cuda(non_blocking=True) for k, v in inputs.items()}
     for _ in range(2):  # the first step allocates optimizer state, the second is the steady state
         torch.cuda.synchronize()
@@ -276,7 +293,9 @@ def test_other_attention_backends_match_sdpa_on_a_gpu(implementation, tmp_path):
     model = tiny(MiniBertModel)
     model.save_pretrained(tmp_path)
     batch = {k: v.cuda() for k, v in make_batch().items()}
-    other = MiniBertModel.from_pretrained(tmp_path, attn_implementation=implementation, dtype=torch.bfloat16).cuda().eval()
+    other = (
+        MiniBertModel.from_pretrained(tmp_path, attn_implementation=implementation, dtype=torch.bfloat16).cuda().eval()
+    )
     with torch.no_grad():
         expected = model.cuda().to(torch.bfloat16)(**batch).last_hidden_state.float()
         actual = other(**batch).last_hidden_state.float()

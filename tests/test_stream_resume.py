@@ -14,20 +14,22 @@ import os
 import random
 
 import pytest
+from test_pretrain_loop import args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
 from torch.utils.data import DataLoader
 
 from pretrain import streaming
 from pretrain.corpus import read_documents
 from pretrain.data import DataArguments, prepare_pretraining_data
 from pretrain.streaming import ResumableStream, read_stream_shard, stream_shards
-from test_pretrain_loop import args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda"]
 
 
 def bert_text(rng, n_docs) -> str:
-    docs = ["\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 6)))
-            for _ in range(n_docs)]  # fmt: skip
+    docs = [
+        "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 6)))
+        for _ in range(n_docs)
+    ]
     gaps = [rng.choice(["\n\n", "\n\n\n", "\n  \n", "\r\n\r\n"]) for _ in docs]
     return "\ufeff" + "".join(d + g for d, g in zip(docs, gaps))
 
@@ -74,8 +76,15 @@ def counted(monkeypatch):
 
 
 def streamed(stream_corpus, cache):
-    args = DataArguments(train_file=[stream_corpus], data_cache_dir=str(cache), streaming=True, vocab_size=100,
-                         max_seq_length=32, streaming_buffer_size=16, validation_split_percentage=0)  # fmt: skip
+    args = DataArguments(
+        train_file=[stream_corpus],
+        data_cache_dir=str(cache),
+        streaming=True,
+        vocab_size=100,
+        max_seq_length=32,
+        streaming_buffer_size=16,
+        validation_split_percentage=0,
+    )
     return ResumableStream(prepare_pretraining_data(args, seed=0).train_dataset, record_every=2)
 
 
@@ -102,8 +111,18 @@ def test_resume_reads_a_bounded_number_of_documents_and_is_exact(batches, stream
 
 def test_a_resumed_streamed_run_goes_back_to_its_position(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "topics.txt", synthetic_documents(n_docs=60, seed=7))
-    argv = lambda out, *extra: args_for(corpus, str(tmp_path / "cache"), out, "--streaming", "true",  # noqa: E731
-                                        "--max_train_steps", 8, "--logging_steps", 1, *extra)  # fmt: skip
+    argv = lambda out, *extra: args_for(  # noqa: E731
+        corpus,
+        str(tmp_path / "cache"),
+        out,
+        "--streaming",
+        "true",  # noqa: E731
+        "--max_train_steps",
+        8,
+        "--logging_steps",
+        1,
+        *extra,
+    )
     run(argv(tmp_path / "full", "--checkpointing_steps", 4))
     position = json.load(open(tmp_path / "full" / "checkpoints" / "step_4" / "stream_position.json"))
     assert position["epoch"] == 0 and position["examples"] == 4 * 16

@@ -35,10 +35,25 @@ def _fetch(root: Path) -> None:
     """Put `test_modeling_common.py` of the installed version under root/transformers_tests (atomically)."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-             f"transformers=={transformers.__version__}", "-d", tmp],
-            check=True, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--no-build-isolation",
+                f"transformers=={transformers.__version__}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         (sdist,) = Path(tmp).glob("transformers-*.tar.gz")
         staged = Path(tmp) / PACKAGE
         staged.mkdir()
