@@ -274,7 +274,7 @@ class PretrainingLoop:
         # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)
         record = {"epoch": self.fractional_epoch(), "train_runtime": round(self.progress.train_runtime, 3), **results}
         self.metrics.log(record, step=self.progress.completed_steps)
-        shown = ", ".join(f"{k[5:]} {v:.4g}" for k, v in results.items() if k.startswith("eval_") or k == "perplexity")
+        shown = ", ".join(f"{k.removeprefix('eval_')} {v:.4g}" for k, v in results.items())
         logger.info("step %d: %s", self.progress.completed_steps, shown)
         return results
 
