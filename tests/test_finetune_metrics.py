@@ -1,4 +1,4 @@
-"""finetune.metrics against scikit-learn / scipy (the oracle, when installed) and against hand-worked values."""
+"""finetune.metrics (scikit-learn / scipy underneath): our wiring of them checked against hand-worked values."""
 
 import numpy as np
 import pytest
@@ -15,8 +15,8 @@ def test_hand_worked_values():
     assert M.macro_f1(predictions, references) == pytest.approx((2 / 3 + 1 / 2) / 2)
     # MCC = (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)) = (2 - 1) / sqrt(3*3*2*2) = 1/6.
     assert M.matthews_correlation(predictions, references) == pytest.approx(1 / 6)
-    # Ties share the mean rank.
-    np.testing.assert_allclose(M.rankdata([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
+    # Spearman on tied ranks: ranks (1, 2.5, 2.5, 4) vs (1, 2, 3, 4) -> pearson of those = 0.9486833.
+    assert M.spearmanr([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
     assert M.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert M.spearmanr([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)
     assert M.spearmanr([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -55,32 +55,3 @@ def test_metric_names_match_what_is_computed():
         got = M.build_compute_metrics(problem_type, num_labels)(Prediction())
         assert sorted(got) == sorted(M.metric_names(problem_type, num_labels))
         assert M.BEST_METRIC[problem_type] in got
-
-
-def test_against_sklearn_and_scipy():
-    metrics = pytest.importorskip("sklearn.metrics")
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(1)
-    for trial in range(20):
-        n_classes = 2 + trial % 4
-        references = rng.integers(0, n_classes, 50)
-        predictions = np.where(rng.random(50) < 0.6, references, rng.integers(0, n_classes, 50))
-        assert M.accuracy(predictions, references) == pytest.approx(metrics.accuracy_score(references, predictions))
-        assert M.macro_f1(predictions, references) == pytest.approx(
-            metrics.f1_score(references, predictions, average="macro", zero_division=0)
-        )
-        if n_classes == 2:
-            assert M.matthews_correlation(predictions, references) == pytest.approx(
-                metrics.matthews_corrcoef(references, predictions)
-            )
-        x = rng.normal(size=40)
-        y = np.round(x + rng.normal(size=40), 1)  # rounding makes ties
-        assert M.pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0])
-        assert M.spearmanr(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
-        truth = rng.integers(0, 2, (30, 5))
-        logits = rng.normal(size=(30, 5)) + (truth - 0.5) * 2
-        predicted = (logits > 0).astype(int)
-        m = M.multi_label_metrics(logits, truth.astype(float))
-        assert m["exact_match"] == pytest.approx(metrics.accuracy_score(truth, predicted))
-        assert m["f1_micro"] == pytest.approx(metrics.f1_score(truth, predicted, average="micro", zero_division=0))
-        assert m["f1_macro"] == pytest.approx(metrics.f1_score(truth, predicted, average="macro", zero_division=0))
