@@ -722,3 +722,25 @@ def test_checkpoints_with_the_old_fused_names_still_load(tmp_path):
     loaded = MiniBertForPreTraining.from_pretrained(tmp_path).eval()
     for name, tensor in mini.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+# Published sizes of Google's BERT family with the 30,522-token uncased vocabulary: BERT-base 110M and BERT-large
+# 340M (Devlin et al. 2019, table 1 rounds them); tiny / mini / small / medium 4.4M / 11.3M / 29.1M / 41.7M
+# (Turc et al. 2019's miniatures as their model cards state them, to about 2%: the cards round with a head).
+@pytest.mark.parametrize(
+    "name, published",
+    [("tiny", 4.4e6), ("mini", 11.3e6), ("small", 29.1e6), ("medium", 41.7e6), ("base", 110e6), ("large", 340e6)],
+)
+def test_presets_have_the_published_parameter_counts(name, published):
+    from transformers import BertConfig, BertModel
+
+    config = MiniBertConfig.from_preset(name, vocab_size=30522)
+    shape = {
+        k: getattr(config, k)
+        for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    }
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        ours, bert = MiniBertModel(config), BertModel(BertConfig(**shape))
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in bert.parameters())  # transformers' BERT of the same shape, exactly
+    assert count == pytest.approx(published, rel=0.02)
