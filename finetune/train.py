@@ -31,6 +31,7 @@ from minibert.cli import HubArguments, UserError, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
     DEFAULT_PRETRAINED_DIR,
+    MODEL_FOLDER_FILES,
     RESULTS_FILE,
     is_resume_keyword,
     needs_cpu_process_group,
@@ -76,16 +77,7 @@ OUR_FILES = {
     RESULTS_FILE,
     PREDICTIONS_FILE,
     DEMO_DATA_DIR,
-    "README.md",
-    "config.json",
-    "model.safetensors",
-    "modeling_minibert.py",
-    "configuration_minibert.py",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "generation_config.json",
+    *MODEL_FOLDER_FILES,
 }
 CLI_NAME = "fine-tuning"  # as output folders record it (`minibert.safety.mark_output_dir`)
 

@@ -15,6 +15,21 @@ import sys
 CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "all_results.json"
 DEFAULT_PRETRAINED_DIR = "outputs/pretrain"
+# What `minibert.hub.save_model_folder` writes: each CLI's output folder holds these beside its own files.
+MODEL_FOLDER_FILES = frozenset(
+    {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "modeling_minibert.py",
+        "configuration_minibert.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "generation_config.json",
+    }
+)
 
 # `--resume_from_checkpoint latest` (run_mlm_no_trainer's habit) or `last` (Trainer users' word): the newest one.
 RESUME_KEYWORDS = ("latest", "last")
