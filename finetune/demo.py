@@ -16,6 +16,8 @@ import os
 import random
 import re
 
+from minibert.text import split_sentences
+
 # The part of the language reference each pydoc topic belongs to (topics of other parts are not used).
 TOPIC_GROUPS = {
     "statements": [
@@ -88,7 +90,6 @@ TOPIC_GROUPS = {
 }
 DEMO_EPOCHS = 10.0  # ~1,000 training sentences: a tiny model needs more passes than the usual 3
 _SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
-_SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=[A-Z"])')
 
 
 def topic_sentences(text: str, min_words: int = 5, max_words: int = 50) -> set[str]:
@@ -98,7 +99,7 @@ def topic_sentences(text: str, min_words: int = 5, max_words: int = 50) -> set[s
         if ">>>" in paragraph:
             continue
         flat = re.sub(r"[*`]", "", " ".join(paragraph.split()))
-        for sentence in _SENTENCE_END.split(flat):
+        for sentence in split_sentences(flat):  # the corpus reader's splitter (minibert.text)
             sentence = sentence.strip()
             if min_words <= len(sentence.split()) <= max_words and sentence.endswith(".") and sentence[0].isupper():
                 sentences.add(sentence)

@@ -17,6 +17,7 @@ Exit status: 0 when the run completed (also when --time_budget ended it), 2 for 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -86,16 +87,26 @@ def _is_demo(argv: list[str]) -> bool:
 
 
 def _run(argv: Sequence[str] | None) -> dict:
-    from .demo import fill_mask_prompts
+    from .demo import uses_demo_corpus
     from .train import pretrain
 
     model_args, data_args, training_args, hub_args = parse(argv)
     result = pretrain(model_args, data_args, training_args, hub_args)
-    prompts = fill_mask_prompts(training_args, data_args)
-    if result.get("status") == "completed" and _is_main_process():
-        _summarize(result, training_args)
-        if prompts and not training_args.dry_run:
-            show_fill_mask(training_args.output_dir, prompts)
+    if result.get("status") != "completed" or not _is_main_process():
+        return result
+    _summarize(result, training_args)
+    if training_args.dry_run:
+        return result
+    if training_args.fill_mask_prompts:
+        show_fill_mask(training_args.output_dir, training_args.fill_mask_prompts)
+    elif uses_demo_corpus(data_args):  # what the demo learnt: baselines, held-out sentences with the true word
+        from .data import prepare_pretraining_data
+        from .demo import report_what_was_learnt
+
+        if model_args.model_name_or_path and not data_args.tokenizer_name:  # as the run did
+            data_args = dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
+        data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the run's cache: read, not rebuilt
+        result.update(report_what_was_learnt(training_args.output_dir, data, result))
     return result
 
 

@@ -19,11 +19,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from minibert.cli import UserError
+from minibert.text import split_sentences  # noqa: F401 (part of this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -37,156 +37,6 @@ MAX_DOCUMENT_CHARS = 4_000_000
 # ----------------------------------------------------------------------------------------------------------
 # Sentence splitting
 # ----------------------------------------------------------------------------------------------------------
-
-# Never a sentence end, whatever follows: titles before names, Latin abbreviations.
-_ABBREVIATIONS = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "mx",
-        "dr",
-        "prof",
-        "sr",
-        "jr",
-        "st",
-        "mt",
-        "rev",
-        "fr",
-        "hon",
-        "gen",
-        "col",
-        "lt",
-        "maj",
-        "sgt",
-        "capt",
-        "cmdr",
-        "adm",
-        "gov",
-        "pres",
-        "sen",
-        "rep",
-        "supt",
-        "vs",
-        "cf",
-        "al",
-        "viz",
-        "approx",
-        "est",
-        "dept",
-        "univ",
-        "assn",
-        "bros",
-        "inc",
-        "ltd",
-        "co",
-        "corp",
-    ]
-)
-# Abbreviations that end sentences often enough that we only trust them before a number ("No. 5", "p. 12").
-_NUMERIC_ABBREVIATIONS = frozenset(
-    [
-        "no",
-        "nos",
-        "vol",
-        "vols",
-        "p",
-        "pp",
-        "ch",
-        "chap",
-        "sec",
-        "sect",
-        "fig",
-        "figs",
-        "eq",
-        "eqs",
-        "art",
-        "ref",
-        "tab",
-        "op",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-    ]
-)
-# Terminal punctuation, then closing quotes/brackets (they belong to the sentence that ends), then space.
-_CANDIDATE = re.compile(r"(?P<end>[.!?…]+)(?P<close>[\"'”’)\]»]*)\s+")
-_CJK_END = re.compile(r"[。！？]+[」』”’）]*")
-_OPENERS = "\"'“‘([«¿¡"
-_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, Ph.D (the final period is not included)
-_PARAGRAPH = re.compile(r"\n\s*\n")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split running text into sentences with rules that need no model or download.
-
-    Paragraphs (blank-line separated) always end a sentence; single newlines are spaces. A sentence ends at
-    `.`, `!`, `?` or an ellipsis (plus any closing quotes or brackets) followed by space and a capital letter,
-    a digit or an opening quote -- except after known abbreviations ("Mr.", "e.g.", "et al."), single
-    initials ("J. R. R. Tolkien"), dotted acronyms ("U.S."), and number-taking abbreviations before a number
-    ("No. 5"). Decimals never split (no space after the point). CJK full stops split without a space.
-    """
-    sentences: list[str] = []
-    for paragraph in _PARAGRAPH.split(text):
-        paragraph = " ".join(paragraph.split())
-        if paragraph:
-            for chunk in _split_cjk(paragraph):
-                sentences.extend(_split_paragraph(chunk))
-    return sentences
-
-
-def _split_cjk(paragraph: str) -> list[str]:
-    if not _CJK_END.search(paragraph):
-        return [paragraph]
-    pieces, start = [], 0
-    for m in _CJK_END.finditer(paragraph):
-        pieces.append(paragraph[start : m.end()])
-        start = m.end()
-    pieces.append(paragraph[start:])
-    return [p.strip() for p in pieces if p.strip()]
-
-
-def _split_paragraph(paragraph: str) -> list[str]:
-    sentences, start = [], 0
-    for m in _CANDIDATE.finditer(paragraph):
-        if m.end() >= len(paragraph):
-            break
-        if _is_boundary(paragraph, m):
-            sentences.append(paragraph[start : m.start("close") + len(m.group("close"))])
-            start = m.end()
-    sentences.append(paragraph[start:])
-    return [s.strip() for s in sentences if s.strip()]
-
-
-def _is_boundary(text: str, m: re.Match) -> bool:
-    rest = text[m.end() :].lstrip(_OPENERS)
-    if not rest:
-        return False
-    first = rest[0]
-    if not (first.isupper() or first.isdigit()):
-        return False
-    if m.group("end") != ".":
-        return True  # "?", "!", "..." and "…" before a capital: a new sentence
-    word_start = text.rfind(" ", 0, m.start()) + 1
-    word = text[word_start : m.start()].lstrip(_OPENERS)
-    lower = word.lower()
-    if lower in _ABBREVIATIONS:
-        return False
-    if lower in _NUMERIC_ABBREVIATIONS and first.isdigit():
-        return False
-    if len(word) == 1 and word.isalpha() and word.isupper():
-        return False  # an initial: "J. Smith"
-    return not _DOTTED.fullmatch(word)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Sources

@@ -1,117 +1,71 @@
 """The demo corpus: English prose that ships with every Python install, so the main job needs no download.
 
-`pydoc_data.topics.topics` holds the language reference's topics as plain text with a little reST markup
-(~80 topics, ~465 KB). Each section of a topic (a heading and what follows, up to the next heading) becomes one
-document; grammar rules, code samples, interactive sessions and tables are left out, emphasis markers and
-backticks are dropped, and the prose is split into sentences. Sections shared by several topics are kept once.
+Two sources, both read without importing anything:
+- `pydoc_data.topics.topics`: the language reference's topics as plain text with a little reST markup (~80
+  topics). Each section of a topic (a heading and what follows, up to the next heading) becomes one document;
+  grammar rules, code samples, interactive sessions and tables are left out (`minibert.text.prose`).
+- the docstrings of the standard library's modules, classes and functions, read with `ast` from the source files
+  (tests, idlelib, tkinter, turtledemo and lib2to3 left out): each docstring's running prose, up to its first
+  section (`minibert.text.docstring_prose`), is one document.
+
+Documents are deduplicated; the file is written once per Python version (and `VERSION`) and cached.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
-import re
 import sys
+import sysconfig
 import tempfile
+from collections.abc import Iterator
 
-from pretrain.corpus import split_sentences
+from minibert.text import docstring_prose, prose, sections, split_sentences
 
-_UNDERLINE = re.compile(r"^([*=\-~^#])\1{2,}$")
-_TABLE = re.compile(r"^[+|]|^=+( +=+)+$")
-_BULLET = re.compile(r"^(?:[*\-+•]|\d+\.|\(\d+\)|[a-z]\))\s+")
-_FOOTNOTE = re.compile(r"\[\d+\]")
-_EMPHASIS = re.compile(r"\*{1,2}([^*\s][^*]*?)\*{1,2}")
-_STRAY_STAR = re.compile(r'(?<!")\*+(?!")')  # markup, but not a quoted operator: "*" stays
-_PROSE_CHARS = re.compile(r"[\w\s.,;:'\"()\[\]\-?!’“”—–/%&+=<>]")
-
-VERSION = 1  # bump when the cleaning changes: the file name, and so every cache built on it, changes too
-
-
-def sections(text: str) -> list[tuple[str, list[list[str]]]]:
-    """(title, paragraphs) per section; a paragraph is its lines, indentation kept."""
-    lines = text.splitlines()
-    out: list[tuple[str, list[list[str]]]] = []
-    title, paragraphs, current = "", [], []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        is_heading = (
-            i + 1 < len(lines)
-            and line.strip()
-            and _UNDERLINE.match(lines[i + 1].strip())
-            and abs(len(lines[i + 1].strip()) - len(line.strip())) <= 3
-        )
-        if is_heading:
-            if current:
-                paragraphs.append(current)
-            if paragraphs:
-                out.append((title, paragraphs))
-            title, paragraphs, current = line.strip(), [], []
-            i += 2
-            continue
-        if line.strip():
-            current.append(line)
-        elif current:
-            paragraphs.append(current)
-            current = []
-        i += 1
-    if current:
-        paragraphs.append(current)
-    if paragraphs:
-        out.append((title, paragraphs))
-    return out
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def prose(paragraphs: list[list[str]]) -> list[str]:
-    """The paragraphs that are running text, cleaned; code, grammar, sessions and tables left out."""
-    kept: list[str] = []
-    previous_indent, previous_colon = 0, False
-    literal_indent: int | None = None
-    for lines in paragraphs:
-        first = lines[0]
-        indent = _indent(first)
-        joined = "\n".join(lines)
-        # A block indented under a paragraph that ends in ":" is a literal block (code, output, grammar) and
-        # so is everything after it at that indentation or deeper, blank lines notwithstanding.
-        if literal_indent is not None and indent >= literal_indent:
-            continue
-        literal_indent = None
-        if previous_colon and indent >= previous_indent + 3:
-            literal_indent = indent
-            continue
-        previous_indent, previous_colon = indent, joined.rstrip().endswith(":")
-        if ">>>" in joined or "::=" in joined or "(Pdb)" in joined or _TABLE.match(first.strip()):
-            continue
-        text = " ".join(line.strip() for line in lines)
-        text = _BULLET.sub("", text)
-        text = _FOOTNOTE.sub("", text)
-        text = _STRAY_STAR.sub("", _EMPHASIS.sub(r"\1", text)).replace("`", "")
-        text = " ".join(text.split())
-        prose_share = len(_PROSE_CHARS.findall(text)) / max(len(text), 1)
-        # Signatures ("str.join(iterable)") and code lines do not end like a sentence.
-        ends_like_sentence = text.rstrip("\"'”’)]").endswith((".", "?", "!", ":"))
-        if len(text.split()) >= 4 and prose_share >= 0.9 and ends_like_sentence:
-            kept.append(text)
-    return kept
+VERSION = 2  # bump when the cleaning changes: the file name, and so every cache built on it, changes too
 
 
 def demo_documents() -> list[list[str]]:
-    """The documents (each a list of sentences) of the demo corpus, in topic order, duplicates removed."""
+    """The documents (each a list of sentences) of the demo corpus: the pydoc topics' sections in topic order,
+    then the standard library's docstrings in file order; duplicates removed."""
     from pydoc_data.topics import topics
 
     documents, seen = [], set()
+
+    def add(sentences: list[str], min_sentences: int) -> None:
+        key = hashlib.sha1("\n".join(sentences).encode()).hexdigest()
+        if len(sentences) >= min_sentences and key not in seen:
+            seen.add(key)
+            documents.append(sentences)
+
     for name in sorted(topics):
         for _title, paragraphs in sections(topics[name]):
-            sentences = [s for paragraph in prose(paragraphs) for s in split_sentences(paragraph)]
-            key = hashlib.sha1("\n".join(sentences).encode()).hexdigest()
-            if len(sentences) >= 2 and key not in seen:
-                seen.add(key)
-                documents.append(sentences)
+            add([s for paragraph in prose(paragraphs) for s in split_sentences(paragraph)], 2)
+    for docstring in stdlib_docstrings():
+        add(docstring_prose(docstring), 1)
     return documents
+
+
+_SKIPPED = {"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "site-packages", "ensurepip", "__pycache__"}
+
+
+def stdlib_docstrings() -> Iterator[str]:
+    """Module, class and function docstrings of the standard library's source files, in a fixed order."""
+    root = sysconfig.get_paths()["stdlib"]
+    for base, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED and not d.startswith("."))
+        for name in sorted(f for f in files if f.endswith(".py")):
+            try:
+                with open(os.path.join(base, name), encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+                continue  # a file of another Python version, or unreadable: not prose we need
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    docstring = ast.get_docstring(node)
+                    if docstring:
+                        yield docstring
 
 
 def build_demo_corpus(directory: str) -> str:
@@ -123,7 +77,7 @@ def build_demo_corpus(directory: str) -> str:
     from pydoc_data.topics import topics
 
     digest = hashlib.sha1(f"{VERSION}:{sys.version}:{len(topics)}".encode()).hexdigest()[:10]
-    path = os.path.join(directory, f"pydoc_topics-{digest}.txt")
+    path = os.path.join(directory, f"python_docs-{digest}.txt")
     if os.path.isfile(path):
         return path
     os.makedirs(directory, exist_ok=True)
@@ -145,7 +99,7 @@ def describe_data(data_args) -> str:
         files = [files]
     if files:
         return ", ".join(f"`{os.path.basename(f)}`" for f in files)
-    return "the embedded demo corpus (Python's documentation topics, `pydoc_data.topics`)"
+    return "the embedded demo corpus (Python's documentation topics and standard-library docstrings)"
 
 
 def uses_demo_corpus(data_args) -> bool:
@@ -167,3 +121,103 @@ def fill_mask_prompts(args, data_args) -> list[str]:
     if args.fill_mask_prompts is not None:
         return args.fill_mask_prompts
     return DEMO_PROMPTS if uses_demo_corpus(data_args) else []
+
+
+# ---- what the demo learnt: baselines and held-out prompts ----------------------------------------------------
+# Words too common to test what a model learnt of the text (a unigram model already guesses them).
+STOPWORDS = frozenset(
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "their", "then", "than", "not", "no", "can", "may", "must", "will", "would", "should", "which", "who", "whom", "what", "when", "where", "how", "all", "any", "each", "other", "such", "only", "also", "into", "over", "under", "between", "same", "so", "do", "does", "did", "has", "have", "had"]
+)
+
+
+def unigram_baseline(train_ids, eval_ids, special_ids) -> tuple[int, float]:
+    """(the most frequent training token, its share of the held-out tokens a collator may mask): the accuracy of
+    always guessing that token at masked positions, which are drawn uniformly from those tokens."""
+    import numpy as np
+
+    special = np.asarray(sorted(special_ids))
+    train = np.concatenate([np.asarray(x) for x in train_ids])
+    counts = np.bincount(train[~np.isin(train, special)])
+    top = int(counts.argmax())
+    held_out = np.concatenate([np.asarray(x) for x in eval_ids])
+    held_out = held_out[~np.isin(held_out, special)]
+    return top, float((held_out == top).mean()) if held_out.size else 0.0
+
+
+def heldout_prompts(eval_ids, tokenizer, train_counts, n: int = 20, seed: int = 0) -> list[tuple[str, str]]:
+    """(prompt with one [MASK], the true word) from held-out sentences: the masked word is a content word (not a
+    stopword, letters only, 4+ characters) that the tokenizer keeps whole and that training text holds 5+ times."""
+    import random
+
+    rng = random.Random(seed)
+    candidates = []
+    for ids in eval_ids:
+        segment = []
+        for token in [*ids[1:], tokenizer.sep_token_id]:
+            if token != tokenizer.sep_token_id:
+                segment.append(token)
+                continue
+            words = tokenizer.convert_ids_to_tokens(segment)
+            if 8 <= len(segment) <= 40:
+                for i, word in enumerate(words):
+                    whole = not word.startswith("##") and (i + 1 == len(words) or not words[i + 1].startswith("##"))
+                    content = word.isalpha() and len(word) >= 4 and word not in STOPWORDS
+                    if whole and content and train_counts.get(segment[i], 0) >= 5:
+                        candidates.append((segment, i, word))
+            segment = []
+    rng.shuffle(candidates)
+    prompts, seen = [], set()
+    for segment, i, word in candidates:
+        text = tokenizer.decode(segment[:i]) + f" {tokenizer.mask_token} " + tokenizer.decode(segment[i + 1 :])
+        text = " ".join(text.split()).replace(" .", ".").replace(" ,", ",")
+        if text not in seen:
+            seen.add(text)
+            prompts.append((text, word))
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def report_what_was_learnt(output_dir: str, data, result: dict, shown: int = 8) -> dict:
+    """Print held-out MLM accuracy next to chance and the unigram baseline, and fill-mask on held-out sentences
+    with the true word beside the top-5 guesses; returns the figures."""
+    from collections import Counter
+
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
+
+    tokenizer = data.tokenizer
+    train_ids = data.train_dataset["input_ids"]
+    eval_ids = data.eval_dataset["input_ids"] if data.eval_dataset is not None else []
+    top, unigram = unigram_baseline(train_ids, eval_ids, tokenizer.all_special_ids)
+    counts = Counter(i for ids in train_ids for i in ids)
+    prompts = heldout_prompts(eval_ids, tokenizer, counts)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        fill = pipeline("fill-mask", model=output_dir, top_k=5)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    top1 = top5 = 0
+    lines = []
+    for prompt, word in prompts:
+        guesses = [p["token_str"].strip() for p in fill(prompt)]
+        top1 += guesses[0] == word
+        top5 += word in guesses
+        lines.append(f"  {prompt}\n      true: {word:<14} guesses: {', '.join(guesses)}")
+    vocab = result.get("vocab_size") or len(tokenizer)
+    accuracy = result.get("eval_mlm_accuracy", float("nan"))
+    print(
+        f"\nheld-out MLM accuracy {accuracy:.3f}; chance 1/{vocab} = {1 / vocab:.4f}; always guessing the most "
+        f"frequent training token ({tokenizer.convert_ids_to_tokens(top)!r}) {unigram:.3f}"
+    )
+    if prompts:
+        print(f"\nfill-mask on {len(prompts)} held-out sentences (a content word masked): true word top-1 "
+              f"{top1}/{len(prompts)}, in the top 5 {top5}/{len(prompts)}")  # noqa: E501
+        print("\n".join(lines[:shown]))
+        if top5 < len(prompts) / 4:
+            print("  (a few minutes of CPU training on ~200k words: the model has learnt the text's common words and "
+                  "phrasing, not yet most content words; longer runs or --recipe fast on more text do better)")
+    return {"unigram_accuracy": unigram, "heldout_top1": top1, "heldout_top5": top5, "heldout_prompts": len(prompts)}

@@ -118,9 +118,9 @@ def test_resolve_files(tmp_path):
 def test_demo_corpus_is_prose_in_bert_format(tmp_path):
     documents = demo_documents()
     sentences = [s for d in documents for s in d]
-    assert len(documents) > 100 and len(sentences) > 2000
-    assert all(len(d) >= 2 for d in documents)
-    assert not any(">>>" in s or "::=" in s or "`" in s or s.startswith("*") for s in sentences)
+    assert len(documents) > 3000 and sum(len(s.split()) for s in sentences) > 150_000  # topics + stdlib docstrings
+    assert len({tuple(d) for d in documents}) == len(documents)  # deduplicated
+    assert not any(">>>" in s or "::=" in s or "`" in s or "http://" in s or "https://" in s or s.startswith("*") for s in sentences)
     path = build_demo_corpus(str(tmp_path))
     assert build_demo_corpus(str(tmp_path)) == path  # built once
     read = list(read_documents([path]))
