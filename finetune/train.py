@@ -819,12 +819,12 @@ def _write_outputs(
     trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: str, metrics, predictions
 ) -> None:
     """The Hub-ready classifier + card, all_results.json, predictions; the upload if asked (main process)."""
-    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
+    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder, twin_card_section
 
     output_dir = training_args.output_dir
     if hub_args.export_bert:
         card += twin_card_section(hub_args.hub_model_id or output_dir)
-    save_checkpoint(trainer.model, tokenizer, output_dir, model_card=card)
+    save_model_folder(trainer.model, tokenizer, output_dir, model_card=card)
     if hub_args.export_bert:
         save_bert_twin(trainer.model, tokenizer, output_dir)
     with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:

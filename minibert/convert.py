@@ -338,7 +338,7 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception:
         pass  # a checkpoint without tokenizer files converts too; say so below
-    from .hub import save_checkpoint
+    from .hub import save_model_folder
 
     if existing:  # the whole folder is replaced: none of the old checkpoint's files stays beside the new ones
         import tempfile
@@ -346,7 +346,7 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         parent = os.path.dirname(os.path.abspath(dst))
         staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
         try:
-            save_checkpoint(model, tokenizer, staging, extra=extra)
+            save_model_folder(model, tokenizer, staging, extra=extra)
             old = staging + ".old"
             os.replace(dst, old)
             try:
@@ -358,7 +358,7 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
-        save_checkpoint(
+        save_model_folder(
             model, tokenizer, dst, extra=extra
         )  # both ways: staged, so a failure never leaves DST half-written
     if tokenizer is None:

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from .cli import HubArguments, UserError
 
 
-def save_checkpoint(
+def save_model_folder(
     model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None, extra=None
 ) -> str:
     """Write a Hub-ready checkpoint of `model` (+ tokenizer and card) to `output_dir`.
@@ -105,7 +105,7 @@ def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str) -> str:
     """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class."""
     from .convert import minibert_to_bert
 
-    return save_checkpoint(
+    return save_model_folder(
         minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=_TWIN_CARD
     )
 

@@ -243,7 +243,7 @@ def _training_summary(accelerator, data_args, args, results: dict, num_warmup_st
 
 def write_outputs(accelerator, model, data, data_args, args, hub_args, results: dict, num_warmup_steps: int) -> None:
     """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked."""
-    from minibert.hub import push_to_hub, save_bert_twin, save_checkpoint, twin_card_section
+    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder, twin_card_section
 
     from .demo import describe_data, fill_mask_prompts
     from .distributed import export_model
@@ -264,7 +264,7 @@ def write_outputs(accelerator, model, data, data_args, args, hub_args, results: 
     )
     if hub_args.export_bert:
         card += twin_card_section(hub_args.hub_model_id or args.output_dir)
-    save_checkpoint(export, data.tokenizer, args.output_dir, model_card=card)
+    save_model_folder(export, data.tokenizer, args.output_dir, model_card=card)
     if hub_args.export_bert:
         save_bert_twin(export, data.tokenizer, args.output_dir)
     write_json(os.path.join(args.output_dir, RESULTS_FILE), results)

@@ -26,7 +26,7 @@ from transformers import (
 
 from minibert import AUTO_MAP, MiniBertConfig
 from minibert.cli import HubArguments, UserError
-from minibert.hub import push_to_hub, save_checkpoint
+from minibert.hub import push_to_hub, save_model_folder
 from minibert.modeling_minibert import (
     CODE_FILES,
     MiniBertForMaskedLM,
@@ -158,7 +158,7 @@ def test_save_checkpoint_layout(tmp_path, wordpiece_tokenizer):
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "state.bin").write_text("training state")
     model = random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer))
-    save_checkpoint(model, wordpiece_tokenizer, str(out), model_card="# tiny\n")
+    save_model_folder(model, wordpiece_tokenizer, str(out), model_card="# tiny\n")
     names = set(os.listdir(out))
     expected = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"}
     assert expected | set(CODE_FILES) <= names
@@ -177,7 +177,7 @@ def test_save_checkpoint_layout(tmp_path, wordpiece_tokenizer):
     pair = tokenizer("paris is", "the capital")
     assert pair["token_type_ids"][-1] == 1 and pair["token_type_ids"][0] == 0  # segment ids for sentence pairs
     # Saving again over it replaces the model and keeps the training state.
-    save_checkpoint(random_model(MiniBertForPreTraining, seed=1, vocab_size=len(wordpiece_tokenizer)), None, str(out))
+    save_model_folder(random_model(MiniBertForPreTraining, seed=1, vocab_size=len(wordpiece_tokenizer)), None, str(out))
     assert (out / "checkpoints" / "state.bin").exists() and (out / "tokenizer.json").exists()
 
 
@@ -194,7 +194,7 @@ def test_cased_tokenizer_stays_cased(tmp_path):
     """BertTokenizer rebuilds its normalizer from do_lower_case (default True): a cased vocabulary must say so."""
     cased = _wrap(train_wordpiece(lowercase=False, corpus=CORPUS + [c.upper() for c in CORPUS]))
     model = random_model(MiniBertForMaskedLM, vocab_size=len(cased))
-    save_checkpoint(model, cased, str(tmp_path))
+    save_model_folder(model, cased, str(tmp_path))
     tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "BertTokenizer" and tok_config["do_lower_case"] is False
     reloaded = AutoTokenizer.from_pretrained(tmp_path)
@@ -213,7 +213,7 @@ def test_non_bert_tokenizer_is_not_relabelled(tmp_path):
         CORPUS, trainers.BpeTrainer(vocab_size=90, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     )
     wrapped = _wrap(bpe)
-    save_checkpoint(random_model(MiniBertForMaskedLM, vocab_size=len(wrapped)), wrapped, str(tmp_path))
+    save_model_folder(random_model(MiniBertForMaskedLM, vocab_size=len(wrapped)), wrapped, str(tmp_path))
     tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # loads tokenizer.json as it is
     assert not (tmp_path / "vocab.txt").exists()
@@ -273,7 +273,7 @@ def _save_all(root, tokenizer) -> dict:
     paths = {}
     for name, model in models.items():
         paths[name] = str(root / name)
-        save_checkpoint(model, tokenizer, paths[name])
+        save_model_folder(model, tokenizer, paths[name])
     paths["resaved"] = str(root / "resaved")
     return paths
 
@@ -373,7 +373,7 @@ def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
 def test_loading_a_pretraining_checkpoint_into_other_heads_is_quiet(tmp_path, wordpiece_tokenizer, capfd):
     """The NSP head and pooler a masked-LM model does not use are expected: no load report for a newcomer to misread."""
     path = tmp_path / "pretraining"
-    save_checkpoint(
+    save_model_folder(
         random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)), wordpiece_tokenizer, path
     )
     capfd.readouterr()
@@ -388,7 +388,7 @@ def test_loading_a_pretraining_checkpoint_into_other_heads_is_quiet(tmp_path, wo
 def test_checkpoint_files_are_readable_as_the_umask_allows(tmp_path, wordpiece_tokenizer):
     old = os.umask(0o022)
     try:
-        save_checkpoint(
+        save_model_folder(
             random_model(MiniBertForPreTraining, vocab_size=len(wordpiece_tokenizer)),
             wordpiece_tokenizer,
             tmp_path / "ckpt",

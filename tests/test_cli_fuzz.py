@@ -29,7 +29,7 @@ def in_tmp_path(tmp_path, monkeypatch):
 def files(tmp_path_factory) -> dict[str, str]:
     """Inputs good and bad: a corpus, a task, a checkpoint, and files that are empty, binary, not UTF-8, a list."""
     from minibert import MiniBertConfig, MiniBertForMaskedLM
-    from minibert.hub import save_checkpoint
+    from minibert.hub import save_model_folder
 
     root = tmp_path_factory.mktemp("fuzz_inputs")
     out = {
@@ -38,7 +38,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     }
     out.update({f"task_{k}": v for k, v in write_task(str(root / "task")).items()})
     tokenizer = make_tokenizer()
-    save_checkpoint(
+    save_model_folder(
         MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY)), tokenizer, str(root / "model")
     )
     out["model"] = str(root / "model")

@@ -174,13 +174,13 @@ def task(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    from minibert.hub import save_checkpoint
+    from minibert.hub import save_model_folder
 
     tokenizer = make_tokenizer()
     model, loss = pretrain_mlm(tokenizer)
     assert loss < 1.5, f"the MLM did not learn the contexts (loss {loss:.2f})"
     path = str(tmp_path_factory.mktemp("pretrained"))
-    save_checkpoint(model, tokenizer, path)
+    save_model_folder(model, tokenizer, path)
     return path
 
 
@@ -410,13 +410,13 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
     from safetensors.torch import load_file
 
     from minibert import MiniBertConfig, MiniBertForSequenceClassification
-    from minibert.hub import save_checkpoint
+    from minibert.hub import save_model_folder
 
     tokenizer = make_tokenizer()
     config = MiniBertConfig(
         vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
     )
-    save_checkpoint(MiniBertForSequenceClassification(config), tokenizer, str(tmp_path / "base"))
+    save_model_folder(MiniBertForSequenceClassification(config), tokenizer, str(tmp_path / "base"))
     runs = {}
     for batch, accumulation in ((16, 1), (8, 2)):
         out = tmp_path / f"b{batch}"

@@ -31,7 +31,7 @@ def task(tmp_path_factory):
 def model(tmp_path_factory) -> str:
     """A fresh tiny MiniBERT (no dropout, so that a resumed run can be compared with an uninterrupted one)."""
     from minibert import MiniBertConfig, MiniBertForMaskedLM
-    from minibert.hub import save_checkpoint
+    from minibert.hub import save_model_folder
 
     tokenizer = make_tokenizer()
     torch.manual_seed(0)
@@ -39,7 +39,7 @@ def model(tmp_path_factory) -> str:
         vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
     )
     path = str(tmp_path_factory.mktemp("rel_model"))
-    save_checkpoint(MiniBertForMaskedLM(config), tokenizer, path)
+    save_model_folder(MiniBertForMaskedLM(config), tokenizer, path)
     return path
 
 
