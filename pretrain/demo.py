@@ -126,7 +126,9 @@ def fill_mask_prompts(args, data_args) -> list[str]:
 # ---- what the demo learnt: baselines and held-out prompts ----------------------------------------------------
 # Words too common to test what a model learnt of the text (a unigram model already guesses them).
 STOPWORDS = frozenset(
-    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "their", "then", "than", "not", "no", "can", "may", "must", "will", "would", "should", "which", "who", "whom", "what", "when", "where", "how", "all", "any", "each", "other", "such", "only", "also", "into", "over", "under", "between", "same", "so", "do", "does", "did", "has", "have", "had"]
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
+    "those there their then than not no can may must will would should which who whom what when where how all any "
+    "each other such only also into over under between same so do does did has have had".split()
 )
 
 
@@ -214,10 +216,14 @@ def report_what_was_learnt(output_dir: str, data, result: dict, shown: int = 8) 
         f"frequent training token ({tokenizer.convert_ids_to_tokens(top)!r}) {unigram:.3f}"
     )
     if prompts:
-        print(f"\nfill-mask on {len(prompts)} held-out sentences (a content word masked): true word top-1 "
-              f"{top1}/{len(prompts)}, in the top 5 {top5}/{len(prompts)}")  # noqa: E501
+        print(
+            f"\nfill-mask on {len(prompts)} held-out sentences (a content word masked): true word top-1 "
+            f"{top1}/{len(prompts)}, in the top 5 {top5}/{len(prompts)}"
+        )
         print("\n".join(lines[:shown]))
         if top5 < len(prompts) / 4:
-            print("  (a few minutes of CPU training on ~200k words: the model has learnt the text's common words and "
-                  "phrasing, not yet most content words; longer runs or --recipe fast on more text do better)")
+            print(
+                "  (a few minutes of CPU training on ~200k words: the model has learnt the text's common words and "
+                "phrasing, not yet most content words; longer runs or --recipe fast on more text do better)"
+            )
     return {"unigram_accuracy": unigram, "heldout_top1": top1, "heldout_top5": top5, "heldout_prompts": len(prompts)}

@@ -120,7 +120,10 @@ def test_demo_corpus_is_prose_in_bert_format(tmp_path):
     sentences = [s for d in documents for s in d]
     assert len(documents) > 3000 and sum(len(s.split()) for s in sentences) > 150_000  # topics + stdlib docstrings
     assert len({tuple(d) for d in documents}) == len(documents)  # deduplicated
-    assert not any(">>>" in s or "::=" in s or "`" in s or "http://" in s or "https://" in s or s.startswith("*") for s in sentences)
+    assert not any(
+        ">>>" in s or "::=" in s or "`" in s or "http://" in s or "https://" in s or s.startswith("*")
+        for s in sentences
+    )
     path = build_demo_corpus(str(tmp_path))
     assert build_demo_corpus(str(tmp_path)) == path  # built once
     read = list(read_documents([path]))
