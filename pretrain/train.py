@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
 from minibert.cli import HubArguments, UserError
-from minibert.runs import CHECKPOINTS_DIR, RESULTS_FILE, set_cpu_threads, setup_logging
+from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
 from .args import ModelArguments, PretrainingArguments, parse_config_overrides
@@ -236,16 +236,7 @@ OUR_FILES = {
     CURVES_FILE,
     "metrics.jsonl",
     "data_stats.json",
-    "README.md",
-    "config.json",
-    "model.safetensors",
-    "modeling_minibert.py",
-    "configuration_minibert.py",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "generation_config.json",
+    *MODEL_FOLDER_FILES,
 }
 CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
 
