@@ -6,7 +6,8 @@
 
 The corpus is English prose that ships on this machine: the module, class and function docstrings of the
 standard library and of the installed packages (torch, transformers, numpy, scipy, scikit-learn, datasets, ...),
-read with `ast` (nothing imported), cleaned of doctest and code lines, deduplicated. Files are split by a hash of
+read with `ast` (nothing imported), cleaned as the demo corpus's are (`minibert.text.docstring_prose`: running
+prose up to the first section, no doctest or code lines), deduplicated. Files are split by a hash of
 their path: 85% make the pretraining corpus (its held-out documents give the MLM figures), the other 15% the
 downstream task — which package a docstring comes from, balanced — so fine-tuning reads text pretraining never saw.
 
@@ -23,16 +24,13 @@ accuracy of each after the same fine-tuning (`minibert-finetune`, same settings)
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import hashlib
 import json
 import os
 import random
-import re
 import subprocess
 import sys
-import sysconfig
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,23 +68,18 @@ ABLATIONS = {
     "mask_30": ["--mlm_probability", "0.3"],
     "wsd_1sqrt": ["--lr_scheduler_type", "warmup_stable_decay", "--lr_decay_ratio", "0.3"],
 }
-_CODE = re.compile(r"^\s*(>>>|\.\.\.|\$ |[-=~^*]{3,}|\.\. |:\w+:|[{}\[\]()]|def |class |import |from \w+ import)")
-_ROLE = re.compile(r":\w+:`~?([^`]+)`")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The corpus and the task
 # --------------------------------------------------------------------------------------------------------------
 def _source_files() -> list[tuple[str, str]]:
-    """(label, path) of the .py files of the stdlib and of the installed packages."""
+    """(label, path) of the .py files of the stdlib (the demo corpus's) and of the installed packages."""
     import importlib.util
 
-    stdlib = sysconfig.get_paths()["stdlib"]
-    skip = ("test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "site-packages", "ensurepip", "__pycache__")
-    out = []
-    for base, dirs, files in os.walk(stdlib):
-        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
-        out += [("stdlib", os.path.join(base, f)) for f in sorted(files) if f.endswith(".py")]
+    from pretrain.demo import stdlib_files
+
+    out = [("stdlib", path) for path in stdlib_files()]
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
@@ -98,48 +91,20 @@ def _source_files() -> list[tuple[str, str]]:
     return out
 
 
-def _clean(docstring: str) -> list[str]:
-    """A docstring's prose as sentences: the first paragraphs up to a section (Args:, Parameters, Examples, ...)."""
-    from pretrain.corpus import split_sentences
-
-    lines = []
-    for line in docstring.splitlines():
-        stripped = line.strip()
-        if re.match(
-            r"^(Args|Arguments|Parameters|Returns?|Yields|Raises|Examples?|Notes?|References|See Also|"
-            r"Attributes|Example usage)\s*:?\s*$",
-            stripped,
-        ):
-            break
-        if not stripped or _CODE.match(stripped) or stripped.count("_") > 3 or "://" in stripped:
-            lines.append("")
-            continue
-        lines.append(_ROLE.sub(r"\1", stripped).replace("``", "").replace("`", ""))
-    text = " ".join(lines)
-    sentences = [s for s in split_sentences(" ".join(text.split())) if len(s.split()) >= 4 and s[-1] in ".!?"]
-    return [s for s in sentences if sum(c.isalpha() for c in s) > 0.7 * len(s)]
-
-
 def build_corpus(workdir: str) -> dict:
     """The pretraining corpus (BERT format) and the downstream task's CSV files; cached in `workdir`."""
+    from minibert.text import docstring_prose
+    from pretrain.demo import file_docstrings
+
     meta_path = os.path.join(workdir, "corpus.json")
     if os.path.isfile(meta_path):
         return json.load(open(meta_path))
     os.makedirs(workdir, exist_ok=True)
     seen, documents, task = set(), [], {label: [] for label in TASK_LABELS}
     for label, path in _source_files():
-        try:
-            tree = ast.parse(open(path, encoding="utf-8").read())
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-            continue
         for_task = int(hashlib.sha1(path.encode()).hexdigest(), 16) % 100 < 15
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            doc = ast.get_docstring(node)
-            if not doc:
-                continue
-            sentences = _clean(doc)
+        for doc in file_docstrings(path):
+            sentences = docstring_prose(doc)  # the demo corpus's cleaner
             key = " ".join(sentences)
             if not sentences or key in seen:
                 continue

@@ -52,20 +52,29 @@ _SKIPPED = {"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "sit
 
 def stdlib_docstrings() -> Iterator[str]:
     """Module, class and function docstrings of the standard library's source files, in a fixed order."""
+    for path in stdlib_files():
+        yield from file_docstrings(path)
+
+
+def stdlib_files() -> Iterator[str]:
+    """The standard library's .py files, in a fixed order (the folders in `_SKIPPED` left out)."""
     root = sysconfig.get_paths()["stdlib"]
     for base, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED and not d.startswith("."))
         for name in sorted(f for f in files if f.endswith(".py")):
-            try:
-                with open(os.path.join(base, name), encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-                continue  # a file of another Python version, or unreadable: not prose we need
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    docstring = ast.get_docstring(node)
-                    if docstring:
-                        yield docstring
+            yield os.path.join(base, name)
+
+
+def file_docstrings(path: str) -> list[str]:
+    """The module, class and function docstrings of one Python source file, read with `ast` (nothing imported)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return []  # a file of another Python version, or unreadable: not prose we need
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = (ast.get_docstring(node) for node in ast.walk(tree) if isinstance(node, kinds))
+    return [d for d in docstrings if d]
 
 
 def build_demo_corpus(directory: str) -> str:
