@@ -233,29 +233,30 @@ def _read_jsonl(path: str, text_column: str) -> Iterator[dict]:
         with _open_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 _check_not_binary(path, lineno, line)
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(
-                        f"{path}:{lineno}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON "
-                        "object per line"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
-                if text_column not in record:
-                    fields = ", ".join(sorted(record)[:10]) or "none"
-                    raise UserError(
-                        f"{path}:{lineno}: record has no {text_column!r} field (fields: {fields}); "
-                        "set --dataset_text_column"
-                    )
-                text = record[text_column]
-                if text is None:
-                    continue
-                if not isinstance(text, str):
-                    raise UserError(f"{path}:{lineno}: field {text_column!r} is a {type(text).__name__}, not a string")
-                for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
-                    yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
+                if line.strip():
+                    yield from jsonl_record_documents(line, f"{path}:{lineno}", text_column)
     except UnicodeDecodeError as e:
         raise _not_utf8(path, lineno + 1, e) from None
+
+
+def jsonl_record_documents(line: str, where: str, text_column: str) -> Iterator[dict]:
+    """The documents of one JSON Lines record: its `text_column` cut into pieces of `MAX_DOCUMENT_CHARS` (none for
+    a null text). Each error is a `UserError` that starts with `where` (the file and line, or byte offset)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per line"
+        ) from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+    if text_column not in record:
+        fields = ", ".join(sorted(record)[:10]) or "none"
+        raise UserError(f"{where}: record has no {text_column!r} field (fields: {fields}); set --dataset_text_column")
+    text = record[text_column]
+    if text is None:
+        return
+    if not isinstance(text, str):
+        raise UserError(f"{where}: field {text_column!r} is a {type(text).__name__}, not a string")
+    for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
+        yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}

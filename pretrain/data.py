@@ -701,14 +701,14 @@ class DataPipeline:
         if not self.args.next_sentence_prediction:
             if len(documents) == 0:
                 raise UserError(f"the {role} corpus is empty: {where} gave no documents")
-            instances = _segments(documents, self.args, seed, self.tokenizer, work, name)
+            instances = _make_examples(documents, self.args, seed, self.tokenizer, work, name)
             instances.save_to_disk(os.path.join(directory, name))
             return {
                 f"{prefix}documents_used": len(documents),
                 **_instance_stats(instances, prefix, self.args.max_seq_length),
             }
         _check_pairable(documents, where, role)
-        instances = _pair(documents, self.args, seed, self.tokenizer, self.args.preprocessing_num_workers, work, name)
+        instances = _make_examples(documents, self.args, seed, self.tokenizer, work, name)
         instances.save_to_disk(os.path.join(directory, name))
         return {
             f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
@@ -855,8 +855,9 @@ def _check_pairable(documents: Dataset, where: str, role: str) -> None:
         )
 
 
-def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Dataset:
-    pairing = NSPInstanceMap(
+def _instance_map(cls: type[NSPInstanceMap], documents: Dataset | None, args, seed: int, tokenizer) -> NSPInstanceMap:
+    """`cls` (`NSPInstanceMap`, or `SegmentInstanceMap` for MLM-only examples) with this run's settings."""
+    return cls(
         documents,
         args.max_seq_length,
         args.short_seq_prob,
@@ -865,48 +866,29 @@ def _pair(documents: Dataset, args, seed, tokenizer, num_proc, work, name) -> Da
         tokenizer.cls_token_id,
         tokenizer.sep_token_id,
     )
+
+
+def _make_examples(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
+    """One split's training examples, in `work`: NSP pairs (`nsp.NSPInstanceMap`), or with
+    --next_sentence_prediction false the sentences of consecutive documents packed in order
+    (`nsp.SegmentInstanceMap`)."""
+    if args.next_sentence_prediction:
+        cls, features, kind, desc = NSPInstanceMap, INSTANCE_FEATURES, "pairs", "Creating NSP pairs"
+    else:
+        cls, features, kind, desc = SegmentInstanceMap, SEGMENT_FEATURES, "segments", "Packing MLM examples"
     return (
         documents.with_format("arrow")
         .map(
-            pairing,
+            _instance_map(cls, documents, args, seed, tokenizer),
             batched=True,
             batch_size=PAIR_BATCH_SIZE,
             with_indices=True,
             remove_columns=documents.column_names,
-            features=INSTANCE_FEATURES,
-            num_proc=_num_proc(num_proc, len(documents), PAIR_BATCH_SIZE),
-            cache_file_name=os.path.join(work, f"{name}_pairs.arrow"),
-            new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
-            desc=f"Creating NSP pairs ({name})",
-        )
-        .with_format(None)
-    )
-
-
-def _segments(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
-    """MLM-only examples (`nsp.SegmentInstanceMap`): the sentences of consecutive documents packed in order."""
-    packing = SegmentInstanceMap(
-        documents,
-        args.max_seq_length,
-        args.short_seq_prob,
-        seed,
-        args.dupe_factor,
-        tokenizer.cls_token_id,
-        tokenizer.sep_token_id,
-    )
-    return (
-        documents.with_format("arrow")
-        .map(
-            packing,
-            batched=True,
-            batch_size=PAIR_BATCH_SIZE,
-            with_indices=True,
-            remove_columns=documents.column_names,
-            features=SEGMENT_FEATURES,
+            features=features,
             num_proc=_num_proc(args.preprocessing_num_workers, len(documents), PAIR_BATCH_SIZE),
-            cache_file_name=os.path.join(work, f"{name}_segments.arrow"),
+            cache_file_name=os.path.join(work, f"{name}_{kind}.arrow"),
             new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
-            desc=f"Packing MLM examples ({name})",
+            desc=f"{desc} ({name})",
         )
         .with_format(None)
     )
@@ -944,15 +926,7 @@ class _StreamBlocks:
 
     def __init__(self, tokenizer, args: DataArguments, seed: int):
         self.tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
-        self.pairing = NSPInstanceMap(
-            None,
-            args.max_seq_length,
-            args.short_seq_prob,
-            seed,
-            args.dupe_factor,
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-        )
+        self.pairing = _instance_map(NSPInstanceMap, None, args, seed, tokenizer)
         self.seed = seed
 
     def __call__(self, batch: dict, indices: list[int]) -> dict[str, list]:

@@ -23,7 +23,7 @@ from datasets import IterableDataset
 from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from minibert.cli import UserError
-from pretrain.corpus import MAX_DOCUMENT_CHARS, is_jsonl
+from pretrain.corpus import MAX_DOCUMENT_CHARS, is_jsonl, jsonl_record_documents
 
 # A resumed stream re-reads at most one shard: files are cut into byte ranges of this size.
 SHARD_BYTES = 16 * 2**20
@@ -74,7 +74,7 @@ def read_stream_shard(path: str, start: int, end: int, text_column: str = "text"
                 if line_start >= end:
                     return
                 if line:
-                    yield from _jsonl_documents(line, path, line_start, text_column)
+                    yield from jsonl_record_documents(line, f"{path} (byte {line_start})", text_column)
                 continue
             if not line:
                 if lines:
@@ -101,30 +101,6 @@ def _line_before_is_blank(f, position: int) -> bool:
     f.seek(window)
     before = f.read(position - window)[:-1]  # without the newline that ends the line before `position`
     return not before[before.rfind(b"\n") + 1 :].strip()
-
-
-def _jsonl_documents(line: str, path: str, offset: int, text_column: str) -> Iterator[dict]:
-    where = f"{path} (byte {offset})"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(
-            f"{where}: not a JSON object ({e.msg}); .jsonl/.json files must hold one JSON object per line"
-        ) from None
-    if not isinstance(record, dict):
-        raise UserError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
-    if text_column not in record:
-        raise UserError(
-            f"{where}: record has no {text_column!r} field (fields: "
-            f"{', '.join(sorted(record)[:10]) or 'none'}); set --dataset_text_column"
-        )
-    text = record[text_column]
-    if text is None:
-        return
-    if not isinstance(text, str):
-        raise UserError(f"{where}: field {text_column!r} is a {type(text).__name__}, not a string")
-    for start in range(0, max(len(text), 1), MAX_DOCUMENT_CHARS):
-        yield {"text": text[start : start + MAX_DOCUMENT_CHARS], "presplit": False}
 
 
 def read_stream_shards(shards: list[tuple[str, int, int]], text_column: str) -> Iterator[dict]:
