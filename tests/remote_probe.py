@@ -1,6 +1,8 @@
 """Run by tests as a script, in a process where minibert cannot be imported (also under other transformers versions):
-loads the checkpoints named in argv[1] (JSON) with `trust_remote_code=True` through every Auto class and the
-pipelines, and prints what they compute as one JSON line. The tests compare it with minibert's own outputs."""
+loads the checkpoints named in argv[1] (JSON) with `trust_remote_code=True` through the pipelines and through the
+Auto classes named in argv[3] (JSON: Auto class name -> checkpoint; the test reads them from
+`minibert.AUTO_CLASSES`, which cannot be imported here), and prints what they compute as one JSON line. The tests
+compare it with minibert's own outputs."""
 
 import json
 import sys
@@ -15,20 +17,9 @@ else:
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForNextSentencePrediction,
-    AutoModelForPreTraining,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    pipeline,
-)
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, pipeline  # noqa: E402
 
-ckpt, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+ckpt, texts, heads = (json.loads(arg) for arg in sys.argv[1:4])
 remote = dict(trust_remote_code=True)
 out = {"transformers": transformers.__version__}
 
@@ -48,25 +39,12 @@ out["token_classification"] = pipeline("token-classification", model=ckpt["tok"]
 tokenizer = AutoTokenizer.from_pretrained(ckpt["pretraining"], **remote)
 out["pair_encoding"] = {k: v.tolist() for k, v in tokenizer(*texts["pair"], return_tensors="pt").items()}
 enc = {k: torch.tensor(v) for k, v in texts["encoded"].items()}  # the same ids as the main environment's
-heads = {
-    "AutoConfig": None,
-    "AutoModel": ("pretraining", AutoModel, "last_hidden_state"),
-    "AutoModelForPreTraining": ("pretraining", AutoModelForPreTraining, "prediction_logits"),
-    "AutoModelForMaskedLM": ("pretraining", AutoModelForMaskedLM, "logits"),
-    "AutoModelForNextSentencePrediction": ("pretraining", AutoModelForNextSentencePrediction, "logits"),
-    "AutoModelForSequenceClassification": ("seq", AutoModelForSequenceClassification, "logits"),
-    "AutoModelForTokenClassification": ("tok", AutoModelForTokenClassification, "logits"),
-    "AutoModelForQuestionAnswering": ("qa", AutoModelForQuestionAnswering, "start_logits"),
-}
 out["config_class"] = type(AutoConfig.from_pretrained(ckpt["pretraining"], **remote)).__name__
 out["heads"] = {}
-for name, spec in heads.items():
-    if spec is None:
-        continue
-    which, auto, field = spec
-    model = auto.from_pretrained(ckpt[which], **remote).eval()
+for name, which in heads.items():
+    model = getattr(transformers, name).from_pretrained(ckpt[which], **remote).eval()
     with torch.no_grad():
-        out["heads"][name] = {"class": type(model).__name__, "values": getattr(model(**enc), field).tolist()}
+        out["heads"][name] = {"class": type(model).__name__, "values": model(**enc)[0].tolist()}
 
 # Loaded as remote code and saved again: the new folder still carries the code and the full auto_map,
 # and loads again (here, without minibert) through another Auto class.

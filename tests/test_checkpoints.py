@@ -4,66 +4,34 @@ checkpoint loaded as remote code (minibert not importable) running every pipelin
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import CORPUS, TINY, train_wordpiece
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForNextSentencePrediction,
-    AutoModelForPreTraining,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    PreTrainedTokenizerFast,
-    pipeline,
+from conftest import (
+    CORPUS,
+    TINY,
+    assert_probe_matches_minibert,
+    random_model,
+    run_remote_probe,
+    train_wordpiece,
+    wrap_tokenizer,
 )
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-from minibert import AUTO_MAP, MiniBertConfig
+from minibert import AUTO_CLASSES, AUTO_MAP
 from minibert.cli import HubArguments, UserError
 from minibert.hub import push_to_hub, save_model_folder
 from minibert.modeling_minibert import (
     CODE_FILES,
     MiniBertForMaskedLM,
-    MiniBertForNextSentencePrediction,
     MiniBertForPreTraining,
-    MiniBertForQuestionAnswering,
     MiniBertForSequenceClassification,
-    MiniBertForTokenClassification,
     MiniBertModel,
 )
 
-AUTO_CLASSES = {
-    AutoModel: MiniBertModel,
-    AutoModelForPreTraining: MiniBertForPreTraining,
-    AutoModelForMaskedLM: MiniBertForMaskedLM,
-    AutoModelForNextSentencePrediction: MiniBertForNextSentencePrediction,
-    AutoModelForSequenceClassification: MiniBertForSequenceClassification,
-    AutoModelForTokenClassification: MiniBertForTokenClassification,
-    AutoModelForQuestionAnswering: MiniBertForQuestionAnswering,
-}
 TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
-
-
-def tiny_config(**overrides) -> MiniBertConfig:
-    if "id2label" not in overrides:
-        overrides.setdefault("num_labels", 3)
-    return MiniBertConfig(**{**TINY, **overrides})
-
-
-def random_model(cls, seed=0, **config):
-    """A model whose every weight is random: a re-run `_init_weights` (zeros, ones, normal) would show."""
-    torch.manual_seed(seed)
-    model = cls(tiny_config(**config)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 def unprefixed(state: dict) -> dict:
@@ -181,18 +149,13 @@ def test_save_checkpoint_layout(tmp_path, wordpiece_tokenizer):
     assert (out / "checkpoints" / "state.bin").exists() and (out / "tokenizer.json").exists()
 
 
-def _wrap(tokenizer_object):
-    special = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer_object, **special)
-
-
 def _encodings(tokenizer, texts):
     return [tokenizer(*t)["input_ids"] if isinstance(t, tuple) else tokenizer(t)["input_ids"] for t in texts]
 
 
 def test_cased_tokenizer_stays_cased(tmp_path):
     """BertTokenizer rebuilds its normalizer from do_lower_case (default True): a cased vocabulary must say so."""
-    cased = _wrap(train_wordpiece(lowercase=False, corpus=CORPUS + [c.upper() for c in CORPUS]))
+    cased = wrap_tokenizer(train_wordpiece(lowercase=False, corpus=CORPUS + [c.upper() for c in CORPUS]))
     model = random_model(MiniBertForMaskedLM, vocab_size=len(cased))
     save_model_folder(model, cased, str(tmp_path))
     tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
@@ -212,7 +175,7 @@ def test_non_bert_tokenizer_is_not_relabelled(tmp_path):
     bpe.train_from_iterator(
         CORPUS, trainers.BpeTrainer(vocab_size=90, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     )
-    wrapped = _wrap(bpe)
+    wrapped = wrap_tokenizer(bpe)
     save_model_folder(random_model(MiniBertForMaskedLM, vocab_size=len(wrapped)), wrapped, str(tmp_path))
     tok_config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # loads tokenizer.json as it is
@@ -251,109 +214,6 @@ def test_push_to_hub_uploads_the_folder(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 # Remote code: a machine without minibert loads the checkpoint and runs every pipeline
 # --------------------------------------------------------------------------------------------------------------
-LABELS = {"seq": {0: "negative", 1: "positive"}, "tok": {0: "TAG-A", 1: "TAG-B", 2: "TAG-C"}}
-TEXTS = {
-    "feature": "the quick brown fox",
-    "fill_mask": "paris is the [MASK] of france.",
-    "classify": ["hello world", "the lazy dog"],
-    "tokens": "marie curie was born in warsaw",
-    "pair": ["what is the capital of france?", "paris is the capital of france."],
-}
-PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_probe.py")
-
-
-def _save_all(root, tokenizer) -> dict:
-    vocab = len(tokenizer)
-    models = {
-        "pretraining": random_model(MiniBertForPreTraining, vocab_size=vocab),
-        "seq": random_model(MiniBertForSequenceClassification, vocab_size=vocab, id2label=LABELS["seq"]),
-        "tok": random_model(MiniBertForTokenClassification, vocab_size=vocab, id2label=LABELS["tok"]),
-        "qa": random_model(MiniBertForQuestionAnswering, vocab_size=vocab),
-    }
-    paths = {}
-    for name, model in models.items():
-        paths[name] = str(root / name)
-        save_model_folder(model, tokenizer, paths[name])
-    paths["resaved"] = str(root / "resaved")
-    return paths
-
-
-def run_remote_probe(python: str, root, tokenizer, resave: bool = True) -> tuple[dict, dict]:
-    """Save one checkpoint per head under `root`, run tests/remote_probe.py on them with `python` in a folder where
-    minibert cannot be imported, and return (paths, what the probe computed)."""
-    paths = _save_all(root, tokenizer)
-    if not resave:
-        del paths["resaved"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(root / "hf-home"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.update(TRANSFORMERS_VERBOSITY="error")
-    work = root / "elsewhere"
-    work.mkdir()
-    encoded = AutoTokenizer.from_pretrained(paths["pretraining"])(*TEXTS["pair"], return_tensors="pt")
-    texts = {**TEXTS, "encoded": {k: v.tolist() for k, v in encoded.items()}}
-    proc = subprocess.run(
-        [python, PROBE, json.dumps(paths), json.dumps(texts)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return paths, json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
-
-
-def assert_probe_matches_minibert(paths: dict, out: dict, atol: float = 1e-5) -> None:
-    """What the checkpoints' own code computed (the probe) equals what minibert computes here, to `atol`."""
-    close = dict(rtol=atol, atol=atol)
-    assert out["module"].startswith("transformers_modules"), out["module"]  # the checkpoint's own code ran
-    assert out["feature_class"] == "MiniBertModel" and out["fill_mask_class"] == "MiniBertForMaskedLM"
-    assert out["config_class"] == "MiniBertConfig"
-    local_features = torch.tensor(pipeline("feature-extraction", model=paths["pretraining"])(TEXTS["feature"]))
-    torch.testing.assert_close(torch.tensor(out["features"]), local_features, **close)
-
-    fill = out["fill_mask"]
-    assert len(fill) == 3 and all("[MASK]" not in f["sequence"] and f["token_str"] for f in fill)
-    local_fill = pipeline("fill-mask", model=paths["pretraining"])(TEXTS["fill_mask"], top_k=3)
-    assert [f["token"] for f in fill] == [f["token"] for f in local_fill]
-    torch.testing.assert_close(
-        torch.tensor([f["score"] for f in fill]), torch.tensor([f["score"] for f in local_fill]), **close
-    )
-
-    local_tc = pipeline("text-classification", model=paths["seq"])(TEXTS["classify"], top_k=None)
-    for scores, local in zip(out["text_classification"], local_tc, strict=True):
-        assert sorted(s["label"] for s in scores) == ["negative", "positive"]  # names from id2label
-        as_dict = {s["label"]: s["score"] for s in scores}
-        for s in local:
-            assert abs(as_dict[s["label"]] - s["score"]) <= atol
-    entities = out["token_classification"]
-    assert entities and {e["entity"] for e in entities} <= set(LABELS["tok"].values())
-
-    enc = AutoTokenizer.from_pretrained(paths["pretraining"])(*TEXTS["pair"], return_tensors="pt")
-    assert out["pair_encoding"] == {k: v.tolist() for k, v in enc.items()}  # the tokenizer is the same there
-    classes = {
-        "AutoModel": MiniBertModel,
-        "AutoModelForPreTraining": MiniBertForPreTraining,
-        "AutoModelForMaskedLM": MiniBertForMaskedLM,
-        "AutoModelForNextSentencePrediction": MiniBertForNextSentencePrediction,
-        "AutoModelForSequenceClassification": MiniBertForSequenceClassification,
-        "AutoModelForTokenClassification": MiniBertForTokenClassification,
-        "AutoModelForQuestionAnswering": MiniBertForQuestionAnswering,
-    }
-    which = {
-        "AutoModelForSequenceClassification": "seq",
-        "AutoModelForTokenClassification": "tok",
-        "AutoModelForQuestionAnswering": "qa",
-    }
-    assert set(out["heads"]) == set(classes)
-    for auto_name, cls in classes.items():
-        model = cls.from_pretrained(paths[which.get(auto_name, "pretraining")]).eval()
-        with torch.no_grad():
-            local = model(**enc)[0]
-        assert out["heads"][auto_name]["class"] == cls.__name__
-        torch.testing.assert_close(torch.tensor(out["heads"][auto_name]["values"]), local, **close, msg=auto_name)
-
-
 def test_remote_code_pipelines_without_minibert(tmp_path, wordpiece_tokenizer):
     paths, out = run_remote_probe(sys.executable, tmp_path, wordpiece_tokenizer)
     for name in ("pretraining", "seq", "tok", "qa"):

@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from test_checkpoints import assert_probe_matches_minibert, run_remote_probe
+from conftest import assert_probe_matches_minibert, run_remote_probe
 
 VERSIONS = ["4.48.3", "5.0.0"]
 

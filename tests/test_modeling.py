@@ -6,7 +6,7 @@ are compared at real positions only (MiniBERT writes zeros at padding, BERT writ
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import LENGTHS, TINY, assert_close, make_batch, mlm_labels, real
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -29,8 +29,6 @@ from minibert.modeling_minibert import (
 )
 from pretrain.collator import unpadding_inputs
 
-ATOL = 1e-5
-LENGTHS = (11, 7, 4)  # right padding of different lengths; the first row is not padded at all
 SEQ = max(LENGTHS)
 
 
@@ -39,34 +37,6 @@ SEQ = max(LENGTHS)
 # --------------------------------------------------------------------------------------------------------------
 def bert_config(**overrides) -> BertConfig:
     return BertConfig(**{**TINY, **overrides})
-
-
-def make_batch(lengths=LENGTHS, seq_len=None, vocab=TINY["vocab_size"], seed=0) -> dict:
-    """input_ids / attention_mask / token_type_ids for right-padded rows: sentence A, then sentence B (segment 1)."""
-    g = torch.Generator().manual_seed(seed)
-    seq_len = seq_len or max(lengths)
-    lengths = torch.tensor(lengths)
-    positions = torch.arange(seq_len)
-    attention_mask = (positions < lengths[:, None]).long()
-    input_ids = torch.randint(5, vocab, (len(lengths), seq_len), generator=g).masked_fill(attention_mask == 0, 0)
-    token_type_ids = ((positions >= (lengths // 2)[:, None]) & attention_mask.bool()).long()
-    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-
-
-def mlm_labels(batch: dict, rate: float = 0.3, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    chosen = (torch.rand(batch["input_ids"].shape, generator=g) < rate) & batch["attention_mask"].bool()
-    chosen[:, 1] = True  # at least one label in every row
-    return batch["input_ids"].masked_fill(~chosen, -100)
-
-
-def real(x: torch.Tensor, batch: dict) -> torch.Tensor:
-    """The real-token entries of a per-token output (B, S, ...) -> (T, ...)."""
-    return x[batch["attention_mask"].bool()]
-
-
-def assert_close(actual, expected, atol=ATOL, rtol=ATOL, msg=""):
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{msg}: {m}" if msg else m)
 
 
 def pair(bert_cls, seed=0, **config):

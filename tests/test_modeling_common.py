@@ -17,7 +17,7 @@ import unittest
 import torch
 from transformers_common import load_common_module
 
-from minibert import MiniBertConfig
+from minibert import AUTO_CLASSES, MiniBertConfig
 from minibert.modeling_minibert import (
     MiniBertForMaskedLM,
     MiniBertForNextSentencePrediction,
@@ -185,15 +185,7 @@ SKIPS = {
 
 
 class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
-    all_model_classes = (
-        MiniBertModel,
-        MiniBertForPreTraining,
-        MiniBertForMaskedLM,
-        MiniBertForNextSentencePrediction,
-        MiniBertForSequenceClassification,
-        MiniBertForTokenClassification,
-        MiniBertForQuestionAnswering,
-    )
+    all_model_classes = tuple(AUTO_CLASSES.values())
 
     def setUp(self):
         self.model_tester = MiniBertModelTester(self)

@@ -2,15 +2,11 @@
 against a forward written out here from the model's own weights; BERT's defaults stay exactly BERT (test_modeling)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
-from test_modeling import assert_close, make_batch
+from conftest import TINY, assert_close, make_batch, run_without_minibert
 
 from minibert import MiniBertConfig
 from minibert.cli import UserError
@@ -127,17 +123,7 @@ def test_a_checkpoint_with_every_knob_loads_as_remote_code_without_minibert(tmp_
         "with torch.no_grad():\n"
         "    print(json.dumps([type(m).__module__, m(input_ids=ids).last_hidden_state.tolist()]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "ckpt"), json.dumps(ids.tolist())],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    module, hidden = json.loads(proc.stdout.strip().splitlines()[-1])
+    module, hidden = run_without_minibert(["-c", script, tmp_path / "ckpt", json.dumps(ids.tolist())], cwd=tmp_path)
     assert module.startswith("transformers_modules")
     with torch.no_grad():
         assert_close(torch.tensor(hidden), model(input_ids=ids).last_hidden_state)

@@ -2,12 +2,10 @@
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import run_without_minibert
 
 from minibert.cli import UserError
 from pretrain.__main__ import parse
@@ -105,16 +103,7 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
         "with torch.no_grad():\n"
         "    print(json.dumps(m(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits[0, 4].tolist()))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(out), json.dumps(ids)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote_logits = run_without_minibert(["-c", script, out, json.dumps(ids)], cwd=tmp_path)
     from transformers import AutoModelForMaskedLM
 
     import minibert  # noqa: F401
@@ -122,4 +111,4 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
     local = AutoModelForMaskedLM.from_pretrained(str(out)).eval()
     with torch.no_grad():
         expected = local(input_ids=torch.tensor(ids)).logits[0, 4]
-    torch.testing.assert_close(torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1])), expected)
+    torch.testing.assert_close(torch.tensor(remote_logits), expected)

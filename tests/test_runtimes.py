@@ -7,31 +7,14 @@ Each one needs a forward with no data-dependent Python branch and no device-to-h
 
 import pytest
 import torch
-from conftest import TINY
-from test_modeling import assert_close, make_batch, mlm_labels, real
+from conftest import TINY, assert_close, make_batch, mlm_labels, real
 from transformers import BertForSequenceClassification
 
+from minibert import AUTO_CLASSES, MiniBertForPreTraining, MiniBertForSequenceClassification, MiniBertModel
 from minibert.convert import bert_to_minibert
-from minibert.modeling_minibert import (
-    MiniBertForMaskedLM,
-    MiniBertForNextSentencePrediction,
-    MiniBertForPreTraining,
-    MiniBertForQuestionAnswering,
-    MiniBertForSequenceClassification,
-    MiniBertForTokenClassification,
-    MiniBertModel,
-)
 from pretrain.collator import unpadding_inputs
 
-HEADS = [
-    MiniBertModel,
-    MiniBertForPreTraining,
-    MiniBertForMaskedLM,
-    MiniBertForNextSentencePrediction,
-    MiniBertForSequenceClassification,
-    MiniBertForTokenClassification,
-    MiniBertForQuestionAnswering,
-]
+HEADS = list(AUTO_CLASSES.values())  # every MiniBERT class
 
 
 def tiny(cls, **overrides):
