@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from minibert.card import Cards, FinetuningCardInfo, render_cards
 from minibert.cli import HubArguments, UserError, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
@@ -50,7 +51,6 @@ from minibert.safety import (
 )
 
 from .args import DataArguments, FinetuneArguments, ModelArguments
-from .card import CardInfo, render_model_card
 from .data import (
     SPLITS,
     Examples,
@@ -584,13 +584,16 @@ def model_card(
     is_demo: bool,
     max_length: int,
     metrics: dict,
-) -> str:
+) -> Cards:
+    """The cards of the classifier's folder and of its plain-BERT twin (with --export_bert)."""
     args, train = trainer.args, prepared.splits["train"]
     # The usage snippet's example: of the first training texts, the one closest to a typical sentence's length.
     example = min(range(min(50, len(train))), key=lambda i: abs(len(train.texts[i]) - 80))
-    info = CardInfo(
-        model_name=hub_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir)),
-        model_path=hub_args.hub_model_id or training_args.output_dir,
+    info = FinetuningCardInfo(
+        hub_model_id=hub_args.hub_model_id,
+        output_dir=training_args.output_dir,
+        config=trainer.model.config,
+        num_parameters=trainer.model.num_parameters(),
         base_model=base,
         base_model_id=model_args.model_name_or_path,
         problem_type=prepared.labels.problem_type,
@@ -617,12 +620,11 @@ def model_card(
             "training examples": metrics["train_samples"],
             "steps": trainer.state.global_step,
         },
-        architecture=describe(trainer.model),
-        is_pair=prepared.text_columns[1] is not None,
-        example_text=train.texts[example][:300],
+        example=train.texts[example][:300],
         example_pair=train.text_pairs[example] if train.text_pairs is not None else None,
+        export_bert=hub_args.export_bert,
     )
-    return render_model_card(info)
+    return render_cards(info)
 
 
 class RunGuard:
@@ -816,17 +818,15 @@ def _train(trainer, tokenized, prepared, resume, output_dir: str, state):
 
 
 def _write_outputs(
-    trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: str, metrics, predictions
+    trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: Cards, metrics, predictions
 ) -> None:
     """The Hub-ready classifier + card, all_results.json, predictions; the upload if asked (main process)."""
-    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder, twin_card_section
+    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder
 
     output_dir = training_args.output_dir
+    save_model_folder(trainer.model, tokenizer, output_dir, model_card=card.model)
     if hub_args.export_bert:
-        card += twin_card_section(hub_args.hub_model_id or output_dir)
-    save_model_folder(trainer.model, tokenizer, output_dir, model_card=card)
-    if hub_args.export_bert:
-        save_bert_twin(trainer.model, tokenizer, output_dir)
+        save_bert_twin(trainer.model, tokenizer, output_dir, model_card=card.twin)
     with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     if predictions is not None:

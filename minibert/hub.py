@@ -80,33 +80,15 @@ def _readable_as_umask_allows(directory: str) -> None:
 
 
 BERT_TWIN_DIR = "bert"
-_TWIN_CARD = """---
-library_name: transformers
-tags: [bert, minibert]
----
-# A native BERT twin
-
-The same weights as the minibert checkpoint in the folder above, as a plain transformers BERT (`model_type: bert`):
-it loads with `BertModel` / `AutoModel` and `pipeline(...)` without `trust_remote_code`, and serves from stacks that
-know only BERT (ONNX exporters, embedding servers). Its outputs equal minibert's.
-"""
 
 
-def twin_card_section(path: str) -> str:
-    """The model card's paragraph that says which folder is which."""
-    return (
-        f"\n## Two folders, the same weights\n\n- `{path}`: minibert (remote code; `trust_remote_code=True` "
-        f"where minibert is not installed).\n- `{path.rstrip('/')}/{BERT_TWIN_DIR}`: a plain transformers BERT "
-        "(`model_type: bert`, no remote code), equal outputs.\n"
-    )
-
-
-def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str) -> str:
-    """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class."""
+def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None) -> str:
+    """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class, with
+    `model_card` (`minibert.card.render_cards(...).twin`)."""
     from .convert import minibert_to_bert
 
     return save_model_folder(
-        minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=_TWIN_CARD
+        minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=model_card
     )
 
 

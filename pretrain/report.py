@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import time
@@ -128,69 +127,6 @@ def hardware_description(accelerator) -> str:
     return f"{n} CPU process{'es' if n > 1 else ''} ({cpu}, {os.cpu_count()} cores{mode})"
 
 
-def _fmt(value) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if math.isinf(value) or math.isnan(value):
-            return str(value)
-        return f"{value:.4g}"
-    return str(value)
-
-
-def model_card(
-    *,
-    model_id: str | None,
-    model_path: str,
-    config,
-    num_parameters: int,
-    data_description: str,
-    training: dict,
-    results: dict,
-    example: str = "Paris is the [MASK] of France.",
-) -> str:
-    """A Hub model card: what the model is, how it was trained, how it scored, how to use it."""
-    title = model_id or "MiniBERT pretrained with minibert-pretrain"
-    size = f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, {config.num_attention_heads} heads"
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: fill-mask",
-        "tags:",
-        "- minibert",
-        "- bert",
-        "- fill-mask",
-        "---",
-        "",
-        f"# {title}",
-        "",
-        f"A BERT encoder ({size}; {num_parameters / 1e6:.1f}M parameters, vocabulary {config.vocab_size}) pretrained "
-        "from scratch with masked-language modelling and next-sentence prediction by minibert's "
-        "`minibert-pretrain`.",
-        "",
-        "## Training",
-        "",
-        f"- Data: {data_description}",
-    ]
-    lines += [f"- {k.replace('_', ' ').capitalize()}: {_fmt(v)}" for k, v in training.items()]
-    lines += ["", "## Evaluation (held-out data)", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in results.items()]
-    repo = model_id or model_path
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import minibert  # registers MiniBERT with transformers' Auto classes (or pass trust_remote_code=True)",
-        "from transformers import pipeline",
-        f'fill = pipeline("fill-mask", model="{repo}")',
-        f"print(fill({example!r}))",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # ---- the end of a run: its results, the exported model and its card ---------------------------------------------
 def final_results(loop, evaluation: dict, num_parameters: int, session_start: float) -> dict:
     """What all_results.json holds: the last evaluation, how much was trained, how fast, on what."""
@@ -217,15 +153,11 @@ def final_results(loop, evaluation: dict, num_parameters: int, session_start: fl
 
 
 def _training_summary(accelerator, data_args, args, results: dict, num_warmup_steps: int) -> dict:
-    """How the model was trained, as the card lists it."""
+    """How the model was trained, as the card lists it (the card states the objective itself)."""
     schedule = (
         f"{args.lr_scheduler_type} schedule over {'the time budget' if args.schedule_by == 'time' else 'the steps'}"
     )
-    objective = "masked-language modelling" + (
-        " + next-sentence prediction" if data_args.next_sentence_prediction else ""
-    )
     return {
-        "objective": objective,
         "steps": results["train_steps"],
         "epochs": results["train_epochs"],
         "global batch": f"{results['global_batch_size']} sequences of up to {data_args.max_seq_length} tokens",
@@ -243,7 +175,8 @@ def _training_summary(accelerator, data_args, args, results: dict, num_warmup_st
 
 def write_outputs(accelerator, model, data, data_args, args, hub_args, results: dict, num_warmup_steps: int) -> None:
     """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked."""
-    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder, twin_card_section
+    from minibert.card import PretrainingCardInfo, render_cards
+    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder
 
     from .demo import describe_data, fill_mask_prompts
     from .distributed import export_model
@@ -252,21 +185,25 @@ def write_outputs(accelerator, model, data, data_args, args, hub_args, results: 
     if not accelerator.is_main_process:
         return
     eval_keys = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity")
-    card = model_card(
-        model_id=hub_args.hub_model_id,
-        model_path=args.output_dir,
-        example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
-        config=export.config,
-        num_parameters=results["num_parameters"],
-        data_description=describe_data(data_args),
-        training=_training_summary(accelerator, data_args, args, results, num_warmup_steps),
-        results={k: results[k] for k in eval_keys if k in results},
+    cards = render_cards(
+        PretrainingCardInfo(
+            hub_model_id=hub_args.hub_model_id,
+            output_dir=args.output_dir,
+            config=export.config,
+            num_parameters=results["num_parameters"],
+            data_description=describe_data(data_args),
+            dataset_id=data_args.dataset_name,
+            dataset_config=data_args.dataset_config_name,
+            next_sentence_prediction=data_args.next_sentence_prediction,
+            training=_training_summary(accelerator, data_args, args, results, num_warmup_steps),
+            results={k: results[k] for k in eval_keys if k in results},
+            example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
+            export_bert=hub_args.export_bert,
+        )
     )
+    save_model_folder(export, data.tokenizer, args.output_dir, model_card=cards.model)
     if hub_args.export_bert:
-        card += twin_card_section(hub_args.hub_model_id or args.output_dir)
-    save_model_folder(export, data.tokenizer, args.output_dir, model_card=card)
-    if hub_args.export_bert:
-        save_bert_twin(export, data.tokenizer, args.output_dir)
+        save_bert_twin(export, data.tokenizer, args.output_dir, model_card=cards.twin)
     write_json(os.path.join(args.output_dir, RESULTS_FILE), results)
     plot_training_curves(os.path.join(args.output_dir, METRICS_FILE), os.path.join(args.output_dir, CURVES_FILE))
     logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)

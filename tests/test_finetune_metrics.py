@@ -55,3 +55,16 @@ def test_metric_names_match_what_is_computed():
         got = M.build_compute_metrics(problem_type, num_labels)(Prediction())
         assert sorted(got) == sorted(M.metric_names(problem_type, num_labels))
         assert M.BEST_METRIC[problem_type] in got
+
+
+def test_best_metric():
+    """--metric_for_best_model: the task's default, with or without `eval_`, and one clear error for another task's."""
+    from finetune.train import pick_best_metric
+    from minibert.cli import UserError
+
+    assert pick_best_metric(None, M.SINGLE_LABEL, 2) == "accuracy"
+    assert pick_best_metric("eval_f1", M.SINGLE_LABEL, 3) == "f1"
+    assert pick_best_metric(None, M.MULTI_LABEL, 4) == "f1_micro"
+    assert pick_best_metric("loss", M.REGRESSION, 1) == "loss"
+    with pytest.raises(UserError, match="this task reports pearson, spearmanr, loss"):
+        pick_best_metric("accuracy", M.REGRESSION, 1)
