@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import pickle
-import re
 import shutil
 from collections.abc import Sequence
 
@@ -32,6 +31,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .card import is_hub_id
 from .cli import UserError, run_cli
 from .configuration_minibert import MiniBertConfig
 from .modeling_minibert import (
@@ -170,7 +170,7 @@ def read_checkpoint_config(path: str) -> dict:
         return config
     if os.path.exists(path):
         raise UserError(f"{path} is a file; a checkpoint is a directory holding config.json and weights")
-    if not _looks_like_hub_id(path):
+    if not is_hub_id(path):  # `/data/ckpt`, `./ckpt`, `~/ckpt`, `a/b/c`: a local directory that is not there
         raise UserError(f"{path}: no such checkpoint directory")
     try:  # a Hub model id
         from transformers import AutoConfig
@@ -179,11 +179,6 @@ def read_checkpoint_config(path: str) -> dict:
     except Exception as e:
         hub_said = _one_line(e)
         raise UserError(f"cannot find checkpoint {path!r}: no such local directory; the Hub said: {hub_said}") from None
-
-
-def _looks_like_hub_id(path: str) -> bool:
-    """`name` or `owner/name`; a path like `/data/ckpt`, `./ckpt`, `~/ckpt` or `a/b/c` is a local directory."""
-    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) is not None and not path.startswith((".", "-"))
 
 
 def _one_line(error: BaseException) -> str:
