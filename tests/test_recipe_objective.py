@@ -121,6 +121,8 @@ def test_an_mlm_only_run_is_a_masked_lm_evaluated_at_its_own_rate(tmp_path):
     assert all("nsp_loss" not in r for r in records)
     model = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "out"))
     assert not hasattr(model.cls, "seq_relationship")
+    card = (tmp_path / "out" / "README.md").read_text()  # the card states the run's objective, not BERT's
+    assert "masked-language modelling" in card and "next-sentence" not in card.lower()
     assert len(pipeline("fill-mask", model=str(tmp_path / "out"))("alpha [MASK] gamma .")) == 5
 
 
