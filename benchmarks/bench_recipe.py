@@ -2,7 +2,8 @@
 
     python benchmarks/bench_recipe.py                       # mini size, 8 minutes each, then fine-tuning
     python benchmarks/bench_recipe.py --minutes 3 --size tiny
-    python benchmarks/bench_recipe.py --ablate --minutes 3  # each knob of `fast` alone against faithful
+    python benchmarks/bench_recipe.py --ablate add --minutes 4     # each knob of `fast` alone added to faithful
+    python benchmarks/bench_recipe.py --ablate remove --minutes 4  # each knob taken out of `fast`
 
 The corpus is English prose that ships on this machine: the module, class and function docstrings of the
 standard library and of the installed packages (torch, transformers, numpy, scipy, scikit-learn, datasets, ...),
@@ -58,15 +59,29 @@ SIZES = {  # --config_overrides of the model, the same for both recipes
     "tiny": "hidden_size=128,num_hidden_layers=2,num_attention_heads=2,intermediate_size=512",
     "mini": "hidden_size=256,num_hidden_layers=4,num_attention_heads=4,intermediate_size=1024",
 }
-# Each knob of `fast` alone, for --ablate (flags added to the faithful run).
-ABLATIONS = {
-    "pre_ln": ["--config_overrides", "pre_layer_norm=true"],
-    "geglu": ["--config_overrides", "gated_feed_forward=true"],
-    "no_bias": ["--config_overrides", "attention_bias=false,mlp_bias=false"],
-    "no_dropout": ["--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"],
-    "mlm_only": ["--next_sentence_prediction", "false"],
-    "mask_30": ["--mlm_probability", "0.3"],
-    "wsd_1sqrt": ["--lr_scheduler_type", "warmup_stable_decay", "--lr_decay_ratio", "0.3"],
+# Each knob of `fast`: (flags that add it to the faithful run, flags that take it out of the fast run), for
+# --ablate add / --ablate remove. Config entries merge with the size's (and the recipe's) entry by entry.
+KNOBS = {
+    "pre_ln": (["--config_overrides", "pre_layer_norm=true"], ["--config_overrides", "pre_layer_norm=false"]),
+    "geglu": (["--config_overrides", "gated_feed_forward=true"], ["--config_overrides", "gated_feed_forward=false"]),
+    "no_bias": (
+        ["--config_overrides", "attention_bias=false,mlp_bias=false"],
+        ["--config_overrides", "attention_bias=true,mlp_bias=true"],
+    ),
+    "no_dropout": (
+        ["--config_overrides", "hidden_dropout_prob=0,attention_probs_dropout_prob=0"],
+        ["--config_overrides", "hidden_dropout_prob=0.1,attention_probs_dropout_prob=0.1"],
+    ),
+    "mlm_only": (["--next_sentence_prediction", "false"], ["--next_sentence_prediction", "true"]),
+    "mask_30": (["--mlm_probability", "0.3"], ["--mlm_probability", "0.15"]),
+    "wsd_1sqrt": (
+        ["--lr_scheduler_type", "warmup_stable_decay", "--lr_decay_ratio", "0.3"],
+        ["--lr_scheduler_type", "linear"],
+    ),
+    "lr_1e-3": (
+        ["--learning_rate", "1e-3", "--adam_beta2", "0.98"],
+        ["--learning_rate", "1e-4", "--adam_beta2", "0.999"],
+    ),
 }
 
 
@@ -317,19 +332,32 @@ def compare(args, meta: dict, tokenizer: str) -> dict:
     }
 
 
+def _with_overrides(size: str, flags: list[str]) -> list[str]:
+    """`flags` with their --config_overrides (if any) appended to the size's, as one --config_overrides."""
+    overrides, rest = size, []
+    for i in range(0, len(flags), 2):
+        if flags[i] == "--config_overrides":
+            overrides += "," + flags[i + 1]
+        else:
+            rest += flags[i : i + 2]
+    return ["--config_overrides", overrides, *rest]
+
+
 def ablate(args, meta: dict, tokenizer: str) -> dict:
-    """Each knob alone against faithful, two runs at a time (one thread each), the same budget."""
+    """Each knob alone, the same budget, two runs at a time (one thread each): `add` puts each knob of fast into
+    the faithful run; `remove` takes each one out of the fast run (what it is worth inside the recipe)."""
     base = common_flags(args, meta, tokenizer)
-    size = SIZES[args.size]
+    start = [] if args.ablate == "add" else ["--recipe", "fast"]
+    reference = "faithful" if args.ablate == "add" else "fast"
+    knob_flags = {name: flags[0 if args.ablate == "add" else 1] for name, flags in KNOBS.items()}
+    runs = {reference: [], **{f"{args.ablate}_{name}": flags for name, flags in knob_flags.items()}}
     results = {}
-    names = ["faithful", *ABLATIONS]
+    names = list(runs)
     for i in range(0, len(names), 2):
         procs = {}
         for name in names[i : i + 2]:
-            extra = ABLATIONS.get(name, [])
-            overrides = size + ("," + extra[1] if extra[:1] == ["--config_overrides"] else "")
-            extra = extra[2:] if extra[:1] == ["--config_overrides"] else extra
-            procs[name] = start_pretraining(f"ablate_{name}", [*base, "--config_overrides", overrides, *extra], args)
+            flags = [*start, *base, *_with_overrides(SIZES[args.size], runs[name])]
+            procs[name] = start_pretraining(f"ablate_{name}", flags, args)
         _wait({f"ablate_{n}": p for n, (p, _) in procs.items()}, args)
         for name, (_, out) in procs.items():
             results[name] = eval_curve(out)[-1]
@@ -343,7 +371,11 @@ def main(argv=None) -> int:
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--eval_every", type=int, default=20, help="optimizer steps between evaluations")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "benchmarks", "results", "recipe"))
-    parser.add_argument("--ablate", action="store_true", help="each knob of fast alone against faithful")
+    parser.add_argument(
+        "--ablate",
+        choices=["add", "remove"],
+        help="each knob of fast alone: added to faithful (add), or taken out of fast (remove)",
+    )
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     meta = build_corpus(args.workdir)
@@ -354,10 +386,10 @@ def main(argv=None) -> int:
     tokenizer = train_tokenizer(args, meta)
     if args.ablate:
         results = ablate(args, meta, tokenizer)
-        print(f"\n{'run':<12} {'train s':>8} {'MLM loss':>9} {'MLM acc':>8}")
+        print(f"\n{'run':<18} {'train s':>8} {'MLM loss':>9} {'MLM acc':>8}")
         for name, (seconds, loss, acc) in results.items():
-            print(f"{name:<12} {seconds:8.0f} {loss:9.3f} {acc:8.3f}")
-        json.dump(results, open(os.path.join(args.workdir, "ablation.json"), "w"), indent=2)
+            print(f"{name:<18} {seconds:8.0f} {loss:9.3f} {acc:8.3f}")
+        json.dump(results, open(os.path.join(args.workdir, f"ablation_{args.ablate}.json"), "w"), indent=2)
         return 0
     report = compare(args, meta, tokenizer)
     json.dump(report, open(os.path.join(args.workdir, "report.json"), "w"), indent=2)
