@@ -4,48 +4,24 @@ Importing this package registers every MiniBERT class with transformers' Auto cl
 `AutoModelForMaskedLM`, `pipeline("fill-mask")`, ... load minibert checkpoints without `trust_remote_code`.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    AutoModelForNextSentencePrediction,
-    AutoModelForPreTraining,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+import transformers
 
+from . import modeling_minibert
 from .configuration_minibert import MODEL_SIZES, MiniBertConfig
-from .modeling_minibert import (
-    AUTO_MAP,
-    MiniBertForMaskedLM,
-    MiniBertForNextSentencePrediction,
-    MiniBertForPreTraining,
-    MiniBertForQuestionAnswering,
-    MiniBertForSequenceClassification,
-    MiniBertForTokenClassification,
-    MiniBertModel,
-    MiniBertPreTrainedModel,
-)
+from .modeling_minibert import *  # noqa: F403 (the model classes: modeling_minibert.__all__)
+from .modeling_minibert import AUTO_MAP
 
+# Each Auto class -> the MiniBERT class it loads, read from the one list of them: the `auto_map` that
+# modeling_minibert writes into every checkpoint ("AutoModelForMaskedLM": "modeling_minibert.MiniBertForMaskedLM").
 AUTO_CLASSES = {
-    AutoModel: MiniBertModel,
-    AutoModelForPreTraining: MiniBertForPreTraining,
-    AutoModelForMaskedLM: MiniBertForMaskedLM,
-    AutoModelForNextSentencePrediction: MiniBertForNextSentencePrediction,
-    AutoModelForSequenceClassification: MiniBertForSequenceClassification,
-    AutoModelForTokenClassification: MiniBertForTokenClassification,
-    AutoModelForQuestionAnswering: MiniBertForQuestionAnswering,
+    getattr(transformers, auto): getattr(modeling_minibert, target.rpartition(".")[2])
+    for auto, target in AUTO_MAP.items()
+    if auto != "AutoConfig"
 }
 
-AutoConfig.register(MiniBertConfig.model_type, MiniBertConfig, exist_ok=True)
+transformers.AutoConfig.register(MiniBertConfig.model_type, MiniBertConfig, exist_ok=True)
 for _auto, _model in AUTO_CLASSES.items():
     _auto.register(MiniBertConfig, _model, exist_ok=True)
 
-__all__ = [
-    "AUTO_MAP",
-    "MODEL_SIZES",
-    "MiniBertConfig",
-    "MiniBertPreTrainedModel",
-    *(m.__name__ for m in AUTO_CLASSES.values()),
-]
+__all__ = ["AUTO_MAP", "AUTO_CLASSES", "MODEL_SIZES", "MiniBertConfig"]
+__all__ += modeling_minibert.__all__

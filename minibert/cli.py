@@ -69,6 +69,11 @@ ENVIRONMENT_ERRORS = {
 }
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (transformers', the Hub's and torch's span several), for `error: ...`."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _out_of_memory(error: BaseException) -> bool:
     """What sizes too large for the machine raise: MemoryError, torch's OutOfMemoryError, a failed CPU allocation."""
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":

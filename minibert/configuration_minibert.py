@@ -26,6 +26,17 @@ MODEL_SIZES = {
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 
+# The fields that fix the shapes of the weights, each a positive integer.
+SIZE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
 # Architecture choices beyond BERT's, and BERT's value of each: a config with any other value is not a BERT.
 ARCHITECTURE_FIELDS = {"pre_layer_norm": False, "gated_feed_forward": False, "attention_bias": True, "mlp_bias": True}
 
@@ -116,15 +127,7 @@ class MiniBertConfig(PreTrainedConfig):
 
     def _check(self) -> None:
         """Reject values no model can be built from, with a message that names the field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-        ):
+        for name in SIZE_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"MiniBertConfig.{name} must be a positive integer, got {value!r}")
@@ -183,4 +186,4 @@ class MiniBertConfig(PreTrainedConfig):
         return cls(**{**sizes, **overrides})
 
 
-__all__ = ["MiniBertConfig", "MODEL_SIZES", "ARCHITECTURE_FIELDS"]
+__all__ = ["MiniBertConfig", "MODEL_SIZES", "SIZE_FIELDS", "ARCHITECTURE_FIELDS"]

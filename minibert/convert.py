@@ -14,62 +14,33 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Sequence
 
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
-from transformers import (
-    AutoTokenizer,
-    BertConfig,
-    BertForMaskedLM,
-    BertForNextSentencePrediction,
-    BertForPreTraining,
-    BertForQuestionAnswering,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    BertModel,
-    PreTrainedModel,
-)
+from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertModel, PreTrainedModel
 
+from . import AUTO_CLASSES
 from .card import is_hub_id
-from .cli import UserError, run_cli
-from .configuration_minibert import MiniBertConfig
-from .modeling_minibert import (
-    MiniBertForMaskedLM,
-    MiniBertForNextSentencePrediction,
-    MiniBertForPreTraining,
-    MiniBertForQuestionAnswering,
-    MiniBertForSequenceClassification,
-    MiniBertForTokenClassification,
-    MiniBertModel,
-)
+from .cli import UserError, one_line, run_cli
+from .configuration_minibert import SIZE_FIELDS, MiniBertConfig
+from .modeling_minibert import MiniBertForPreTraining, MiniBertModel
+from .safety import check_writable_dir, read_json_object
 
-# transformers BERT class <-> MiniBERT class, one pair per task.
-PAIRS = [
-    (BertModel, MiniBertModel),
-    (BertForPreTraining, MiniBertForPreTraining),
-    (BertForMaskedLM, MiniBertForMaskedLM),
-    (BertForNextSentencePrediction, MiniBertForNextSentencePrediction),
-    (BertForSequenceClassification, MiniBertForSequenceClassification),
-    (BertForTokenClassification, MiniBertForTokenClassification),
-    (BertForQuestionAnswering, MiniBertForQuestionAnswering),
-]
+# transformers BERT class <-> MiniBERT class, one pair per Auto class: MiniBertForX's twin is transformers' BertForX.
+PAIRS = [(getattr(transformers, mini.__name__.removeprefix("Mini")), mini) for mini in AUTO_CLASSES.values()]
 TO_MINIBERT = {bert.__name__: mini for bert, mini in PAIRS}
 TO_BERT = {mini.__name__: bert for bert, mini in PAIRS}
 MINIBERT_TO_BERT_CLASS = {mini: bert for bert, mini in PAIRS}
 
 # Config fields with the same meaning in both (BertConfig's names), plus the fine-tuning fields.
 SHARED_CONFIG_FIELDS = [
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
+    *SIZE_FIELDS,
     "hidden_act",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
     "initializer_range",
     "layer_norm_eps",
     "pad_token_id",
@@ -77,17 +48,6 @@ SHARED_CONFIG_FIELDS = [
     "id2label",
     "label2id",
     "problem_type",
-]
-
-# The config fields that fix weight shapes.
-SIZE_FIELDS = [
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
 ]
 
 
@@ -160,14 +120,7 @@ def read_checkpoint_config(path: str) -> dict:
         config_file = os.path.join(path, "config.json")
         if not os.path.isfile(config_file):
             raise UserError(f"{path} is not a model checkpoint: it has no config.json")
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {config_file}: {e}") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{config_file} holds a JSON {type(config).__name__}; a model config is a JSON object")
-        return config
+        return read_json_object(config_file)
     if os.path.exists(path):
         raise UserError(f"{path} is a file; a checkpoint is a directory holding config.json and weights")
     if not is_hub_id(path):  # `/data/ckpt`, `./ckpt`, `~/ckpt`, `a/b/c`: a local directory that is not there
@@ -177,14 +130,8 @@ def read_checkpoint_config(path: str) -> dict:
 
         return AutoConfig.from_pretrained(path).to_dict()
     except Exception as e:
-        hub_said = _one_line(e)
+        hub_said = one_line(e)
         raise UserError(f"cannot find checkpoint {path!r}: no such local directory; the Hub said: {hub_said}") from None
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line (transformers' and the Hub's span several), for `error: ...`."""
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
 
 
 def _pick_class(config: dict, table: dict, default) -> type:
@@ -242,11 +189,11 @@ def _from_pretrained(cls: type, path: str, **kwargs) -> PreTrainedModel:
         raise
     except _LOAD_ERRORS as e:
         if isinstance(e, SafetensorError):
-            reason = f"its safetensors weights are damaged or truncated ({_one_line(e)})"
+            reason = f"its safetensors weights are damaged or truncated ({one_line(e)})"
         elif "ignore_mismatched_sizes" in str(e):
             reason = _shape_mismatch(cls, path, kwargs.get("config"))
         else:
-            reason = _one_line(e)
+            reason = one_line(e)
         raise UserError(f"cannot load {path} as {cls.__name__}: {reason}") from None
 
 
@@ -281,43 +228,13 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
 
     `dst` must be missing or empty; with `overwrite`, an existing checkpoint folder there is replaced as a whole
     (never a training run's folder, never a mix of old and new files)."""
-    from .safety import check_writable_dir
-
     if os.path.abspath(src) == os.path.abspath(dst):
         raise UserError("SRC and DST must differ: conversion never overwrites its input")
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise UserError(f"{dst} is a file; DST must be a directory (it is created if missing)")
     check_writable_dir(dst, "DST")
-    config = read_checkpoint_config(src)
-    model_type = config.get("model_type")
-    if to == "minibert":
-        if model_type != "bert":
-            raise UserError(
-                f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint"
-            )
-        bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
-        model = bert_to_minibert(_from_pretrained(bert_cls, src))
-    elif to == "bert":
-        if model_type != MiniBertConfig.model_type:
-            raise UserError(f"{src} has model_type {model_type!r}; `--to bert` needs a MiniBERT checkpoint")
-        mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
-        model = minibert_to_bert(load_pretrained_minibert(mini_cls, src))
-    else:
-        raise UserError(f"--to must be 'minibert' or 'bert', got {to!r}")
-
-    # Checked once SRC has loaded (its errors come first), before anything is written.
-    existing = sorted(n for n in os.listdir(dst) if not n.startswith(".")) if os.path.isdir(dst) else []
-    if existing and not overwrite:
-        raise UserError(
-            f"DST {dst} is not empty ({', '.join(existing[:5])}): pass --overwrite to replace the "
-            "checkpoint there, or choose a new folder"
-        )
-    if existing and ("config.json" not in existing or "checkpoints" in existing):
-        raise UserError(
-            f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
-            "checkpoints/); conversion replaces only a checkpoint folder"
-        )
-
+    model = _load_converted(src, to)
+    replace = _check_destination(dst, overwrite)  # once SRC has loaded (its errors come first)
     carry = sentence_transformers_modules(src)  # checked before anything is written
 
     def extra(folder: str) -> None:
@@ -333,32 +250,68 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
         tokenizer = AutoTokenizer.from_pretrained(src)
     except Exception:
         pass  # a checkpoint without tokenizer files converts too; say so below
-    from .hub import save_model_folder
-
-    if existing:  # the whole folder is replaced: none of the old checkpoint's files stays beside the new ones
-        import tempfile
-
-        parent = os.path.dirname(os.path.abspath(dst))
-        staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
-        try:
-            save_model_folder(model, tokenizer, staging, extra=extra)
-            old = staging + ".old"
-            os.replace(dst, old)
-            try:
-                os.replace(staging, dst)
-            except OSError:
-                os.replace(old, dst)  # the old checkpoint back in place
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    else:
-        save_model_folder(
-            model, tokenizer, dst, extra=extra
-        )  # both ways: staged, so a failure never leaves DST half-written
+    _write_converted(model, tokenizer, dst, extra, replace)
     if tokenizer is None:
         print(f"note: {src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
+
+
+def _load_converted(src: str, to: str) -> PreTrainedModel:
+    """The checkpoint `src` loaded and converted `to` "minibert" or "bert" (the class its `architectures` name)."""
+    config = read_checkpoint_config(src)
+    model_type = config.get("model_type")
+    if to == "minibert":
+        if model_type != "bert":
+            raise UserError(
+                f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint"
+            )
+        bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
+        return bert_to_minibert(_from_pretrained(bert_cls, src))
+    if to == "bert":
+        if model_type != MiniBertConfig.model_type:
+            raise UserError(f"{src} has model_type {model_type!r}; `--to bert` needs a MiniBERT checkpoint")
+        mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
+        return minibert_to_bert(load_pretrained_minibert(mini_cls, src))
+    raise UserError(f"--to must be 'minibert' or 'bert', got {to!r}")
+
+
+def _check_destination(dst: str, overwrite: bool) -> bool:
+    """Whether `dst` holds a checkpoint to replace; a non-empty `dst` needs `overwrite` and must be a model folder."""
+    existing = sorted(n for n in os.listdir(dst) if not n.startswith(".")) if os.path.isdir(dst) else []
+    if existing and not overwrite:
+        raise UserError(
+            f"DST {dst} is not empty ({', '.join(existing[:5])}): pass --overwrite to replace the "
+            "checkpoint there, or choose a new folder"
+        )
+    if existing and ("config.json" not in existing or "checkpoints" in existing):
+        raise UserError(
+            f"--overwrite: {dst} is not a model checkpoint folder (or holds a training run's "
+            "checkpoints/); conversion replaces only a checkpoint folder"
+        )
+    return bool(existing)
+
+
+def _write_converted(model: PreTrainedModel, tokenizer, dst: str, extra, replace: bool) -> None:
+    """The model folder written to `dst` (staged, so a failure never leaves it half-written); with `replace`, the
+    old folder is swapped out as a whole: none of the old checkpoint's files stays beside the new ones."""
+    from .hub import save_model_folder
+
+    if not replace:
+        save_model_folder(model, tokenizer, dst, extra=extra)
+        return
+    staging = tempfile.mkdtemp(prefix=".converting-", dir=os.path.dirname(os.path.abspath(dst)))
+    try:
+        save_model_folder(model, tokenizer, staging, extra=extra)
+        old = staging + ".old"
+        os.replace(dst, old)
+        try:
+            os.replace(staging, dst)
+        except OSError:
+            os.replace(old, dst)  # the old checkpoint back in place
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # What a sentence-transformers model keeps beside the transformer's own files.

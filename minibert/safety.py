@@ -25,17 +25,12 @@ import socket
 import tempfile
 import time
 
-from .cli import UserError
+from .cli import UserError, one_line
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".minibert.lock"
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -64,14 +59,28 @@ def load_tensor_file(path: str, map_location="cpu"):
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = _one_line(e).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+        detail = one_line(e).split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
         raise UserError(
             f"{path} holds Python objects other than tensors and plain values ({detail}); it was refused unread, "
             "since loading it could run code. A checkpoint written by minibert never holds such objects: do not "
             "use this one unless you know where it came from, and resume from a checkpoint you wrote yourself"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
-        raise UserError(f"{path} is damaged or truncated ({_one_line(e)[:200]}); use an earlier checkpoint") from None
+        raise UserError(f"{path} is damaged or truncated ({one_line(e)[:200]}); use an earlier checkpoint") from None
+
+
+def read_json_object(path: str, advice: str | None = None) -> dict:
+    """The JSON object in `path`. A file that cannot be read, is not JSON or holds another JSON value is a
+    `UserError` that names it, ending with `advice` (e.g. "use an earlier checkpoint") when given."""
+    end = f"; {advice}" if advice else ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        raise UserError(f"cannot read {path} ({one_line(e)[:200]}){end}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object{end}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -106,7 +115,7 @@ def check_writable_dir(path: str, flag: str) -> None:
         os.remove(name)
     except OSError as e:
         raise UserError(
-            f"{flag} {path} cannot be written ({e.strerror or _one_line(e)}); choose another folder"
+            f"{flag} {path} cannot be written ({e.strerror or one_line(e)}); choose another folder"
         ) from None
 
 

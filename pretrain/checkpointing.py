@@ -25,9 +25,15 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 
-from minibert.cli import UserError
+from minibert.cli import UserError, one_line
 from minibert.runs import CHECKPOINTS_DIR, is_resume_keyword
-from minibert.safety import PICKLE_SUFFIXES, StopRequest, is_disk_full, load_tensor_file  # noqa: F401 (StopRequest: re-exported)
+from minibert.safety import (  # noqa: F401 (StopRequest: re-exported)
+    PICKLE_SUFFIXES,
+    StopRequest,
+    is_disk_full,
+    load_tensor_file,
+    read_json_object,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +68,9 @@ class Progress:
     @classmethod
     def read(cls, checkpoint_dir: str) -> Progress:
         path = os.path.join(checkpoint_dir, STATE_FILE)
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
-            raise UserError(f"{checkpoint_dir} is not a complete checkpoint ({STATE_FILE}: {e})") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path} is damaged: it holds a JSON {type(data).__name__}, not an object")
+        if not os.path.isfile(path):
+            raise UserError(f"{checkpoint_dir} is not a complete checkpoint: {STATE_FILE} is missing")
+        data = read_json_object(path, "use an earlier checkpoint")
         out = {}
         for f in fields(cls):
             if f.name not in data:
@@ -223,7 +225,7 @@ def verify_checkpoint(path: str, num_processes: int, has_scaler: bool, sharded: 
             else ""
         )
         raise UserError(f"{path} is not a complete checkpoint: {SCHEDULER_FILE} is missing{why}")
-    _read_json_object(os.path.join(path, SCHEDULER_FILE))
+    read_json_object(os.path.join(path, SCHEDULER_FILE), "use an earlier checkpoint")
     rng = [f"random_states_{i}.pkl" for i in range(num_processes)]
     for name in rng:
         if name not in names:
@@ -248,29 +250,16 @@ def _check_safetensors(path: str) -> None:
         with safe_open(path, framework="pt") as f:
             f.keys()
     except Exception as e:  # SafetensorError, OSError: the header or the size is wrong
-        raise UserError(
-            f"{path} is damaged or truncated ({' '.join(str(e).split())[:200]}); use an earlier checkpoint"
-        ) from None
-
-
-def _read_json_object(file: str) -> dict:
-    try:
-        with open(file, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{file} is damaged ({' '.join(str(e).split())[:200]}); use an earlier checkpoint") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{file} is damaged: a JSON {type(state).__name__}, not an object; use an earlier checkpoint")
-    return state
+        raise UserError(f"{path} is damaged or truncated ({one_line(e)[:200]}); use an earlier checkpoint") from None
 
 
 def load_scheduler_state(path: str, lr_scheduler) -> None:
     file = os.path.join(path, SCHEDULER_FILE)
-    state = _read_json_object(file)
+    state = read_json_object(file, "use an earlier checkpoint")
     try:
         lr_scheduler.load_state_dict(state)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        reason = one_line(e)[:200]
         raise UserError(f"{file} is damaged ({reason}); use an earlier checkpoint") from None
 
 

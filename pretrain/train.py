@@ -24,7 +24,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
-from minibert.cli import HubArguments, UserError
+from minibert.cli import HubArguments, UserError, one_line
+from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
@@ -280,7 +281,7 @@ def _load_state(accelerator, path: str) -> None:
     try:
         accelerator.load_state(path)
     except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, EOFError, OSError) as e:
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        reason = one_line(e)[:300]
         raise UserError(
             f"cannot restore the training state in {path} ({reason}); resume from an earlier checkpoint"
         ) from None
@@ -288,20 +289,11 @@ def _load_state(accelerator, path: str) -> None:
 
 # Config fields and arguments that change what a run computes: a resume must use the checkpoint's.
 _MODEL_SETTINGS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
+    *SIZE_FIELDS,
     "hidden_act",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob",
-    "pre_layer_norm",
-    "gated_feed_forward",
-    "attention_bias",
-    "mlp_bias",
+    *ARCHITECTURE_FIELDS,
 )
 _DATA_SETTINGS = (
     "train_file",
@@ -591,27 +583,12 @@ def _begin(
     saved = Progress.read(resume_path) if resume_path is not None else None
     if saved is not None:
         check_compatible(saved, progress, resume_path)  # the model, data and optimizer it was made with
-    if clear_previous_run:
-        _clear_previous_run(args, accelerator)
-    if accelerator.is_main_process and not args.dry_run:
-        mark_output_dir(args.output_dir, CLI_NAME)
-        if data.stats:
-            write_json(os.path.join(args.output_dir, "data_stats.json"), data.stats)
+    _start_writing(data, args, accelerator, clear_previous_run)
     metrics = MetricsLog(
         accelerator, None if args.dry_run else args.output_dir, tracking=args.with_tracking and not args.dry_run
     )
     if saved is not None:
-        _load_state(accelerator, resume_path)
-        load_scheduler_state(resume_path, run.lr_scheduler)
-        progress = dataclasses.replace(saved, max_train_steps=run.max_train_steps, settings=progress.settings)
-        metrics.truncate_after(progress.completed_steps)
-        logger.info(
-            "resumed from %s: step %d, epoch %d (+%d steps)",
-            resume_path,
-            progress.completed_steps,
-            progress.epoch,
-            progress.step_in_epoch,
-        )
+        progress = _restore(run, saved, progress, metrics, accelerator, resume_path)
     elif not args.dry_run:
         metrics.clear()
     stream = run.train_dataloader.dataset if hasattr(run.train_dataloader.dataset, "save_position") else None
@@ -634,6 +611,36 @@ def _begin(
         loop.stream_resumed = stream.load_position(resume_path, progress.epoch, loop.stream_examples())
     _log_plan(loop, accelerator, args, run)
     return loop
+
+
+def _start_writing(data: PretrainingData, args: PretrainingArguments, accelerator, clear_previous_run: bool) -> None:
+    """The run's first writes, once every input has been checked: the previous run cleared (--overwrite_output_dir),
+    the folder marked as this CLI's, the data statistics."""
+    if clear_previous_run:
+        _clear_previous_run(args, accelerator)
+    if accelerator.is_main_process and not args.dry_run:
+        mark_output_dir(args.output_dir, CLI_NAME)
+        if data.stats:
+            write_json(os.path.join(args.output_dir, "data_stats.json"), data.stats)
+
+
+def _restore(
+    run: _Run, saved: Progress, progress: Progress, metrics: MetricsLog, accelerator, resume_path: str
+) -> Progress:
+    """The checkpoint's training state (model, optimizer, RNGs, LR schedule) restored and the metrics log cut back
+    to its step; returns its progress, with this run's step limit and settings."""
+    _load_state(accelerator, resume_path)
+    load_scheduler_state(resume_path, run.lr_scheduler)
+    progress = dataclasses.replace(saved, max_train_steps=run.max_train_steps, settings=progress.settings)
+    metrics.truncate_after(progress.completed_steps)
+    logger.info(
+        "resumed from %s: step %d, epoch %d (+%d steps)",
+        resume_path,
+        progress.completed_steps,
+        progress.epoch,
+        progress.step_in_epoch,
+    )
+    return progress
 
 
 def _log_plan(loop: PretrainingLoop, accelerator, args: PretrainingArguments, run: _Run) -> None:
