@@ -211,7 +211,6 @@ class PretrainingArguments:
         },
     )
 
-    # A flat list of independent checks, one or two lines per flag: longer than 60 lines, read as a table.
     def validate(self) -> None:
         positive = {
             "per_device_train_batch_size": self.per_device_train_batch_size,
@@ -226,6 +225,27 @@ class PretrainingArguments:
         for name, value in positive.items():
             if value <= 0:
                 raise UserError(f"--{name} must be a positive integer, not {value}")
+        self._validate_optimizer()
+        self._validate_schedule()
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
+        for prompt in self.fill_mask_prompts or []:
+            if prompt.count("[MASK]") != 1:
+                raise UserError(
+                    f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}"
+                )
+        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
+            raise UserError(f"--dataloader_num_workers must be >= 0, not {self.dataloader_num_workers}")
+        self.checkpoint_interval()  # raises on a bad --checkpointing_steps
+        if self.with_tracking:
+            from minibert.cli import check_report_to
+
+            check_report_to(self.report_to, trainer=False)
+        if not self.output_dir:
+            raise UserError("--output_dir must not be empty")
+
+    def _validate_optimizer(self) -> None:
+        """The learning rate, weight decay, clipping and Adam's constants."""
         if not self.learning_rate > 0:
             raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
         if not self.learning_rate < float("inf"):  # every weight would be NaN after the first update
@@ -235,17 +255,8 @@ class PretrainingArguments:
                 raise UserError(f"--{name} must be a number, not nan")
         if not self.weight_decay < float("inf"):
             raise UserError(f"--weight_decay must be finite, not {self.weight_decay}")
-        if not 0 <= self.seed < 2**32:
-            raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
-        for prompt in self.fill_mask_prompts or []:
-            if prompt.count("[MASK]") != 1:
-                raise UserError(
-                    f"--fill_mask_prompts: each prompt needs exactly one [MASK], not {prompt.count('[MASK]')} in {prompt!r}"
-                )
         if self.weight_decay < 0:
             raise UserError(f"--weight_decay must be >= 0, not {self.weight_decay}")
-        if not 0 < self.lr_decay_ratio <= 1:
-            raise UserError(f"--lr_decay_ratio must be in (0, 1], not {self.lr_decay_ratio}")
         if self.max_grad_norm < 0:
             raise UserError(f"--max_grad_norm must be >= 0 (0 turns clipping off), not {self.max_grad_norm}")
         for name in ("adam_beta1", "adam_beta2"):
@@ -253,6 +264,11 @@ class PretrainingArguments:
                 raise UserError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
         if not 0 < self.adam_epsilon < float("inf"):
             raise UserError(f"--adam_epsilon must be positive, not {self.adam_epsilon}")
+
+    def _validate_schedule(self) -> None:
+        """Warmup, decay, the time budget and what the schedule runs over, the batch-size warmup."""
+        if not 0 < self.lr_decay_ratio <= 1:
+            raise UserError(f"--lr_decay_ratio must be in (0, 1], not {self.lr_decay_ratio}")
         if self.num_warmup_steps is not None and self.warmup_ratio is not None:
             raise UserError("give --num_warmup_steps or --warmup_ratio, not both")
         if self.num_warmup_steps is not None and self.num_warmup_steps < 0:
@@ -267,15 +283,6 @@ class PretrainingArguments:
             raise UserError("--schedule_by time counts the warmup in time: give --warmup_ratio, not --num_warmup_steps")
         if not 0 <= self.batch_size_warmup_ratio < 1:
             raise UserError(f"--batch_size_warmup_ratio must be in [0, 1), not {self.batch_size_warmup_ratio}")
-        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
-            raise UserError(f"--dataloader_num_workers must be >= 0, not {self.dataloader_num_workers}")
-        self.checkpoint_interval()  # raises on a bad --checkpointing_steps
-        if self.with_tracking:
-            from minibert.cli import check_report_to
-
-            check_report_to(self.report_to, trainer=False)
-        if not self.output_dir:
-            raise UserError("--output_dir must not be empty")
 
     def checkpoint_interval(self) -> int | str | None:
         """--checkpointing_steps as None, "epoch" or a positive int."""
