@@ -292,6 +292,55 @@ def _wait(procs: dict[str, subprocess.Popen], args) -> None:
             raise SystemExit(f"{name} failed: see {os.path.join(args.workdir, name + '.log')}")
 
 
+EVAL_FORMATS = {"nsp_pairs": True, "packed_text": False}  # held-out set name -> --next_sentence_prediction
+
+
+def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> dict:
+    """Each run's final model on both held-out sets, at 15% masking, the same masks for every model.
+
+    Each run evaluates itself during training on held-out data in its own format: the faithful run on NSP pairs
+    (half of them with a random second segment, shorter on average), the fast run on its documents' sentences
+    packed in order (longer contiguous context). Those two sets hold the same held-out documents but differ in how
+    easy their masked tokens are, so the final comparison is made here on both, with the MLM head alone (a
+    pretraining checkpoint loads as a masked LM; the NSP label is left out).
+    """
+    import tempfile
+
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForMaskedLM
+
+    import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
+    from pretrain.__main__ import parse
+    from pretrain.data import prepare_pretraining_data
+    from pretrain.evaluation import eval_collator, evaluate
+    from pretrain.train import build_collator
+
+    torch.set_num_threads(2)  # the training runs have ended: this process has the machine
+    accelerator = Accelerator(cpu=True)
+    results: dict = {name: {} for name in outs}
+    for held_out, nsp in EVAL_FORMATS.items():
+        flags = [*common_flags(args, meta, tokenizer), "--next_sentence_prediction", str(nsp).lower()]
+        _, data_args, training_args, _ = parse([*flags, "--output_dir", tempfile.mkdtemp()])
+        data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the runs' cache: read, not rebuilt
+        collator = eval_collator(build_collator(data_args, data.tokenizer, training_args.seed), 0.15)
+
+        def collate(examples, collator=collator):
+            batch = collator(examples)
+            batch.pop("next_sentence_label", None)  # the MLM head alone, for every model
+            return batch
+
+        loader = DataLoader(data.eval_dataset, batch_size=64, shuffle=False, collate_fn=collate)
+        for name, out in outs.items():
+            model = AutoModelForMaskedLM.from_pretrained(out)
+            metrics = evaluate(model, loader, accelerator, seed=training_args.seed)
+            results[name][held_out] = {
+                k: metrics[k] for k in ("eval_mlm_loss", "eval_mlm_accuracy", "eval_masked_tokens", "eval_samples")
+            }
+    return results
+
+
 def compare(args, meta: dict, tokenizer: str) -> dict:
     base = common_flags(args, meta, tokenizer) + ["--config_overrides", SIZES[args.size]]
     runs = {"faithful": base, "fast": ["--recipe", "fast", *base]}
@@ -300,6 +349,7 @@ def compare(args, meta: dict, tokenizer: str) -> dict:
     curves = {name: eval_curve(out) for name, (_, out) in started.items()}
     target = curves["faithful"][-1][1]
     reached = next((t for t, loss, _ in curves["fast"] if loss <= target), None)
+    common = cross_evaluate(args, meta, tokenizer, {name: out for name, (_, out) in started.items()})
     tuned = {name: finetune(name, out, args) for name, (_, out) in started.items()}
     _wait({f"finetune_{n}": p for n, p in tuned.items()}, args)
     downstream = {}
@@ -329,6 +379,7 @@ def compare(args, meta: dict, tokenizer: str) -> dict:
         "fast_reaches_faithful_final_loss_at_s": reached,
         "time_ratio": None if reached is None else reached / final["faithful"]["train_runtime"],
         "downstream": downstream,
+        "common_held_out": common,
     }
 
 
@@ -404,6 +455,13 @@ def main(argv=None) -> int:
             f"{final['eval_mlm_accuracy']:8.3f} {down.get('eval_accuracy', float('nan')):9.3f} "
             f"{down.get('test_accuracy', float('nan')):10.3f}"
         )
+    print("the final models on both held-out sets (15% masking, MLM head only, the same masks for both):")
+    for held_out in EVAL_FORMATS:
+        cells = "  ".join(
+            f"{name} {r[held_out]['eval_mlm_loss']:.3f} / {r[held_out]['eval_mlm_accuracy']:.3f}"
+            for name, r in report["common_held_out"].items()
+        )
+        print(f"  {held_out:<12} (loss / accuracy)  {cells}")
     reached = report["fast_reaches_faithful_final_loss_at_s"]
     if reached is None:
         print("fast never reached faithful's final held-out MLM loss")

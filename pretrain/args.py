@@ -76,7 +76,7 @@ class PretrainingArguments:
         default="bert",
         metadata={
             "help": "A named set of defaults (pretrain/recipes.py): `bert` (BERT's 2018 recipe) or `fast` (pre-LN, "
-            "GEGLU, no biases or dropout, MLM only at 30 percent, WSD; see BENCHMARKS.md). Flags and config files override it.",
+            "no biases or dropout, MLM only at 30 percent, WSD; see BENCHMARKS.md). Flags and config files override it.",
             "choices": ["bert", "fast"],
         },
     )

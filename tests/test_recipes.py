@@ -44,7 +44,7 @@ def test_a_users_config_overrides_merge_with_the_recipes():
     values = _values(BASE + ["--recipe", "fast", "--config_overrides", "hidden_size=64,pre_layer_norm=false"])
     entries = dict(item.split("=") for item in values["config_overrides"].split(","))
     assert entries["hidden_size"] == "64" and entries["pre_layer_norm"] == "false"  # the user's, on top
-    assert entries["gated_feed_forward"] == "true" and entries["mlp_bias"] == "false"  # the recipe's, kept
+    assert entries["attention_bias"] == "false" and entries["mlp_bias"] == "false"  # the recipe's, kept
 
 
 def test_an_unknown_recipe_is_one_clear_error():
@@ -93,7 +93,7 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
     assert result["status"] == "completed" and "eval_nsp_accuracy" not in result
     config = json.load(open(out / "config.json"))
     assert config["architectures"] == ["MiniBertForMaskedLM"]
-    assert config["pre_layer_norm"] and config["gated_feed_forward"] and not config["mlp_bias"]
+    assert config["pre_layer_norm"] and not config["attention_bias"] and not config["mlp_bias"]
     ids = [[2, 10, 11, 12, 4, 3]]
     script = (
         "import json, sys, torch\n"
