@@ -14,9 +14,8 @@ from __future__ import annotations
 import csv
 import os
 import random
-import re
 
-from minibert.text import split_sentences
+from minibert.text import prose, sections, split_sentences
 
 # The part of the language reference each pydoc topic belongs to (topics of other parts are not used).
 TOPIC_GROUPS = {
@@ -93,16 +92,14 @@ _SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 
 def topic_sentences(text: str, min_words: int = 5, max_words: int = 50) -> set[str]:
-    """Prose sentences of one pydoc topic: interactive examples skipped, reST emphasis marks dropped."""
+    """Prose sentences of one pydoc topic, cleaned as the pretraining demo's corpus is (`minibert.text.prose`:
+    code, grammar, interactive sessions and tables left out), each a capitalised statement of 5-50 words."""
     sentences = set()
-    for paragraph in re.split(r"\n\s*\n", text):
-        if ">>>" in paragraph:
-            continue
-        flat = re.sub(r"[*`]", "", " ".join(paragraph.split()))
-        for sentence in split_sentences(flat):  # the corpus reader's splitter (minibert.text)
-            sentence = sentence.strip()
-            if min_words <= len(sentence.split()) <= max_words and sentence.endswith(".") and sentence[0].isupper():
-                sentences.add(sentence)
+    for _title, paragraphs in sections(text):
+        for paragraph in prose(paragraphs):
+            for sentence in split_sentences(paragraph):
+                if min_words <= len(sentence.split()) <= max_words and sentence.endswith(".") and sentence[0].isupper():
+                    sentences.add(sentence)
     return sentences
 
 

@@ -318,10 +318,10 @@ def prepare_data(data_args: DataArguments, seed: int, cache_dir: str | None = No
 
 def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: list[str], seed: int):
     """(model, tokenizer, base model description) with a classification head for `labels`."""
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
     from minibert import MiniBertForSequenceClassification
-    from minibert.convert import load_pretrained_minibert, read_checkpoint_config
+    from minibert.convert import load_pretrained_minibert
 
     head = dict(
         num_labels=labels.num_labels,
@@ -345,14 +345,7 @@ def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: l
         model, tokenizer = fresh_model(training_texts, MiniBertForSequenceClassification, seed=seed, **head)
         return model, tokenizer, "a randomly initialised tiny MiniBERT"
 
-    source = read_checkpoint_config(path)
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in source.get("architectures") or [])
-    source_labels = len(source.get("id2label") or {}) or source.get("num_labels") or 2  # transformers' default
-    if is_classifier and source_labels != labels.num_labels and not model_args.ignore_mismatched_sizes:
-        raise UserError(
-            f"{path} is a classifier with {source_labels} outputs and this task needs {labels.num_labels}; pass "
-            "--ignore_mismatched_sizes to fine-tune it with a new classification head"
-        )
+    _check_head_fits(path, labels, model_args.ignore_mismatched_sizes)
     model = load_pretrained_minibert(
         MiniBertForSequenceClassification,
         path,
@@ -361,16 +354,7 @@ def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: l
         cache_dir=model_args.cache_dir,
         revision=model_args.model_revision,
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
-        )
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0] if str(e) else e}") from None
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {model.config.vocab_size}"
-        )
+    tokenizer = _load_tokenizer(path, model_args, model.config.vocab_size)
     base = f"`{path}`"
     if model_args.from_scratch:
         set_seed(seed)
@@ -378,6 +362,35 @@ def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: l
         base = f"random weights in the shape of `{path}` (a from-scratch baseline)"
         logger.info("--from_scratch: %s's config and tokenizer, random weights", path)
     return model, tokenizer, base
+
+
+def _check_head_fits(path: str, labels: LabelSpace, ignore_mismatched_sizes: bool) -> None:
+    """A classifier checkpoint's head must have this task's number of outputs, unless it is to be replaced."""
+    from minibert.convert import read_checkpoint_config
+
+    source = read_checkpoint_config(path)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in source.get("architectures") or [])
+    source_labels = len(source.get("id2label") or {}) or source.get("num_labels") or 2  # transformers' default
+    if is_classifier and source_labels != labels.num_labels and not ignore_mismatched_sizes:
+        raise UserError(
+            f"{path} is a classifier with {source_labels} outputs and this task needs {labels.num_labels}; pass "
+            "--ignore_mismatched_sizes to fine-tune it with a new classification head"
+        )
+
+
+def _load_tokenizer(path: str, model_args: ModelArguments, vocab_size: int):
+    """The checkpoint's tokenizer; it must not have more tokens than the model has embeddings."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
+        )
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+    if len(tokenizer) > vocab_size:
+        raise UserError(f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {vocab_size}")
+    return tokenizer
 
 
 def describe(model) -> str:
