@@ -211,6 +211,13 @@ class HubArguments:
     def validate(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
             raise UserError("--push_to_hub needs --hub_model_id (e.g. `your-name/minibert-small`)")
+        if self.hub_model_id:  # checked now, not after hours of training (and the card names it)
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.hub_model_id)
+            except HFValidationError as e:
+                raise UserError(f"--hub_model_id {self.hub_model_id!r} is not a Hub repository id: {e}") from None
 
 
 def check_report_to(value: str, trainer: bool) -> None:

@@ -379,3 +379,15 @@ def test_every_usage_snippet_runs_as_written(tmp_path, wordpiece_tokenizer):
     # Regression on a pair (function_to_apply="none"): the raw output for `[CLS] text [SEP] text_pair [SEP]`.
     score = _only(printed[REGRESSION])
     assert score["score"] == pytest.approx(float(logits(REGRESSION, *pair)[0]), abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["two words", "a/b/c", "double--dash", "x" * 97])
+def test_a_bad_hub_model_id_is_refused_before_training(bad):
+    """--hub_model_id names the card's title and the upload: an id the Hub would refuse is one error at parse time,
+    not a silent fallback to the folder's name after the run."""
+    from minibert.cli import UserError
+    from pretrain.__main__ import parse
+
+    with pytest.raises(UserError, match="not a Hub repository id"):
+        parse(["--train_file", "corpus.txt", "--hub_model_id", bad])
+    parse(["--train_file", "corpus.txt", "--hub_model_id", "someone/my-bert"])  # a valid id passes
