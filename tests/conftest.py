@@ -245,6 +245,11 @@ def write_corpus(path, documents) -> str:
     return str(path)
 
 
+def _flag_words(flags: dict) -> list[str]:
+    """Keyword flags as command-line words: {"max_train_steps": 4} -> ["--max_train_steps", "4"]."""
+    return [str(word) for name, value in flags.items() for word in (f"--{name}", value)]
+
+
 def topics_corpus(tmp_path_factory, folder: str, **documents) -> str:
     """`synthetic_documents(**documents)` written to topics.txt in a new temporary `folder`."""
     return write_corpus(tmp_path_factory.mktemp(folder) / "topics.txt", synthetic_documents(**documents))
@@ -281,8 +286,14 @@ def args_for(corpus_file, cache, output_dir, *extra, model=TINY_MODEL, **flags) 
         "--seed",
         "0",
         *map(str, extra),
-        *(str(word) for name, value in flags.items() for word in (f"--{name}", value)),
+        *_flag_words(flags),
     ]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """The test module's data cache: its runs tokenize and pair their corpus once."""
+    return str(tmp_path_factory.mktemp("cache"))
 
 
 def run(argv) -> dict:
@@ -370,6 +381,23 @@ def write_jsonl(path, rows) -> str:
     return str(path)
 
 
+def finetune_argv(out, task: dict, model: str, *extra, **flags) -> list[str]:
+    """minibert-finetune's arguments: `model` fine-tuned on `task`'s train file and evaluated on its validation file
+    (write_task's paths), written to `out`; `extra` flags and values, then `flags` given as keywords."""
+    return [
+        "--model_name_or_path",
+        model,
+        "--train_file",
+        task["train"],
+        "--validation_file",
+        task["validation"],
+        "--output_dir",
+        str(out),
+        *map(str, extra),
+        *_flag_words(flags),
+    ]
+
+
 def write_task(directory) -> dict[str, str]:
     """JSON Lines with {"text", "label"}: train on words 0-9 of each class, validate / test on words 10-19."""
     os.makedirs(directory, exist_ok=True)
@@ -390,6 +418,22 @@ def write_task(directory) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------------------------
 # Hostile inputs: what a refused run shows and leaves
 # ----------------------------------------------------------------------------------------------------------------
+# Values both CLIs refuse up front in the arguments they share, each with what their one error line names.
+BAD_SHARED_VALUES = [
+    (["--learning_rate", "inf"], "--learning_rate"),
+    (["--learning_rate", "nan"], "--learning_rate"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**32)], "--seed"),
+]
+
+
+def run_main(main, argv, capsys) -> tuple[int, str]:
+    """A CLI's `main(argv)` run in this process: its exit status and what it wrote to stderr."""
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
 def one_error_line(err: str) -> str:
     """The one `error:` line of a CLI's stderr, and no traceback."""
     assert "Traceback" not in err, err[-3000:]

@@ -11,8 +11,7 @@ import random
 import time
 
 import pytest
-from test_finetune_train import TINY, make_tokenizer, write_task
-from test_pretrain_loop import args_for, synthetic_documents, write_corpus
+from conftest import FINETUNE_TINY, args_for, make_tokenizer, synthetic_documents, write_corpus, write_task
 
 CASES = {"pretrain": 24, "finetune": 12, "convert": 16}
 MIN_CASES = 6
@@ -39,7 +38,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     out.update({f"task_{k}": v for k, v in write_task(str(root / "task")).items()})
     tokenizer = make_tokenizer()
     save_model_folder(
-        MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY)), tokenizer, str(root / "model")
+        MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **FINETUNE_TINY)), tokenizer, str(root / "model")
     )
     out["model"] = str(root / "model")
     (root / "empty.txt").write_text("")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_corpus
 from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import AutoTokenizer, BertTokenizer
 
@@ -53,12 +54,6 @@ def make_corpus(n_docs=N_DOCS, seed=0, sentences=(5, MAX_SENTENCES), first_doc=0
     ]
 
 
-def write_bert(path, documents):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n\n".join("\n".join(doc) for doc in documents) + "\n")
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def marker_tokenizer(tmp_path_factory):
     words = [f"d{d}" for d in range(1000)] + [f"s{s}" for s in range(MAX_SENTENCES + 1)] + FILLER + ["."]
@@ -70,11 +65,16 @@ def marker_tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    return write_bert(tmp_path_factory.mktemp("corpus") / "corpus.txt", make_corpus())
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", make_corpus())
 
 
 def prepare(cache, seed=0, **kwargs) -> PretrainingData:
     return prepare_pretraining_data(DataArguments(data_cache_dir=str(cache), **kwargs), seed=seed)
+
+
+def prepare_marked(cache, corpus_file, marker_tokenizer, **kwargs) -> PretrainingData:
+    """`prepare` on the marked corpus with the marker tokenizer, in sequences of 64 tokens."""
+    return prepare(cache, train_file=[corpus_file], tokenizer_name=marker_tokenizer, max_seq_length=64, **kwargs)
 
 
 class Tracer:
@@ -132,14 +132,7 @@ def check_provenance(dataset, tokenizer, tracer, max_seq_length):
 
 
 def test_pairs_are_bert_instances_with_true_provenance_and_balanced_labels(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(
-        tmp_path,
-        train_file=[corpus_file],
-        tokenizer_name=marker_tokenizer,
-        max_seq_length=64,
-        dupe_factor=6,
-        validation_split_percentage=0,
-    )
+    data = prepare_marked(tmp_path, corpus_file, marker_tokenizer, dupe_factor=6, validation_split_percentage=0)
     assert isinstance(data.train_dataset, Dataset) and data.eval_dataset is None
     assert set(data.train_dataset.column_names) >= {"input_ids", "token_type_ids", "next_sentence_label"}
     tokenizer = data.tokenizer
@@ -157,13 +150,7 @@ def test_pairs_are_bert_instances_with_true_provenance_and_balanced_labels(tmp_p
 
 
 def test_validation_percentage_holds_out_whole_documents(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(
-        tmp_path,
-        train_file=[corpus_file],
-        tokenizer_name=marker_tokenizer,
-        max_seq_length=64,
-        validation_split_percentage=10,
-    )
+    data = prepare_marked(tmp_path, corpus_file, marker_tokenizer, validation_split_percentage=10)
     tracer = Tracer(data.tokenizer, dict(enumerate(make_corpus())))
 
     def documents(dataset):
@@ -179,23 +166,16 @@ def test_validation_percentage_holds_out_whole_documents(tmp_path, corpus_file, 
     assert len(eval_docs) == round(0.1 * N_DOCS) and not train_docs & eval_docs  # NotNext Bs included
     assert data.stats["eval_documents_used"] == round(0.1 * N_DOCS)
     check_provenance(data.eval_dataset, data.tokenizer, tracer, 64)
-    limited = prepare(
-        tmp_path,
-        train_file=[corpus_file],
-        tokenizer_name=marker_tokenizer,
-        max_seq_length=64,
-        validation_split_percentage=10,
-        max_eval_samples=7,
+    limited = prepare_marked(
+        tmp_path, corpus_file, marker_tokenizer, validation_split_percentage=10, max_eval_samples=7
     )
     assert len(limited.eval_dataset) == 7
 
 
 def test_validation_file(tmp_path, corpus_file, marker_tokenizer):
     held_out = make_corpus(n_docs=20, seed=9, first_doc=500)
-    path = write_bert(tmp_path / "valid.txt", held_out)
-    data = prepare(
-        tmp_path, train_file=[corpus_file], validation_file=path, tokenizer_name=marker_tokenizer, max_seq_length=64
-    )
+    path = write_corpus(tmp_path / "valid.txt", held_out)
+    data = prepare_marked(tmp_path, corpus_file, marker_tokenizer, validation_file=path)
     tracer = Tracer(data.tokenizer, {500 + i: doc for i, doc in enumerate(held_out)})
     check_provenance(data.eval_dataset, data.tokenizer, tracer, 64)
     assert data.stats["documents"] == N_DOCS  # nothing held out of the training file
@@ -232,7 +212,7 @@ def test_same_seed_same_data_any_num_proc_other_seed_other_data(tmp_path, corpus
 
 
 def test_cache_is_reused_and_invalidated_by_changed_inputs(tmp_path):
-    corpus = write_bert(tmp_path / "corpus.txt", make_corpus(n_docs=60))
+    corpus = write_corpus(tmp_path / "corpus.txt", make_corpus(n_docs=60))
     common = dict(train_file=[corpus], max_seq_length=64, vocab_size=300, min_frequency=1)
     first = prepare(tmp_path / "cache", **common)
     assert first.stats["cache"] == {"tokenizer": "built", "documents": "built", "pairs": "built"}
@@ -244,7 +224,7 @@ def test_cache_is_reused_and_invalidated_by_changed_inputs(tmp_path):
     different_length = prepare(tmp_path / "cache", **{**common, "max_seq_length": 48})
     assert different_length.stats["cache"] == {"tokenizer": "hit", "documents": "built", "pairs": "built"}
 
-    write_bert(tmp_path / "corpus.txt", make_corpus(n_docs=61))  # the file changes: everything is rebuilt
+    write_corpus(tmp_path / "corpus.txt", make_corpus(n_docs=61))  # the file changes: everything is rebuilt
     changed = prepare(tmp_path / "cache", **common)
     assert changed.stats["cache"] == {"tokenizer": "built", "documents": "built", "pairs": "built"}
     assert changed.stats["documents"] == 61
@@ -255,7 +235,7 @@ def test_cache_is_reused_and_invalidated_by_changed_inputs(tmp_path):
 
 
 def test_a_failed_run_leaves_the_cache_as_it_was(tmp_path):
-    corpus = write_bert(tmp_path / "corpus.txt", make_corpus(n_docs=40))
+    corpus = write_corpus(tmp_path / "corpus.txt", make_corpus(n_docs=40))
     cache = tmp_path / "cache"
     prepare(cache, train_file=[corpus], max_seq_length=64, vocab_size=300, min_frequency=1)
     before = sorted(os.listdir(cache))
@@ -355,12 +335,11 @@ def test_saved_dataset_and_load_dataset_sources(tmp_path, marker_tokenizer, monk
 
 
 def test_streaming(tmp_path, corpus_file, marker_tokenizer):
-    data = prepare(
+    data = prepare_marked(
         tmp_path,
+        corpus_file,
+        marker_tokenizer,
         streaming=True,
-        train_file=[corpus_file],
-        tokenizer_name=marker_tokenizer,
-        max_seq_length=64,
         validation_split_percentage=10,
         streaming_buffer_size=50,
     )
@@ -404,20 +383,20 @@ def test_missing_file_and_empty_glob(tmp_path):
     with pytest.raises(UserError, match="validation file not found"):
         prepare(
             tmp_path,
-            train_file=[str(write_bert(tmp_path / "a.txt", make_corpus(5)))],
+            train_file=[str(write_corpus(tmp_path / "a.txt", make_corpus(5)))],
             validation_file=str(tmp_path / "v.txt"),
         )
 
 
 def test_corpus_too_small_says_what_it_found_and_needs(tmp_path, marker_tokenizer):
-    one_doc = write_bert(tmp_path / "one.txt", make_corpus(n_docs=1))
+    one_doc = write_corpus(tmp_path / "one.txt", make_corpus(n_docs=1))
     with pytest.raises(
         UserError,
         match=r"too small to make NSP pairs: .* gave 1 document\(s\) with \d+ sentence\(s\)"
         r".*need at least 2 documents",
     ):
         prepare(tmp_path / "cache", train_file=[one_doc], tokenizer_name=marker_tokenizer)
-    single_sentences = write_bert(tmp_path / "single.txt", make_corpus(n_docs=5, sentences=(1, 1)))
+    single_sentences = write_corpus(tmp_path / "single.txt", make_corpus(n_docs=5, sentences=(1, 1)))
     with pytest.raises(UserError, match=r"5 document\(s\) with 5 sentence\(s\), 0 of them with 2 or more"):
         prepare(
             tmp_path / "cache",

@@ -91,20 +91,7 @@ if __name__ == "__main__":
 # ----------------------------------------------------------------------------------------------------------------
 # The test side
 # ----------------------------------------------------------------------------------------------------------------
-from test_pretrain_loop import (  # noqa: E402
-    NO_DROPOUT,
-    TINY_MODEL,
-    args_for,
-    assert_same_weights,
-    synthetic_documents,
-    weights,
-    write_corpus,
-)
-
-
-def env(**extra) -> dict:
-    # One thread per process: two processes share 2 cores, and busy machines make OpenMP threads spin.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false", **extra}
+from conftest import NO_DROPOUT, TINY_MODEL, args_for, assert_same_weights, cli_env, topics_corpus, weights  # noqa: E402
 
 
 def cpu_config(tmp_dir, activation_checkpointing: bool | None = None) -> str:
@@ -131,7 +118,7 @@ def launch(config: str, probe_dir, argv: list) -> None:
         os.path.abspath(__file__),
         *map(str, argv),
     ]
-    done = subprocess.run(cmd, env=env(**{PROBE_DIR: str(probe_dir)}), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=cli_env(**{PROBE_DIR: str(probe_dir)}), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
 
 
@@ -141,12 +128,7 @@ def probe(probe_dir) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("fsdp_corpus") / "topics.txt", synthetic_documents(n_docs=80, seed=2))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("fsdp_cache"))
+    return topics_corpus(tmp_path_factory, "fsdp_corpus", n_docs=80, seed=2)
 
 
 def run_args(corpus, cache, output_dir, *extra, dropout: bool = False) -> list:
@@ -174,7 +156,7 @@ def one_process(corpus, cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("one_process")
     argv = run_args(corpus, cache, out, "--per_device_train_batch_size", 16)
     cmd = [sys.executable, "-m", "pretrain", *map(str, argv)]
-    subprocess.run(cmd, env=env(), check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd, env=cli_env(), check=True, capture_output=True, timeout=300)
     return out
 
 
@@ -320,7 +302,7 @@ def _one_error_line(stderr: str) -> str:
 def test_distributed_modes_that_cannot_run_here_refuse_with_one_line(launch_env, message, tmp_path):
     """What `accelerate launch` sets in the environment for these configs, given to `python -m pretrain`."""
     cmd = [sys.executable, "-m", "pretrain", "--output_dir", str(tmp_path / "out"), "--dry_run", "true"]
-    done = subprocess.run(cmd, env=env(**launch_env), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=cli_env(**launch_env), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-3000:]
     assert message in _one_error_line(done.stderr)
 

@@ -11,26 +11,20 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
-from test_pretrain_loop import (
+from conftest import (
     NO_DROPOUT,
     TINY_MODEL,
+    accelerate_launch,
     args_for,
     assert_same_weights,
+    cli_env,
     records,
     run,
-    synthetic_documents,
+    topics_corpus,
     weights,
-    write_corpus,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def free_port() -> int:
@@ -41,9 +35,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(
-        tmp_path_factory.mktemp("multinode_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=5)
-    )
+    return topics_corpus(tmp_path_factory, "multinode_corpus", n_docs=60, seed=5)
 
 
 COMMON = [
@@ -77,30 +69,20 @@ def test_two_nodes_match_one_process(cache, corpus, one_process, tmp_path):
         directory.mkdir(exist_ok=True)
     nodes = []
     for rank in (0, 1):
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_machines",
-            "2",
+        command = accelerate_launch(
             "--machine_rank",
-            str(rank),
+            rank,
             "--main_process_ip",
             "127.0.0.1",
-            "--main_process_port",
-            str(port),
-            "--num_processes",
-            "2",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
             "-m",
             "pretrain",
-            *map(str, args_for(corpus, caches[rank], tmp_path / "out", *COMMON, "--per_device_train_batch_size", 8)),
-        ]
-        nodes.append(subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            *args_for(corpus, caches[rank], tmp_path / "out", *COMMON, per_device_train_batch_size=8),
+            num_machines=2,
+            port=port,
+        )
+        nodes.append(
+            subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = []
     try:
         for node in nodes:

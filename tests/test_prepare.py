@@ -17,28 +17,21 @@ import sys
 
 import pytest
 import yaml
-from test_pretrain_loop import (
+from conftest import (
     NO_DROPOUT,
+    accelerate_launch,
     args_for,
     assert_same_weights,
+    cli_env,
     run,
-    synthetic_documents,
+    topics_corpus,
     weights,
-    write_corpus,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false"}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(
-        tmp_path_factory.mktemp("prepare_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=4)
-    )
+    return topics_corpus(tmp_path_factory, "prepare_corpus", n_docs=60, seed=4)
 
 
 def run_config(path, corpus, cache, output_dir, **extra) -> str:
@@ -113,37 +106,9 @@ def test_a_launch_without_a_cache_refuses_a_large_corpus(corpus, tmp_path):
     # Exists beforehand: minibert.safety.check_writable_dir creates and removes a missing folder in every
     # process, which races between processes (reported; not this test's subject).
     (tmp_path / "cache").mkdir()
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "pretrain",
-        *map(
-            str,
-            args_for(
-                corpus,
-                tmp_path / "cache",
-                tmp_path / "out",
-                "--max_train_steps",
-                2,
-                "--max_prepare_in_launch_mb",
-                0.001,
-            ),
-        ),
-    ]
-    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=180)
+    argv = args_for(corpus, tmp_path / "cache", tmp_path / "out", max_train_steps=2, max_prepare_in_launch_mb=0.001)
+    launch = accelerate_launch("-m", "pretrain", *argv)
+    done = subprocess.run(launch, env=cli_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     errors = {line for line in done.stderr.splitlines() if line.startswith("error:")}
     assert len(errors) == 1, done.stderr[-3000:]
@@ -205,7 +170,7 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
     script = "import json\n" + inspect.getsource(digest) + RACER
     command = [sys.executable, "-c", script, str(barriers), corpus, str(cache)]
     racers = [
-        subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     results = []

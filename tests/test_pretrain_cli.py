@@ -7,7 +7,6 @@
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,37 +14,33 @@ import time
 
 import pytest
 import torch
-from test_pretrain_loop import (
+from conftest import (
     NO_DROPOUT,
     TINY_MODEL,
+    accelerate_launch,
     args_for,
     assert_same_weights,
+    cli_env,
     records,
     synthetic_documents,
+    topics_corpus,
     weights,
     write_corpus,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def env() -> dict:
-    # One thread per process: two processes share 2 cores, and busy machines make OpenMP threads spin.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def pretrain_cmd(*argv) -> list[str]:
     return [sys.executable, "-m", "pretrain", *map(str, argv)]
 
 
+def run_pretrain_cli(*argv, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m pretrain *argv` to its end, its output captured."""
+    return subprocess.run(pretrain_cmd(*argv), env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("cli_corpus") / "topics.txt", synthetic_documents(n_docs=80, seed=2))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("cli_cache"))
+    return topics_corpus(tmp_path_factory, "cli_corpus", n_docs=80, seed=2)
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(corpus, cache, tmp_path):
@@ -62,33 +57,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus, cach
         TINY_MODEL + NO_DROPOUT,
     ]
     # Preprocess once here, so that the launched processes only read the cache.
-    subprocess.run(
-        pretrain_cmd(*args_for(corpus, cache, tmp_path / "one", *common)),
-        env=env(),
-        check=True,
-        capture_output=True,
-        timeout=120,
+    alone = run_pretrain_cli(*args_for(corpus, cache, tmp_path / "one", *common))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    launch = accelerate_launch(
+        "-m", "pretrain", *args_for(corpus, cache, tmp_path / "two", *common, per_device_train_batch_size=8)
     )
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "pretrain",
-        *map(str, args_for(corpus, cache, tmp_path / "two", *common, "--per_device_train_batch_size", 8)),
-    ]
-    done = subprocess.run(launch, env=env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(launch, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.load(open(tmp_path / "two" / "all_results.json"))
     one = json.load(open(tmp_path / "one" / "all_results.json"))
@@ -120,16 +94,14 @@ def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
         corpus,
         cache,
         tmp_path,
-        "--max_train_steps",
-        60,
-        "--checkpointing_steps",
-        1000,
-        "--logging_steps",
-        1,
-        "--config_overrides",
-        TINY_MODEL,
+        max_train_steps=60,
+        checkpointing_steps=1000,
+        logging_steps=1,
+        config_overrides=TINY_MODEL,
     )
-    proc = subprocess.Popen(pretrain_cmd(*argv), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        pretrain_cmd(*argv), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = tmp_path / "metrics.jsonl"
     wait_for(lambda: metrics.exists() and sum(1 for _ in open(metrics)) >= 3, proc)  # a few steps in
     proc.send_signal(signal.SIGTERM)
@@ -141,13 +113,7 @@ def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
     assert 3 <= stopped_at < 60
     assert not (tmp_path / "model.safetensors").exists()
 
-    done = subprocess.run(
-        pretrain_cmd(*argv, "--resume_from_checkpoint", "latest"),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pretrain_cli(*argv, "--resume_from_checkpoint", "latest")
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(tmp_path / "all_results.json"))
     assert results["train_steps"] == 60
@@ -156,6 +122,7 @@ def test_sigterm_checkpoints_and_the_run_resumes(corpus, cache, tmp_path):
 
 
 def _one_error_line(stderr: str) -> str:
+    """conftest.one_error_line, but any line with `error:`: argparse's begins with the program's name."""
     assert "Traceback" not in stderr, stderr
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, stderr
@@ -163,13 +130,7 @@ def _one_error_line(stderr: str) -> str:
 
 
 def test_bad_arguments_end_with_one_clear_message(tmp_path, cache):
-    done = subprocess.run(
-        pretrain_cmd("--output_dir", tmp_path, "--learning_rate", "-1"),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pretrain_cli("--output_dir", tmp_path, "--learning_rate", "-1")
     assert done.returncode == 2, done.stderr[-3000:]
     assert _one_error_line(done.stderr) == "error: --learning_rate must be positive, not -1.0"
 
@@ -201,13 +162,7 @@ def test_more_bad_arguments(argv, message, tmp_path, cache, capsys):
 def test_bad_data_ends_with_one_clear_message(tmp_path, cache):
     bad = tmp_path / "corpus.txt"
     bad.write_bytes(b"one sentence\n\n\xff\xfe not utf-8\n")
-    done = subprocess.run(
-        pretrain_cmd("--train_file", bad, "--output_dir", tmp_path / "out", "--data_cache_dir", cache),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pretrain_cli("--train_file", bad, "--output_dir", tmp_path / "out", "--data_cache_dir", cache)
     assert done.returncode == 2
     assert "corpus.txt" in _one_error_line(done.stderr)
 
@@ -215,13 +170,7 @@ def test_bad_data_ends_with_one_clear_message(tmp_path, cache):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.gpu
 def test_bf16_on_gpu(corpus, cache, tmp_path):
-    done = subprocess.run(
-        pretrain_cmd(*args_for(corpus, cache, tmp_path, "--max_train_steps", 20, "--mixed_precision", "bf16")),
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pretrain_cli(*args_for(corpus, cache, tmp_path, max_train_steps=20, mixed_precision="bf16"), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.load(open(tmp_path / "all_results.json"))
     assert results["mixed_precision"] == "bf16" and results["skipped_steps"] == 0

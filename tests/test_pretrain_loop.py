@@ -1,4 +1,5 @@
-"""The pretraining loop end to end, in this process, on a generated corpus that has something to learn.
+"""The pretraining loop end to end, in this process, on a generated corpus that has something to learn
+(conftest.synthetic_documents).
 
 The oracle for resume is a second, uninterrupted run (every tensor equal); for gradient accumulation and
 checkpointing, a run without them; for learning, chance level.
@@ -6,146 +7,44 @@ checkpointing, a run without them; for learning, chance level.
 
 import json
 import os
-import random
 import signal
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from conftest import (
+    BATCH,
+    NO_DROPOUT,
+    TINY_MODEL,
+    args_for,
+    assert_same_weights,
+    records,
+    run,
+    synthetic_documents,
+    topics_corpus,
+    weights,
+)
 
 from minibert.cli import UserError
 from pretrain.__main__ import main, parse
 from pretrain.checkpointing import LATEST_FILE, Progress
 from pretrain.loop import MAX_NONFINITE_STEPS, PretrainingLoop
-from pretrain.train import pretrain
-
-# A model small enough for a CPU test, and its data: sequences of 32 tokens, batches of 16.
-TINY_MODEL = "hidden_size=64,num_hidden_layers=2,num_attention_heads=4"
-NO_DROPOUT = ",hidden_dropout_prob=0,attention_probs_dropout_prob=0"
-BATCH = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads spin-wait for each
-    other (10x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# A corpus with structure
-# ----------------------------------------------------------------------------------------------------------------
-def _pseudo_words(rng: random.Random, n: int, used: set) -> list[str]:
-    consonants, vowels = "bdfgklmnprstvz", "aeiou"
-    words = []
-    while len(words) < n:
-        word = "".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(2))
-        if word not in used:
-            used.add(word)
-            words.append(word)
-    return words
-
-
-def synthetic_documents(n_docs: int = 240, n_topics: int = 4, seed: int = 0) -> list[list[str]]:
-    """Documents that each keep to one topic: every sentence is `MARKER NOUN VERB OBJECT .`, with the topic's
-    marker word, one of its nouns and objects, and the verb fixed by the noun. MLM can learn the verbs (and the
-    markers, and the full stops); NSP can learn that a random next sentence usually comes from another topic
-    (chance 50%, best possible 1 - 1/(2 x n_topics))."""
-    rng = random.Random(seed)
-    used: set = set()
-    topics = []
-    for _ in range(n_topics):
-        marker = _pseudo_words(rng, 1, used)[0]
-        nouns, verbs, objects = (_pseudo_words(rng, 6, used) for _ in range(3))
-        topics.append((marker, nouns, dict(zip(nouns, verbs)), objects))
-    documents = []
-    for _ in range(n_docs):
-        marker, nouns, verb_of, objects = topics[rng.randrange(n_topics)]
-        nouns_used = [rng.choice(nouns) for _ in range(rng.randint(4, 10))]
-        documents.append([f"{marker} {n} {verb_of[n]} {rng.choice(objects)} ." for n in nouns_used])
-    return documents
-
-
-def write_corpus(path, documents) -> str:
-    """BERT's text format: one sentence per line, a blank line between documents."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n\n".join("\n".join(doc) for doc in documents) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "topics.txt", synthetic_documents())
+    return topics_corpus(tmp_path_factory, "corpus")
 
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> str:
     """Fewer documents: epochs of a few steps, for the resume tests."""
-    return write_corpus(tmp_path_factory.mktemp("small_corpus") / "topics.txt", synthetic_documents(n_docs=60, seed=1))
+    return topics_corpus(tmp_path_factory, "small_corpus", n_docs=60, seed=1)
 
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> str:
     """One preprocessing cache for the whole session: the same corpus is tokenized and paired once."""
     return str(tmp_path_factory.mktemp("data_cache"))
-
-
-def args_for(corpus_file, cache, output_dir, *extra, model=TINY_MODEL) -> list[str]:
-    return [
-        "--train_file",
-        corpus_file,
-        "--data_cache_dir",
-        cache,
-        "--output_dir",
-        str(output_dir),
-        "--vocab_size",
-        "120",
-        "--max_seq_length",
-        "32",
-        "--dupe_factor",
-        "2",
-        "--config_overrides",
-        model,
-        "--per_device_train_batch_size",
-        str(BATCH),
-        "--per_device_eval_batch_size",
-        "64",
-        "--learning_rate",
-        "3e-3",
-        "--warmup_ratio",
-        "0.05",
-        "--logging_steps",
-        "5",
-        "--seed",
-        "0",
-        *map(str, extra),
-    ]
-
-
-def run(argv) -> dict:
-    return pretrain(*parse(argv))
-
-
-def weights(output_dir) -> dict[str, torch.Tensor]:
-    return load_file(os.path.join(output_dir, "model.safetensors"))
-
-
-def records(output_dir, kind="train") -> list[dict]:
-    """metrics.jsonl's training records (kind="train") or evaluation records (kind="eval")."""
-    with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [r for r in map(json.loads, f) if ("eval_loss" in r) == (kind == "eval")]
-
-
-def assert_same_weights(a: dict, b: dict, exact: bool = True) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        if exact:
-            assert torch.equal(a[name], b[name]), name
-        else:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -160,16 +59,11 @@ def trained(corpus, data_cache, tmp_path_factory) -> tuple[str, dict]:
             corpus,
             data_cache,
             out,
-            "--per_device_train_batch_size",
-            32,
-            "--max_train_steps",
-            300,
-            "--eval_steps",
-            100,
-            "--checkpointing_steps",
-            100,
-            "--with_tracking",
-            "true",
+            per_device_train_batch_size=32,
+            max_train_steps=300,
+            eval_steps=100,
+            checkpointing_steps=100,
+            with_tracking="true",
         )
     )
     return str(out), result
@@ -256,12 +150,9 @@ def test_continue_pretraining_from_the_output_dir(trained, corpus, data_cache, t
             corpus,
             data_cache,
             tmp_path,
-            "--model_name_or_path",
-            out,
-            "--max_train_steps",
-            2,
-            "--config_overrides",
-            "hidden_dropout_prob=0.0",
+            model_name_or_path=out,
+            max_train_steps=2,
+            config_overrides="hidden_dropout_prob=0.0",
         )
     )
     assert again["status"] == "completed"
@@ -288,19 +179,7 @@ def resume_setup(small_corpus, data_cache, tmp_path_factory):
     assert per_epoch >= 6
     total = per_epoch + per_epoch // 2
     out = tmp_path_factory.mktemp("uninterrupted")
-    run(
-        args_for(
-            small_corpus,
-            data_cache,
-            out,
-            "--max_train_steps",
-            total,
-            "--checkpointing_steps",
-            1000,
-            "--logging_steps",
-            1,
-        )
-    )
+    run(args_for(small_corpus, data_cache, out, max_train_steps=total, checkpointing_steps=1000, logging_steps=1))
     return per_epoch, total, str(out)
 
 
@@ -324,15 +203,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     # SIGTERM after step k; the loop notices at the next step boundary, so it stops (and saves) after k + 1.
     stop_at = {"mid_epoch_0": per_epoch // 2, "end_of_epoch_0": per_epoch, "mid_epoch_1": per_epoch + 2}[where]
     argv = args_for(
-        small_corpus,
-        data_cache,
-        tmp_path,
-        "--max_train_steps",
-        total,
-        "--checkpointing_steps",
-        1000,
-        "--logging_steps",
-        1,
+        small_corpus, data_cache, tmp_path, max_train_steps=total, checkpointing_steps=1000, logging_steps=1
     )
     with monkeypatch.context() as m:
         sigterm_after(m, stop_at - 1)
@@ -451,12 +322,9 @@ def test_a_second_run_in_the_same_output_dir_must_say_what_it_wants(small_corpus
                 small_corpus,
                 data_cache,
                 tmp_path,
-                "--max_train_steps",
-                6,
-                "--resume_from_checkpoint",
-                "latest",
-                "--per_device_train_batch_size",
-                8,
+                max_train_steps=6,
+                resume_from_checkpoint="latest",
+                per_device_train_batch_size=8,
             )
         )
 
@@ -484,17 +352,7 @@ def test_push_to_hub_uploads_the_output_dir(small_corpus, data_cache, tmp_path, 
 
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     run(
-        args_for(
-            small_corpus,
-            data_cache,
-            tmp_path,
-            "--max_train_steps",
-            2,
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "me/tiny-bert",
-        )
+        args_for(small_corpus, data_cache, tmp_path, max_train_steps=2, push_to_hub="true", hub_model_id="me/tiny-bert")
     )
     (_, repo, private), (_, repo2, files, ignored) = calls[1], calls[2]
     assert repo == repo2 == "me/tiny-bert" and private is False
@@ -578,16 +436,11 @@ def test_schedule_by_time_decays_to_zero_as_the_budget_ends(small_corpus, data_c
         small_corpus,
         data_cache,
         tmp_path,
-        "--schedule_by",
-        "time",
-        "--time_budget",
-        4 / 60,
-        "--warmup_ratio",
-        0.1,
-        "--logging_steps",
-        1,
-        "--checkpointing_steps",
-        100000,
+        schedule_by="time",
+        time_budget=4 / 60,
+        warmup_ratio=0.1,
+        logging_steps=1,
+        checkpointing_steps=100000,
     )
     result = run(argv)
     assert result["status"] == "completed" and result["stopped_by_time_budget"]
@@ -614,16 +467,11 @@ def test_batch_size_warmup_ramps_the_accumulation(small_corpus, data_cache, tmp_
         small_corpus,
         data_cache,
         tmp_path,
-        "--max_train_steps",
-        total,
-        "--gradient_accumulation_steps",
-        gas,
-        "--per_device_train_batch_size",
-        4,
-        "--batch_size_warmup_ratio",
-        0.5,
-        "--logging_steps",
-        1,
+        max_train_steps=total,
+        gradient_accumulation_steps=gas,
+        per_device_train_batch_size=4,
+        batch_size_warmup_ratio=0.5,
+        logging_steps=1,
     )
     result = run(argv)
     windows = [min(gas, 1 + (gas - 1) * k // 8) if k < 8 else gas for k in range(total)]
@@ -641,16 +489,11 @@ def test_resume_during_batch_size_warmup_is_exact(small_corpus, data_cache, tmp_
         small_corpus,
         data_cache,
         tmp_path / "a",
-        "--max_train_steps",
-        48,
-        "--gradient_accumulation_steps",
-        3,
-        "--per_device_train_batch_size",
-        4,
-        "--batch_size_warmup_ratio",
-        0.8,
-        "--checkpointing_steps",
-        1000,
+        max_train_steps=48,
+        gradient_accumulation_steps=3,
+        per_device_train_batch_size=4,
+        batch_size_warmup_ratio=0.8,
+        checkpointing_steps=1000,
     )
     assert run(argv)["train_epochs"] > 1
     resumed = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in argv]

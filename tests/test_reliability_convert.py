@@ -4,19 +4,10 @@ import json
 import os
 
 import torch
-from test_reliability_pretrain import Payload, one_error_line, snapshot
+from conftest import TINY, Payload, one_error_line, snapshot
 
 from minibert import MiniBertConfig, MiniBertForPreTraining
 from minibert.convert import cli
-
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-)
 
 
 def minibert_checkpoint(path) -> str:

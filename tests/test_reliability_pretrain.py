@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain_loop import args_for, synthetic_documents, write_corpus
+from conftest import BAD_SHARED_VALUES, Payload, args_for, cli_env, one_error_line, run_main, snapshot, topics_corpus
 
 from minibert.cli import UserError
 from minibert.safety import LOCK_FILE, OutputLock, load_tensor_file
@@ -25,12 +25,7 @@ from pretrain.checkpointing import LATEST_FILE, SCHEDULER_FILE, STATE_FILE
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    return write_corpus(tmp_path_factory.mktemp("rel_corpus") / "topics.txt", synthetic_documents(n_docs=40, seed=1))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("rel_cache"))
+    return topics_corpus(tmp_path_factory, "rel_corpus", n_docs=40, seed=1)
 
 
 def argv(corpus, cache, out, *extra) -> list[str]:
@@ -38,16 +33,7 @@ def argv(corpus, cache, out, *extra) -> list[str]:
 
 
 def run_cli(args, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err
-
-
-def one_error_line(err: str) -> str:
-    assert "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
+    return run_main(main, args, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +50,9 @@ def copy_run(finished_run, tmp_path) -> tuple[str, str]:
     return str(out), str(out / "checkpoints" / "step_2")
 
 
-def snapshot(folder) -> dict:
-    """Every file under `folder` with its bytes (what a refused run must leave as it was)."""
-    found = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = f.read()
-    return found
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # No checkpoint file is ever unpickled
 # ----------------------------------------------------------------------------------------------------------------
-class Payload:
-    """Unpickling this creates `marker`: the proof that a pickle ran code."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').close()",)
-
-
 def write_payload(path, marker, torch_format: bool) -> None:
     obj = {"state": Payload(marker), "param_groups": []}
     if torch_format:
@@ -247,10 +212,7 @@ def test_resume_with_changed_settings_is_refused(change, named, finished_run, co
             ],
             "max_position_embeddings",
         ),
-        (["--learning_rate", "inf"], "--learning_rate"),
-        (["--learning_rate", "nan"], "--learning_rate"),
-        (["--seed", "-1"], "--seed"),
-        (["--seed", str(2**32)], "--seed"),
+        *BAD_SHARED_VALUES,
         (["--fill_mask_prompts", "no mask here"], "[MASK]"),
         (["--fill_mask_prompts", "[MASK] and [MASK]"], "[MASK]"),
     ],
@@ -469,13 +431,11 @@ def test_two_runs_at_once_the_second_refuses_naming_the_first(corpus, cache, tmp
     import signal
     import time
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
     out = tmp_path / "out"
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(
         [sys.executable, "-m", "pretrain", *argv(corpus, cache, out, "--max_train_steps", 100000)],
-        env=env,
+        env=cli_env(),
         stdout=log,
         stderr=log,
     )

@@ -14,7 +14,7 @@ import os
 import random
 
 import pytest
-from test_pretrain_loop import args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
+from conftest import args_for, assert_same_weights, run, synthetic_documents, weights, write_corpus
 from torch.utils.data import DataLoader
 
 from pretrain import streaming
