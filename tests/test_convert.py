@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY, train_wordpiece
+from conftest import TINY
 from transformers import (
     AutoModel,
     AutoModelForPreTraining,
@@ -21,7 +21,6 @@ from transformers import (
     BertForSequenceClassification,
     BertLMHeadModel,
     BertModel,
-    PreTrainedTokenizerFast,
 )
 
 from minibert import AUTO_MAP, MiniBertConfig
@@ -54,18 +53,6 @@ def assert_outputs_equal(ours, theirs, batch, names):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return PreTrainedTokenizerFast(
-        tokenizer_object=train_wordpiece(),
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-
-
 def save_bert(directory, cls, tokenizer=None, seed=0, **config):
     torch.manual_seed(seed)
     model = cls(BertConfig(**TINY, **config)).eval()
@@ -79,9 +66,9 @@ def save_bert(directory, cls, tokenizer=None, seed=0, **config):
 
 
 @pytest.fixture(scope="module")
-def bert_pretraining_dir(tmp_path_factory, tokenizer):
+def bert_pretraining_dir(tmp_path_factory, wordpiece_tokenizer):
     directory = tmp_path_factory.mktemp("bert-pretraining")
-    return directory, save_bert(directory, BertForPreTraining, tokenizer)
+    return directory, save_bert(directory, BertForPreTraining, wordpiece_tokenizer)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -100,10 +87,10 @@ ROUND_TRIPS = {
 
 
 @pytest.mark.parametrize("kind", ROUND_TRIPS)
-def test_cli_round_trip(kind, tmp_path, tokenizer, capsys):
+def test_cli_round_trip(kind, tmp_path, wordpiece_tokenizer, capsys):
     bert_cls, config, auto_cls, outputs = ROUND_TRIPS[kind]
     src, mini_dir, back_dir = tmp_path / "bert", tmp_path / "mini", tmp_path / "back"
-    original = save_bert(src, bert_cls, tokenizer, **config)
+    original = save_bert(src, bert_cls, wordpiece_tokenizer, **config)
     batch = make_batch()
 
     assert cli([str(src), str(mini_dir)]) == 0
@@ -132,7 +119,7 @@ def test_cli_round_trip(kind, tmp_path, tokenizer, capsys):
     if "id2label" in config:
         assert back.config.id2label == LABELS
     text = "paris is the capital of france"
-    assert AutoTokenizer.from_pretrained(back_dir)(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert AutoTokenizer.from_pretrained(back_dir)(text)["input_ids"] == wordpiece_tokenizer(text)["input_ids"]
 
 
 def test_console_script_converts(tmp_path, bert_pretraining_dir):

@@ -8,8 +8,8 @@ import os
 
 import pytest
 import torch
-from conftest import TINY, train_wordpiece
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from conftest import TINY
+from transformers import BertConfig, BertModel
 
 from minibert.cli import UserError
 from minibert.convert import convert_checkpoint
@@ -21,19 +21,11 @@ SENTENCES = ["Paris is the capital of France.", "The quick brown fox jumps over 
 
 
 @pytest.fixture
-def st_model_dir(tmp_path):
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_wordpiece(),
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+def st_model_dir(tmp_path, wordpiece_tokenizer):
     torch.manual_seed(0)
     bert = BertModel(BertConfig(**TINY), add_pooling_layer=False)
     bert.save_pretrained(tmp_path / "hf")
-    tokenizer.save_pretrained(tmp_path / "hf")
+    wordpiece_tokenizer.save_pretrained(tmp_path / "hf")
     transformer = st_models.Transformer(str(tmp_path / "hf"), max_seq_length=32)
     pooling = st_models.Pooling(bert.config.hidden_size, "mean")
     model = st.SentenceTransformer(modules=[transformer, pooling, st_models.Normalize()], device="cpu")

@@ -5,6 +5,7 @@ import logging
 import re
 
 import pytest
+from conftest import write_jsonl
 
 from finetune.args import DataArguments, FinetuneArguments, ModelArguments
 from finetune.data import read_data_file
@@ -17,10 +18,6 @@ from minibert.cli import HubArguments, UserError, parse_args
 def write(path, text):
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-def write_jsonl(path, records):
-    return write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def prepare(**kwargs):

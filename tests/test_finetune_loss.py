@@ -8,6 +8,7 @@ oracle is the same Trainer without accumulation; plain SGD, so the update is pro
 
 import pytest
 import torch
+from conftest import TINY
 from datasets import Dataset
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -56,11 +57,7 @@ def _trained(tmp_path, kind: str, per_device: int, accumulation: int) -> dict:
     num_labels = 1 if kind == "regression" else 3
     problem = {"regression": "regression", "multi_label": "multi_label_classification"}.get(kind)
     config = MiniBertConfig(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
+        **TINY,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=num_labels,

@@ -6,7 +6,8 @@ The pretraining-vs-scratch task is built so that the answer is known: a syntheti
 vehicle words occur in different contexts. A tiny MLM is pretrained on those contexts; the classifier then sees
 sentences in *neutral* contexts ("i saw a cow yesterday") with half of the words of each class, and is validated
 on the other half. Words it never saw during fine-tuning can only be classified through what pretraining put in
-their embeddings, so the from-scratch run sits near chance and the pretrained run near 100%.
+their embeddings, so the from-scratch run sits near chance and the pretrained run near 100%. (The task's words,
+contexts, tokenizer and files come from conftest.py: other test modules fine-tune on it too.)
 """
 
 import fnmatch
@@ -19,83 +20,25 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import (
+    ANIMALS,
+    CONTEXTS,
+    FINETUNE_TINY,
+    NEUTRAL,
+    VEHICLES,
+    accelerate_launch,
+    finetune_argv,
+    make_tokenizer,
+    run_without_minibert,
+    write_jsonl,
+    write_task,
+)
 
 from finetune import train as T
 from finetune.args import DataArguments, FinetuneArguments, ModelArguments
 from minibert.cli import HubArguments, UserError
 
-ANIMALS = "cat dog horse cow sheep goat pig rabbit mouse fox wolf bear deer lion tiger zebra camel donkey duck goose"
-VEHICLES = (
-    "car truck bus van taxi tram train bike scooter tractor lorry jeep wagon cart boat ship canoe yacht plane jet"
-)
-ANIMALS, VEHICLES = ANIMALS.split(), VEHICLES.split()
-CONTEXTS = {
-    "animal": [
-        "the {} eats grass",
-        "a {} sleeps in the barn",
-        "the farmer feeds the {}",
-        "the {} runs across the field",
-        "a young {} drinks milk",
-        "the {} has four legs and a tail",
-    ],
-    "vehicle": [
-        "the {} drives on the road",
-        "a {} needs fuel",
-        "the driver parks the {}",
-        "the {} carries people to the city",
-        "a new {} has a strong engine",
-        "the mechanic repairs the {}",
-    ],
-}
-NEUTRAL = [
-    "i saw a {} yesterday",
-    "there is a {} near the house",
-    "my friend likes the {}",
-    "look at that {}",
-    "we talked about the {} today",
-    "she took a photo of the {}",
-]
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64
-)
 REPO_ID = "someone/minibert-animals"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Models this small gain nothing from a second thread, and on a busy machine two threads can run 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_tokenizer():
-    from transformers import BertTokenizer
-
-    templates = CONTEXTS["animal"] + CONTEXTS["vehicle"] + NEUTRAL
-    words = sorted({w for t in templates for w in t.replace("{}", "").split()} | set(ANIMALS) | set(VEHICLES))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "first", "second", "same", "different"]
-    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
-
-
-def write_task(directory) -> dict[str, str]:
-    """JSON Lines with {"text", "label"}: train on words 0-9 of each class, validate / test on words 10-19."""
-    os.makedirs(directory, exist_ok=True)
-    paths = {}
-    for split, words in (("train", slice(0, 10)), ("validation", slice(10, 20)), ("test", slice(10, 20))):
-        rows = [
-            {"text": template.format(word), "label": label}
-            for label, vocabulary in (("animal", ANIMALS), ("vehicle", VEHICLES))
-            for word in vocabulary[words]
-            for template in NEUTRAL
-        ]
-        if split == "test":
-            rows = rows[::5]
-        paths[split] = os.path.join(directory, f"{split}.jsonl")
-        with open(paths[split], "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-    return paths
 
 
 def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
@@ -111,7 +54,7 @@ def pretrain_mlm(tokenizer, steps: int = 600, seed: int = 0):
     encoded = tokenizer(corpus)["input_ids"]
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **TINY))
+    model = MiniBertForMaskedLM(MiniBertConfig(vocab_size=len(tokenizer), **FINETUNE_TINY))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     for step in range(steps):
         batch = [encoded[i] for i in rng.sample(range(len(encoded)), 64)]
@@ -298,31 +241,25 @@ from transformers import pipeline
 classifier = pipeline("text-classification", model={finetuned["dir"]!r}, trust_remote_code=True)
 print(json.dumps(classifier(["i saw a tiger yesterday", "look at that tram"])))
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    predictions = json.loads(result.stdout.strip().splitlines()[-1])
+    predictions = run_without_minibert(["-c", code], cwd=tmp_path, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     assert [p["label"] for p in predictions] == ["animal", "vehicle"]
 
 
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    return str(path)
+def finetune_rows(rows, n_test, model, tmp_path) -> tuple[dict, dict]:
+    """3 steps on `rows`, predicting the first `n_test` of them: the metrics and the saved config.json."""
+    paths = {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[:n_test]),
+    }
+    metrics = T.finetune(*args(tmp_path / "out", paths, model=model, max_train_steps=3))
+    with open(tmp_path / "out" / "config.json") as f:
+        return metrics, json.load(f)
 
 
 def test_regression(pretrained, tmp_path):
     rng = random.Random(0)
     rows = [{"text": t.format(w), "label": round(rng.random() * 5, 2)} for w in ANIMALS[:8] for t in NEUTRAL[:3]]
-    paths = {
-        "train": write_jsonl(tmp_path / "train.jsonl", rows),
-        "test": write_jsonl(tmp_path / "test.jsonl", rows[:4]),
-    }
-    metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
-    with open(tmp_path / "out" / "config.json") as f:
-        config = json.load(f)
+    metrics, config = finetune_rows(rows, 4, pretrained, tmp_path)
     assert (config["problem_type"], len(config["id2label"])) == ("regression", 1)
     assert {"eval_pearson", "eval_spearmanr", "eval_loss", "train_runtime"} <= set(metrics)
     with open(tmp_path / "out" / "predict_results.jsonl") as f:
@@ -344,13 +281,7 @@ def test_multi_label(pretrained, tmp_path):
         ]
         for t in NEUTRAL
     ]
-    paths = {
-        "train": write_jsonl(tmp_path / "train.jsonl", rows),
-        "test": write_jsonl(tmp_path / "test.jsonl", rows[:3]),
-    }
-    metrics = T.finetune(*args(tmp_path / "out", paths, model=pretrained, max_train_steps=3))
-    with open(tmp_path / "out" / "config.json") as f:
-        config = json.load(f)
+    metrics, config = finetune_rows(rows, 3, pretrained, tmp_path)
     assert config["problem_type"] == "multi_label_classification"
     assert config["id2label"] == {"0": "animal", "1": "big", "2": "small", "3": "vehicle"}
     assert {"eval_exact_match", "eval_f1_micro", "eval_f1_macro"} <= set(metrics)
@@ -367,7 +298,7 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
     tokenizer = make_tokenizer()
     torch.manual_seed(0)
     bert_dir = str(tmp_path / "bert")
-    BertForPreTraining(BertConfig(vocab_size=len(tokenizer), **TINY)).save_pretrained(bert_dir)
+    BertForPreTraining(BertConfig(vocab_size=len(tokenizer), **FINETUNE_TINY)).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
     features = datasets.Features(
         {
@@ -414,7 +345,7 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
 
     tokenizer = make_tokenizer()
     config = MiniBertConfig(
-        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
+        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **FINETUNE_TINY
     )
     save_model_folder(MiniBertForSequenceClassification(config), tokenizer, str(tmp_path / "base"))
     runs = {}
@@ -540,38 +471,8 @@ def test_two_processes_share_the_data(pretrained, task, tmp_path):
     """`accelerate launch --num_processes 2` on CPUs: one gloo group, each process half of every global batch
     (8 steps of 2 x 8 rows per epoch of 120, not 15 each on its own), one set of outputs."""
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "finetune",
-        "--model_name_or_path",
-        pretrained,
-        "--train_file",
-        task["train"],
-        "--validation_file",
-        task["validation"],
-        "--output_dir",
-        str(out),
-        "--num_train_epochs",
-        "1",
-        "--per_device_train_batch_size",
-        "8",
-        "--num_examples_shown",
-        "0",
-    ]
+    argv = finetune_argv(out, task, pretrained, num_train_epochs=1, per_device_train_batch_size=8, num_examples_shown=0)
+    command = accelerate_launch("-m", "finetune", *argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

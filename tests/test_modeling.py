@@ -226,12 +226,17 @@ HEADS = {
 }
 
 
-@pytest.mark.parametrize("head", HEADS)
-def test_heads_match_bert(head):
+def head_case(head: str) -> tuple:
+    """HEADS[head] built: the BERT model, its MiniBERT conversion, a batch, its labels, the outputs compared."""
     bert_cls, config, make_labels, compared = HEADS[head]
     bert, mini = pair(bert_cls, **config)
     batch = make_batch()
-    labels = make_labels(batch)
+    return bert, mini, batch, make_labels(batch), compared
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_heads_match_bert(head):
+    bert, mini, batch, labels, compared = head_case(head)
     with torch.no_grad():
         expected = bert(**batch, **labels, output_hidden_states=True)
         actual = mini(**batch, **labels, output_hidden_states=True)
@@ -641,10 +646,7 @@ def test_minibert_classes_construct_from_a_preset():
 
 @pytest.mark.parametrize("head", ["pretraining", "masked_lm"])
 def test_unpadded_pretraining_heads_match_bert(head):
-    bert_cls, config, make_labels, compared = HEADS[head]
-    bert, mini = pair(bert_cls, **config)
-    batch = make_batch()
-    labels = make_labels(batch)
+    bert, mini, batch, labels, compared = head_case(head)
     with torch.no_grad():
         expected = bert(**batch, **labels)
         dense = mini(**batch, **labels, **unpadded(batch, labels["labels"]), sparse_prediction=False)

@@ -14,9 +14,19 @@ import sys
 
 import pytest
 import torch
+from conftest import (
+    BAD_SHARED_VALUES,
+    FINETUNE_TINY,
+    Payload,
+    cli_env,
+    finetune_argv,
+    make_tokenizer,
+    one_error_line,
+    run_main,
+    snapshot,
+    write_task,
+)
 from safetensors.torch import load_file
-from test_finetune_train import TINY, make_tokenizer, write_task
-from test_reliability_pretrain import Payload, one_error_line, snapshot
 
 from finetune.__main__ import main
 from minibert.safety import LOCK_FILE, read_lock
@@ -36,41 +46,26 @@ def model(tmp_path_factory) -> str:
     tokenizer = make_tokenizer()
     torch.manual_seed(0)
     config = MiniBertConfig(
-        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
+        vocab_size=len(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **FINETUNE_TINY
     )
     path = str(tmp_path_factory.mktemp("rel_model"))
     save_model_folder(MiniBertForMaskedLM(config), tokenizer, path)
     return path
 
 
+# 4 steps of 16 rows, evaluated and saved every 2 steps, no log lines or examples shown.
+QUICK = (
+    "--per_device_train_batch_size 16 --logging_steps 1000 --num_examples_shown 0 --max_train_steps 4 --eval_steps 2"
+)
+
+
 def flags(out, task, model, *extra) -> list[str]:
-    return [
-        "--model_name_or_path",
-        model,
-        "--train_file",
-        task["train"],
-        "--validation_file",
-        task["validation"],
-        "--output_dir",
-        str(out),
-        "--per_device_train_batch_size",
-        "16",
-        "--logging_steps",
-        "1000",
-        "--num_examples_shown",
-        "0",
-        "--max_train_steps",
-        "4",
-        "--eval_steps",
-        "2",
-        *map(str, extra),
-    ]
+    """QUICK, then `extra` (later flags win)."""
+    return finetune_argv(out, task, model, *QUICK.split(), *extra)
 
 
 def run(argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
+    return run_main(main, argv, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +134,7 @@ def test_a_rerun_into_an_earlier_run_must_say_it_replaces_it(finished, task, mod
 @pytest.mark.parametrize(
     "extra, named",
     [
-        (["--learning_rate", "inf"], "--learning_rate"),
-        (["--learning_rate", "nan"], "--learning_rate"),
-        (["--seed", "-1"], "--seed"),
-        (["--seed", str(2**32)], "--seed"),
+        *BAD_SHARED_VALUES,
         (["--lr_scheduler_type", "sawtooth"], "--lr_scheduler_type"),
         (["--report_to", "nosuchtracker"], "--report_to"),
         (["--metric_for_best_model", "acc"], "--metric_for_best_model"),
@@ -347,8 +339,7 @@ def test_sigkill_during_saves_never_leaves_a_checkpoint_that_resume_picks_and_cr
     hostile tester ran): `--resume_from_checkpoint last` finishes the run every time."""
     import time
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
+    env = cli_env(HF_HUB_OFFLINE="1")
     for trial, delay in enumerate((0.0, 0.15, 0.4)):
         out = tmp_path / f"trial{trial}"
         argv = flags(out, task, model, "--max_train_steps", 40, "--eval_steps", 1, "--save_total_limit", 2)
