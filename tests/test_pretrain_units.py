@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 from accelerate import Accelerator, debug_launcher
+from conftest import TINY
 from transformers import get_scheduler
 
 from minibert import MiniBertConfig, MiniBertForPreTraining
@@ -26,8 +27,6 @@ from pretrain.checkpointing import (
 from pretrain.evaluation import per_sequence_stats, summarize
 from pretrain.optim import Lamb, build_lr_scheduler, param_groups
 from pretrain.train import build_config, typed_config_overrides
-
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -144,6 +143,66 @@ def test_lamb_reaches_the_loss_adamw_reaches():
     lamb = losses(lambda m: Lamb(m.parameters(), lr=1e-2), 600)
     assert adamw[-1] < 0.2 * adamw[0]  # the task is learnable in this budget
     assert min(lamb) <= adamw[-1], (min(lamb), adamw[-1])
+
+
+@pytest.mark.parametrize("weight_decay", [0.01, 0.0])
+@pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "foreach"])
+def test_lamb_matches_timm_lamb(weight_decay, foreach):
+    """timm's Lamb (NVIDIA's FusedLAMB algorithm, in PyTorch) is the oracle: a tiny BERT with our weight-decay groups,
+    trained 10 steps by each from the same weights on the same batches, ends with the same weights.
+
+    The settings that make them one algorithm: no global gradient clipping (timm clips to max_grad_norm=1.0 unless
+    told None; ours leaves clipping to the loop), Adam's bias correction and gradient averaging (both defaults),
+    L2 decay added to the update before the trust ratio (timm's decoupled_decay=False), no trust-ratio clipping.
+    timm adapts a tensor's step when its group has weight decay or `always_adapt`; ours when `layer_adaptation`:
+    so always_adapt = layer_adaptation (the decay group adapts with any weight decay, 0 included; the no-decay
+    group, biases and LayerNorm, takes the plain Adam step in both). A group without adaptation but with weight
+    decay, which `param_groups` never makes, has no timm equivalent."""
+    # timm is not among the dev extras: it requires torchvision, for which pip replaces the CPU torch with a CUDA
+    # build, and the torchvision built for torch 2.13 on PyPI is a CUDA build that does not load beside torch+cpu
+    # (installed without it, timm makes transformers 4.x fail to import: tests/test_compat.py).
+    try:
+        from timm.optim import Lamb as TimmLamb
+    except Exception as e:  # not installed, or its torchvision does not load beside this torch
+        pytest.skip(f"timm's Lamb cannot be imported here ({type(e).__name__}: {e})")
+    config = MiniBertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    ours_model = MiniBertForPreTraining(config)
+    timm_model = MiniBertForPreTraining(config)
+    timm_model.load_state_dict(ours_model.state_dict())
+    start = {n: p.detach().clone() for n, p in ours_model.named_parameters()}
+    hyper = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-6)
+    ours = Lamb(param_groups(ours_model, weight_decay), **hyper)
+    groups = param_groups(timm_model, weight_decay)
+    for group in groups:
+        group["always_adapt"] = group.pop("layer_adaptation")
+    theirs = TimmLamb(
+        groups,
+        **hyper,
+        bias_correction=True,
+        grad_averaging=True,
+        max_grad_norm=None,
+        trust_clip=False,
+        decoupled_decay=False,
+        foreach=foreach,
+    )
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        input_ids = torch.randint(5, TINY["vocab_size"], (4, 16), generator=g)
+        batch = dict(
+            input_ids=input_ids,
+            labels=input_ids.masked_fill(torch.rand(input_ids.shape, generator=g) > 0.15, -100),
+            next_sentence_label=torch.randint(0, 2, (4,), generator=g),
+        )
+        for model, optimizer in ((ours_model, ours), (timm_model, theirs)):
+            optimizer.zero_grad()
+            model(**batch).loss.backward()
+            optimizer.step()
+    theirs_params = dict(timm_model.named_parameters())
+    for name, p in ours_model.named_parameters():
+        if p.dim() >= 2:  # every adapted tensor moved: the comparison is not vacuous (a key bias has no gradient)
+            assert (p - start[name]).abs().max() > 1e-3, name
+        torch.testing.assert_close(p, theirs_params[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
