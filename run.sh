@@ -20,6 +20,10 @@ if [ ! -f "$stamp" ]; then
   # would pull a multi-GB CUDA build. Users with their own torch keep it (the project asks for a range).
   "$py" -c "import torch" 2>/dev/null || "$py" -m pip install -q "torch==2.13.0"
   "$py" -m pip install -q -e ".[dev]"
+  # timm's LAMB is a test oracle (tests/test_pretrain_units.py), but timm's package imports torchvision, whose PyPI
+  # builds need a CUDA torch: its files go beside the venv's packages, not among them (transformers would find a
+  # timm it cannot import), and the test loads the optimizer's three files alone.
+  "$py" -m pip install -q --no-deps --upgrade --target "$venv/oracles/timm" "timm==1.0.31"
   rm -f "$venv"/.stamp-*
   touch "$stamp"
 fi

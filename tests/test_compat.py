@@ -19,10 +19,19 @@ from conftest import assert_probe_matches_minibert, run_remote_probe
 VERSIONS = ["4.48.3", "5.0.0"]
 
 
+def transformers_requirement(version: str) -> str:
+    """What a user of that version installs. transformers 5.x imports `kernels` at import time when it is there,
+    and the main environment's (a dependency of its newer transformers, seen through the shared path below) has an
+    API 5.0 does not know: 5.x comes with its own pin of kernels, its `hub-kernels` extra."""
+    return f"transformers[hub-kernels]=={version}" if version.startswith("5.") else f"transformers=={version}"
+
+
 def compat_python(version: str) -> str:
     """The python of a cached environment with transformers==version (built on first use, atomically)."""
     base = os.environ.get("MINIBERT_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minibert")
-    root = Path(base) / f"compat-py{sys.version_info.major}{sys.version_info.minor}-transformers-{version}"
+    requirement = transformers_requirement(version)
+    tag = "".join(c if c.isalnum() or c in ".-" else "-" for c in requirement)
+    root = Path(base) / f"compat-py{sys.version_info.major}{sys.version_info.minor}-{tag}"
     python = root / "bin" / "python"
     if (root / "ready").exists():
         return str(python)
@@ -45,7 +54,7 @@ def compat_python(version: str) -> str:
             "install",
             "-q",
             "--disable-pip-version-check",
-            f"transformers=={version}",
+            requirement,
         ],
         capture_output=True,
         text=True,

@@ -145,6 +145,32 @@ def test_lamb_reaches_the_loss_adamw_reaches():
     assert min(lamb) <= adamw[-1], (min(lamb), adamw[-1])
 
 
+def timm_lamb():
+    """timm's `Lamb` class, loaded from timm's optimizer files alone (run.sh puts timm in .venv/oracles/timm).
+
+    timm is no dev extra: its package's __init__ imports torchvision, for which pip replaces the CPU torch with a
+    CUDA build (and the torchvision built for torch 2.13 on PyPI does not load beside torch+cpu); installed among
+    the venv's packages without it, it makes transformers 4.x fail to import (tests/test_compat.py). Its LAMB
+    (timm/optim/lamb.py, _helpers.py, _types.py) needs only torch, so `timm` and `timm.optim` are stood in for by
+    bare packages while it is imported, and taken out of sys.modules again afterwards."""
+    import importlib
+    import sys
+    import types
+
+    root = os.path.join(sys.prefix, "oracles", "timm", "timm")
+    if not os.path.isfile(os.path.join(root, "optim", "lamb.py")):
+        pytest.skip(f"timm's files are not in {root} (bash run.sh installs them there)")
+    try:
+        for name, folder in (("timm", root), ("timm.optim", os.path.join(root, "optim"))):
+            package = types.ModuleType(name)
+            package.__path__ = [folder]
+            sys.modules[name] = package
+        return importlib.import_module("timm.optim.lamb").Lamb
+    finally:
+        for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
+            del sys.modules[name]
+
+
 @pytest.mark.parametrize("weight_decay", [0.01, 0.0])
 @pytest.mark.parametrize("foreach", [False, True], ids=["per_tensor", "foreach"])
 def test_lamb_matches_timm_lamb(weight_decay, foreach):
@@ -158,13 +184,7 @@ def test_lamb_matches_timm_lamb(weight_decay, foreach):
     so always_adapt = layer_adaptation (the decay group adapts with any weight decay, 0 included; the no-decay
     group, biases and LayerNorm, takes the plain Adam step in both). A group without adaptation but with weight
     decay, which `param_groups` never makes, has no timm equivalent."""
-    # timm is not among the dev extras: it requires torchvision, for which pip replaces the CPU torch with a CUDA
-    # build, and the torchvision built for torch 2.13 on PyPI is a CUDA build that does not load beside torch+cpu
-    # (installed without it, timm makes transformers 4.x fail to import: tests/test_compat.py).
-    try:
-        from timm.optim import Lamb as TimmLamb
-    except Exception as e:  # not installed, or its torchvision does not load beside this torch
-        pytest.skip(f"timm's Lamb cannot be imported here ({type(e).__name__}: {e})")
+    TimmLamb = timm_lamb()
     config = MiniBertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     ours_model = MiniBertForPreTraining(config)
