@@ -232,7 +232,8 @@ def test_the_architecture_knobs_are_named_when_they_differ_from_bert():
     from pretrain.recipes import RECIPES
 
     config = MiniBertConfig(**TINY)
-    config.update_from_string(RECIPES["fast"]["config_overrides"])  # pre-LN, GEGLU, no biases
+    config.update_from_string(RECIPES["fast"]["config_overrides"])  # pre-LN, no biases
+    config.update_from_string("gated_feed_forward=true")  # and a GEGLU feed-forward, a knob of its own
     fast = render_cards(pretraining_info(config, nsp=False)).model
     assert "pre-LN" in fast and "GEGLU" in fast and "no biases" in fast
     assert "equal to transformers' `BertModel`" not in fast
@@ -241,7 +242,7 @@ def test_the_architecture_knobs_are_named_when_they_differ_from_bert():
     assert "SwiGLU" in text and "feed-forward layers" in text and "pre-LN" not in text
     bert = render_cards(pretraining_info()).model
     assert "equal to transformers' `BertModel`" in bert and "pre-LN" not in bert and "GLU" not in bert
-    # A fine-tuned model of the fast recipe says it too.
+    # A fine-tuned model of that architecture says it too.
     assert "GEGLU" in render_cards(finetuning_info(config=config)).model
 
 
