@@ -304,8 +304,6 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
     easy their masked tokens are, so the final comparison is made here on both, with the MLM head alone (a
     pretraining checkpoint loads as a masked LM; the NSP label is left out).
     """
-    import tempfile
-
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -322,7 +320,7 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
     results: dict = {name: {} for name in outs}
     for held_out, nsp in EVAL_FORMATS.items():
         flags = [*common_flags(args, meta, tokenizer), "--next_sentence_prediction", str(nsp).lower()]
-        _, data_args, training_args, _ = parse([*flags, "--output_dir", tempfile.mkdtemp()])
+        _, data_args, training_args, _ = parse([*flags, "--output_dir", os.path.join(args.workdir, "runs")])
         data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the runs' cache: read, not rebuilt
         collator = eval_collator(build_collator(data_args, data.tokenizer, training_args.seed), 0.15)
 

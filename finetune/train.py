@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from minibert.card import Cards, FinetuningCardInfo, render_cards
+from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
 from minibert.cli import HubArguments, UserError, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
@@ -394,12 +394,7 @@ def _load_tokenizer(path: str, model_args: ModelArguments, vocab_size: int):
 
 
 def describe(model) -> str:
-    c = model.config
-    n = sum(p.numel() for p in model.parameters())
-    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-    return (
-        f"{c.num_hidden_layers} layers, hidden size {c.hidden_size}, {c.num_attention_heads} heads, {size} parameters"
-    )
+    return describe_size(model.config, sum(p.numel() for p in model.parameters()))
 
 
 def default_learning_rate(model) -> float:

@@ -245,14 +245,20 @@ def architecture_differences(config) -> list[str]:
     return words
 
 
+def describe_size(config, num_parameters: int) -> str:
+    """ "2 layers, hidden size 128, 2 heads, 4.4M parameters": a model's size in words (cards, log lines)."""
+    n = num_parameters
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+    return (
+        f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, {config.num_attention_heads} heads, "
+        f"{size} parameters"
+    )
+
+
 def _model_facts(info: CardInfo) -> list[str]:
     """The size and the architecture, as list items."""
-    c, n = info.config, info.num_parameters
-    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
-    facts = [
-        f"- Size: {c.num_hidden_layers} layers, hidden size {c.hidden_size}, {c.num_attention_heads} heads, "
-        f"{size} parameters, vocabulary {c.vocab_size}"
-    ]
+    c = info.config
+    facts = [f"- Size: {describe_size(c, info.num_parameters)}, vocabulary {c.vocab_size}"]
     differences = architecture_differences(c)
     if differences:
         facts.append(
