@@ -2,6 +2,7 @@
 
     python benchmarks/bench_data.py                    # 5 MB and 50 MB corpora, 1 process and all cores
     python benchmarks/bench_data.py --sizes 2 20 --workdir /tmp/bench
+    python benchmarks/bench_data.py --pipeline         # the input pipeline: collator and DataLoader, sequences/s
 
 Both sides turn the same synthetic BERT-format corpus (generated here, one sentence per line, blank line between
 documents) into NSP instances (`[CLS] A [SEP] B [SEP]`, max_seq_length 128, dupe_factor 1) with the same
@@ -14,6 +15,15 @@ WordPiece vocabulary (trained once, beforehand, and not timed):
             `group_texts` into 128-token blocks (no NSP pairs), Arrow in the `datasets` cache;
 - bare:     the Rust tokenizer's `encode_batch_fast` over the same sentences, nothing paired or written: the
             physical limit of this design. minibert's tokens/s as a fraction of it is the pipeline's efficiency.
+
+`--pipeline` measures what feeds the training loop instead, from a prepared cache (made here, not timed): the
+collator alone on one core (batch 128, from feature dicts and from bulk `ExampleBatch` reads, whole-word masking off
+and on), then the real `DataLoader` (`pretrain.train.build_dataloaders`'s settings: shuffled, drop_last, its own
+generator, workers not persistent) wrapped by accelerate as the loop iterates it, with 0, 1, 2 and 4 workers, at
+max_seq_length 128 and 512, reading rows as `datasets` dicts and in bulk (`pretrain.batches.ArrowExamples`). Each
+figure is sequences/s over whole epochs after the first batch (time to the first batch, worker start-up
+included, is reported beside it), next to what BERT-base consumes on one H100 at 40% and 50% MFU
+(`pretrain.throughput.step_flops`, full-length sequences, 15% masked).
 
 Each run is a fresh subprocess, so its peaks are its own: peak RSS (VmHWM, which also counts the pages of
 memory-mapped Arrow files, i.e. file cache the kernel can drop), peak anonymous memory (RssAnon, sampled every
@@ -443,6 +453,132 @@ def child(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# The input pipeline: collator and DataLoader sequences/s (--pipeline)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def h100_appetite(seq_len: int, mfu: float, masked: float = 0.15) -> float:
+    """Sequences/s that BERT-base (L12 H768, vocab 30522) trains on at `mfu` of one H100's dense bf16 peak."""
+    from minibert import MiniBertConfig
+    from pretrain.throughput import PEAK_BF16_TFLOPS, step_flops
+
+    config = MiniBertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, intermediate_size=3072)
+    flops = step_flops(config, seq_len, seq_len * seq_len, masked * seq_len)
+    return mfu * PEAK_BF16_TFLOPS["H100"] * 1e12 / flops
+
+
+def _prepared(corpus: str, tokenizer: str, seq_len: int, cache: str, dupe_factor: int):
+    from pretrain.data import prepare_pretraining_data
+
+    args = _our_arguments(corpus, tokenizer, data_cache_dir=cache, dupe_factor=dupe_factor)
+    args.max_seq_length = seq_len
+    return prepare_pretraining_data(args, seed=0)
+
+
+def _rate(function, argument, seconds: float) -> float:
+    """Calls per second of `function(argument)` over about `seconds` (after one warm-up call)."""
+    function(argument)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        function(argument)
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def collator_rates(data, batch_size: int, seconds: float) -> dict[str, float]:
+    """Sequences/s of the collator alone on one thread: its input already read (dicts, or a bulk batch)."""
+    import torch
+
+    from pretrain.batches import ArrowExamples
+    from pretrain.train import build_collator
+
+    torch.set_num_threads(1)
+    rows = list(range(batch_size))
+    as_dicts = [data.train_dataset[i] for i in rows]
+    bulk = ArrowExamples(data.train_dataset).__getitems__(rows)
+    rates = {}
+    for whole_word in (False, True):
+        collator = build_collator(_our_arguments("-", "-", whole_word_mask=whole_word), data.tokenizer, seed=0)
+        for name, batch in (("dicts", as_dicts), ("bulk", bulk)):
+            rates[f"{name}{', whole words' if whole_word else ''}"] = batch_size * _rate(collator, batch, seconds)
+    return rates
+
+
+def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) -> tuple[float, float]:
+    """(sequences/s after the first batch, seconds to the first batch) of the training DataLoader, built with
+    `build_dataloaders`' settings and prepared by accelerate, as the loop iterates it."""
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from pretrain.batches import ArrowExamples
+    from pretrain.train import build_collator
+
+    collator = build_collator(_our_arguments("-", "-"), data.tokenizer, seed=0)
+    dataset = ArrowExamples(data.train_dataset) if bulk else data.train_dataset
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collator,
+        generator=torch.Generator().manual_seed(0),
+        num_workers=workers,
+        pin_memory=False,  # CPU here; on CUDA build_dataloaders pins (a copy the benchmark cannot time)
+        persistent_workers=False,
+    )
+    loader = Accelerator(cpu=True).prepare_data_loader(loader)
+    sequences, first, start = 0, None, time.perf_counter()
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        for batch in loader:
+            if first is None:
+                first = time.perf_counter()
+                continue
+            sequences += batch["input_ids"].shape[0]
+    return sequences / (time.perf_counter() - first), first - start
+
+
+def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> None:
+    """Collator per core and DataLoader sequences/s at seq 128 and 512, beside one H100's appetite."""
+    sys.path.insert(0, ROOT)
+    import datasets
+
+    datasets.disable_progress_bars()
+    corpus = os.path.join(workdir, f"corpus-{megabytes:g}MB.txt")
+    if not os.path.isfile(corpus):
+        make_corpus(corpus, megabytes)
+    tokenizer = os.path.join(workdir, "tokenizer")
+    if not os.path.isdir(tokenizer):
+        train_shared_tokenizer(corpus, tokenizer)
+    cache = os.path.join(workdir, "pipeline-cache")
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} at the start")
+    for seq_len, batch_size, dupe in ((128, 128, 5), (512, 128, 5)):
+        data = _prepared(corpus, tokenizer, seq_len, cache, dupe)
+        mean = data.stats["mean_seq_length"]
+        need = {mfu: h100_appetite(seq_len, mfu) for mfu in (0.4, 0.5)}
+        print(
+            f"\nseq {seq_len}, batch {batch_size}: {len(data.train_dataset)} sequences, mean length {mean}; "
+            f"BERT-base on one H100 needs {need[0.4]:,.0f} sequences/s at 40% MFU, {need[0.5]:,.0f} at 50%"
+        )
+        if seq_len == 128:
+            print("| collator alone, 1 thread | sequences/s |\n|---|---|")
+            for name, rate in collator_rates(data, batch_size, seconds).items():
+                print(f"| {name} | {rate:,.0f} |", flush=True)
+        print("| reading | workers | sequences/s | x H100 need at 50% MFU | seconds to the first batch |")
+        print("|---|---|---|---|---|")
+        for bulk in (False, True):
+            for workers in (0, 1, 2, 4):
+                rate, first = loader_rate(data, batch_size, workers, bulk, epochs)
+                name = "bulk (ArrowExamples)" if bulk else "rows (datasets dicts)"
+                print(f"| {name} | {workers} | {rate:,.0f} | {rate / need[0.5]:.2f} | {first:.2f} |", flush=True)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} at the end")
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------------------
 
@@ -521,6 +657,12 @@ def main() -> None:
         default=None,
         help="instead: the scale benchmark on corpora of these sizes in MB (e.g. 1000)",
     )
+    parser.add_argument(
+        "--pipeline", action="store_true", help="instead: the input pipeline (collator, DataLoader) sequences/s"
+    )
+    parser.add_argument("--pipeline_mb", type=float, default=5, help="--pipeline: corpus size in MB")
+    parser.add_argument("--seconds", type=float, default=3, help="--pipeline: seconds per collator figure")
+    parser.add_argument("--epochs", type=int, default=1, help="--pipeline: epochs per DataLoader figure")
     parser.add_argument("--child", choices=["ours", "baseline", "bare", "run_mlm", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
@@ -535,6 +677,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     if args.scale:
         return scale(args.scale, workdir, cores)
+    if args.pipeline:
+        return pipeline(workdir, args.pipeline_mb, args.seconds, args.epochs)
     print(f"machine: {cores} cores, {os.uname().machine}, Python {sys.version.split()[0]}; workdir {workdir}")
     corpora = {}
     for size in args.sizes:

@@ -13,6 +13,13 @@ becomes [MASK] with `mask_replace_prob`, a random token with `random_replace_pro
 original ids where chosen and -100 elsewhere. Special tokens and padding are never chosen, and random
 replacements are never special tokens.
 
+The random numbers are counter-based, computed for the whole batch at once: token t of an example draws two
+64-bit words, outputs 2t and 2t+1 of the splitmix64 sequence (Steele et al., "Fast splittable pseudorandom
+number generators", 2014; Java's `SplittableRandom`) started at a key mixed from (seed, epoch, example). No
+generator object per example and no Python loop over rows: a few NumPy passes over the batch's tokens. NumPy's
+`Philox` would also be counter-based, but it is seeded per stream (one object per example), which is the cost
+this design removes.
+
 With `unpadded=True` (the default) the batch also carries what the model's fast path needs, computed here on the
 CPU (in the data-loader workers) so that the model's forward never reads the device: `token_indices`, the flat
 positions of the real tokens, and `masked_positions`, those of the labelled ones (see `unpadding_inputs`).
@@ -20,22 +27,26 @@ positions of the real tokens, and `masked_positions`, those of the labelled ones
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.utils.data
 from transformers import PreTrainedTokenizerBase
+
+from .batches import ExampleBatch
 
 
 @dataclass
 class DataCollatorForPreTraining:
     """Batch of `input_ids`, `attention_mask`, `token_type_ids`, `labels` and `next_sentence_label` tensors.
 
-    `seed`: masks are drawn from `numpy.random.default_rng([seed, epoch, example_key])`, where the key is the
-    example's `example_id` (added by `prepare_pretraining_data`) or, failing that, a hash of its `input_ids`.
-    Call `set_epoch` at each epoch for new masks (and with a fixed value for evaluation). With `seed=None`
-    each call draws its seed from torch's global RNG (reproducible under `torch.manual_seed`, not resumable).
+    Takes a list of feature dicts or an `ExampleBatch` (what `batches.ArrowExamples` reads in bulk).
+
+    `seed`: the masks are a function of `(seed, epoch, example_key, position)`, where the key is the example's
+    `example_id` (added by `prepare_pretraining_data`) or, failing that, a hash of its `input_ids`. Call
+    `set_epoch` at each epoch for new masks (and with a fixed value for evaluation). With `seed=None` each call
+    draws its seed from torch's global RNG (reproducible under `torch.manual_seed`, not resumable).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -72,68 +83,117 @@ class DataCollatorForPreTraining:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        ids = [np.asarray(f["input_ids"], dtype=np.int64) for f in features]
-        length = max(len(x) for x in ids)
+    def __call__(self, features: list[dict] | ExampleBatch) -> dict[str, torch.Tensor]:
+        examples = features if isinstance(features, ExampleBatch) else ExampleBatch.from_features(features)
+        batch_size, lengths = len(examples), examples.lengths
+        length = int(lengths.max()) if batch_size else 0
         if self.pad_to_multiple_of:
             length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        batch_size = len(features)
-        input_ids = np.full((batch_size, length), self.tokenizer.pad_token_id, dtype=np.int64)
-        token_type_ids = np.zeros((batch_size, length), dtype=np.int64)
-        attention_mask = np.zeros((batch_size, length), dtype=np.int64)
-        labels = np.full((batch_size, length), -100, dtype=np.int64)
-        call_seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        for row, (feature, example_ids) in enumerate(zip(features, ids)):
-            n = len(example_ids)
-            if self.seed is None:
-                key = row
-            else:
-                key = feature.get("example_id")
-                key = _hash_ids(example_ids) if key is None else int(key)
-            # SeedSequence takes non-negative integers only: fold negative seeds and epochs into that range.
-            rng = np.random.default_rng([call_seed & _MASK63, self.epoch & _MASK63, key])
-            input_ids[row, :n], labels[row, :n] = self.mask_tokens(example_ids, rng)
-            if "token_type_ids" in feature:
-                token_type_ids[row, :n] = np.asarray(feature["token_type_ids"], dtype=np.int64)
-            attention_mask[row, :n] = 1
-        batch = {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(attention_mask),
-            "token_type_ids": torch.from_numpy(token_type_ids),
-            "labels": torch.from_numpy(labels),
-        }
+        ids = examples.input_ids.astype(np.int64, copy=False)
+        if self.seed is None:
+            seed, keys = int(torch.randint(0, 2**62, ()).item()), np.arange(batch_size, dtype=np.uint64)
+        elif examples.example_id is not None:
+            seed, keys = self.seed, examples.example_id.astype(np.uint64)
+        else:
+            seed, keys = self.seed, _content_keys(ids, examples.offsets)
+        masked, labels = self.mask_tokens(ids, examples.offsets, _example_streams(seed, self.epoch, keys))
+
+        # Scatter the flat tokens into the padded (B, S) batch: row-major order puts each example in its row.
+        real = np.arange(length) < lengths[:, None]  # (B, S)
+        flat_positions = np.flatnonzero(real)  # the real tokens' positions in B * S, in token order
+        sizes = {"input_ids": real.size, "attention_mask": real.size, "token_type_ids": real.size, "labels": real.size}
         if self.unpadded:
-            batch.update(unpadding_inputs(attention_mask, labels, self.bucket_size))
-        if "next_sentence_label" in features[0]:
-            batch["next_sentence_label"] = torch.tensor(
-                [int(f["next_sentence_label"]) for f in features], dtype=torch.long
-            )
+            sizes["token_indices"] = _bucket(len(flat_positions), self.bucket_size)
+            sizes["masked_positions"] = _bucket(int((labels != -100).sum()), self.bucket_size)
+        if examples.next_sentence_label is not None:
+            sizes["next_sentence_label"] = batch_size
+        batch, arrays = _one_buffer(sizes, (batch_size, length))
+        arrays["input_ids"].fill(self.tokenizer.pad_token_id)
+        arrays["input_ids"].flat[flat_positions] = masked
+        arrays["labels"].fill(-100)
+        arrays["labels"].flat[flat_positions] = labels
+        arrays["attention_mask"][...] = real
+        arrays["token_type_ids"].fill(0)
+        if examples.token_type_ids is not None:
+            arrays["token_type_ids"].flat[flat_positions] = examples.token_type_ids
+        if self.unpadded:  # what `unpadding_inputs` computes, from the positions known here
+            _fill_bucket(arrays["token_indices"], flat_positions, real.size)
+            _fill_bucket(arrays["masked_positions"], flat_positions[labels != -100], real.size)
+        if examples.next_sentence_label is not None:
+            arrays["next_sentence_label"][...] = examples.next_sentence_label
         return batch
 
-    def mask_tokens(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Masked copy of one example's ids and its labels (-100 where not chosen)."""
+    def mask_tokens(self, ids: np.ndarray, offsets: np.ndarray, streams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masked copy of a batch's flat ids (example b: `ids[offsets[b]:offsets[b+1]]`) and its labels (-100
+        where not chosen). `streams`: one uint64 key per example (`_example_streams`)."""
+        lengths = np.diff(offsets)
+        starts = np.repeat(offsets[:-1], lengths)
+        position = np.arange(len(ids), dtype=np.int64) - starts  # each token's position in its example
+        state = np.repeat(streams, lengths) + (2 * position.astype(np.uint64) + 1) * _GAMMA
+        choose = _mix64(state)  # draw 2t: is token t (or the word starting at t) chosen
+        replace = _mix64(state + _GAMMA)  # draw 2t+1: high half [MASK] / random / keep, low half which token
+
         special = self._special[ids]
+        choose = choose >> np.uint64(11)  # 53 bits, so that a probability of 1 is a threshold too
+        threshold = _fraction_of(53, self.mlm_probability)
         if self.whole_word_mask:
             # A word starts at every non-special token that is not a `##` continuation of the token before it
-            # (a `##` piece right after [CLS]/[SEP], left by truncation, starts its own word).
-            follows_special = np.concatenate(([True], special[:-1]))
-            starts = ~special & (~self._continuation[ids] | follows_special)
-            word = np.cumsum(starts) - 1
-            chosen_words = rng.random(int(starts.sum())) < self.mlm_probability
+            # (a `##` piece right after [CLS]/[SEP], left by truncation, starts its own word). Its first token's
+            # draw decides the whole word.
+            follows_special = np.empty_like(special)
+            follows_special[1:] = special[:-1]
+            follows_special[position == 0] = True  # a row's first token follows nothing
+            word_starts = ~special & (~self._continuation[ids] | follows_special)
+            word = np.cumsum(word_starts) - 1  # a special token's value is unused, a word never crosses rows
+            chosen_words = choose[word_starts] < threshold
             chosen = ~special & chosen_words[np.maximum(word, 0)] if chosen_words.size else np.zeros_like(special)
         else:
-            chosen = ~special & (rng.random(len(ids)) < self.mlm_probability)
+            chosen = ~special & (choose < threshold)
         labels = np.where(chosen, ids, -100)
-        draw = rng.random(len(ids))
-        to_mask = chosen & (draw < self.mask_replace_prob)
-        to_random = chosen & ~to_mask & (draw < self.mask_replace_prob + self.random_replace_prob)
+
+        high, low = replace >> np.uint64(32), replace & np.uint64(0xFFFFFFFF)
+        to_mask = chosen & (high < _fraction_of(32, self.mask_replace_prob))
+        to_random = chosen & ~to_mask & (high < _fraction_of(32, self.mask_replace_prob + self.random_replace_prob))
         masked = ids.copy()
         masked[to_mask] = self.tokenizer.mask_token_id
-        masked[to_random] = self._random_ids[rng.integers(0, len(self._random_ids), int(to_random.sum()))]
+        # A uniform index below n from 32 random bits by multiply-and-shift (Lemire): bias < n / 2**32.
+        pick = (low[to_random] * np.uint64(len(self._random_ids))) >> np.uint64(32)
+        masked[to_random] = self._random_ids[pick.astype(np.int64)]
         return masked, labels
 
 
-_MASK63 = 2**63 - 1
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (2**64 / the golden ratio, odd)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output function: a bijection of uint64 that scrambles every input bit into every output bit
+    (NumPy's uint64 arithmetic wraps, as the algorithm needs)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _example_streams(seed: int, epoch: int, keys: np.ndarray) -> np.ndarray:
+    """One splitmix64 starting state per example, from (seed, epoch, its key): chained mixes, so that nearby seeds,
+    epochs and keys give unrelated streams. Negative seeds and epochs wrap to uint64 (any integer is valid)."""
+    base = _mix64(np.array([seed % 2**64], dtype=np.uint64) + _GAMMA)
+    base = _mix64(base ^ np.uint64(epoch % 2**64))
+    return _mix64(base ^ _mix64(keys.astype(np.uint64) + _GAMMA))
+
+
+def _content_keys(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """A 64-bit key per example from its ids alone (for examples without an `example_id`): a position-weighted
+    sum of mixed ids, so that the same ids in another order, or another example's, key other masks."""
+    lengths = np.diff(offsets)
+    position = np.arange(len(ids), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+    mixed = _mix64(ids.astype(np.uint64) * _GAMMA + position.astype(np.uint64))
+    sums = np.add.reduceat(np.append(mixed, np.uint64(0)), offsets[:-1]) if len(lengths) else mixed[:0]
+    return np.where(lengths > 0, sums, 0).astype(np.uint64) ^ lengths.astype(np.uint64)
+
+
+def _fraction_of(bits: int, probability: float) -> np.uint64:
+    """The integer a uniform `bits`-bit draw is compared with: P(draw < it) == probability (to 2**-bits)."""
+    return np.uint64(round(min(max(probability, 0.0), 1.0) * 2**bits))
 
 
 def unpadding_inputs(attention_mask: np.ndarray, labels: np.ndarray, bucket_size: int = 64) -> dict[str, torch.Tensor]:
@@ -143,19 +203,39 @@ def unpadding_inputs(attention_mask: np.ndarray, labels: np.ndarray, bucket_size
     The model reads the fill value as a scratch row (a zero hidden state with an ignored label). Fixed buckets
     make the shapes repeat from batch to batch, so a compiled model reuses its graphs instead of recompiling.
     """
-    fill = attention_mask.size
-
-    def bucketed(positions: np.ndarray) -> torch.Tensor:
-        size = max(-(-len(positions) // bucket_size), 1) * bucket_size
-        out = np.full(size, fill, dtype=np.int64)
-        out[: len(positions)] = positions
-        return torch.from_numpy(out)
-
-    return {
-        "token_indices": bucketed(np.flatnonzero(attention_mask)),
-        "masked_positions": bucketed(np.flatnonzero(labels != -100)),
-    }
+    out = {}
+    for name, chosen in (("token_indices", attention_mask), ("masked_positions", labels != -100)):
+        positions = np.flatnonzero(chosen)
+        out[name] = torch.empty(_bucket(len(positions), bucket_size), dtype=torch.int64)
+        _fill_bucket(out[name].numpy(), positions, attention_mask.size)
+    return out
 
 
-def _hash_ids(ids: np.ndarray) -> int:
-    return int.from_bytes(hashlib.blake2b(ids.tobytes(), digest_size=8).digest(), "little") >> 1
+def _bucket(n: int, bucket_size: int) -> int:
+    return max(-(-n // bucket_size), 1) * bucket_size
+
+
+def _fill_bucket(out: np.ndarray, positions: np.ndarray, fill: int) -> None:
+    out[: len(positions)] = positions
+    out[len(positions) :] = fill
+
+
+def _one_buffer(sizes: dict[str, int], shape: tuple[int, int]) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """The batch's int64 tensors as views of one buffer, and NumPy views of them to fill in place.
+
+    In a data-loader worker a batch crosses to the main process through shared memory, one segment per storage:
+    one buffer makes that one segment (and one file descriptor) per batch instead of seven, and it is allocated
+    there from the start, as torch's `default_collate` does, so nothing is copied on the way.
+    """
+    buffer = torch.empty(sum(sizes.values()), dtype=torch.int64)
+    if torch.utils.data.get_worker_info() is not None:
+        buffer.share_memory_()
+    tensors, start = {}, 0
+    for name, size in sizes.items():
+        view = buffer[start : start + size]
+        tensors[name] = view.view(shape) if size == shape[0] * shape[1] and name not in _FLAT else view
+        start += size
+    return tensors, {name: t.numpy() for name, t in tensors.items()}
+
+
+_FLAT = {"token_indices", "masked_positions", "next_sentence_label"}

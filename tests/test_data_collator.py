@@ -230,3 +230,93 @@ def test_bad_replacement_shares_are_one_error_line():
 
     with pytest.raises(UserError, match="sum to at most 1"):
         DataArguments(mask_replace_prob=0.9, random_replace_prob=0.2).validate()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Counter-based masks: a function of (seed, epoch, example), whatever batch, row, reader or worker
+# ----------------------------------------------------------------------------------------------------------
+
+
+def masks_by_example(batches) -> dict[int, tuple]:
+    """{example_id: (masked ids, labels)} of collated batches, each row cut to its real tokens."""
+    out = {}
+    for batch, ids in batches:
+        for row, key in enumerate(ids):
+            n = int(batch["attention_mask"][row].sum())
+            out[int(key)] = (batch["input_ids"][row, :n].tolist(), batch["labels"][row, :n].tolist())
+    return out
+
+
+@pytest.mark.parametrize("whole_word_mask", [False, True])
+def test_an_examples_mask_is_the_same_in_any_batch_row_reader_and_worker(tokenizer, whole_word_mask):
+    """The oracle is each example collated alone; then batches of 5 and 16 from a shuffled `DataLoader` over
+    the Arrow cache (bulk reads, 0 and 2 workers) and lists of dicts must give every example the same mask."""
+    from datasets import Dataset
+    from torch.utils.data import DataLoader
+
+    from pretrain.batches import ArrowExamples
+
+    examples = make_examples(tokenizer, 40, seed=9, pieces=whole_word_mask)
+    collator = DataCollatorForPreTraining(tokenizer, seed=5, whole_word_mask=whole_word_mask, mlm_probability=0.3)
+    collator.set_epoch(2)
+    alone = masks_by_example((collator([e]), [e["example_id"]]) for e in examples)
+    assert sum(label != -100 for _, labels in alone.values() for label in labels) > 200
+
+    def collate(batch):
+        return collator(batch), batch.example_id
+
+    dataset = ArrowExamples(Dataset.from_list(examples))
+    for batch_size, workers in ((5, 0), (16, 2)):
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(batch_size),
+        )
+        assert masks_by_example(loader) == alone
+    reordered = examples[::-1][3:] + examples[::-1][:3]
+    as_dicts = masks_by_example([(collator(reordered), [e["example_id"] for e in reordered])])
+    assert as_dicts == alone
+
+
+def test_draws_are_independent_across_positions_and_neighbouring_examples(tokenizer):
+    """A counter-based generator must not correlate neighbouring counters: the choice of a token is independent
+    of the token after it and of the same position in the example with the next `example_id` (rates of joint
+    choices match p**2 within sampling error), and every position is chosen at the same rate."""
+    examples = make_examples(tokenizer, 3000, seed=10, min_len=60, max_len=61)
+    p = 0.3
+    batch, _, special, chosen = masking_statistics(
+        tokenizer, DataCollatorForPreTraining(tokenizer, seed=0, mlm_probability=p), examples
+    )
+    maskable = ~special
+    both = maskable[:, :-1] & maskable[:, 1:]
+    joint = (chosen[:, :-1] & chosen[:, 1:])[both].float().mean().item()
+    assert abs(joint - p * p) < 0.006, joint  # ~350k pairs: sd 0.0007
+    rows = maskable[:-1] & maskable[1:]
+    across = (chosen[:-1] & chosen[1:])[rows].float().mean().item()
+    assert abs(across - p * p) < 0.006, across
+    per_position = chosen[:, 1:60].sum(0).float() / maskable[:, 1:60].sum(0).float()
+    assert (per_position - p).abs().max() < 0.04  # 3,000 draws a position: sd 0.008
+
+
+def test_bulk_batches_read_the_cache_as_the_dicts_do(tokenizer):
+    """`ArrowExamples` over a dataset with an indices mapping (a `select`) and several Arrow chunks gives the
+    collator the same batch as the dataset's own rows as dicts."""
+    from datasets import Dataset, concatenate_datasets
+
+    from pretrain.batches import ArrowExamples, ExampleBatch
+
+    examples = make_examples(tokenizer, 30, seed=11)
+    dataset = concatenate_datasets([Dataset.from_list(examples[:12]), Dataset.from_list(examples[12:])])
+    dataset = dataset.select([29, 3, 14, 0, 7, 22, 12, 11])
+    indices = [5, 0, 7, 2, 2]
+    bulk = ArrowExamples(dataset).__getitems__(indices)
+    assert isinstance(bulk, ExampleBatch) and len(bulk) == 5
+    assert bulk.example_id.tolist() == [dataset[i]["example_id"] for i in indices]
+    collator = DataCollatorForPreTraining(tokenizer, seed=1)
+    expected = collator([dataset[i] for i in indices])
+    got = collator(bulk)
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
