@@ -332,7 +332,7 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
         loader = DataLoader(data.eval_dataset, batch_size=64, shuffle=False, collate_fn=collate)
         for name, out in outs.items():
             model = AutoModelForMaskedLM.from_pretrained(out)
-            metrics = evaluate(model, loader, accelerator, seed=training_args.seed)
+            metrics = evaluate(model, loader, accelerator, seed=training_args.seed, next_sentence_prediction=False)
             results[name][held_out] = {
                 k: metrics[k] for k in ("eval_mlm_loss", "eval_mlm_accuracy", "eval_masked_tokens", "eval_samples")
             }

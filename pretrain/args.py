@@ -303,3 +303,29 @@ class PretrainingArguments:
         if self.num_warmup_steps is not None:
             return self.num_warmup_steps
         return round((self.warmup_ratio or 0.0) * max_train_steps)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The decisions every part of a pretraining run reads, made once (`RunPlan.decide`) and passed down to the
+    model builder, collator, loop and evaluation, which never re-infer them from a batch key or a head attribute.
+
+    The fast path is part of the plan, not a config default a refactor can lose: every pretraining run computes the
+    MLM head only at the masked positions (`sparse_head`: (M, vocab) logits instead of (B, S, vocab), the same loss)
+    and runs position-wise work on the real tokens only (`unpadded`: the collator's `token_indices`). Neither is
+    written into the checkpoint: a saved model's `config.sparse_prediction` stays False, so `pipeline("fill-mask")`
+    and `Trainer` users get BERT's (B, S, vocab) logits. tests/test_fast_path.py pins both on the loop's own step.
+    """
+
+    objective: str  # "mlm+nsp" (BERT: masked-LM + next-sentence prediction) or "mlm" (masked-LM only)
+    sparse_head: bool = True
+    unpadded: bool = True
+
+    @property
+    def next_sentence_prediction(self) -> bool:
+        return self.objective == "mlm+nsp"
+
+    @classmethod
+    def decide(cls, data_args) -> RunPlan:
+        """The plan of a run from its data arguments (`--next_sentence_prediction` decides the objective)."""
+        return cls(objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm")

@@ -38,19 +38,20 @@ def masked_lm_targets(prediction_logits: torch.Tensor, labels: torch.Tensor, mas
     return logits, targets, rows
 
 
-def per_sequence_stats(outputs, batch) -> torch.Tensor:
-    """(B, 5) float32: MLM loss sum, masked tokens, correct predictions, NSP loss, NSP correct, per sequence."""
+def per_sequence_stats(outputs, batch, next_sentence_prediction: bool) -> torch.Tensor:
+    """(B, 5) float32: MLM loss sum, masked tokens, correct predictions, NSP loss, NSP correct, per sequence.
+    `next_sentence_prediction`: the run's objective (`RunPlan`); without it the NSP columns stay 0."""
     labels = batch["labels"]
     batch_size = labels.size(0)
     # MiniBertForPreTraining's `prediction_logits`, MiniBertForMaskedLM's `logits` (an MLM-only run)
-    prediction_logits = outputs.prediction_logits if "next_sentence_label" in batch else outputs.logits
+    prediction_logits = outputs.prediction_logits if next_sentence_prediction else outputs.logits
     logits, targets, rows = masked_lm_targets(prediction_logits, labels, batch.get("masked_positions"))
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (M,)
     stats = torch.zeros(batch_size, 5, dtype=torch.float32, device=labels.device)
     stats[:, MLM_LOSS].index_add_(0, rows, token_loss)
     stats[:, MLM_COUNT].index_add_(0, rows, torch.ones_like(token_loss))
     stats[:, MLM_CORRECT].index_add_(0, rows, (logits.argmax(-1) == targets).float())
-    if "next_sentence_label" in batch:  # else an MLM-only run: the NSP columns stay 0
+    if next_sentence_prediction:
         nsp_labels = batch["next_sentence_label"].view(-1)
         nsp_logits = outputs.seq_relationship_logits.float()  # (B, 2)
         stats[:, NSP_LOSS] = F.cross_entropy(nsp_logits, nsp_labels, reduction="none")
@@ -114,18 +115,19 @@ def eval_collator(collator, mlm_probability: float | None = None):
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, accelerator, seed: int, max_batches: int | None = None) -> dict[str, float]:
-    """Metrics of `model` on a prepared evaluation dataloader (every process calls this)."""
+def evaluate(
+    model, dataloader, accelerator, seed: int, next_sentence_prediction: bool, max_batches: int | None = None
+) -> dict[str, float]:
+    """Metrics of `model` on a prepared evaluation dataloader (every process calls this); `next_sentence_prediction`
+    is the run's objective (an MLM-only run's model has no NSP head, and its metrics no NSP entries)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
     num_sequences = 0
-    next_sentence_prediction = True
     with seeded_rng(seed):
         for i, batch in enumerate(dataloader):
             if max_batches is not None and i >= max_batches:
                 break
-            next_sentence_prediction = "next_sentence_label" in batch
             outputs = model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -135,7 +137,7 @@ def evaluate(model, dataloader, accelerator, seed: int, max_batches: int | None 
                 masked_positions=batch.get("masked_positions"),
                 sparse_prediction=True,
             )
-            stats = accelerator.gather_for_metrics(per_sequence_stats(outputs, batch))
+            stats = accelerator.gather_for_metrics(per_sequence_stats(outputs, batch, next_sentence_prediction))
             totals += stats.sum(0).double()
             num_sequences += stats.size(0)
     if hasattr(dataloader, "end"):

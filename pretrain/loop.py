@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from minibert.cli import UserError
 from minibert.safety import non_finite_parameters
 
-from .args import PretrainingArguments
+from .args import PretrainingArguments, RunPlan
 from .checkpointing import Progress, StopRequest, save_checkpoint_state
 from .evaluation import evaluate
 from .optim import SCHEDULE_TICKS, move_schedule_to
 from .report import MetricsLog
+from .throughput import peak_tflops, step_flops
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,13 @@ DRY_RUN_EVAL_BATCHES = 2
 
 class TrainingDiverged(UserError):
     """The loss or the gradients stayed non-finite: lower the learning rate, use bf16 rather than fp16, check data."""
+
+
+def host_read(tensor: torch.Tensor) -> list:
+    """Device values as Python numbers: the loop's only way to read the device (a blocking device-to-host copy on a
+    GPU). One call per optimizer step (`PretrainingLoop._agree`), more only on logging and checkpoint steps;
+    tests/test_fast_path.py counts them."""
+    return tensor.detach().to("cpu", copy=True).tolist()
 
 
 @dataclass(eq=False)
@@ -69,6 +77,7 @@ class PretrainingLoop:
     progress: Progress
     metrics: MetricsLog
     max_train_steps: int
+    plan: RunPlan  # the objective and the fast path (sparse MLM head, unpadded layout), decided once
     stream: object | None = None  # a `ResumableStream`: checkpoints save its position, a resume goes back to it
     stream_resumed: bool = False  # the stream was put back at the checkpoint's position: no batches to skip
 
@@ -91,8 +100,8 @@ class PretrainingLoop:
         self.by_time = args.schedule_by == "time"
         self.last_saved_step = self.progress.completed_steps or None
         self.consecutive_skips = 0
-        head = getattr(accelerator.unwrap_model(self.model), "cls", None)
-        self.next_sentence_prediction = hasattr(head, "seq_relationship")  # else MLM only (a masked-LM head)
+        self.next_sentence_prediction = self.plan.next_sentence_prediction
+        self.config = accelerator.unwrap_model(self.model).config
         # The share of the schedule done, the same on every process (steps, or the agreed clock under time).
         self.schedule_fraction = self._fraction_from_progress()
         device = accelerator.device
@@ -100,7 +109,10 @@ class PretrainingLoop:
         self._one = torch.ones((), device=device)
         # Running sums since the last log, on the device: [mlm loss, nsp loss, grad norm, applied steps].
         self._log_sums = torch.zeros(4, dtype=torch.float32, device=device)
-        self._tokens = torch.zeros((), dtype=torch.int64, device=device)  # non-padding tokens, not yet flushed
+        # [real tokens, sum of squared sequence lengths, masked tokens] since the last flush, on the device
+        self._token_stats = torch.zeros(3, dtype=torch.int64, device=device)
+        self._log_flops = 0.0  # model FLOPs since the last training record (`pretrain.throughput`)
+        self._peak_tflops = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
         self._unlogged_tokens = 0  # flushed into progress (by a checkpoint) but not yet in a training record
         self._log_steps = self._log_samples = 0
         self._log_time = 0.0
@@ -135,17 +147,7 @@ class PretrainingLoop:
         parts = self._forward_backward(window)
         grad_norm = self._clip_gradients()
         time_up = self.budget_s is not None and clock_s >= self.budget_s
-        flags = torch.stack(
-            [
-                (~torch.isfinite(grad_norm)).float(),
-                self._flag(signalled),
-                self._flag(time_up),
-                torch.tensor(float(clock_s), device=accelerator.device),
-            ]
-        )
-        if accelerator.num_processes > 1:
-            flags = accelerator.reduce(flags, reduction="sum")
-        nonfinite, signalled, time_up, clock_sum = flags.tolist()  # the step's one host read
+        nonfinite, signalled, time_up, clock_s = self._agree(grad_norm, signalled, time_up, clock_s)
         stop = "signal" if signalled else "time_budget" if time_up else None
 
         if nonfinite and accelerator.scaler is None:
@@ -154,10 +156,26 @@ class PretrainingLoop:
             self.optimizer.step()
             skipped = accelerator.optimizer_step_was_skipped
         self.optimizer.zero_grad(set_to_none=True)
-        self._advance_schedule(skipped, clock_sum / accelerator.num_processes)
+        self._advance_schedule(skipped, clock_s)
         if not skipped:
             self._log_sums += torch.cat([parts, grad_norm.view(1), self._one.view(1)])
         return skipped, stop
+
+    def _agree(self, grad_norm: torch.Tensor, signalled: bool, time_up: bool, clock_s: float):
+        """The step's one host read: (non-finite gradients, signalled, time up, clock), the flags of any process and
+        the mean of their clocks. One process reads only the grad norm's finiteness (its own flags are host values);
+        several send their flags to the device without blocking (pinned memory) and read the all-reduced sum."""
+        accelerator = self.accelerator
+        nonfinite = (~torch.isfinite(grad_norm)).float().view(1)
+        n = accelerator.num_processes
+        if n == 1:
+            return bool(host_read(nonfinite)[0]), signalled, time_up, clock_s
+        host = torch.tensor([float(signalled), float(time_up), float(clock_s)])
+        if accelerator.device.type == "cuda":
+            host = host.pin_memory()  # from torch's caching host allocator: reused, and safe while the copy runs
+        flags = torch.cat([nonfinite, host.to(accelerator.device, non_blocking=True)])
+        nonfinite, signalled, time_up, clock_sum = host_read(accelerator.reduce(flags, reduction="sum"))
+        return bool(nonfinite), bool(signalled), bool(time_up), clock_sum / n
 
     def _flag(self, value: bool) -> torch.Tensor:
         return self._one if value else self._zero
@@ -182,17 +200,23 @@ class PretrainingLoop:
             accelerator.gradient_state._set_sync_gradients(last)
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 # transformers' `num_items_in_batch` convention: the MLM loss is summed over this micro-batch's
-                # masked tokens and divided by the step's global count (0 when none is masked).
-                out = model(**batch, num_items_in_batch=n_masked)
-                if "next_sentence_label" in batch:
+                # masked tokens and divided by the step's global count (0 when none is masked). The plan's sparse
+                # head: logits (M, vocab) at the collator's `masked_positions` only.
+                out = model(**batch, num_items_in_batch=n_masked, sparse_prediction=self.plan.sparse_head)
+                if self.next_sentence_prediction:
                     mlm = out.mlm_loss
                     nsp = out.nsp_loss * (batch["labels"].size(0) / n_sequences)  # mean -> share of the global mean
-                else:  # MLM only (--next_sentence_prediction false): a masked-LM head
+                else:  # MLM only: a masked-LM head
                     mlm, nsp = out.loss, self._zero
                 accelerator.backward((mlm + nsp) * scale)
             parts += torch.stack([mlm, nsp]).detach().float()
-            self._tokens += batch["attention_mask"].sum()
+            self._count_tokens(batch)
         return parts
+
+    def _count_tokens(self, batch: dict) -> None:
+        """Real tokens, the sum of squared sequence lengths and masked tokens, on the device (for tokens/s and MFU)."""
+        lengths = batch["attention_mask"].sum(1)
+        self._token_stats += torch.stack([lengths.sum(), (lengths * lengths).sum(), (batch["labels"] != -100).sum()])
 
     def _clip_gradients(self) -> torch.Tensor:
         max_norm = self.args.max_grad_norm if self.args.max_grad_norm > 0 else float("inf")
@@ -216,14 +240,16 @@ class PretrainingLoop:
 
     # ---- bookkeeping around steps -------------------------------------------------------------------------
     def _flush_tokens(self) -> int:
-        """Add the tokens counted on the device since the last flush to `progress` (all processes call this)."""
-        tokens = self._tokens
+        """Add the tokens counted on the device since the last flush to `progress`, and their model FLOPs to the next
+        training record's (all processes call this)."""
+        stats = self._token_stats
         if self.accelerator.num_processes > 1:
-            tokens = self.accelerator.reduce(tokens, reduction="sum")
-        count = int(tokens.item())
-        self._tokens.zero_()
-        self.progress.tokens_seen += count
-        return count
+            stats = self.accelerator.reduce(stats, reduction="sum")
+        tokens, squared_lengths, masked = host_read(stats)
+        self._token_stats.zero_()
+        self.progress.tokens_seen += tokens
+        self._log_flops += step_flops(self.config, tokens, squared_lengths, masked)
+        return tokens
 
     def log_training(self, bar) -> None:
         """Reduce the running sums over processes and write a training record (a logging step's host read)."""
@@ -231,7 +257,7 @@ class PretrainingLoop:
         if self.accelerator.num_processes > 1:
             # the loss parts are shares of a global mean: their sum over processes is the global mean.
             sums = torch.cat([self.accelerator.reduce(sums[:2], reduction="sum"), sums[2:]])
-        mlm, nsp, grad_norm, applied = sums.tolist()
+        mlm, nsp, grad_norm, applied = host_read(sums)
         tokens = self._flush_tokens() + self._unlogged_tokens
         elapsed = max(self._log_time, 1e-9)
 
@@ -245,18 +271,26 @@ class PretrainingLoop:
             **({"nsp_loss": mean(nsp)} if self.next_sentence_prediction else {}),
             "learning_rate": self.lr_scheduler.get_last_lr()[0],
             "grad_norm": mean(grad_norm),
-            "tokens_per_second": tokens / elapsed,
+            "tokens_per_second": tokens / elapsed,  # real (non-padding) tokens
             "samples_per_second": self._log_samples / elapsed,
             "tokens_seen": self.progress.tokens_seen,
             "skipped_steps": self.skipped_steps,
         }
         if self.args.batch_size_warmup_ratio:
             record["batch_size"] = self.window_size() * self.per_window_batch
+        tflops = self._log_flops / elapsed / 1e12 / self.accelerator.num_processes  # per device
+        record["model_tflops_per_device"] = tflops
+        if self._peak_tflops:  # against the device's dense bf16 peak, named in the first log line
+            record["mfu"] = tflops / self._peak_tflops
         self.metrics.log(record, step=self.progress.completed_steps)
         if bar is not None:
-            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}", refresh=False)
+            shown = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_second']:.0f}"}
+            if "mfu" in record:
+                shown["mfu"] = f"{record['mfu']:.1%}"
+            bar.set_postfix(shown, refresh=False)
         self._log_sums.zero_()
         self._unlogged_tokens = 0
+        self._log_flops = 0.0
         self._log_steps = self._log_samples = 0
         self._log_time = 0.0
 
@@ -269,7 +303,12 @@ class PretrainingLoop:
         if self.eval_dataloader is None:
             return {}
         results = evaluate(
-            self.model, self.eval_dataloader, self.accelerator, seed=self.args.seed, max_batches=max_batches
+            self.model,
+            self.eval_dataloader,
+            self.accelerator,
+            seed=self.args.seed,
+            next_sentence_prediction=self.next_sentence_prediction,
+            max_batches=max_batches,
         )
         # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)
         record = {"epoch": self.fractional_epoch(), "train_runtime": round(self.progress.train_runtime, 3), **results}
@@ -307,7 +346,7 @@ class PretrainingLoop:
         flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
         if self.accelerator.num_processes > 1:  # FSDP shards: any process's part
             flag = self.accelerator.reduce(flag, reduction="sum")
-        if flag.item() > 0:
+        if host_read(flag) > 0:
             raise TrainingDiverged(
                 f"the weights hold NaN or inf at step {self.progress.completed_steps}"
                 + (f" ({', '.join(bad[:3])})" if bad else "")
@@ -383,7 +422,7 @@ class PretrainingLoop:
                 window = self._window(batches) if self._epoch_has_room() else None
                 if self.agree_on_epoch_end:
                     out_of_data = self._flag(window is None)
-                    if self.accelerator.reduce(out_of_data, reduction="sum").item() > 0:
+                    if host_read(self.accelerator.reduce(out_of_data, reduction="sum")) > 0:
                         window = None
                 if window is None:  # a streamed epoch ran out (counted epochs end below, before a short window)
                     if progress.step_in_epoch == 0:

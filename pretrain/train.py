@@ -29,7 +29,7 @@ from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
-from .args import ModelArguments, PretrainingArguments, parse_config_overrides
+from .args import ModelArguments, PretrainingArguments, RunPlan, parse_config_overrides
 from .checkpointing import (
     Progress,
     StopRequest,
@@ -128,11 +128,11 @@ def check_config_fits_data(config, tokenizer, max_seq_length: int) -> None:
 
 
 def build_model(
-    model_args: ModelArguments, data_args: DataArguments, tokenizer
+    model_args: ModelArguments, data_args: DataArguments, tokenizer, plan: RunPlan
 ) -> MiniBertForPreTraining | MiniBertForMaskedLM:
     """A fresh model, or the checkpoint of --model_name_or_path (BERT ones converted): `MiniBertForPreTraining`
-    (MLM + NSP heads), or `MiniBertForMaskedLM` for an MLM-only run (--next_sentence_prediction false)."""
-    model_class = MiniBertForPreTraining if data_args.next_sentence_prediction else MiniBertForMaskedLM
+    (MLM + NSP heads), or `MiniBertForMaskedLM` for the plan's MLM-only objective."""
+    model_class = MiniBertForPreTraining if plan.next_sentence_prediction else MiniBertForMaskedLM
     max_seq_length = data_args.max_seq_length
     if not model_args.model_name_or_path:
         return model_class(build_config(model_args, tokenizer, max_seq_length))
@@ -155,8 +155,9 @@ def build_model(
     return model
 
 
-def build_collator(data_args: DataArguments, tokenizer, seed: int) -> DataCollatorForPreTraining:
-    """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example)."""
+def build_collator(data_args: DataArguments, tokenizer, seed: int, unpadded: bool = True) -> DataCollatorForPreTraining:
+    """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example); with the plan's unpadded
+    layout, also the `token_indices` / `masked_positions` the model's fast path reads."""
     return DataCollatorForPreTraining(
         tokenizer,
         mlm_probability=data_args.mlm_probability,
@@ -165,6 +166,7 @@ def build_collator(data_args: DataArguments, tokenizer, seed: int) -> DataCollat
         whole_word_mask=data_args.whole_word_mask,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
         seed=seed,
+        unpadded=unpadded,
     )
 
 
@@ -396,13 +398,14 @@ def _pretrain(
     data: PretrainingData | None,
 ) -> dict:
     session_start = time.monotonic()
+    plan = RunPlan.decide(data_args)
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
     if model_args.model_name_or_path and not data_args.tokenizer_name:  # continue with the checkpoint's vocabulary
         data_args = dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
-    run = _build(model_args, data_args, args, data, accelerator)
-    loop = _begin(run, data, data_args, args, accelerator, resume_path, clear_previous_run)
+    run = _build(model_args, data_args, args, data, accelerator, plan)
+    loop = _begin(run, data, data_args, args, accelerator, resume_path, clear_previous_run, plan)
     if args.with_tracking and not args.dry_run:
         accelerator.init_trackers("minibert-pretrain", config=_tracker_config(model_args, data_args, args))
     with StopRequest() as stop:
@@ -485,11 +488,16 @@ class _Run:
 
 
 def _build(
-    model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, data: PretrainingData, accelerator
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    data: PretrainingData,
+    accelerator,
+    plan: RunPlan,
 ) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
-    collator = build_collator(data_args, data.tokenizer, args.seed)
-    model = build_model(model_args, data_args, data.tokenizer)
+    collator = build_collator(data_args, data.tokenizer, args.seed, unpadded=plan.unpadded)
+    model = build_model(model_args, data_args, data.tokenizer, plan)
     total_params, embedding_params = count_parameters(model)
     logger.info("model: %.2fM parameters (%.2fM in embeddings)", total_params / 1e6, embedding_params / 1e6)
     if args.gradient_checkpointing:
@@ -569,6 +577,7 @@ def _begin(
     accelerator,
     resume_path: str | None,
     clear_previous_run: bool,
+    plan: RunPlan,
 ) -> PretrainingLoop:
     """The loop at its first step: a fresh run, or the checkpoint's state restored. Every input is checked by
     now: only from here on may the previous run be cleared, or anything be written."""
@@ -604,6 +613,7 @@ def _begin(
         progress=progress,
         metrics=metrics,
         max_train_steps=run.max_train_steps,
+        plan=plan,
         stream=stream,
     )
     if stream is not None and saved is not None:

@@ -354,7 +354,9 @@ def test_sparse_evaluation_statistics_match_a_dense_forward():
     )
     with torch.no_grad():
         sparse = per_sequence_stats(
-            model(**{k: v for k, v in batch.items() if k != "next_sentence_label"}, sparse_prediction=True), batch
+            model(**{k: v for k, v in batch.items() if k != "next_sentence_label"}, sparse_prediction=True),
+            batch,
+            next_sentence_prediction=True,
         )
         dense_out = model(**{k: v for k, v in batch.items() if k != "next_sentence_label"})
     # Oracle: loss and accuracy per sequence from the dense (B, S, V) logits.
