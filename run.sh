@@ -2,6 +2,7 @@
 # One entry point for newcomers and CI: sets up .venv on first use, then runs a job.
 #   bash run.sh pretrain [args]   pretrain a tiny BERT on text that ships with Python (the main job)
 #   bash run.sh finetune [args]   fine-tune the result on a small classification demo
+#   bash run.sh evaluate [args]   GLUE: fine-tune the result on every task, one table (needs GLUE: --data_dir or the Hub)
 #   bash run.sh test [args]       run the test suite
 #   bash run.sh bench [script]    run a benchmark from benchmarks/
 #   bash run.sh lint              ruff: lint and format check (what CI runs)
@@ -33,8 +34,9 @@ case "$job" in
   pretrain) exec minibert-pretrain "$@" ;;
   finetune) exec minibert-finetune "$@" ;;
   convert)  exec minibert-convert "$@" ;;
+  evaluate) exec minibert-evaluate glue --model_name_or_path outputs/pretrain --output_dir outputs/glue "$@" ;;
   test)     exec "$py" -m pytest -q "$@" ;;
   bench)    exec "$py" "benchmarks/${1:?name a script in benchmarks/}" "${@:2}" ;;
   lint)     "$venv/bin/ruff" check . && exec "$venv/bin/ruff" format --check . ;;
-  *) echo "usage: bash run.sh {pretrain|finetune|convert|test|bench|lint} [args]" >&2; exit 2 ;;
+  *) echo "usage: bash run.sh {pretrain|finetune|convert|evaluate|test|bench|lint} [args]" >&2; exit 2 ;;
 esac
