@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minibert import MODEL_SIZES
+from minibert.checks import check_float32
 from minibert.cli import UserError
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
@@ -264,6 +265,8 @@ class PretrainingArguments:
                 raise UserError(f"--{name} must be in [0, 1), not {getattr(self, name)}")
         if not 0 < self.adam_epsilon < float("inf"):
             raise UserError(f"--adam_epsilon must be positive, not {self.adam_epsilon}")
+        for name in ("learning_rate", "weight_decay", "adam_epsilon", "max_grad_norm"):
+            check_float32(getattr(self, name), f"--{name}")  # the optimizer's dtype: 1e39 is inf there
 
     def _validate_schedule(self) -> None:
         """Warmup, decay, the time budget and what the schedule runs over, the batch-size warmup."""

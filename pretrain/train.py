@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, IterableDataset
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
+from minibert.checks import check_bert_export, check_input_paths, check_tokenizer_fits, check_tokenizer_folder
 from minibert.cli import HubArguments, UserError, one_line
 from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
@@ -141,11 +142,8 @@ def build_model(
     # Overrides on a checkpoint can change dropout and the like; shapes must still fit its weights.
     overrides = typed_config_overrides(model_args.config_overrides, MiniBertConfig())
     model = load_pretrained_minibert(model_class, model_args.model_name_or_path, **overrides)
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer has {len(tokenizer)} tokens but {model_args.model_name_or_path} only "
-            f"{model.config.vocab_size} embeddings: use the checkpoint's own tokenizer"
-        )
+    roles = ("cls_token", "sep_token", "mask_token", "pad_token")
+    check_tokenizer_fits(tokenizer, model.config, model_args.model_name_or_path, needs=roles)  # not a 5-token one
     if max_seq_length > model.config.max_position_embeddings:
         raise UserError(
             f"--max_seq_length {max_seq_length} is longer than the {model.config.max_position_embeddings} "
@@ -405,6 +403,8 @@ def _pretrain(
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
+    if hub_args.export_bert:  # a model with no BERT twin is refused before step 1, not after the run
+        check_bert_export(accelerator.unwrap_model(run.prepared_model).config)
     loop = _begin(run, data, data_args, args, accelerator, resume_path, clear_previous_run, plan)
     if args.with_tracking and not args.dry_run:
         accelerator.init_trackers("minibert-pretrain", config=_tracker_config(model_args, data_args, args))
@@ -454,6 +454,14 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
         from minibert.convert import read_checkpoint_config
 
         read_checkpoint_config(model_args.model_name_or_path)
+    check_input_paths(data_args.train_file, "--train_file")  # /dev/null, a named pipe: said as such
+    check_input_paths(data_args.validation_file, "--validation_file")
+    if data_args.tokenizer_name or model_args.model_name_or_path:  # a folder without tokenizer files: one line
+        check_tokenizer_folder(
+            data_args.tokenizer_name or model_args.model_name_or_path,
+            "--tokenizer_name" if data_args.tokenizer_name else "--model_name_or_path",
+            "give a tokenizer saved with save_pretrained (a folder or a Hub id) as --tokenizer_name",
+        )
     if args.optimizer == "lamb" and is_sharded(accelerator):
         raise UserError("--optimizer lamb needs whole tensors for its trust ratio: use it with DDP, not FSDP/DeepSpeed")
     if args.batch_size_warmup_ratio and accelerator.distributed_type.value == "DEEPSPEED":
