@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from minibert.checks import check_float32
 from minibert.cli import UserError, check_report_to
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
@@ -198,10 +199,10 @@ class FinetuneArguments:
                 raise UserError(f"--{name} must be positive, not {getattr(self, name)}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
-        if self.learning_rate is not None and not self.learning_rate < float("inf"):
-            raise UserError(f"--learning_rate must be finite, not {self.learning_rate}")
-        if not 0 <= self.weight_decay < float("inf"):
+        if not self.weight_decay >= 0:
             raise UserError(f"--weight_decay must be a finite number >= 0, not {self.weight_decay}")
+        for name in ("learning_rate", "weight_decay"):  # finite, and within float32 (AdamW's dtype)
+            check_float32(getattr(self, name), f"--{name}")
         if not 0 <= self.seed < 2**32:
             raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
         from transformers.trainer_utils import SchedulerType
@@ -224,3 +225,38 @@ class FinetuneArguments:
                 raise UserError(f"--{name} must be positive, not {value}")
         if self.bf16 and self.fp16:
             raise UserError("pass --bf16 or --fp16, not both")
+
+
+# The fields a resume (--resume_from_checkpoint) may change: each leaves what is trained, and on what, as it was.
+# Every other field of the dataclasses above and of minibert.cli.HubArguments must match the checkpoint's run
+# (`finetune.train.run_settings`): a new flag is checked on resume unless it joins this list with its reason.
+RESUMABLE = frozenset(
+    {
+        # Where things are, not what is trained.
+        "output_dir",  # a run's folder may have moved
+        "resume_from_checkpoint",
+        "overwrite_output_dir",  # read by a fresh run only
+        "cache_dir",  # where Hub downloads are kept
+        "ignore_mismatched_sizes",  # how the base model's head is loaded; a resume loads the checkpoint's weights
+        # Around training, not in it.
+        "per_device_eval_batch_size",  # evaluation only (padding is masked: the same scores)
+        "logging_steps",
+        "report_to",
+        "save_total_limit",  # how many checkpoints stay on disk
+        "num_examples_shown",
+        # The run's length, as pretraining allows: a finished run may be continued for more steps or epochs.
+        "num_train_epochs",
+        "max_train_steps",
+        # The test split is read after training only.
+        "test_file",
+        "test_split_name",
+        "max_predict_samples",
+        # HubArguments: what the finished model becomes (a BERT twin, an upload), not how it is trained. The token
+        # is a secret: never written into a checkpoint.
+        "export_bert",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_token",
+        "hub_private_repo",
+    }
+)

@@ -26,6 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from minibert.checks import check_input_path
 from minibert.cli import UserError
 
 from .metrics import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
@@ -162,8 +163,7 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
     '0'/'1' are integer classes and '0.25' a regression target). JSON keeps its own types.
     """
     source = f"{split}_file {path}"
-    if not os.path.isfile(path):
-        raise UserError(f"--{split}_file {path}: no such file")
+    check_input_path(path, f"--{split}_file")  # missing, a folder, /dev/null or a named pipe: said as such
     extension = os.path.splitext(path)[1].lower()
     if extension not in FILE_EXTENSIONS:
         raise UserError(f"--{split}_file {path}: unsupported extension {extension!r}; use one of {FILE_EXTENSIONS}")
@@ -196,32 +196,51 @@ def read_data_file(path: str, split: str, label_column: str | None = None) -> Ra
 
 
 def _read_csv(f, delimiter: str, path: str) -> tuple[list[dict], list[str]]:
-    # TSV fields are not quoted (GLUE's files hold unbalanced quotes inside sentences); CSV follows RFC 4180.
-    reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    # TSV fields are not quoted (GLUE's files hold unbalanced quotes inside sentences). CSV follows RFC 4180,
+    # strictly: a quote left open would otherwise swallow the lines after it into one cell, silently.
+    tsv = delimiter == "\t"
+    reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, strict=not tsv)
     try:
         header = next(reader)
     except StopIteration:
         return [], []
     except csv.Error as e:
-        raise UserError(f"{path}: cannot parse the header: {e}") from None
+        raise UserError(f"{path}: cannot parse the header: {_csv_problem(e, 1, reader.line_num)}") from None
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         raise UserError(f"{path}: repeated column names in the header: {', '.join(header)}")
     records, locations = [], []
+    start = reader.line_num + 1  # the line the next record starts on
     try:
         for row in reader:
-            if not row or all(cell.strip() == "" for cell in row):
-                continue  # blank line
-            if len(row) > len(header):
-                raise UserError(
-                    f"{path} line {reader.line_num}: {len(row)} fields but the header has {len(header)} "
-                    f"(a field with a {delimiter!r} inside needs double quotes)"
-                )
-            records.append(dict(zip(header, row + [""] * (len(header) - len(row)))))
-            locations.append(f"line {reader.line_num}")
+            if row and any(cell.strip() for cell in row):  # else a blank line
+                if len(row) > len(header):
+                    raise UserError(
+                        f"{path} line {reader.line_num}: {len(row)} fields but the header has {len(header)} "
+                        f"(a field with a {delimiter!r} inside needs double quotes)"
+                    )
+                if len(row) < len(header) and reader.line_num > start:  # a quote that closed lines too late
+                    raise UserError(
+                        f"{path} line {start}: a quoted field opened on line {start} runs on to line "
+                        f"{reader.line_num}, and the record has {len(row)} of the header's {len(header)} fields: an "
+                        "unterminated quote? Close it"
+                    )
+                records.append(dict(zip(header, row + [""] * (len(header) - len(row)))))
+                locations.append(f"line {start}")
+            start = reader.line_num + 1
     except csv.Error as e:
-        raise UserError(f"{path} line {reader.line_num}: {e}") from None
+        raise UserError(f"{path} line {start}: {_csv_problem(e, start, reader.line_num)}") from None
     return records, locations
+
+
+def _csv_problem(error: csv.Error, start: int, end: int) -> str:
+    """What the csv module's complaint means for the user, with the lines a quote left open ran over."""
+    if end > start:
+        return (
+            f"a quoted field opened on line {start} runs on to line {end} ({error}): an unterminated quote? Close "
+            'it, or double a quote inside a quoted field ("")'
+        )
+    return f'{error} (a quote inside a quoted field is written twice: "")'
 
 
 def _read_json(f, path: str, lines: bool) -> tuple[list[dict], list[str]]:

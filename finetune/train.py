@@ -1,6 +1,7 @@
-"""Fine-tune a MiniBERT (or transformers BERT) checkpoint on text classification or regression.
+"""Fine-tune a MiniBERT (or transformers BERT) checkpoint on text classification (single- or multi-label) or
+regression.
 
-    main(model_args, data_args, training_args, hub_args) -> metrics
+    finetune(model_args, data_args, training_args, hub_args) -> metrics
 
 reads the data (`finetune.data`), builds the classifier on the pretrained encoder, trains it with transformers'
 `Trainer` (which runs on accelerate: `accelerate launch -m finetune ...` works as is), keeps the best checkpoint
@@ -11,6 +12,9 @@ by validation score, and writes a Hub-ready checkpoint to `output_dir`:
       all_results.json         train_* / eval_* / test_* metrics
       predict_results.jsonl    one line per --test_file row: text, predicted label, score
       checkpoints/             Trainer checkpoints (for --resume_from_checkpoint; never uploaded)
+
+A resume continues the same run or is refused naming what changed (`run_settings`, kept in each checkpoint's
+trainer_state.json).
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
-from minibert.cli import HubArguments, UserError, parse_args
+from minibert.checks import check_bert_export, check_tokenizer_fits, check_tokenizer_folder
+from minibert.cli import HubArguments, UserError, one_line, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
     DEFAULT_PRETRAINED_DIR,
     MODEL_FOLDER_FILES,
     RESULTS_FILE,
+    argument_settings,
+    changed_settings,
     is_resume_keyword,
     needs_cpu_process_group,
     set_cpu_threads,
@@ -48,9 +57,10 @@ from minibert.safety import (
     load_tensor_file,
     mark_output_dir,
     non_finite_parameters,
+    read_json_object,
 )
 
-from .args import DataArguments, FinetuneArguments, ModelArguments
+from .args import RESUMABLE, DataArguments, FinetuneArguments, ModelArguments
 from .data import (
     SPLITS,
     Examples,
@@ -86,53 +96,33 @@ CLI_NAME = "fine-tuning"  # as output folders record it (`minibert.safety.mark_o
 # Output directory
 
 
-def prepare_output_dir(output_dir: str, resuming: bool, model_path: str | None = None) -> None:
-    """`check_output_dir_is_ours`, then (unless resuming) `clear_previous_run`."""
-    check_output_dir_is_ours(output_dir, model_path)
-    if not resuming:
-        clear_previous_run(output_dir)
-
-
 def check_output_dir_is_ours(output_dir: str, model_path: str | None = None) -> None:
-    """Refuse a folder that holds anything but an earlier fine-tuning run (someone's files, a pretraining run, the
-    checkpoint being fine-tuned). Deletes nothing."""
-    if os.path.isfile(output_dir):
-        raise UserError(f"--output_dir {output_dir} is a file")
-    same = (
-        model_path
-        and os.path.isdir(model_path)
-        and os.path.isdir(output_dir)
-        and os.path.samefile(model_path, output_dir)
+    """`minibert.safety.check_output_dir`'s policy (a new or empty folder, or an earlier fine-tuning run's; never
+    the checkpoint being fine-tuned), with the classifier's own check of a config.json there. Deletes nothing."""
+    check_output_dir(
+        output_dir,
+        CLI_NAME,
+        OUR_FILES,
+        evidence={CHECKPOINTS_DIR, RESULTS_FILE},
+        source=model_path,
+        inspect=_check_classifier_folder,
     )
-    if same:
-        raise UserError(f"--output_dir {output_dir} is the checkpoint being fine-tuned; write the result elsewhere")
-    if not os.path.isdir(output_dir):
-        return
-    foreign = sorted(n for n in os.listdir(output_dir) if n not in OUR_FILES and not n.startswith("."))
-    if foreign:
-        raise UserError(
-            f"--output_dir {output_dir} already holds files that a fine-tuning run does not write "
-            f"({', '.join(foreign[:5])}); choose a new or empty folder"
-        )
+
+
+def _check_classifier_folder(output_dir: str) -> None:
+    """A config.json in output_dir must be a fine-tuned classifier's (not a pretrained model's, say)."""
     config_file = os.path.join(output_dir, "config.json")
-    if os.path.isfile(config_file):
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UserError(
-                f"--output_dir {output_dir}: its config.json cannot be read ({e}); choose a new or empty folder"
-            ) from None
-        architectures = (config.get("architectures") if isinstance(config, dict) else None) or []
-        classifier = isinstance(architectures, list) and any(
-            isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
+    if not os.path.isfile(config_file):
+        return
+    config = read_json_object(config_file, "choose a new or empty --output_dir")
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not any(
+        isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures
+    ):
+        raise UserError(
+            f"--output_dir {output_dir} holds a {', '.join(map(str, architectures)) or 'model'} checkpoint, not a "
+            "fine-tuned classifier; choose a new or empty folder"
         )
-        if not classifier:
-            raise UserError(
-                f"--output_dir {output_dir} holds a {', '.join(map(str, architectures)) or 'model'} checkpoint, not a "
-                "fine-tuned classifier; choose a new or empty folder"
-            )
-    check_output_dir(output_dir, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE})
 
 
 def check_previous_run(output_dir: str, resuming: bool, overwrite: bool) -> None:
@@ -257,6 +247,79 @@ def verify_checkpoint(path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# What a resume must match
+
+RUN_SETTINGS = "RunSettings"  # the callback's entry in trainer_state.json's `stateful_callbacks`
+PATH_FIELDS = ("model_name_or_path", "train_file", "validation_file", "dataset_name")
+
+
+def run_settings(model_args, data_args, training_args, hub_args) -> dict:
+    """What a resume must match: every argument but `finetune.args.RESUMABLE`, and the number of processes (the
+    global batch, and so the data order); `data_settings` adds what the data decided."""
+    settings = argument_settings((model_args, data_args, training_args, hub_args), RESUMABLE, PATH_FIELDS)
+    settings["num_processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    return settings
+
+
+def data_settings(prepared: PreparedData) -> dict:
+    """The labels (the classifier's outputs) and the number of training rows (another file under the same name)."""
+    labels = {"problem_type": prepared.labels.problem_type, "names": list(prepared.labels.names)}
+    return {"labels": labels, "train_rows": len(prepared.splits["train"])}
+
+
+def saved_settings(checkpoint: str) -> dict | None:
+    """The `run_settings` a checkpoint was made with (None, with a warning, for one written before they were kept)."""
+    entry = ((_trainer_state(checkpoint) or {}).get("stateful_callbacks") or {}).get(RUN_SETTINGS)
+    settings = (entry.get("args") or {}).get("settings") if isinstance(entry, dict) else None
+    if not isinstance(settings, dict):
+        logger.warning("%s records no run settings (an older checkpoint): they are not checked", checkpoint)
+        return None
+    return settings
+
+
+def check_resume_settings(checkpoint: str, saved: dict | None, settings: dict) -> None:
+    """Pretraining's rule: a resume continues the same run, or the change is refused by name."""
+    changed = changed_settings(saved or {}, settings)
+    if changed:
+        raise UserError(
+            f"{checkpoint} was made with other settings than this run's: {'; '.join(c[:300] for c in changed)}. "
+            "Resume with the checkpoint's settings, or start a new run in another --output_dir"
+        )
+
+
+def check_checkpoint_fits(model, checkpoint: str) -> None:
+    """The checkpoint's weights have this model's shapes: one line naming the first that differs, not torch's
+    size-mismatch traceback (for a checkpoint that records no settings)."""
+    from safetensors import safe_open
+
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(os.path.join(checkpoint, "model.safetensors"), framework="pt") as f:
+        for name in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
+            saved = tuple(f.get_slice(name).get_shape())
+            if name in shapes and shapes[name] != saved:
+                raise UserError(
+                    f"--resume_from_checkpoint {checkpoint} holds another model: {name} is {saved} there and "
+                    f"{shapes[name]} in this run's (other labels or another base model); resume with the run's own "
+                    "settings, or start a new run in another --output_dir"
+                )
+
+
+class RunSettings(TrainerCallback, ExportableState):
+    """`run_settings` in every checkpoint's trainer_state.json, under `stateful_callbacks`: transformers' place for
+    a callback's state, written within the state file, so every complete checkpoint holds them."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+
+    def state(self) -> dict:
+        return {"args": {"settings": self.settings}, "attributes": {}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A state resumed from a checkpoint without the entry: the Trainer's next save expects it.
+        state.stateful_callbacks.setdefault(RUN_SETTINGS, self.state())
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Data
 
 
@@ -354,7 +417,7 @@ def load_model(model_args: ModelArguments, labels: LabelSpace, training_texts: l
         cache_dir=model_args.cache_dir,
         revision=model_args.model_revision,
     )
-    tokenizer = _load_tokenizer(path, model_args, model.config.vocab_size)
+    tokenizer = _load_tokenizer(path, model_args, model.config)
     base = f"`{path}`"
     if model_args.from_scratch:
         set_seed(seed)
@@ -378,18 +441,20 @@ def _check_head_fits(path: str, labels: LabelSpace, ignore_mismatched_sizes: boo
         )
 
 
-def _load_tokenizer(path: str, model_args: ModelArguments, vocab_size: int):
-    """The checkpoint's tokenizer; it must not have more tokens than the model has embeddings."""
+def _load_tokenizer(path: str, model_args: ModelArguments, config):
+    """The checkpoint's tokenizer; it must fit the model (`minibert.checks.check_tokenizer_fits`)."""
     from transformers import AutoTokenizer
 
+    check_tokenizer_folder(
+        path, "--model_name_or_path", "save the tokenizer the model was trained with into it (save_pretrained)"
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, cache_dir=model_args.cache_dir, revision=model_args.model_revision
         )
     except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0] if str(e) else e}") from None
-    if len(tokenizer) > vocab_size:
-        raise UserError(f"the tokenizer of {path} has {len(tokenizer)} tokens but the model only {vocab_size}")
+        raise UserError(f"cannot load the tokenizer of {path}: {one_line(e)[:400]}") from None
+    check_tokenizer_fits(tokenizer, config, path, needs=("cls_token", "sep_token", "pad_token"))
     return tokenizer
 
 
@@ -698,16 +763,28 @@ def finetune(
 
 def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_api) -> dict:
     state, resume, is_demo = _start(model_args, data_args, training_args)
+    settings = run_settings(model_args, data_args, training_args, hub_args)
+    saved = saved_settings(resume) if resume is not None else None
+    if resume is not None:  # refused before the data is read, when the arguments already differ
+        check_resume_settings(resume, saved, settings)
     if is_demo:
         data_args = use_demo_data(data_args, training_args.output_dir, state)
     prepared = prepare_data(data_args, training_args.seed, model_args.cache_dir)
+    settings.update(data_settings(prepared))
+    if resume is not None:
+        check_resume_settings(resume, saved, settings)
     with state.main_process_first():  # a fresh model's tokenizer is trained on rank 0's data first (same data)
         model, tokenizer, base = load_model(
             model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed
         )
     logger.info("model: %s (%s)", describe(model), base)
+    if hub_args.export_bert:  # a model with no BERT twin is refused now, not after training
+        check_bert_export(model.config)
+    if resume is not None:
+        check_checkpoint_fits(model, resume)
     max_length, tokenized = _tokenize(prepared, tokenizer, model, data_args)
     trainer = _build_trainer(model, tokenizer, tokenized, prepared, training_args, is_demo)
+    trainer.add_callback(RunSettings(settings))
     # Every input is checked by now: only from here on may the previous run's files go.
     if state.is_main_process:
         if resume is None:
@@ -786,6 +863,8 @@ def _build_trainer(model, tokenizer, tokenized: dict, prepared, training_args, i
             epochs=training_args.num_train_epochs or (DEMO_EPOCHS if is_demo else 3.0),
         )
         return build_trainer(model, tokenizer, tokenized, labels, args)
+    except UserError:
+        raise
     except (ValueError, KeyError) as e:  # what transformers says of a setting it refuses
         raise UserError(f"transformers refused the training settings: {' '.join(str(e).split())[:300]}") from None
 

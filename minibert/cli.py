@@ -19,8 +19,12 @@ from typing import Any
 from transformers import HfArgumentParser
 
 
-class UserError(Exception):
-    """An error the user can fix; reported as one clear message and exit status 2."""
+class UserError(ValueError):
+    """An error the user can fix; reported as one clear message and exit status 2.
+
+    A `ValueError`, so that a library caller (`finetune.train.finetune(...)`, `minibert.convert`) can catch it as
+    the bad value it is. Code that wraps other libraries' `ValueError`s into a `UserError` of its own lets this one
+    through first (`except UserError: raise`)."""
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:

@@ -3,11 +3,15 @@
 - Folder names: `CHECKPOINTS_DIR` (resumable states), `RESULTS_FILE` (final metrics), `DEFAULT_PRETRAINED_DIR`
   (where the pretraining demo writes, and where fine-tuning looks when given no model).
 - Resume keywords: `--resume_from_checkpoint latest` and `last` mean the same in both CLIs.
+- Resume settings: `argument_settings` (every field of the argument dataclasses but an allow-list) and
+  `changed_settings` (what differs from a checkpoint's), so that a new flag is checked on resume by default.
 - Run set-up: the CPU threads a process may use, whether the launch needs a CPU process group, the logging set-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import sys
@@ -37,6 +41,33 @@ RESUME_KEYWORDS = ("latest", "last")
 
 def is_resume_keyword(value: str | None) -> bool:
     return value is not None and value.lower() in RESUME_KEYWORDS
+
+
+def argument_settings(groups, allowed: frozenset[str] | set[str], paths: tuple[str, ...] = ()) -> dict:
+    """Every field of the argument dataclass instances `groups` except those in `allowed` (the fields a resume may
+    change), as JSON values: what a resume must match. Derived from the dataclasses, so a new flag is compared
+    unless it joins `allowed` with its reason. The fields in `paths` that name an existing file or folder are
+    compared as real paths (the same folder named from another working directory is the same input)."""
+    settings = {}
+    for group in groups:
+        for f in dataclasses.fields(group):
+            if f.name in allowed:
+                continue
+            value = getattr(group, f.name)
+            if f.name in paths and isinstance(value, str) and os.path.exists(value):
+                value = os.path.realpath(value)
+            settings[f.name] = value
+    return json.loads(json.dumps(settings, default=str))
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """`name saved -> current` for each setting both record with different values (a name only one of them records,
+    from another version of minibert, cannot be compared)."""
+    return [
+        f"{name} {saved[name]!r} -> {current[name]!r}"
+        for name in sorted(set(saved) & set(current))
+        if saved[name] != current[name]
+    ]
 
 
 def usable_cores() -> int:

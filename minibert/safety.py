@@ -6,6 +6,7 @@
   run code; a damaged one is named. Either way a `UserError`.
 - `OutputLock`: one writer per output folder (a lock file holding the pid and host); a lock left by a run that
   is no longer alive is taken over, with a message.
+- `check_output_dir`: an output folder is new, empty, or an earlier run of the same CLI, and never its input model.
 - `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
   not a read-only filesystem, not /proc), checked before anything is written.
 - `require_finite` / `non_finite_parameters`: numbers that must be finite (learning rates, weights before saving).
@@ -24,6 +25,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 
 from .cli import UserError, one_line
 
@@ -123,16 +125,28 @@ RUN_MARKER = ".minibert-run.json"
 
 
 def check_output_dir(
-    output_dir: str, cli: str, our_files: set[str], evidence: set[str], flag: str = "--output_dir"
+    output_dir: str,
+    cli: str,
+    our_files: set[str],
+    evidence: set[str],
+    flag: str = "--output_dir",
+    source: str | None = None,
+    source_flag: str = "--model_name_or_path",
+    inspect: Callable[[str], None] | None = None,
 ) -> None:
-    """Refuse a non-empty `output_dir` that a `cli` run did not write.
+    """Refuse a non-empty `output_dir` that a `cli` run did not write, or that is the run's input model `source`.
 
     Ours: a folder holding only names in `our_files` (dot-files aside), marked by `mark_output_dir` as `cli`'s, or
     (written before the marker existed) holding one of `evidence` (a run's checkpoints or results). A user's own
-    README.md and config.json alone are not ours."""
+    README.md and config.json alone are not ours. `inspect(output_dir)`, when given, runs on an existing folder
+    before those rules: a CLI's own, more telling refusal (fine-tuning's: a config.json that is not a classifier's)."""
     check_writable_dir(output_dir, flag)
     if not os.path.isdir(output_dir):
         return
+    if source and os.path.isdir(source) and os.path.samefile(source, output_dir):
+        raise UserError(f"{flag} {output_dir} is the checkpoint given as {source_flag}; write the result elsewhere")
+    if inspect is not None:
+        inspect(output_dir)
     names = sorted(n for n in os.listdir(output_dir) if not n.startswith("."))
     if not names:
         return

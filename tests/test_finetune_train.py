@@ -391,7 +391,7 @@ def test_output_dir_with_other_files_is_refused(task, pretrained, tmp_path):
         T.finetune(*args(tmp_path, task, model=pretrained, max_train_steps=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
     # The pretrained checkpoint itself (a MiniBertForMaskedLM) is not overwritten either.
-    with pytest.raises(UserError, match="is the checkpoint being fine-tuned"):
+    with pytest.raises(UserError, match="is the checkpoint given as --model_name_or_path"):
         T.finetune(*args(pretrained, task, model=pretrained, max_train_steps=1))
     with pytest.raises(UserError, match="holds a MiniBertForMaskedLM checkpoint, not a fine-tuned classifier"):
         T.finetune(*args(pretrained, task, max_train_steps=1))

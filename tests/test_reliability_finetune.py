@@ -5,6 +5,7 @@ Each case runs `minibert-finetune`'s `main` in this process with a fresh tiny mo
 checks the exit status, the one `error:` line, and the files on disk before and after.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -29,6 +30,8 @@ from conftest import (
 from safetensors.torch import load_file
 
 from finetune.__main__ import main
+from finetune.args import DataArguments
+from minibert.cli import UserError
 from minibert.safety import LOCK_FILE, read_lock
 
 
@@ -358,3 +361,263 @@ def test_sigkill_during_saves_never_leaves_a_checkpoint_that_resume_picks_and_cr
         assert code == 0, err[-3000:]
         assert json.load(open(out / "all_results.json"))["train_samples"] > 0
         assert "checkpoint-40" in os.listdir(out / "checkpoints")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume continues the same run, or refuses the change by name (issue #21 item 3, #25)
+# ----------------------------------------------------------------------------------------------------------------
+def _changed(value, annotation: str):
+    """Another value of a field's type (a string: another name; a number: another number; a flag: flipped)."""
+    if isinstance(value, bool) or annotation == "bool":
+        return not value
+    if isinstance(value, int) or "int" in annotation:
+        return (value or 0) + 1
+    if isinstance(value, float) or "float" in annotation:
+        return (value or 0.5) / 2
+    return f"{value or 'other'}-changed"
+
+
+def _argument_groups():
+    from finetune.args import DataArguments, FinetuneArguments, ModelArguments
+    from minibert.cli import HubArguments
+
+    return [ModelArguments(), DataArguments(), FinetuneArguments(), HubArguments()]
+
+
+def test_the_resume_allow_list_names_only_real_fields():
+    from finetune.args import RESUMABLE
+
+    names = {f.name for group in _argument_groups() for f in dataclasses.fields(group)}
+    assert not RESUMABLE - names, RESUMABLE - names
+
+
+def test_every_argument_not_allowed_to_change_is_refused_on_resume_by_name():
+    """Generated from the dataclasses: each field outside RESUMABLE, changed alone, is refused naming it; each field
+    on it, changed alone, is not compared."""
+    from finetune import train as T
+    from finetune.args import RESUMABLE
+
+    groups = _argument_groups()
+    saved = T.run_settings(*groups)
+    checked = 0
+    for i, group in enumerate(groups):
+        for f in dataclasses.fields(group):
+            changed = list(groups)
+            changed[i] = dataclasses.replace(group, **{f.name: _changed(getattr(group, f.name), str(f.type))})
+            settings = T.run_settings(*changed)
+            if f.name in RESUMABLE:
+                T.check_resume_settings("ckpt", saved, settings)  # allowed: no error
+                assert f.name not in settings
+                continue
+            with pytest.raises(UserError, match=rf"was made with other settings than this run's: {f.name} "):
+                T.check_resume_settings("ckpt", saved, settings)
+            checked += 1
+    assert checked >= 20  # the learning rate, schedule, data, model, precision... (a guard against an empty loop)
+
+
+def test_a_checkpoint_records_its_settings_in_trainer_state(finished, task, model):
+    from finetune import train as T
+
+    saved = T.saved_settings(os.path.join(finished, "checkpoints", "checkpoint-4"))
+    assert saved["labels"] == {"problem_type": "single_label_classification", "names": ["animal", "vehicle"]}
+    assert saved["model_name_or_path"] == os.path.realpath(model)
+    assert saved["learning_rate"] is None and saved["max_seq_length"] == 128
+    assert "hub_token" not in saved and "output_dir" not in saved
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["--learning_rate", "1e-2"], "learning_rate"),
+        (["--lr_scheduler_type", "cosine"], "lr_scheduler_type"),
+        (["--max_seq_length", "64"], "max_seq_length"),
+        (["--weight_decay", "0.1"], "weight_decay"),
+        (["--seed", "7"], "seed"),
+    ],
+)
+def test_resume_with_changed_settings_is_refused(change, named, finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    before = snapshot(out)
+    code, err = run(
+        flags(out, task, model, "--max_train_steps", 6, "--resume_from_checkpoint", "last", *change), capsys
+    )
+    assert code == 2
+    line = one_error_line(err)
+    assert f"{named} " in line and "was made with other settings" in line
+    assert "size mismatch" not in err
+    assert snapshot(out) == before
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> str:
+    """Another base model: wider, so that its weights cannot load into the first one's shapes."""
+    from minibert import MiniBertConfig, MiniBertForMaskedLM
+    from minibert.hub import save_model_folder
+
+    tokenizer = make_tokenizer()
+    config = MiniBertConfig(vocab_size=len(tokenizer), **{**FINETUNE_TINY, "hidden_size": 48, "intermediate_size": 50})
+    path = str(tmp_path_factory.mktemp("rel_other_model"))
+    save_model_folder(MiniBertForMaskedLM(config), tokenizer, path)
+    return path
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["settings recorded", "an older checkpoint"])
+def test_resume_with_another_base_model_is_one_error_line(
+    recorded, finished, task, model, other_model, tmp_path, capsys
+):
+    out = copy_run(finished, tmp_path)
+    if not recorded:  # a checkpoint from before the settings were kept: the weights' shapes still say it
+        for name in os.listdir(os.path.join(out, "checkpoints")):
+            path = os.path.join(out, "checkpoints", name, "trainer_state.json")
+            state = json.load(open(path))
+            state["stateful_callbacks"].pop("RunSettings")
+            json.dump(state, open(path, "w"))
+    before = snapshot(out)
+    code, err = run(flags(out, task, other_model, "--max_train_steps", 6, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert ("model_name_or_path" in line) if recorded else ("holds another model" in line)
+    assert "size mismatch" not in err
+    assert snapshot(out) == before
+
+
+def test_resume_with_other_labels_is_one_error_line(model, tmp_path, capsys):
+    """The same file name with a third class in it: the labels are named, no size-mismatch traceback."""
+    rows = [(f"{word} number {i}", label) for i in range(16) for word, label in (("cat", "animal"), ("car", "vehicle"))]
+    train = write_csv(tmp_path / "train.csv", rows)
+    out = tmp_path / "out"
+    argv = ["--model_name_or_path", model, "--train_file", train, "--output_dir", out, *QUICK.split()]
+    assert run(argv, capsys)[0] == 0
+    write_csv(train, rows + [(f"boat number {i}", "ship") for i in range(16)])
+    before = snapshot(out)
+    code, err = run([*argv, "--max_train_steps", 6, "--resume_from_checkpoint", "last"], capsys)
+    assert code == 2
+    line = one_error_line(err)
+    assert "labels " in line and "ship" in line
+    assert "size mismatch" not in err
+    assert snapshot(out) == before
+
+
+def test_resume_may_extend_the_run_and_change_what_is_allowed(finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    allowed = ["--max_train_steps", 6, "--logging_steps", 3, "--save_total_limit", 3, "--per_device_eval_batch_size", 8]
+    code, err = run(flags(out, task, model, "--resume_from_checkpoint", "last", *allowed), capsys)
+    assert code == 0, err[-3000:]
+    assert "checkpoint-6" in os.listdir(os.path.join(out, "checkpoints"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs refused at the start, each as what it is (issue #21 items 1, 4, 5, 6)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["1e39", "3.5e38", "1e-50"])
+def test_a_learning_rate_float32_cannot_hold_is_refused_at_parse_time(value, task, model, tmp_path, capsys):
+    code, err = run(flags(tmp_path / "out", task, model, "--learning_rate", value), capsys)
+    assert code == 2
+    assert "--learning_rate" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_csv_with_an_unterminated_quote_is_an_error_with_its_line(model, tmp_path, capsys):
+    """Once: the quote swallowed the next 20 lines into one cell, and a warning said "dropped 1 of 21 rows"."""
+    lines = ["text,label"] + [f"sentence number {i},{'animal' if i % 2 else 'vehicle'}" for i in range(21)]
+    lines[3] = '"a quote that never closes,animal'
+    train = tmp_path / "train.csv"
+    train.write_text("\n".join(lines) + "\n")
+    for tail in (None, '"a quoted text",vehicle'):  # the quote runs to the end of the file, or to a later quote
+        if tail is not None:
+            train.write_text("\n".join(lines[:-1] + [tail]) + "\n")
+        code, err = run(
+            ["--model_name_or_path", model, "--train_file", train, "--output_dir", tmp_path / "out"], capsys
+        )
+        assert code == 2
+        line = one_error_line(err)
+        assert f"{train} line 4:" in line and "quote" in line
+        assert "dropped" not in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_csv_with_a_quoted_multi_line_text_still_reads(tmp_path):
+    from finetune.data import read_data_file
+
+    path = tmp_path / "ok.csv"
+    path.write_text('text,label\n"two lines\nof text, quoted",animal\n"say ""hi""",vehicle\nplain,animal\n')
+    split = read_data_file(str(path), "train", "label")
+    assert split.columns["text"] == ["two lines\nof text, quoted", 'say "hi"', "plain"]
+    assert split.locations == ["line 2", "line 4", "line 5"]
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo", "folder"])
+def test_a_train_file_that_is_not_a_regular_file_is_named_as_such(kind, model, tmp_path, capsys):
+    path = {"/dev/null": "/dev/null", "fifo": str(tmp_path / "data.csv"), "folder": str(tmp_path)}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would block until a writer came
+    code, err = run(["--model_name_or_path", model, "--train_file", path, "--output_dir", tmp_path / "out"], capsys)
+    assert code == 2
+    named = {"/dev/null": "is a character device", "fifo": "is a named pipe", "folder": "is a directory"}[kind]
+    assert named in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def _strip_tokenizer(folder) -> None:
+    from minibert.checks import TOKENIZER_FILES
+
+    for name in os.listdir(folder):
+        if name in TOKENIZER_FILES or name.startswith(("tokenizer", "special_tokens")):
+            os.remove(os.path.join(folder, name))
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused_before_training(task, model, tmp_path, capsys):
+    """Once: AutoTokenizer built a 5-token tokenizer from config.json, every word was [UNK], and the run shipped it."""
+    bare = tmp_path / "bare"
+    shutil.copytree(model, bare)
+    _strip_tokenizer(bare)
+    code, err = run(flags(tmp_path / "out", task, str(bare)), capsys)
+    assert code == 2
+    assert "holds no tokenizer" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tmp_path):
+    from transformers import BertTokenizer
+
+    from minibert import MiniBertConfig
+    from minibert.checks import check_tokenizer_fits
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    only_specials = BertTokenizer(vocab={t: i for i, t in enumerate(specials)})
+    full = make_tokenizer()
+    no_pad = BertTokenizer(vocab={t: i for i, t in enumerate(full.get_vocab()) if t != "[PAD]"}, pad_token=None)
+    fits = MiniBertConfig(vocab_size=len(full), **FINETUNE_TINY)
+    cases = [
+        (only_specials, fits, "no vocabulary"),
+        (full, MiniBertConfig(vocab_size=len(full) - 1, **FINETUNE_TINY), "only"),
+        (full, MiniBertConfig(vocab_size=len(full) + 200, **FINETUNE_TINY), "more than padding"),
+        (no_pad, fits, "no PAD token"),
+    ]
+    for tokenizer, config, named in cases:
+        with pytest.raises(UserError, match=named):
+            check_tokenizer_fits(tokenizer, config, "m", needs=("cls_token", "sep_token", "pad_token"))
+    check_tokenizer_fits(full, fits, "m")  # its own tokenizer
+    check_tokenizer_fits(full, MiniBertConfig(vocab_size=128, **FINETUNE_TINY), "m")  # padded to a multiple of 128
+
+
+def test_export_bert_of_a_model_that_is_not_a_bert_is_refused_before_training(task, tmp_path, capsys):
+    """Once: the whole run trained and wrote its model, then exit 2 ("this model is not a BERT")."""
+    from minibert import MiniBertConfig, MiniBertForMaskedLM
+    from minibert.hub import save_model_folder
+
+    tokenizer = make_tokenizer()
+    pre_ln = str(tmp_path / "pre_ln")
+    config = MiniBertConfig(vocab_size=len(tokenizer), pre_layer_norm=True, **FINETUNE_TINY)
+    save_model_folder(MiniBertForMaskedLM(config), tokenizer, pre_ln)
+    code, err = run(flags(tmp_path / "out", task, pre_ln, "--export_bert", "true"), capsys)
+    assert code == 2
+    assert "--export_bert: this model is not a BERT (pre_layer_norm=True)" in one_error_line(err)
+    assert not (tmp_path / "out").exists()  # no step taken, no checkpoint, nothing written
+
+
+def test_user_error_is_a_value_error_for_library_callers(tmp_path):
+    from finetune import train as T
+
+    with pytest.raises(ValueError, match="no such file"):
+        T.prepare_data(DataArguments(train_file=str(tmp_path / "missing.csv")), seed=0)

@@ -213,6 +213,8 @@ def test_resume_with_changed_settings_is_refused(change, named, finished_run, co
             "max_position_embeddings",
         ),
         *BAD_SHARED_VALUES,
+        (["--learning_rate", "1e39"], "--learning_rate 1e+39 does not fit in float32"),  # finite in Python only
+        (["--adam_epsilon", "1e-50"], "--adam_epsilon 1e-50 rounds to 0 in float32"),
         (["--fill_mask_prompts", "no mask here"], "[MASK]"),
         (["--fill_mask_prompts", "[MASK] and [MASK]"], "[MASK]"),
     ],
@@ -598,4 +600,110 @@ def test_a_gpu_launch_config_on_a_machine_without_gpus_is_one_line_at_start(tmp_
 
     with pytest.raises(UserError, match="no GPU.*cpu_2proc.yaml"):
         make_accelerator(PretrainingArguments(output_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the flags and inputs decide is refused before step 1, nothing written (issue #21 items 1, 5, 6)
+# ----------------------------------------------------------------------------------------------------------------
+def _no_training_began(caplog, out, before) -> None:
+    """No training log line (the plan line comes before step 1), and the folder as it was."""
+    assert "pretraining on" not in caplog.text and "step 1" not in caplog.text
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "extra, model",
+    [
+        (["--recipe", "fast"], None),
+        ([], "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,pre_layer_norm=true"),
+    ],
+    ids=["recipe fast", "pre_layer_norm"],
+)
+def test_export_bert_of_a_model_that_is_not_a_bert_is_refused_before_step_1(
+    extra, model, finished_run, corpus, cache, tmp_path, capsys, caplog
+):
+    """Once: the whole run trained, wrote its model, then exit 2 ("this model is not a BERT")."""
+    out, _ = copy_run(finished_run, tmp_path)
+    before = snapshot(out)
+    flags = [*extra, "--export_bert", "true", "--overwrite_output_dir", "true", "--max_train_steps", 2]
+    code, err = run_cli(args_for(corpus, cache, out, *flags, **({"model": model} if model else {})), capsys)
+    assert code == 2
+    assert "--export_bert: this model is not a BERT (pre_layer_norm=True" in one_error_line(err)
+    _no_training_began(caplog, out, before)
+
+
+def _model_folder(finished_run, folder, keep_tokenizer: bool) -> str:
+    """The finished run's model files, with or without its tokenizer files."""
+    from minibert.checks import TOKENIZER_FILES
+
+    folder.mkdir()
+    for name in os.listdir(finished_run):
+        tokenizer_file = name in TOKENIZER_FILES or name.startswith(("tokenizer", "special_tokens"))
+        if os.path.isfile(os.path.join(finished_run, name)) and (keep_tokenizer or not tokenizer_file):
+            shutil.copy(os.path.join(finished_run, name), folder / name)
+    return str(folder)
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused_before_the_data(
+    finished_run, corpus, cache, tmp_path, capsys, caplog
+):
+    """Once: AutoTokenizer built a 5-token tokenizer from config.json, the run trained on [UNK]s and shipped it."""
+    bare = _model_folder(finished_run, tmp_path / "bare", keep_tokenizer=False)
+    out = tmp_path / "out"
+    code, err = run_cli(
+        args_for(corpus, cache, out, "--model_name_or_path", bare, "--max_train_steps", 2, model=""), capsys
+    )
+    assert code == 2
+    line = one_error_line(err)
+    assert f"--model_name_or_path {bare} holds no tokenizer" in line and "--tokenizer_name" in line
+    assert not out.exists()
+    assert "pretraining on" not in caplog.text
+
+
+def test_a_tokenizer_folder_without_a_tokenizer_is_one_whole_message(corpus, cache, tmp_path, capsys):
+    """Once: the message was cut at "from one of:"."""
+    empty = tmp_path / "tok"
+    empty.mkdir()
+    (empty / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}')
+    code, err = run_cli(
+        argv(corpus, cache, tmp_path / "out", "--tokenizer_name", empty, "--max_train_steps", 2), capsys
+    )
+    assert code == 2
+    line = one_error_line(err)
+    assert f"--tokenizer_name {empty} holds no tokenizer (none of tokenizer.json, vocab.txt" in line
+    assert "from one of" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_does_not_fit_the_checkpoint_is_refused_before_step_1(
+    finished_run, corpus, cache, tmp_path, capsys, caplog
+):
+    """A tokenizer of the special tokens alone beside a checkpoint of 120 embeddings: every word would be [UNK]."""
+    from transformers import BertTokenizerFast
+
+    model = _model_folder(finished_run, tmp_path / "model", keep_tokenizer=True)
+    specials = tmp_path / "specials"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(specials)
+    out = tmp_path / "out"
+    extra = ["--model_name_or_path", model, "--tokenizer_name", specials, "--max_train_steps", 2]
+    code, err = run_cli(args_for(corpus, cache, out, *extra, model=""), capsys)
+    assert code == 2
+    assert "holds only its 5 special tokens" in one_error_line(err)
+    assert not out.exists()
+    assert "pretraining on" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo"])
+def test_a_train_file_that_is_a_special_file_is_named_as_such(kind, cache, tmp_path, capsys):
+    """Once: "train file not found" (and a named pipe would block the reader)."""
+    path = "/dev/null" if kind == "/dev/null" else str(tmp_path / "corpus.txt")
+    if kind == "fifo":
+        os.mkfifo(path)
+    code, err = run_cli(argv(path, cache, tmp_path / "out", "--max_train_steps", 2), capsys)
+    assert code == 2
+    named = "is a character device" if kind == "/dev/null" else "is a named pipe (FIFO)"
+    assert f"--train_file {path} {named}, not a data file" in one_error_line(err)
     assert not (tmp_path / "out").exists()
