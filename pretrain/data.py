@@ -11,9 +11,10 @@
 Steps 2-4 are cached as Arrow under `data_cache_dir` (default `$MINIBERT_CACHE` or `~/.cache/minibert`), each
 keyed on everything that can change its output (files' paths, sizes and mtimes, the tokenizer, max_seq_length,
 seed, ...), so a second run with the same inputs only memory-maps the result, and changing the seed re-pairs
-without re-tokenizing. Each entry is written to a work directory and published by a rename when complete: a
-failed or interrupted run never leaves a half-written cache behind, and two processes publishing the same entry
-keep one. Masking is not cached: the collator (`collator.py`) draws new masks every epoch. `minibert-prepare`
+without re-tokenizing. Each entry is written to a work directory and published by a rename when complete, with
+a manifest that a hit is checked against (`cache.py`): a failed or interrupted run never leaves a half-written
+cache behind, two processes publishing the same entry keep one, and a damaged entry is rebuilt, never trained
+on. Masking is not cached: the collator (`collator.py`) draws new masks every epoch. `minibert-prepare`
 (`prepare.py`) runs the same pipeline ahead of training; in a launch of several processes or nodes,
 `_prepare_distributed` decides who builds and bounds how long the others wait.
 
@@ -23,16 +24,11 @@ tokenized and paired on the fly in blocks (`IterableDataset`), and a checkpoint 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import hashlib
 import json
 import logging
 import os
 import random
-import shutil
-import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,9 +44,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
 from pretrain import streaming
+from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo import build_demo_corpus
-from pretrain.nsp import NSPInstanceMap, SegmentInstanceMap, stable_int
+from pretrain.nsp import NSPInstanceMap, stable_int
+from pretrain.packing import SegmentInstanceMap
 from pretrain.tokenizer import (
     DocumentTokenizer,
     check_tokenizer,
@@ -294,7 +292,7 @@ def prepare_pretraining_data(
     if accelerator is not None and accelerator.num_processes > 1:
         pipeline = _prepare_distributed(data_args, seed, train_source, eval_source, root, accelerator)
     else:
-        pipeline = DataPipeline(data_args, seed, train_source, eval_source, _Cache(root, data_args.overwrite_cache))
+        pipeline = DataPipeline(data_args, seed, train_source, eval_source, DataCache(root, data_args.overwrite_cache))
         pipeline.run()
     evaluation, stats = pipeline.eval_dataset, pipeline.stats
     if evaluation is not None and data_args.max_eval_samples and len(evaluation) > data_args.max_eval_samples:
@@ -303,7 +301,7 @@ def prepare_pretraining_data(
     stats["seconds"] = round(time.perf_counter() - started, 2)
     _log_stats(stats)
     if output_dir:
-        _write_json(os.path.join(output_dir, "data_stats.json"), stats)
+        write_json(os.path.join(output_dir, "data_stats.json"), stats)
     return PretrainingData(pipeline.train_dataset, evaluation, pipeline.tokenizer, stats)
 
 
@@ -318,17 +316,17 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
     3. The global main process prepares (`main_process_first`); then each other node's first process
        (`local_main_process_first`) finds that cache (a shared filesystem) or, on a node-local disk, prepares its
        own copy; then the node's other processes load it. Two nodes publishing the same entry at once on a
-       shared cache keep the first: entries are renamed into place whole (`_Cache.publish`).
+       shared cache keep the first: entries are renamed into place whole (`DataCache.publish`).
     `--overwrite_cache` rebuilds on the global main process only.
     """
 
-    def pipeline(cache: _Cache) -> DataPipeline:
+    def pipeline(cache: DataCache) -> DataPipeline:
         return DataPipeline(args, seed, train_source, eval_source, cache)
 
     if not args.overwrite_cache:
         try:
-            return pipeline(_Cache(root, read_only=True)).run()
-        except _CacheMiss:
+            return pipeline(DataCache(root, read_only=True)).run()
+        except CacheMiss:
             pass
     limit = args.max_prepare_in_launch_mb
     size = None if args.streaming else _source_bytes(train_source)
@@ -342,10 +340,10 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
     result = None
     with accelerator.main_process_first():
         if accelerator.is_main_process:
-            result = pipeline(_Cache(root, overwrite=args.overwrite_cache)).run()
+            result = pipeline(DataCache(root, overwrite=args.overwrite_cache)).run()
     with accelerator.local_main_process_first():
         if result is None:
-            result = pipeline(_Cache(root)).run()
+            result = pipeline(DataCache(root)).run()
     return result
 
 
@@ -460,7 +458,7 @@ def _text_only(dataset, source: CorpusSource):
 
 def _source_key(source: CorpusSource, dataset=None) -> str:
     if source.kind == "hub" and dataset is not None and getattr(dataset, "_fingerprint", None):
-        return _digest(source.fingerprint(), dataset._fingerprint)
+        return digest(source.fingerprint(), dataset._fingerprint)
     return source.fingerprint()
 
 
@@ -495,7 +493,7 @@ class DataPipeline:
         seed: int,
         train_source: CorpusSource,
         eval_source: CorpusSource | None,
-        cache: _Cache,
+        cache: DataCache,
     ):
         self.args, self.seed, self.cache = args, seed, cache
         self.train_source, self.eval_source = train_source, eval_source
@@ -509,12 +507,18 @@ class DataPipeline:
         self._work: str | None = None
 
     def run(self) -> DataPipeline:
-        with self.cache.workdir() as self._work:
-            self.tokenizer = self.build_tokenizer()
-            if self.args.streaming:
-                self.stream()
-            else:
-                self.pair()
+        try:
+            with self.cache.workdir() as self._work:
+                self.tokenizer = self.build_tokenizer()
+                if self.args.streaming:
+                    self.stream()
+                else:
+                    self.pair()
+        except Exception as e:  # the work directory is gone; published entries are untouched
+            full = disk_full_cause(e)
+            if full is None:
+                raise
+            raise disk_full_error(self.cache.root, full, _source_bytes(self.train_source)) from None
         self.stats["cache"] = self.status
         self.stats["cache_bytes"] = sum(_tree_bytes(path) for path in self.cache.used)
         return self
@@ -575,7 +579,7 @@ class DataPipeline:
             return load_tokenizer(args.tokenizer_name)
         limit = args.tokenizer_train_documents or (STREAMING_TOKENIZER_DOCUMENTS if args.streaming else None)
         source_key = source.fingerprint() if args.streaming else self.source_key(source)
-        key = _digest(
+        key = digest(
             "tokenizer",
             PIPELINE_VERSION,
             source_key,
@@ -586,7 +590,8 @@ class DataPipeline:
             limit,
         )
         if cache.has("tokenizer", key):
-            tokenizer = AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
+            path = cache.path("tokenizer", key)
+            tokenizer = cache.read(path, AutoTokenizer.from_pretrained, path)
             check_tokenizer(tokenizer, "cached tokenizer")
             self.status["tokenizer"] = "hit"
             return tokenizer
@@ -611,14 +616,15 @@ class DataPipeline:
         self.status["tokenizer"] = "built"
         # The published one: another process may have published its own first (trained on other threads, its
         # ties may break otherwise), and the later cache keys must name the tokenizer every process uses.
-        return AutoTokenizer.from_pretrained(cache.path("tokenizer", key))
+        path = cache.path("tokenizer", key)
+        return cache.read(path, AutoTokenizer.from_pretrained, path)
 
     # ---- tokenize -----------------------------------------------------------------------------------------
     def tokenize(self, source: CorpusSource, name: str) -> tuple[Dataset, str, dict]:
         """(documents as token-id segments, their cache key, their statistics)."""
         args, cache = self.args, self.cache
         source_key = self.source_key(source)
-        key = _digest(
+        key = digest(
             "documents", PIPELINE_VERSION, source_key, tokenizer_fingerprint(self.tokenizer), args.max_seq_length
         )
         self.status[name] = "hit" if cache.has("documents", key) else "built"
@@ -642,9 +648,10 @@ class DataPipeline:
                     raise UserError(f"the corpus is empty: {source.describe()} holds no tokens")
                 stats = _document_stats(tokenized, len(documents))
                 tokenized.save_to_disk(os.path.join(directory, "data"))
-                _write_json(os.path.join(directory, "stats.json"), stats)
+                write_json(os.path.join(directory, "stats.json"), stats)
         directory = cache.path("documents", key)
-        return load_from_disk(os.path.join(directory, "data")), key, _read_json(os.path.join(directory, "stats.json"))
+        documents = cache.read(directory, load_from_disk, os.path.join(directory, "data"))
+        return documents, key, cache.read(directory, read_json, os.path.join(directory, "stats.json"))
 
     # ---- pair ---------------------------------------------------------------------------------------------
     def pair(self) -> None:
@@ -657,7 +664,7 @@ class DataPipeline:
             doc_stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items() if k in ("sentences", "lines_split")})
 
         held_out = args.validation_split_percentage if eval_docs is None else 0
-        key = _digest(
+        key = digest(
             "pairs",
             PIPELINE_VERSION,
             train_doc_key,
@@ -687,12 +694,12 @@ class DataPipeline:
                             eval_docs, "the validation documents", "validation", seed + 1, work, directory
                         )
                     )
-                _write_json(os.path.join(directory, "stats.json"), stats)
+                write_json(os.path.join(directory, "stats.json"), stats)
         directory = cache.path("pairs", key)
-        self.train_dataset = load_from_disk(os.path.join(directory, "train"))
+        self.train_dataset = cache.read(directory, load_from_disk, os.path.join(directory, "train"))
         if os.path.isdir(os.path.join(directory, "validation")):
-            self.eval_dataset = load_from_disk(os.path.join(directory, "validation"))
-        self.stats = {**doc_stats, **_read_json(os.path.join(directory, "stats.json"))}
+            self.eval_dataset = cache.read(directory, load_from_disk, os.path.join(directory, "validation"))
+        self.stats = {**doc_stats, **cache.read(directory, read_json, os.path.join(directory, "stats.json"))}
 
     def _pair_and_save(self, documents, where, name, seed, work, directory) -> dict:
         """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
@@ -729,7 +736,7 @@ class DataPipeline:
         if has_eval_split:
             eval_docs, eval_doc_key, eval_doc_stats = self.tokenize(self.eval_source, "eval_documents")
             self.stats.update({f"eval_{k}": v for k, v in eval_doc_stats.items()})
-            key = _digest(
+            key = digest(
                 "pairs",
                 PIPELINE_VERSION,
                 eval_doc_key,
@@ -740,7 +747,7 @@ class DataPipeline:
             )
         else:
             limit = args.max_eval_samples or STREAMING_EVAL_SAMPLES
-            key = _digest(
+            key = digest(
                 "stream-eval",
                 PIPELINE_VERSION,
                 self.train_source.fingerprint(),
@@ -770,10 +777,10 @@ class DataPipeline:
                     evaluation = Dataset.from_list(rows, features=INSTANCE_FEATURES)
                     evaluation.save_to_disk(os.path.join(directory, "validation"))
                     eval_stats = _instance_stats(evaluation, "eval_", args.max_seq_length)
-                _write_json(os.path.join(directory, "stats.json"), eval_stats)
+                write_json(os.path.join(directory, "stats.json"), eval_stats)
         directory = cache.path("pairs", key)
-        self.stats.update(_read_json(os.path.join(directory, "stats.json")))
-        self.eval_dataset = load_from_disk(os.path.join(directory, "validation"))
+        self.stats.update(cache.read(directory, read_json, os.path.join(directory, "stats.json")))
+        self.eval_dataset = cache.read(directory, load_from_disk, os.path.join(directory, "validation"))
 
     def document_stream(self) -> IterableDataset:
         """The training source's documents as a many-shard `IterableDataset` (`text`, `presplit`), so that its
@@ -871,7 +878,7 @@ def _instance_map(cls: type[NSPInstanceMap], documents: Dataset | None, args, se
 def _make_examples(documents: Dataset, args, seed, tokenizer, work, name) -> Dataset:
     """One split's training examples, in `work`: NSP pairs (`nsp.NSPInstanceMap`), or with
     --next_sentence_prediction false the sentences of consecutive documents packed in order
-    (`nsp.SegmentInstanceMap`)."""
+    (`packing.SegmentInstanceMap`)."""
     if args.next_sentence_prediction:
         cls, features, kind, desc = NSPInstanceMap, INSTANCE_FEATURES, "pairs", "Creating NSP pairs"
     else:
@@ -887,7 +894,7 @@ def _make_examples(documents: Dataset, args, seed, tokenizer, work, name) -> Dat
             features=features,
             num_proc=_num_proc(args.preprocessing_num_workers, len(documents), PAIR_BATCH_SIZE),
             cache_file_name=os.path.join(work, f"{name}_{kind}.arrow"),
-            new_fingerprint=_digest(name, seed, uuid.uuid4().hex),
+            new_fingerprint=digest(name, seed, uuid.uuid4().hex),
             desc=f"{desc} ({name})",
         )
         .with_format(None)
@@ -994,108 +1001,3 @@ def _log_stats(stats: dict) -> None:
         )
     if stats.get("lines_split"):
         logger.info("%d lines longer than max_seq_length - 3 tokens were cut into pieces", stats["lines_split"])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The cache
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-class _CacheMiss(Exception):
-    """A read-only `_Cache` lacks an entry the run needs."""
-
-
-class _Cache:
-    """`<root>/<kind>-<key>/` directories, each published whole by an atomic rename or not at all.
-
-    `read_only`: `has` raises `_CacheMiss` instead of answering False, so that a caller can find out, without
-    building anything, whether everything it needs is there.
-    """
-
-    def __init__(self, root: str, overwrite: bool = False, read_only: bool = False):
-        self.root, self.overwrite, self.read_only = root, overwrite, read_only
-        self._rebuilt: set[str] = set()
-        self.used: set[str] = set()  # the entries this run looked for (and so, by its end, found or built)
-        os.makedirs(root, exist_ok=True)
-        if not read_only:
-            self._remove_stale_work_dirs()
-
-    def path(self, kind: str, key: str) -> str:
-        return os.path.join(self.root, f"{kind}-{key}")
-
-    def has(self, kind: str, key: str) -> bool:
-        path = self.path(kind, key)
-        self.used.add(path)
-        # --overwrite_cache rebuilds each entry once per run, then uses what it rebuilt.
-        if self.overwrite and path not in self._rebuilt:
-            return False
-        if self.read_only and not os.path.isdir(path):
-            raise _CacheMiss(path)
-        return os.path.isdir(path)
-
-    @contextlib.contextmanager
-    def workdir(self) -> Iterator[str]:
-        path = tempfile.mkdtemp(dir=self.root, prefix=f"tmp-{socket.gethostname()}-{os.getpid()}-")
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def publish(self, kind: str, key: str) -> Iterator[str]:
-        final = self.path(kind, key)
-        with self.workdir() as work:
-            staging = os.path.join(work, "entry")
-            os.makedirs(staging)
-            yield staging
-            if self.overwrite and os.path.isdir(final):  # swap the old entry out (deleted with `work`)
-                os.rename(final, os.path.join(work, "retired"))
-            try:
-                os.rename(staging, final)
-            except OSError:
-                if not os.path.isdir(final):
-                    raise
-                # Another process published the same entry first; its content is the same as ours, and it
-                # may be reading it already: keep it.
-        self._rebuilt.add(final)
-
-    def _remove_stale_work_dirs(self) -> None:
-        """Work directories of runs that were killed (their process is gone) or that are a day old."""
-        host = socket.gethostname()
-        for name in os.listdir(self.root):
-            if not name.startswith("tmp-"):
-                continue
-            path = os.path.join(self.root, name)
-            parts = name.split("-")
-            stale = time.time() - os.path.getmtime(path) > 86_400
-            if len(parts) >= 4 and "-".join(parts[1:-2]) == host and parts[-2].isdigit():
-                stale = stale or not _pid_alive(int(parts[-2]))
-            if stale:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -23,16 +23,15 @@ instances are all packed to it.
 
 `NSPInstanceMap` runs this over a tokenized-document `datasets.Dataset` in a batched `map`; the random other
 document is read straight from the memory-mapped Arrow table (`ArrowDocuments`), so memory does not grow with
-the corpus. `stream_instances` is the streaming twin: it draws the other document from a bounded buffer of recent
-documents instead of the whole corpus.
+the corpus. A stream pairs each block of documents within itself with the same `instances` method
+(`pretrain.data`'s `_StreamBlocks`). MLM-only examples (no pairs) are packed by `pretrain.packing`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -158,7 +157,7 @@ def instance_features(instance: Instance, cls_id: int, sep_id: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Over a datasets.Dataset (map-style) and over a stream
+# Over a datasets.Dataset (map-style, and a stream's blocks)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -294,88 +293,3 @@ class NSPInstanceMap:
                 features = instance_features(instance, self.cls_id, self.sep_id)
                 features["example_id"] = stable_int(key, dupe, k)
                 yield features
-
-
-def pack_segments(
-    documents: Sequence[Sequence[Sequence[int]]],
-    max_seq_length: int,
-    short_seq_prob: float,
-    rng: random.Random,
-    sep_id: int,
-) -> list[list[int]]:
-    """MLM-only examples: the sentences of consecutive documents packed in order into runs of up to
-    `max_seq_length - 2` tokens, a [SEP] where one document ends and the next begins (RoBERTa's FULL-SENTENCES:
-    short documents still fill their examples); no A/B split, no random B.
-
-    As in `create_instances_from_document`, a share `short_seq_prob` of the runs aims at a shorter random length
-    (fine-tuning sees short inputs too), and each dupe draws its own targets, so dupes split the text differently.
-    A sentence longer than the room left starts the next run; one longer than a whole run is cut.
-    """
-    max_tokens = max_seq_length - 2  # [CLS] ... [SEP]
-
-    def next_target() -> int:
-        return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
-
-    runs, current, target = [], [], next_target()
-    for d, segments in enumerate(documents):
-        for s, segment in enumerate(segments):
-            piece = ([sep_id] if d and not s and current else []) + list(segment)[:max_tokens]
-            if current and len(current) + len(piece) > target:
-                runs.append(current)
-                current, target = [], next_target()
-                piece = list(segment)[:max_tokens]  # no [SEP] at the start of a run
-            current.extend(piece)
-    if current:
-        runs.append(current[:max_tokens])
-    return runs
-
-
-class SegmentInstanceMap(NSPInstanceMap):
-    """The batched `datasets.map` function of an MLM-only run (`--next_sentence_prediction false`): a batch of
-    documents in, `[CLS] tokens [SEP]` examples packed across them out (no `next_sentence_label`, segment ids 0)."""
-
-    def __call__(self, batch, indices: list[int]) -> dict[str, list]:
-        arrow = self.arrow_documents()
-        documents = [arrow[i] for i in indices]
-        out = {"input_ids": [], "token_type_ids": [], "example_id": []}
-        for dupe in range(self.dupe_factor):
-            rng = document_rng(self.seed, dupe, indices[0])
-            for k, run in enumerate(
-                pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
-            ):
-                out["input_ids"].append([self.cls_id, *run, self.sep_id])
-                out["token_type_ids"].append([0] * (len(run) + 2))
-                out["example_id"].append(stable_int(indices[0], dupe, k))
-        return out
-
-
-def stream_instances(
-    documents: Iterable[list[list[int]]],
-    buffer_size: int,
-    max_seq_length: int,
-    short_seq_prob: float,
-    seed: int,
-    dupe_factor: int,
-    cls_id: int,
-    sep_id: int,
-) -> Iterator[dict]:
-    """NSP instances over a stream of tokenized documents (each a list of segments).
-
-    The random B comes from the last `buffer_size` documents of the stream, not from the whole corpus: a corpus
-    sorted by topic gives NotNext pairs that are closer in topic than the map-style path's, so keep the
-    buffer large (thousands of documents) for such corpora. The first document waits for a second one.
-    """
-    pairing = NSPInstanceMap(None, max_seq_length, short_seq_prob, seed, dupe_factor, cls_id, sep_id)
-    buffer: deque[list[list[int]]] = deque(maxlen=max(2, buffer_size))
-    first_key: int | None = None
-    for key, document in enumerate(documents):
-        if not document:
-            continue
-        buffer.append(document)
-        if len(buffer) == 1:
-            first_key = key
-            continue
-        if first_key is not None:
-            yield from pairing.instances(buffer, 0, first_key)
-            first_key = None
-        yield from pairing.instances(buffer, len(buffer) - 1, key)

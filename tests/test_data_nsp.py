@@ -14,7 +14,6 @@ from pretrain.nsp import (
     create_instances_from_document,
     document_rng,
     instance_features,
-    stream_instances,
     truncate_seq_pair,
 )
 
@@ -156,33 +155,3 @@ def test_instance_features_layout():
     assert features["token_type_ids"] == [0, 0, 0, 0, 0, 1, 1, 1]
     assert features["next_sentence_label"] == NOT_NEXT
     assert instance_features(Instance([5], [8], False), 2, 3)["next_sentence_label"] == IS_NEXT
-
-
-def test_stream_draws_random_b_from_the_recent_buffer_only():
-    documents = make_documents(300, seed=5)
-    rows = list(
-        stream_instances(
-            iter(documents),
-            buffer_size=10,
-            max_seq_length=64,
-            short_seq_prob=0.1,
-            seed=0,
-            dupe_factor=1,
-            cls_id=-1,
-            sep_id=-2,
-        )
-    )
-    assert len(rows) > 1000
-    share = sum(r["next_sentence_label"] == IS_NEXT for r in rows) / len(rows)
-    assert abs(share - 0.5) < 0.04
-    for row in rows:
-        ids = row["input_ids"]
-        first_sep = ids.index(-2)
-        a_doc, b_doc = doc_of(ids[1]), doc_of(ids[first_sep + 1])
-        if row["next_sentence_label"] == NOT_NEXT:
-            assert b_doc != a_doc and a_doc - 10 < b_doc  # from the buffer: an earlier, recent document
-        else:
-            assert b_doc == a_doc
-    # Deterministic: the same stream gives the same instances.
-    again = list(stream_instances(iter(documents), 10, 64, 0.1, 0, 1, -1, -2))
-    assert again == rows

@@ -364,6 +364,31 @@ def test_streaming(tmp_path, corpus_file, marker_tokenizer):
     assert batch["input_ids"].shape[0] == 4
 
 
+def test_a_streamed_not_next_b_comes_from_another_document_of_its_block(tmp_path, corpus_file, marker_tokenizer):
+    """The streaming path pairs each block of --streaming_buffer_size documents within itself (nothing held out
+    here, so block k is documents 50k .. 50k + 49 of the file): a NotNext B is another document of A's block, an
+    IsNext B is A's own document, and the labels are a fair coin."""
+    data = prepare_marked(
+        tmp_path, corpus_file, marker_tokenizer, streaming=True, validation_split_percentage=0, streaming_buffer_size=50
+    )
+    tracer = Tracer(data.tokenizer, dict(enumerate(make_corpus())))
+    rows = list(data.train_dataset)
+    assert len(rows) > 900
+    located = 0
+    for row in rows:
+        a, b = split_instance(row, data.tokenizer, 64)
+        where_a, where_b = tracer.locate(a), tracer.locate(b)
+        if where_a is None or where_b is None:
+            continue
+        located += 1
+        if row["next_sentence_label"] == 1:
+            assert where_a[0] != where_b[0] and where_a[0] // 50 == where_b[0] // 50, (where_a, where_b)
+        else:
+            assert where_a[0] == where_b[0]
+    assert located > 0.95 * len(rows)
+    assert abs(sum(r["next_sentence_label"] == 0 for r in rows) / len(rows) - 0.5) < 0.04
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # What a user can get wrong: one clear message
 # ---------------------------------------------------------------------------------------------------------------

@@ -139,8 +139,8 @@ def barrier(name):
         time.sleep(0.01)
 
 
-has, rename = data._Cache.has, os.rename
-data._Cache.has = lambda self, kind, key: barrier("has") or has(self, kind, key)
+has, rename = data.DataCache.has, os.rename
+data.DataCache.has = lambda self, kind, key: barrier("has") or has(self, kind, key)
 os.rename = lambda src, dst: (barrier("publish") if os.path.basename(src) == "entry" else None) or rename(src, dst)
 args = data.DataArguments(train_file=[corpus], data_cache_dir=cache, vocab_size=120, max_seq_length=32)
 prepared = data.prepare_pretraining_data(args, seed=0)

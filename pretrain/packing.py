@@ -1,0 +1,70 @@
+"""MLM-only examples (`--next_sentence_prediction false`): consecutive documents' sentences packed in order.
+
+RoBERTa's FULL-SENTENCES layout: `[CLS] tokens [SEP]` runs of up to `max_seq_length` tokens, filled across document
+boundaries (a [SEP] where one document ends and the next begins), so short documents still fill their examples;
+no A/B split, no random B, no `next_sentence_label`, segment ids 0. Like the NSP pairs (`pretrain.nsp`), a share
+`short_seq_prob` of the runs aims at a shorter length, and each dupe draws its own targets.
+
+`SegmentInstanceMap` runs `pack_segments` over a batch of tokenized documents in a batched `datasets.map`, reading
+them from the memory-mapped Arrow table as `NSPInstanceMap` does.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pretrain.nsp import NSPInstanceMap, document_rng, stable_int
+
+
+def pack_segments(
+    documents: Sequence[Sequence[Sequence[int]]],
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: random.Random,
+    sep_id: int,
+) -> list[list[int]]:
+    """MLM-only examples: the sentences of consecutive documents packed in order into runs of up to
+    `max_seq_length - 2` tokens, a [SEP] where one document ends and the next begins (RoBERTa's FULL-SENTENCES:
+    short documents still fill their examples); no A/B split, no random B.
+
+    As in `create_instances_from_document`, a share `short_seq_prob` of the runs aims at a shorter random length
+    (fine-tuning sees short inputs too), and each dupe draws its own targets, so dupes split the text differently.
+    A sentence longer than the room left starts the next run; one longer than a whole run is cut.
+    """
+    max_tokens = max_seq_length - 2  # [CLS] ... [SEP]
+
+    def next_target() -> int:
+        return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+
+    runs, current, target = [], [], next_target()
+    for d, segments in enumerate(documents):
+        for s, segment in enumerate(segments):
+            piece = ([sep_id] if d and not s and current else []) + list(segment)[:max_tokens]
+            if current and len(current) + len(piece) > target:
+                runs.append(current)
+                current, target = [], next_target()
+                piece = list(segment)[:max_tokens]  # no [SEP] at the start of a run
+            current.extend(piece)
+    if current:
+        runs.append(current[:max_tokens])
+    return runs
+
+
+class SegmentInstanceMap(NSPInstanceMap):
+    """The batched `datasets.map` function of an MLM-only run (`--next_sentence_prediction false`): a batch of
+    documents in, `[CLS] tokens [SEP]` examples packed across them out (no `next_sentence_label`, segment ids 0)."""
+
+    def __call__(self, batch, indices: list[int]) -> dict[str, list]:
+        arrow = self.arrow_documents()
+        documents = [arrow[i] for i in indices]
+        out = {"input_ids": [], "token_type_ids": [], "example_id": []}
+        for dupe in range(self.dupe_factor):
+            rng = document_rng(self.seed, dupe, indices[0])
+            for k, run in enumerate(
+                pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
+            ):
+                out["input_ids"].append([self.cls_id, *run, self.sep_id])
+                out["token_type_ids"].append([0] * (len(run) + 2))
+                out["example_id"].append(stable_int(indices[0], dupe, k))
+        return out
