@@ -475,18 +475,26 @@ def _prepared(corpus: str, tokenizer: str, seq_len: int, cache: str, dupe_factor
     return prepare_pretraining_data(args, seed=0)
 
 
-def _rate(function, argument, seconds: float) -> float:
-    """Calls per second of `function(argument)` over about `seconds` (after one warm-up call)."""
+def _rate(function, argument, seconds: float) -> tuple[float, float]:
+    """(calls per wall second, calls per CPU second of this process) of `function(argument)` over about `seconds`,
+    after one warm-up call. On a shared machine the CPU-second figure is the per-core one."""
     function(argument)
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         function(argument)
         calls += 1
-    return calls / (time.perf_counter() - start)
+    return calls / (time.perf_counter() - start), calls / max(time.process_time() - cpu, 1e-9)
 
 
-def collator_rates(data, batch_size: int, seconds: float) -> dict[str, float]:
-    """Sequences/s of the collator alone on one thread: its input already read (dicts, or a bulk batch)."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (data-loader workers, once joined)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def collator_rates(data, batch_size: int, seconds: float) -> dict[str, tuple[float, float]]:
+    """Sequences per wall second and per CPU second of the collator alone on one thread, its input already read
+    (dicts, or a bulk batch)."""
     import torch
 
     from pretrain.batches import ArrowExamples
@@ -500,13 +508,15 @@ def collator_rates(data, batch_size: int, seconds: float) -> dict[str, float]:
     for whole_word in (False, True):
         collator = build_collator(_our_arguments("-", "-", whole_word_mask=whole_word), data.tokenizer, seed=0)
         for name, batch in (("dicts", as_dicts), ("bulk", bulk)):
-            rates[f"{name}{', whole words' if whole_word else ''}"] = batch_size * _rate(collator, batch, seconds)
+            wall, cpu = _rate(collator, batch, seconds)
+            rates[f"{name}{', whole words' if whole_word else ''}"] = (batch_size * wall, batch_size * cpu)
     return rates
 
 
-def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) -> tuple[float, float]:
-    """(sequences/s after the first batch, seconds to the first batch) of the training DataLoader, built with
-    `build_dataloaders`' settings and prepared by accelerate, as the loop iterates it."""
+def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) -> tuple[float, float, float]:
+    """(sequences/s after the first batch, seconds to the first batch, sequences per CPU second of the main process
+    and its workers together, start-up included) of the training DataLoader, built with `build_dataloaders`'
+    settings and prepared by accelerate, as the loop iterates it."""
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -528,7 +538,7 @@ def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) ->
         persistent_workers=False,
     )
     loader = Accelerator(cpu=True).prepare_data_loader(loader)
-    sequences, first, start = 0, None, time.perf_counter()
+    sequences, first, start, cpu = 0, None, time.perf_counter(), _cpu_seconds()
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         collator.set_epoch(epoch)
@@ -537,7 +547,10 @@ def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) ->
                 first = time.perf_counter()
                 continue
             sequences += batch["input_ids"].shape[0]
-    return sequences / (time.perf_counter() - first), first - start
+    end = time.perf_counter()
+    del loader  # its workers are joined: their CPU time is counted
+    batches = sequences + batch_size  # the first batch too
+    return sequences / (end - first), first - start, batches / max(_cpu_seconds() - cpu, 1e-9)
 
 
 def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> None:
@@ -555,7 +568,7 @@ def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> Non
     cache = os.path.join(workdir, "pipeline-cache")
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} at the start")
-    for seq_len, batch_size, dupe in ((128, 128, 5), (512, 128, 5)):
+    for seq_len, batch_size, dupe in ((128, 128, 2), (512, 128, 4)):
         data = _prepared(corpus, tokenizer, seq_len, cache, dupe)
         mean = data.stats["mean_seq_length"]
         need = {mfu: h100_appetite(seq_len, mfu) for mfu in (0.4, 0.5)}
@@ -564,16 +577,23 @@ def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> Non
             f"BERT-base on one H100 needs {need[0.4]:,.0f} sequences/s at 40% MFU, {need[0.5]:,.0f} at 50%"
         )
         if seq_len == 128:
-            print("| collator alone, 1 thread | sequences/s |\n|---|---|")
-            for name, rate in collator_rates(data, batch_size, seconds).items():
-                print(f"| {name} | {rate:,.0f} |", flush=True)
-        print("| reading | workers | sequences/s | x H100 need at 50% MFU | seconds to the first batch |")
-        print("|---|---|---|---|---|")
+            print("| collator alone, 1 thread | sequences/s (wall) | sequences per CPU second |\n|---|---|---|")
+            for name, (wall, cpu) in collator_rates(data, batch_size, seconds).items():
+                print(f"| {name} | {wall:,.0f} | {cpu:,.0f} |", flush=True)
+        print(
+            "| reading | workers | sequences/s | x H100 need at 50% MFU | seconds to the first batch | "
+            "sequences per CPU second (all processes) | cores to feed one H100 at 50% MFU |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for bulk in (False, True):
             for workers in (0, 1, 2, 4):
-                rate, first = loader_rate(data, batch_size, workers, bulk, epochs)
+                rate, first, per_cpu = loader_rate(data, batch_size, workers, bulk, epochs)
                 name = "bulk (ArrowExamples)" if bulk else "rows (datasets dicts)"
-                print(f"| {name} | {workers} | {rate:,.0f} | {rate / need[0.5]:.2f} | {first:.2f} |", flush=True)
+                print(
+                    f"| {name} | {workers} | {rate:,.0f} | {rate / need[0.5]:.2f} | {first:.2f} | {per_cpu:,.0f} | "
+                    f"{need[0.5] / per_cpu:.2f} |",
+                    flush=True,
+                )
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} at the end")
 
@@ -660,7 +680,7 @@ def main() -> None:
     parser.add_argument(
         "--pipeline", action="store_true", help="instead: the input pipeline (collator, DataLoader) sequences/s"
     )
-    parser.add_argument("--pipeline_mb", type=float, default=5, help="--pipeline: corpus size in MB")
+    parser.add_argument("--pipeline_mb", type=float, default=2, help="--pipeline: corpus size in MB")
     parser.add_argument("--seconds", type=float, default=3, help="--pipeline: seconds per collator figure")
     parser.add_argument("--epochs", type=int, default=1, help="--pipeline: epochs per DataLoader figure")
     parser.add_argument("--child", choices=["ours", "baseline", "bare", "run_mlm", "stream"], help=argparse.SUPPRESS)
