@@ -107,15 +107,15 @@ class DataCollatorForPreTraining:
             sizes["masked_positions"] = _bucket(int((labels != -100).sum()), self.bucket_size)
         if examples.next_sentence_label is not None:
             sizes["next_sentence_label"] = batch_size
-        batch, arrays = _one_buffer(sizes, (batch_size, length))
+        batch, arrays = _one_buffer(sizes, (batch_size, length))  # 1-D views of the buffer, filled in place
         arrays["input_ids"].fill(self.tokenizer.pad_token_id)
-        arrays["input_ids"].flat[flat_positions] = masked
+        arrays["input_ids"][flat_positions] = masked
         arrays["labels"].fill(-100)
-        arrays["labels"].flat[flat_positions] = labels
-        arrays["attention_mask"][...] = real
+        arrays["labels"][flat_positions] = labels
+        arrays["attention_mask"][...] = real.reshape(-1)
         arrays["token_type_ids"].fill(0)
         if examples.token_type_ids is not None:
-            arrays["token_type_ids"].flat[flat_positions] = examples.token_type_ids
+            arrays["token_type_ids"][flat_positions] = examples.token_type_ids
         if self.unpadded:  # what `unpadding_inputs` computes, from the positions known here
             _fill_bucket(arrays["token_indices"], flat_positions, real.size)
             _fill_bucket(arrays["masked_positions"], flat_positions[labels != -100], real.size)
@@ -221,7 +221,7 @@ def _fill_bucket(out: np.ndarray, positions: np.ndarray, fill: int) -> None:
 
 
 def _one_buffer(sizes: dict[str, int], shape: tuple[int, int]) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """The batch's int64 tensors as views of one buffer, and NumPy views of them to fill in place.
+    """The batch's int64 tensors as views of one buffer, and flat NumPy views of them to fill in place.
 
     In a data-loader worker a batch crosses to the main process through shared memory, one segment per storage:
     one buffer makes that one segment (and one file descriptor) per batch instead of seven, and it is allocated
@@ -235,7 +235,7 @@ def _one_buffer(sizes: dict[str, int], shape: tuple[int, int]) -> tuple[dict[str
         view = buffer[start : start + size]
         tensors[name] = view.view(shape) if size == shape[0] * shape[1] and name not in _FLAT else view
         start += size
-    return tensors, {name: t.numpy() for name, t in tensors.items()}
+    return tensors, {name: t.numpy().reshape(-1) for name, t in tensors.items()}
 
 
 _FLAT = {"token_indices", "masked_positions", "next_sentence_label"}
