@@ -141,6 +141,30 @@ def test_truncate_seq_pair_trims_the_longer_side_from_both_ends():
     assert fronts > 20 and backs > 20
 
 
+def test_truncate_seq_pair_is_googles_token_by_token_loop():
+    """The oracle: Google's `truncate_seq_pair`, verbatim in effect (one token deleted per draw)."""
+
+    def google(tokens_a, tokens_b, max_num_tokens, rng):
+        while len(tokens_a) + len(tokens_b) > max_num_tokens:
+            trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+            if rng.random() < 0.5:
+                del trunc_tokens[0]
+            else:
+                trunc_tokens.pop()
+
+    cases = random.Random(1)
+    for seed in range(300):
+        a = list(range(cases.randint(1, 80)))
+        b = list(range(1000, 1000 + cases.randint(1, 80)))
+        limit = cases.randint(2, 120)
+        expected_a, expected_b, google_rng = list(a), list(b), random.Random(seed)
+        google(expected_a, expected_b, limit, google_rng)
+        rng = random.Random(seed)
+        truncate_seq_pair(a, b, limit, rng)
+        assert (a, b) == (expected_a, expected_b)
+        assert rng.random() == google_rng.random()  # as many draws: the document's later draws stay the same
+
+
 def test_truncate_seq_pair_alternates_when_sides_are_equal():
     a, b = list(range(20)), list(range(100, 120))
     truncate_seq_pair(a, b, 10, random.Random(0))
