@@ -49,8 +49,8 @@ class ExampleBatch:
 
         def flat(name: str) -> np.ndarray:
             column = [f[name] for f in features]
-            if column and isinstance(column[0], np.ndarray):
-                return np.concatenate(column).astype(np.int64, copy=False)
+            if column and not isinstance(column[0], (list, tuple)):  # NumPy arrays or torch tensors
+                return np.concatenate([np.asarray(x).reshape(-1) for x in column]).astype(np.int64, copy=False)
             return np.fromiter(chain.from_iterable(column), dtype=np.int64, count=int(offsets[-1]))
 
         def scalars(name: str) -> np.ndarray | None:

@@ -320,3 +320,16 @@ def test_bulk_batches_read_the_cache_as_the_dicts_do(tokenizer):
     got = collator(bulk)
     assert set(got) == set(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_features_as_lists_arrays_or_tensors_give_the_same_batch(tokenizer):
+    examples = make_examples(tokenizer, 6, seed=12)
+    collator = DataCollatorForPreTraining(tokenizer, seed=2)
+    expected = collator(examples)
+    for convert in (np.asarray, torch.tensor):
+        converted = [
+            {**e, "input_ids": convert(e["input_ids"]), "token_type_ids": convert(e["token_type_ids"])}
+            for e in examples
+        ]
+        got = collator(converted)
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
