@@ -492,13 +492,31 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def collator_rates(data, batch_size: int, seconds: float) -> dict[str, tuple[float, float]]:
+def _collator_at(revision: str):
+    """`DataCollatorForPreTraining` as pretrain/collator.py was at a git revision (`git show`), for a before/after
+    figure measured in the same process as today's."""
+    import importlib.util
+
+    source = subprocess.run(
+        ["git", "show", f"{revision}:pretrain/collator.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    path = os.path.join(tempfile.mkdtemp(), "collator_at_revision.py")
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location("collator_at_revision", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.DataCollatorForPreTraining
+
+
+def collator_rates(data, batch_size: int, seconds: float, baseline: str | None) -> dict[str, tuple[float, float]]:
     """Sequences per wall second and per CPU second of the collator alone on one thread, its input already read
-    (dicts, or a bulk batch)."""
+    (dicts, or a bulk batch); with `baseline`, also the collator of that git revision (dicts: all it takes)."""
     import torch
 
     from pretrain.batches import ArrowExamples
-    from pretrain.train import build_collator
+    from pretrain.collator import DataCollatorForPreTraining
 
     torch.set_num_threads(1)
     rows = list(range(batch_size))
@@ -506,10 +524,15 @@ def collator_rates(data, batch_size: int, seconds: float) -> dict[str, tuple[flo
     bulk = ArrowExamples(data.train_dataset).__getitems__(rows)
     rates = {}
     for whole_word in (False, True):
-        collator = build_collator(_our_arguments("-", "-", whole_word_mask=whole_word), data.tokenizer, seed=0)
+        words = ", whole words" if whole_word else ""
+        collator = DataCollatorForPreTraining(data.tokenizer, whole_word_mask=whole_word, seed=0)
+        if baseline:
+            old = _collator_at(baseline)(data.tokenizer, whole_word_mask=whole_word, seed=0)
+            wall, cpu = _rate(old, as_dicts, seconds)
+            rates[f"{baseline} (before), dicts{words}"] = (batch_size * wall, batch_size * cpu)
         for name, batch in (("dicts", as_dicts), ("bulk", bulk)):
             wall, cpu = _rate(collator, batch, seconds)
-            rates[f"{name}{', whole words' if whole_word else ''}"] = (batch_size * wall, batch_size * cpu)
+            rates[f"{name}{words}"] = (batch_size * wall, batch_size * cpu)
     return rates
 
 
@@ -553,7 +576,7 @@ def loader_rate(data, batch_size: int, workers: int, bulk: bool, epochs: int) ->
     return sequences / (end - first), first - start, batches / max(_cpu_seconds() - cpu, 1e-9)
 
 
-def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> None:
+def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int, baseline: str | None) -> None:
     """Collator per core and DataLoader sequences/s at seq 128 and 512, beside one H100's appetite."""
     sys.path.insert(0, ROOT)
     import datasets
@@ -578,7 +601,7 @@ def pipeline(workdir: str, megabytes: float, seconds: float, epochs: int) -> Non
         )
         if seq_len == 128:
             print("| collator alone, 1 thread | sequences/s (wall) | sequences per CPU second |\n|---|---|---|")
-            for name, (wall, cpu) in collator_rates(data, batch_size, seconds).items():
+            for name, (wall, cpu) in collator_rates(data, batch_size, seconds, baseline).items():
                 print(f"| {name} | {wall:,.0f} | {cpu:,.0f} |", flush=True)
         print(
             "| reading | workers | sequences/s | x H100 need at 50% MFU | seconds to the first batch | "
@@ -683,6 +706,9 @@ def main() -> None:
     parser.add_argument("--pipeline_mb", type=float, default=2, help="--pipeline: corpus size in MB")
     parser.add_argument("--seconds", type=float, default=3, help="--pipeline: seconds per collator figure")
     parser.add_argument("--epochs", type=int, default=1, help="--pipeline: epochs per DataLoader figure")
+    parser.add_argument(
+        "--baseline_collator", default=None, help="--pipeline: also time the collator of this git revision"
+    )
     parser.add_argument("--child", choices=["ours", "baseline", "bare", "run_mlm", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
@@ -698,7 +724,7 @@ def main() -> None:
     if args.scale:
         return scale(args.scale, workdir, cores)
     if args.pipeline:
-        return pipeline(workdir, args.pipeline_mb, args.seconds, args.epochs)
+        return pipeline(workdir, args.pipeline_mb, args.seconds, args.epochs, args.baseline_collator)
     print(f"machine: {cores} cores, {os.uname().machine}, Python {sys.version.split()[0]}; workdir {workdir}")
     corpora = {}
     for size in args.sizes:
