@@ -293,15 +293,19 @@ def check_checkpoint_fits(model, checkpoint: str) -> None:
     from safetensors import safe_open
 
     shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    with safe_open(os.path.join(checkpoint, "model.safetensors"), framework="pt") as f:
-        for name in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
-            saved = tuple(f.get_slice(name).get_shape())
-            if name in shapes and shapes[name] != saved:
-                raise UserError(
-                    f"--resume_from_checkpoint {checkpoint} holds another model: {name} is {saved} there and "
-                    f"{shapes[name]} in this run's (other labels or another base model); resume with the run's own "
-                    "settings, or start a new run in another --output_dir"
-                )
+    path = os.path.join(checkpoint, "model.safetensors")
+    try:
+        with safe_open(path, framework="pt") as f:
+            saved = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:  # SafetensorError, OSError: a truncated header
+        raise UserError(f"{path} is damaged or truncated ({one_line(e)[:200]}); use an earlier checkpoint") from None
+    for name, shape in saved.items():
+        if name in shapes and shapes[name] != shape:
+            raise UserError(
+                f"--resume_from_checkpoint {checkpoint} holds another model: {name} is {shape} there and "
+                f"{shapes[name]} in this run's (other labels or another base model); resume with the run's own "
+                "settings, or start a new run in another --output_dir"
+            )
 
 
 class RunSettings(TrainerCallback, ExportableState):

@@ -621,3 +621,15 @@ def test_user_error_is_a_value_error_for_library_callers(tmp_path):
 
     with pytest.raises(ValueError, match="no such file"):
         T.prepare_data(DataArguments(train_file=str(tmp_path / "missing.csv")), seed=0)
+
+
+def test_resume_from_a_truncated_model_file_is_one_error_line(finished, task, model, tmp_path, capsys):
+    out = copy_run(finished, tmp_path)
+    weights = os.path.join(out, "checkpoints", "checkpoint-4", "model.safetensors")
+    with open(weights, "r+b") as f:
+        f.truncate(10)
+    before = snapshot(out)
+    code, err = run(flags(out, task, model, "--max_train_steps", 6, "--resume_from_checkpoint", "last"), capsys)
+    assert code == 2
+    assert "model.safetensors is damaged or truncated" in one_error_line(err)
+    assert snapshot(out) == before
