@@ -250,7 +250,8 @@ def masks_by_example(batches) -> dict[int, tuple]:
 @pytest.mark.parametrize("whole_word_mask", [False, True])
 def test_an_examples_mask_is_the_same_in_any_batch_row_reader_and_worker(tokenizer, whole_word_mask):
     """The oracle is each example collated alone; then batches of 5 and 16 from a shuffled `DataLoader` over
-    the Arrow cache (bulk reads, 0 and 2 workers) and lists of dicts must give every example the same mask."""
+    the Arrow cache (bulk reads, 0 and 2 workers), each of two processes' shards of a global batch (accelerate's
+    `prepare_data_loader`), and lists of dicts must give every example the same mask."""
     from datasets import Dataset
     from torch.utils.data import DataLoader
 
@@ -276,6 +277,17 @@ def test_an_examples_mask_is_the_same_in_any_batch_row_reader_and_worker(tokeniz
             generator=torch.Generator().manual_seed(batch_size),
         )
         assert masks_by_example(loader) == alone
+    # Two processes: accelerate's shards of a global batch of 8 (each process collates its 4 examples).
+    from accelerate.data_loader import prepare_data_loader
+
+    per_process = {}
+    for rank in (0, 1):
+        loader = DataLoader(dataset, batch_size=8, shuffle=False, collate_fn=collate)
+        shard = prepare_data_loader(
+            loader, num_processes=2, process_index=rank, put_on_device=False, split_batches=True
+        )
+        per_process.update(masks_by_example(shard))
+    assert per_process == alone
     reordered = examples[::-1][3:] + examples[::-1][:3]
     as_dicts = masks_by_example([(collator(reordered), [e["example_id"] for e in reordered])])
     assert as_dicts == alone
