@@ -26,7 +26,8 @@ def in_tmp_path(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """Inputs good and bad: a corpus, a task, a checkpoint, and files that are empty, binary, not UTF-8, a list."""
+    """Inputs good and bad: a corpus, a task, a checkpoint, and files that are empty, binary, not UTF-8, a list, a
+    named pipe, a model folder without tokenizer files."""
     from minibert import MiniBertConfig, MiniBertForMaskedLM
     from minibert.hub import save_model_folder
 
@@ -48,7 +49,21 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "list_config").mkdir()
     (root / "list_config" / "config.json").write_text("[]")
     (root / "a_dir").mkdir()
-    for name in ("empty.txt", "binary.bin", "latin1.txt", "list.json", "list_config", "a_dir"):
+    os.mkfifo(root / "fifo.txt")  # a reader that opened it would block: it must be refused unopened
+    (root / "bare_model").mkdir()  # a model without tokenizer files
+    for name in os.listdir(root / "model"):
+        if not name.startswith(("tokenizer", "vocab", "special_tokens")):
+            (root / "bare_model" / name).write_bytes((root / "model" / name).read_bytes())
+    for name in (
+        "empty.txt",
+        "binary.bin",
+        "latin1.txt",
+        "list.json",
+        "list_config",
+        "a_dir",
+        "fifo.txt",
+        "bare_model",
+    ):
         out[name] = str(root / name)
     out["missing"] = str(root / "no" / "such" / "file.txt")
     return out
@@ -56,15 +71,27 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 def values(rng: random.Random, files: dict, kind: str) -> str:
     """A value for a flag of `kind`: usually a sensible one, often a hostile one."""
-    hostile = ["-1", "0", "nan", "inf", "-inf", "1e309", str(2**40), "", "x", "ünïcödé", "--", "None", "1.5"]
+    hostile = ["-1", "0", "nan", "inf", "-inf", "1e309", "1e39", str(2**40), "", "x", "ünïcödé", "--", "None", "1.5"]
     if kind == "steps":  # a valid 2**40 steps is a run of years, not a bug: only values that must be refused
         hostile, kind = [v for v in hostile if v != str(2**40)], "int"
     good = {
         "int": ["1", "2", "3"],
         "float": ["0.1", "1e-3", "0.5"],
         "bool": ["true", "false", "maybe", "1"],
-        "path": [files[k] for k in ("empty.txt", "binary.bin", "latin1.txt", "list.json", "a_dir", "missing")]
-        + ["/proc/x"],
+        "path": [
+            files[k]
+            for k in (
+                "empty.txt",
+                "binary.bin",
+                "latin1.txt",
+                "list.json",
+                "a_dir",
+                "missing",
+                "fifo.txt",
+                "bare_model",
+            )
+        ]
+        + ["/proc/x", "/dev/null"],
         "str": ["linear", "cosine", "tensorboard", "none", "epoch"],
     }[kind]
     return rng.choice(good) if rng.random() < 0.5 else rng.choice(hostile + good[:1])
