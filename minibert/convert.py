@@ -16,99 +16,28 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-import transformers
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertModel, PreTrainedModel
+from transformers import AutoTokenizer, BertForPreTraining, PreTrainedModel
 
-from . import AUTO_CLASSES
 from .card import is_hub_id
 from .cli import UserError, one_line, run_cli
 from .configuration_minibert import SIZE_FIELDS, MiniBertConfig
-from .modeling_minibert import MiniBertForPreTraining, MiniBertModel
+from .hub import readable_as_umask_allows, save_model_folder
+from .modeling_minibert import MiniBertForPreTraining
 from .safety import check_writable_dir, read_json_object
-
-# transformers BERT class <-> MiniBERT class, one pair per Auto class: MiniBertForX's twin is transformers' BertForX.
-PAIRS = [(getattr(transformers, mini.__name__.removeprefix("Mini")), mini) for mini in AUTO_CLASSES.values()]
-TO_MINIBERT = {bert.__name__: mini for bert, mini in PAIRS}
-TO_BERT = {mini.__name__: bert for bert, mini in PAIRS}
-MINIBERT_TO_BERT_CLASS = {mini: bert for bert, mini in PAIRS}
-
-# Config fields with the same meaning in both (BertConfig's names), plus the fine-tuning fields.
-SHARED_CONFIG_FIELDS = [
-    *SIZE_FIELDS,
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
-    "classifier_dropout",
-    "id2label",
-    "label2id",
-    "problem_type",
-]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Configs and weights
-# --------------------------------------------------------------------------------------------------------------
-def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        raise UserError(
-            "this BERT is configured as a decoder (is_decoder / add_cross_attention); MiniBERT is an encoder"
-        )
-    position = getattr(config, "position_embedding_type", "absolute")
-    if position not in (None, "absolute"):
-        raise UserError(f"position_embedding_type={position!r} is not supported: MiniBERT uses absolute positions")
-    fields = {k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None}
-    try:
-        return MiniBertConfig(**fields)
-    except ValueError as e:
-        raise UserError(f"this BERT config cannot be converted: {e}") from None
-
-
-def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
-    other = config.non_bert_choices()
-    if other:
-        raise UserError(
-            f"this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
-            "BertModel has no such layers, so it has no native BERT twin; share it with its remote code"
-        )
-    return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
-
-
-def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel) -> None:
-    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
-    # The tied MLM decoder appears under two names; everything else must match exactly.
-    missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]
-    unexpected = [
-        k for k in unexpected if not k.endswith(("decoder.weight", "decoder.bias", "position_ids", "token_type_ids"))
-    ]
-    if missing or unexpected:
-        raise UserError(f"weights do not line up (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    dst.tie_weights()
-
-
-def bert_to_minibert(model: PreTrainedModel) -> PreTrainedModel:
-    """A transformers BERT model (any class in PAIRS) -> the matching MiniBERT model, same weights."""
-    cls = TO_MINIBERT.get(type(model).__name__)
-    if cls is None:
-        raise UserError(f"{type(model).__name__} has no MiniBERT counterpart; supported: {', '.join(TO_MINIBERT)}")
-    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is MiniBertModel else {}
-    out = cls(bert_config_to_minibert(model.config), **kwargs)
-    _copy_weights(model, out)
-    return out.to(model.dtype)
-
-
-def minibert_to_bert(model: PreTrainedModel) -> PreTrainedModel:
-    """A MiniBERT model -> the matching transformers BERT model, same weights."""
-    cls = TO_BERT[type(model).__name__]
-    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is BertModel else {}
-    out = cls(minibert_config_to_bert(model.config), **kwargs)
-    _copy_weights(model, out)
-    return out.to(model.dtype)
+from .twin import (  # noqa: F401 (the in-memory conversion, re-exported: `from minibert.convert import ...`)
+    MINIBERT_TO_BERT_CLASS,
+    PAIRS,
+    TO_BERT,
+    TO_MINIBERT,
+    bert_config_to_minibert,
+    bert_to_minibert,
+    minibert_config_to_bert,
+    minibert_to_bert,
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -149,6 +78,10 @@ def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> Pr
     config = read_checkpoint_config(name_or_path)
     model_type = config.get("model_type")
     if model_type == MiniBertConfig.model_type:
+        legacy = _legacy_weights(name_or_path)
+        if legacy is not None:  # minibert 0.1: fused Q/K/V and shorter names, renamed on the way in
+            config = kwargs.pop("config", None) or MiniBertConfig.from_pretrained(name_or_path)
+            return model_cls.from_pretrained(None, config=config, state_dict=legacy, **kwargs)
         return _from_pretrained(model_cls, name_or_path, **kwargs)
     if model_type == "bert":
         if isinstance(kwargs.get("config"), MiniBertConfig):
@@ -158,6 +91,49 @@ def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> Pr
         f"{name_or_path} is a {model_type or 'unknown'!r} checkpoint, not a BERT: expected model_type "
         f"'minibert' or 'bert' in its config.json"
     )
+
+
+# minibert 0.1 saved one fused `attention.qkv` and shorter layer names; today's names are BERT's.
+_LEGACY_RENAMES = {
+    ".attention.dense.": ".attention.output.dense.",
+    ".attention.LayerNorm.": ".attention.output.LayerNorm.",
+    ".feed_forward.intermediate.": ".intermediate.dense.",
+    ".feed_forward.output.": ".output.dense.",
+    ".feed_forward.LayerNorm.": ".output.LayerNorm.",
+}
+
+
+def legacy_names_to_bert(state: dict) -> dict:
+    """Weights saved by minibert 0.1 (one fused `attention.qkv`, shorter layer names) under BERT's names."""
+    out = {}
+    for name, tensor in state.items():
+        if ".attention.qkv." in name:
+            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
+                out[name.replace(".attention.qkv.", f".attention.self.{part}.")] = chunk.contiguous()
+            continue
+        for old, new in _LEGACY_RENAMES.items():
+            name = name.replace(old, new)
+        out[name] = tensor
+    return out
+
+
+def _legacy_weights(name_or_path: str) -> dict | None:
+    """The renamed weights of a minibert 0.1 checkpoint (one safetensors file, local or on the Hub), or None for
+    any other checkpoint. Kept here, not in the modeling file every checkpoint ships: only minibert's own loaders
+    (this one, the CLIs through it, `minibert-convert OLD NEW`) read such checkpoints."""
+    from safetensors.torch import load_file
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+        if path is None:
+            return None
+        with safe_open(path, framework="pt") as f:
+            if not any(".attention.qkv." in key for key in f.keys()):  # noqa: SIM118 (a safetensors file)
+                return None
+        return legacy_names_to_bert(load_file(path))
+    except (OSError, ValueError, SafetensorError):  # unreadable here: `from_pretrained` says what is wrong
+        return None
 
 
 # What a damaged or unreadable weights file raises (safetensors has its own error class; a torch pickle others).
@@ -226,6 +202,8 @@ def _shape_mismatch(cls: type, path: str, config=None) -> str:
 def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool = False) -> str:
     """Convert the checkpoint directory `src` into `dst`, with its tokenizer; returns the class written.
 
+    A sentence-transformers model converts as a whole: its transformer module (at the root or in a module folder
+    such as `0_Transformer/`) is converted in place and every other module is carried as it is.
     `dst` must be missing or empty; with `overwrite`, an existing checkpoint folder there is replaced as a whole
     (never a training run's folder, never a mix of old and new files)."""
     if os.path.abspath(src) == os.path.abspath(dst):
@@ -233,26 +211,28 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise UserError(f"{dst} is a file; DST must be a directory (it is created if missing)")
     check_writable_dir(dst, "DST")
-    model = _load_converted(src, to)
+    layout = sentence_transformers_layout(src)  # checked before anything is loaded or written
+    model_src = os.path.join(src, layout.transformer) if layout else src
+    model = _load_converted(model_src, to)
     replace = _check_destination(dst, overwrite)  # once SRC has loaded (its errors come first)
-    carry = sentence_transformers_modules(src)  # checked before anything is written
-
-    def extra(folder: str) -> None:
-        for name in carry:
-            source = os.path.join(src, name)
-            if os.path.isdir(source):
-                shutil.copytree(source, os.path.join(folder, name))
-            else:
-                shutil.copyfile(source, os.path.join(folder, name))
-
     tokenizer = None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src)
+        tokenizer = AutoTokenizer.from_pretrained(model_src)
     except Exception:
         pass  # a checkpoint without tokenizer files converts too; say so below
-    _write_converted(model, tokenizer, dst, extra, replace)
+
+    def write(folder: str) -> None:
+        save_model_folder(model, tokenizer, os.path.join(folder, layout.transformer) if layout else folder)
+        for name in layout.carried if layout else []:
+            source, target = os.path.join(src, name), os.path.join(folder, name)
+            if os.path.isdir(source):
+                shutil.copytree(source, target)
+            else:
+                shutil.copyfile(source, target)
+
+    _write_converted(write, dst, replace)
     if tokenizer is None:
-        print(f"note: {src} has no tokenizer files; {dst} holds the model only")
+        print(f"note: {model_src} has no tokenizer files; {dst} holds the model only")
     return type(model).__name__
 
 
@@ -261,6 +241,9 @@ def _load_converted(src: str, to: str) -> PreTrainedModel:
     config = read_checkpoint_config(src)
     model_type = config.get("model_type")
     if to == "minibert":
+        if model_type == MiniBertConfig.model_type and _legacy_weights(src) is not None:  # minibert 0.1: upgraded
+            mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
+            return load_pretrained_minibert(mini_cls, src)
         if model_type != "bert":
             raise UserError(
                 f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint"
@@ -291,17 +274,17 @@ def _check_destination(dst: str, overwrite: bool) -> bool:
     return bool(existing)
 
 
-def _write_converted(model: PreTrainedModel, tokenizer, dst: str, extra, replace: bool) -> None:
-    """The model folder written to `dst` (staged, so a failure never leaves it half-written); with `replace`, the
-    old folder is swapped out as a whole: none of the old checkpoint's files stays beside the new ones."""
-    from .hub import save_model_folder
-
-    if not replace:
-        save_model_folder(model, tokenizer, dst, extra=extra)
-        return
+def _write_converted(write, dst: str, replace: bool) -> None:
+    """`write(folder)` run on a staging folder beside `dst`, which then becomes `dst` in one rename, so a failure
+    never leaves `dst` half-written; with `replace`, the old folder is swapped out as a whole: none of the old
+    checkpoint's files stays beside the new ones."""
     staging = tempfile.mkdtemp(prefix=".converting-", dir=os.path.dirname(os.path.abspath(dst)))
     try:
-        save_model_folder(model, tokenizer, staging, extra=extra)
+        write(staging)
+        readable_as_umask_allows(staging)
+        if not replace:
+            os.replace(staging, dst)  # `dst` is missing or an empty folder
+            return
         old = staging + ".old"
         os.replace(dst, old)
         try:
@@ -314,34 +297,82 @@ def _write_converted(model: PreTrainedModel, tokenizer, dst: str, extra, replace
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# What a sentence-transformers model keeps beside the transformer's own files.
+# What a sentence-transformers model keeps beside the transformer's own files (at the root, and in the
+# transformer's module folder when it has one).
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
-def sentence_transformers_modules(src: str) -> list[str]:
-    """The files and module folders of a sentence-transformers model in `src` (pooling, normalisation, dense
-    layers...), which conversion carries across as they are; [] for a plain checkpoint. Without them,
-    `SentenceTransformer(converted)` would fall back to its defaults and return other embeddings, silently."""
+@dataclass(frozen=True)
+class SentenceTransformersLayout:
+    transformer: str  # the transformer module's folder in the model ("" for the root)
+    carried: list[str]  # files and module folders copied as they are, relative to the model's root
+
+
+def sentence_transformers_layout(src: str) -> SentenceTransformersLayout | None:
+    """Where a sentence-transformers model in `src` keeps its transformer, and what conversion carries across as it
+    is (the module list, pooling, dense layers...); None for a plain checkpoint. Without those modules,
+    `SentenceTransformer(converted)` would fall back to its defaults and return other embeddings, silently.
+
+    Accepted is what sentence-transformers loads: the transformer at the root or in its own module folder
+    (`0_Transformer/`, older models' `0_BERT/`), module types under their current or legacy names, and modules
+    listed without a folder (all-MiniLM-L6-v2's `2_Normalize` on the Hub). Where sentence-transformers is
+    installed, it loads `src` first and its refusal is ours; without it, only the module list's own form is checked.
+    """
     modules_file = os.path.join(src, "modules.json")
     if not os.path.isfile(modules_file):
-        return []
+        return None
     try:
         with open(modules_file, encoding="utf-8") as f:
-            modules = json.load(f)
-        paths = [m.get("path", "") for m in modules]
-        kinds = [str(m.get("type", "")) for m in modules]
+            paths = [str(m.get("path", "")) for m in json.load(f)]
     except (OSError, ValueError, AttributeError, TypeError) as e:
         raise UserError(f"cannot read {modules_file} (a sentence-transformers module list): {e}") from None
-    for path, kind in zip(paths, kinds):
-        if kind.endswith("Transformer") and path not in ("", "."):
-            raise UserError(
-                f"{src} is a sentence-transformers model whose transformer lives in {path}/: convert "
-                f"that folder, then copy the other modules beside the result"
-            )
-        if path not in ("", ".") and not os.path.isdir(os.path.join(src, path)):
-            raise UserError(f"{modules_file} names the module folder {path}/, which {src} does not have")
-    carried = [name for name in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(src, name))]
-    return carried + [p for p in paths if p not in ("", ".")]
+    for path in paths:
+        if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+            raise UserError(f"{modules_file} names the module folder {path!r}, which lies outside {src}")
+    _refused_by_sentence_transformers(src)
+    folders = [p.strip("/") for p in paths if p not in ("", ".")]
+    # The transformer is the module whose folder holds a transformers config (other modules' config.json, such as
+    # Pooling's, name no model_type); a model lists exactly one.
+    holders = [p for p in folders if _holds_transformers_config(os.path.join(src, p))]
+    if any(p in ("", ".") for p in paths) and _holds_transformers_config(src):
+        holders.append("")
+    if len(holders) != 1:
+        found = ", ".join(repr(h or ".") for h in holders) or "none"
+        raise UserError(
+            f"{modules_file}: conversion needs exactly one transformer module (a config.json with a model_type); "
+            f"found {found}"
+        )
+    transformer = holders[0]
+    carried = [n for n in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(src, n))]
+    if transformer:  # its own settings (sentence_bert_config.json) beside the converted weights
+        inner = os.path.join(src, transformer)
+        carried += [
+            os.path.join(transformer, n) for n in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(inner, n))
+        ]
+    # Modules without a folder (Normalize) need none: sentence-transformers builds them from their type alone.
+    carried += [p for p in folders if p != transformer and os.path.isdir(os.path.join(src, p))]
+    return SentenceTransformersLayout(transformer, carried)
+
+
+def _holds_transformers_config(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            return "model_type" in json.load(f)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _refused_by_sentence_transformers(src: str) -> None:
+    """A UserError with sentence-transformers' own reason when it cannot load `src` (nothing when it is not
+    installed): conversion accepts exactly the layouts the library that owns them accepts."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return
+    try:
+        SentenceTransformer(src, device="cpu", local_files_only=True)
+    except Exception as e:
+        raise UserError(f"{src} does not load as a sentence-transformers model ({one_line(e)})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import tempfile
 from transformers import PreTrainedModel
 
 from .cli import HubArguments, UserError
+from .twin import minibert_to_bert
 
 
 def save_model_folder(
@@ -42,7 +43,7 @@ def save_model_folder(
                 f.write(model_card)
         if extra is not None:
             extra(staging)
-        _readable_as_umask_allows(staging)
+        readable_as_umask_allows(staging)
         os.makedirs(output_dir, exist_ok=True)
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
@@ -67,11 +68,12 @@ def _name_tokenizer_in_config(directory: str) -> None:
         _write_config(config_file, config)
 
 
-def _readable_as_umask_allows(directory: str) -> None:
+def readable_as_umask_allows(directory: str) -> None:
     """Files as open() would create them (0666 less the umask): some writers (safetensors, temporary files) use 0600,
-    and a checkpoint in a shared folder must be readable by the team."""
+    and a checkpoint in a shared folder must be readable by the team. `directory` itself too (mkdtemp makes 0700)."""
     umask = os.umask(0)
     os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
     for root, dirs, files in os.walk(directory):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o777 & ~umask)
@@ -85,8 +87,6 @@ BERT_TWIN_DIR = "bert"
 def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str, model_card: str | None = None) -> str:
     """Write output_dir/bert/: `model` (a MiniBERT class) as the matching transformers BERT class, with
     `model_card` (`minibert.card.render_cards(...).twin`)."""
-    from .convert import minibert_to_bert
-
     return save_model_folder(
         minibert_to_bert(model), tokenizer, os.path.join(output_dir, BERT_TWIN_DIR), model_card=model_card
     )

@@ -33,6 +33,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
+    MultipleChoiceModelOutput,
     NextSentencePredictorOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
@@ -197,7 +198,11 @@ class MiniBertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def forward(self, hidden, attention_mask=None, unpadding: Unpadding | None = None, output_attentions=False):
+    def forward(
+        self, hidden, attention_mask=None, unpadding: Unpadding | None = None, output_attentions=False, **kwargs
+    ):
+        """`kwargs` go to the attention backend as they came (transformers' attention interface: e.g. the padding-free
+        collators' `cu_seq_lens_q` / `max_length_q`, which flash attention reads)."""
         # hidden: (B, S, H), or (T, H) packed real tokens on the unpadded path
         to_batch = unpadding.pad if unpadding is not None else (lambda x: x)
         q, k, v = (to_batch(proj(hidden)) for proj in (self.query, self.key, self.value))  # each (B, S, H)
@@ -207,7 +212,14 @@ class MiniBertSelfAttention(nn.Module):
         implementation = attention_implementation(self.config, output_attentions)
         attend = _attention_function(implementation)
         context, weights = attend(
-            self, q, k, v, attention_mask, dropout=self.dropout.p if self.training else 0.0, scaling=self.scaling
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
         )  # context (B, S, nh, d)
         context = context.reshape(B, S, self.num_heads * self.head_dim)  # merge heads
         return (unpadding.unpad(context) if unpadding is not None else context), weights
@@ -245,8 +257,9 @@ class MiniBertAttention(nn.Module):
         self.self = MiniBertSelfAttention(config)
         self.output = MiniBertSelfOutput(config)
 
-    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
-        context, weights = self.self(self.output.normed_input(hidden), attention_mask, unpadding, output_attentions)
+    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False, **kwargs):
+        normed = self.output.normed_input(hidden)
+        context, weights = self.self(normed, attention_mask, unpadding, output_attentions, **kwargs)
         return self.output(context, hidden), weights
 
 
@@ -288,8 +301,8 @@ class MiniBertLayer(GradientCheckpointingLayer):
         self.intermediate = MiniBertIntermediate(config)
         self.output = MiniBertOutput(config)
 
-    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
-        hidden, weights = self.attention(hidden, attention_mask, unpadding, output_attentions)
+    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False, **kwargs):
+        hidden, weights = self.attention(hidden, attention_mask, unpadding, output_attentions, **kwargs)
         return self.output(self.intermediate(self.output.normed_input(hidden)), hidden), weights
 
 
@@ -314,7 +327,9 @@ class MiniBertEncoder(nn.Module):
         # Pre-LN leaves the residual stream unnormalised: one LayerNorm after the last layer, as GPT-2 has.
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_layer_norm else None
 
-    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False, output_hidden_states=None):
+    def forward(
+        self, hidden, attention_mask=None, unpadding=None, output_attentions=False, output_hidden_states=None, **kwargs
+    ):
         """Returns the last hidden state, the selected hidden states and the attention weights (or None).
 
         The hidden states are the very tensors each layer consumed (the packed (T, H) ones on the unpadded path),
@@ -326,7 +341,7 @@ class MiniBertEncoder(nn.Module):
         for i, layer in enumerate(self.layer):
             if selected is not None and i in selected:
                 all_hidden.append(hidden)
-            hidden, weights = layer(hidden, attention_mask, unpadding, output_attentions)
+            hidden, weights = layer(hidden, attention_mask, unpadding, output_attentions, **kwargs)
             if output_attentions:
                 all_weights.append(weights)
         if self.LayerNorm is not None:
@@ -364,49 +379,11 @@ AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_minibert.MiniBertForMaskedLM",
     "AutoModelForNextSentencePrediction": "modeling_minibert.MiniBertForNextSentencePrediction",
     "AutoModelForSequenceClassification": "modeling_minibert.MiniBertForSequenceClassification",
+    "AutoModelForMultipleChoice": "modeling_minibert.MiniBertForMultipleChoice",
     "AutoModelForTokenClassification": "modeling_minibert.MiniBertForTokenClassification",
     "AutoModelForQuestionAnswering": "modeling_minibert.MiniBertForQuestionAnswering",
 }
 CODE_FILES = ("configuration_minibert.py", "modeling_minibert.py")
-
-
-def _legacy_names_to_bert(state: dict) -> dict:
-    """Weights saved by minibert 0.1 (one fused `attention.qkv`, shorter layer names) under BERT's names."""
-    renames = {
-        ".attention.dense.": ".attention.output.dense.",
-        ".attention.LayerNorm.": ".attention.output.LayerNorm.",
-        ".feed_forward.intermediate.": ".intermediate.dense.",
-        ".feed_forward.output.": ".output.dense.",
-        ".feed_forward.LayerNorm.": ".output.LayerNorm.",
-    }
-    out = {}
-    for name, tensor in state.items():
-        if ".attention.qkv." in name:
-            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3, dim=0)):
-                out[name.replace(".attention.qkv.", f".attention.self.{part}.")] = chunk.contiguous()
-            continue
-        for old, new in renames.items():
-            name = name.replace(old, new)
-        out[name] = tensor
-    return out
-
-
-def _legacy_state_dict(name_or_path, **hub_kwargs) -> dict | None:
-    """The converted weights of a minibert 0.1 checkpoint (single safetensors file), or None for any other."""
-    try:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        from transformers.utils import cached_file
-
-        path = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
-        if path is None:
-            return None
-        with safe_open(path, framework="pt") as f:
-            if not any(".attention.qkv." in key for key in f.keys()):  # noqa: SIM118 (a safetensors file)
-                return None
-        return _legacy_names_to_bert(load_file(path))
-    except Exception:  # not a local folder / not reachable: let from_pretrained say what is wrong
-        return None
 
 
 class MiniBertPreTrainedModel(PreTrainedModel):
@@ -445,21 +422,6 @@ class MiniBertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, MiniBertLMPredictionHead):
             init.zeros_(module.bias)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """As transformers does; a checkpoint of minibert 0.1 (fused Q/K/V names) is renamed on the way in."""
-        if kwargs.get("state_dict") is None and pretrained_model_name_or_path is not None:
-            hub = {
-                k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs
-            }
-            legacy = _legacy_state_dict(pretrained_model_name_or_path, **hub)
-            if legacy is not None:
-                config = kwargs.pop("config", None)
-                if not isinstance(config, MiniBertConfig):
-                    config = MiniBertConfig.from_pretrained(pretrained_model_name_or_path, **hub)
-                return super().from_pretrained(None, *args, config=config, state_dict=legacy, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as transformers does, plus this code and the full `auto_map`, so the folder loads anywhere.
@@ -524,6 +486,9 @@ class MiniBertModel(MiniBertPreTrainedModel):
         token_indices (`torch.LongTensor` of shape `(T,)`, *optional*): flat positions in `batch * seq` of the real
             tokens, padded with the value `batch * seq` (see `Unpadding`). Given, position-wise work skips padding and
             `last_hidden_state` is zero at padded positions; the returned `hidden_states` are then packed `(T, H)`.
+        kwargs: passed to every layer's attention backend as they are (transformers' attention interface), e.g. the
+            `cu_seq_lens_q` / `cu_seq_lens_k` / `max_length_q` / `max_length_k` of a padding-free collator
+            (`DataCollatorWithFlattening`), which flash attention reads.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -541,7 +506,7 @@ class MiniBertModel(MiniBertPreTrainedModel):
             embeddings = unpadding.unpad(embeddings)  # (T, H)
 
         hidden, all_hidden, all_weights = self.encoder(
-            embeddings, mask, unpadding, output_attentions, output_hidden_states
+            embeddings, mask, unpadding, output_attentions, output_hidden_states, **kwargs
         )
         sequence_output = unpadding.pad(hidden) if unpadding is not None else hidden  # (B, S, H)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
@@ -589,9 +554,6 @@ class MiniBertOnlyMLMHead(nn.Module):
     def __init__(self, config: MiniBertConfig):
         super().__init__()
         self.predictions = MiniBertLMPredictionHead(config)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.predictions(hidden)
 
 
 class MiniBertOnlyNSPHead(nn.Module):
@@ -707,22 +669,30 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
         masked_positions=None,
         sparse_prediction=None,
         num_items_in_batch=None,
+        num_sequences_in_batch=None,
         **kwargs,
     ):
         r"""
         masked_positions (`torch.LongTensor` of shape `(M,)`, *optional*): with `sparse_prediction`, where the MLM
             head runs (see `_masked_lm`). sparse_prediction (`bool`, *optional*): overrides `config.sparse_prediction`.
+        num_items_in_batch (*optional*): the masked tokens of the whole step (every micro-batch and process), what
+            transformers' `Trainer` counts from `labels`: the MLM loss is this batch's sum over that count.
+        num_sequences_in_batch (*optional*): the sequences of the whole step: the NSP loss is this batch's sum over
+            that count, exactly. Without it, but with `num_items_in_batch`, the count is estimated as this batch's
+            sequences times its share of the step's masked tokens (`_sequences_in_step`); without either, both
+            losses are plain means, as in transformers' BERT.
         """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
             token_indices=token_indices,
+            **kwargs,
         )
         mlm_logits, mlm_loss = _masked_lm(
             self.cls.predictions,
@@ -733,7 +703,11 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
             num_items_in_batch,
         )
         nsp_logits = self.cls.seq_relationship(encoded.pooler_output)  # (B, 2)
-        nsp_loss = _cross_entropy(nsp_logits, next_sentence_label) if next_sentence_label is not None else None
+        nsp_loss = None
+        if next_sentence_label is not None:
+            if num_sequences_in_batch is None:
+                num_sequences_in_batch = _sequences_in_step(next_sentence_label, labels, num_items_in_batch)
+            nsp_loss = _cross_entropy(nsp_logits, next_sentence_label, num_sequences_in_batch)
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return self._outputs(
             MiniBertForPreTrainingOutput,
@@ -745,6 +719,18 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
             mlm_loss=mlm_loss,
             nsp_loss=nsp_loss,
         )
+
+
+def _sequences_in_step(next_sentence_label, labels, num_items_in_batch):
+    """The step's NSP count, estimated from what transformers' `Trainer` passes (`num_items_in_batch`: the step's
+    masked tokens): this batch's sequences * step's masked tokens / this batch's masked tokens. Exact when every
+    micro-batch masks the same share of its sequences' tokens (a fixed number of masks per sequence, or one
+    micro-batch per step); otherwise each micro-batch's NSP mean is weighted by its masked tokens, not by its
+    sequences. None (a plain mean) without both counts."""
+    if num_items_in_batch is None or labels is None:
+        return None
+    sequences = (next_sentence_label != -100).sum()
+    return sequences * num_items_in_batch / (labels != -100).sum().clamp(min=1)
 
 
 class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
@@ -772,18 +758,25 @@ class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
         masked_positions=None,
         sparse_prediction=None,
         num_items_in_batch=None,
+        num_sequences_in_batch=None,
         **kwargs,
     ):
+        r"""
+        num_items_in_batch (*optional*): the step's masked tokens; the loss is this batch's sum over it.
+        num_sequences_in_batch (*optional*): accepted and unused (MLM has no per-sequence loss), so that a
+            pretraining loop passes the same normalisers to either pretraining head.
+        """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
             token_indices=token_indices,
+            **kwargs,
         )
         logits, loss = _masked_lm(
             self.cls.predictions,
@@ -816,20 +809,26 @@ class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
+        r"""
+        num_items_in_batch (*optional*): the step's labelled sequences (what `Trainer` counts from `labels`); the
+            loss is this batch's sum over it.
+        """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.cls(encoded.pooler_output)  # (B, 2)
-        loss = _cross_entropy(logits, labels) if labels is not None else None
+        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
         return self._outputs(NextSentencePredictorOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -869,15 +868,20 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
         num_items_in_batch=None,
         **kwargs,
     ):
+        r"""
+        num_items_in_batch (*optional*): the step's label values (what `Trainer` counts from `labels`: one per
+            example, or one per example and class for multi-label); the loss is this batch's sum over it.
+        """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None
@@ -900,6 +904,62 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
                 count = labels.numel() if num_items_in_batch is None else num_items_in_batch
                 loss = loss / torch.as_tensor(count, device=loss.device, dtype=loss.dtype)
         return self._outputs(SequenceClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
+
+
+class MiniBertForMultipleChoice(MiniBertPreTrainedModel):
+    """A linear layer scoring each choice's pooled [CLS] vector; a softmax over the choices (SWAG, RACE).
+
+    Inputs are (B, C, S): C choices per example, each a full sequence (usually the context paired with one ending).
+    """
+
+    _keys_to_ignore_on_load_unexpected = _PRETRAINING_HEADS
+
+    def __init__(self, config: MiniBertConfig):
+        super().__init__(config)
+        self.bert = MiniBertModel(config)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ):
+        r"""
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*): the index of the right choice, in [0, C).
+        num_items_in_batch (*optional*): the step's labelled examples (what `Trainer` counts from `labels`); the
+            loss is this batch's sum over it.
+        """
+        num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+
+        def flat(x):  # (B, C, S, ...) -> (B * C, S, ...): every choice is a sequence of its own
+            return x.reshape(-1, *x.shape[2:]) if x is not None else None
+
+        encoded = self.bert(
+            input_ids=flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+            inputs_embeds=flat(inputs_embeds),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        scores = self.classifier(self.dropout(encoded.pooler_output))  # (B * C, 1)
+        logits = scores.view(-1, num_choices)  # (B, C)
+        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        return self._outputs(MultipleChoiceModelOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
 class MiniBertForTokenClassification(MiniBertPreTrainedModel):
@@ -929,15 +989,20 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
         num_items_in_batch=None,
         **kwargs,
     ):
+        r"""
+        num_items_in_batch (*optional*): the step's labelled tokens (labels != -100, what `Trainer` counts); the
+            loss is this batch's sum over it.
+        """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, S, num_labels)
         loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
@@ -968,17 +1033,24 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
+        r"""
+        num_items_in_batch (*optional*): the step's answers (one per example whose positions are not ignored); the
+            loss is (sum of start losses + sum of end losses) / 2 over it. `Trainer` passes none here (it counts
+            `labels`, which QA has not) and averages the micro-batches' means itself.
+        """
         encoded = self.bert(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
             return_dict=True,
+            **kwargs,
         )
         logits = self.qa_outputs(encoded.last_hidden_state)  # (B, S, num_labels)
         start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1)[:2])
@@ -1000,8 +1072,8 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
                 rows = torch.arange(outside.size(0), device=outside.device)
                 start_positions = start_positions.masked_fill(outside[rows, start_positions], ignored)
                 end_positions = end_positions.masked_fill(outside[rows, end_positions], ignored)
-            start_loss = _cross_entropy(start_logits, start_positions, ignore_index=ignored)
-            end_loss = _cross_entropy(end_logits, end_positions, ignore_index=ignored)
+            start_loss = _cross_entropy(start_logits, start_positions, num_items_in_batch, ignore_index=ignored)
+            end_loss = _cross_entropy(end_logits, end_positions, num_items_in_batch, ignore_index=ignored)
             loss = (start_loss + end_loss) / 2
         return self._outputs(
             QuestionAnsweringModelOutput,
@@ -1020,6 +1092,7 @@ __all__ = [
     "MiniBertForMaskedLM",
     "MiniBertForNextSentencePrediction",
     "MiniBertForSequenceClassification",
+    "MiniBertForMultipleChoice",
     "MiniBertForTokenClassification",
     "MiniBertForQuestionAnswering",
 ]

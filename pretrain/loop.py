@@ -200,15 +200,17 @@ class PretrainingLoop:
             accelerator.gradient_state._set_sync_gradients(last)
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 # transformers' `num_items_in_batch` convention: the MLM loss is summed over this micro-batch's
-                # masked tokens and divided by the step's global count (0 when none is masked). The plan's sparse
-                # head: logits (M, vocab) at the collator's `masked_positions` only.
-                out = model(**batch, num_items_in_batch=n_masked, sparse_prediction=self.plan.sparse_head)
-                if self.next_sentence_prediction:
-                    mlm = out.mlm_loss
-                    nsp = out.nsp_loss * (batch["labels"].size(0) / n_sequences)  # mean -> share of the global mean
-                else:  # MLM only: a masked-LM head
-                    mlm, nsp = out.loss, self._zero
-                accelerator.backward((mlm + nsp) * scale)
+                # masked tokens and divided by the step's global count (0 when none is masked), the NSP loss summed
+                # over its sequences and divided by the step's. The plan's sparse head: logits (M, vocab) at the
+                # collator's `masked_positions` only.
+                out = model(
+                    **batch,
+                    num_items_in_batch=n_masked,
+                    num_sequences_in_batch=n_sequences,
+                    sparse_prediction=self.plan.sparse_head,
+                )
+                accelerator.backward(out.loss * scale)
+            mlm, nsp = (out.mlm_loss, out.nsp_loss) if self.next_sentence_prediction else (out.loss, self._zero)
             parts += torch.stack([mlm, nsp]).detach().float()
             self._count_tokens(batch)
         return parts

@@ -498,11 +498,20 @@ PROBE_CHECKPOINT = {
     "AutoModelForSequenceClassification": "seq",
     "AutoModelForTokenClassification": "tok",
     "AutoModelForQuestionAnswering": "qa",
+    "AutoModelForMultipleChoice": "mc",
 }
+# The Auto classes whose inputs are (B, C, S) choices: the probe's pair given as two choices (the second one with
+# every token in segment A).
+PROBE_CHOICES = ("AutoModelForMultipleChoice",)
+
+
+def probe_choices(encoded: dict) -> dict:
+    return {k: torch.stack([v, torch.zeros_like(v) if k == "token_type_ids" else v], dim=1) for k, v in encoded.items()}
 
 
 def _save_probe_checkpoints(root, tokenizer) -> dict:
     from minibert import (
+        MiniBertForMultipleChoice,
         MiniBertForPreTraining,
         MiniBertForQuestionAnswering,
         MiniBertForSequenceClassification,
@@ -516,6 +525,7 @@ def _save_probe_checkpoints(root, tokenizer) -> dict:
         "seq": random_model(MiniBertForSequenceClassification, vocab_size=vocab, id2label=PROBE_LABELS["seq"]),
         "tok": random_model(MiniBertForTokenClassification, vocab_size=vocab, id2label=PROBE_LABELS["tok"]),
         "qa": random_model(MiniBertForQuestionAnswering, vocab_size=vocab),
+        "mc": random_model(MiniBertForMultipleChoice, vocab_size=vocab),
     }
     paths = {}
     for name, model in models.items():
@@ -540,6 +550,8 @@ def run_remote_probe(python: str, root, tokenizer, resave: bool = True) -> tuple
     work.mkdir()
     encoded = AutoTokenizer.from_pretrained(paths["pretraining"])(*PROBE_TEXTS["pair"], return_tensors="pt")
     texts = {**PROBE_TEXTS, "encoded": {k: v.tolist() for k, v in encoded.items()}}
+    texts["encoded_choices"] = {k: v.tolist() for k, v in probe_choices(encoded).items()}
+    texts["choice_heads"] = list(PROBE_CHOICES)
     heads = {auto.__name__: PROBE_CHECKPOINT.get(auto.__name__, "pretraining") for auto in AUTO_CLASSES}
     out = run_without_minibert(
         [PROBE, json.dumps(paths), json.dumps(texts), json.dumps(heads)],
@@ -591,6 +603,6 @@ def assert_probe_matches_minibert(paths: dict, out: dict, atol: float = 1e-5) ->
     for auto_name, cls in classes.items():
         model = cls.from_pretrained(paths[PROBE_CHECKPOINT.get(auto_name, "pretraining")]).eval()
         with torch.no_grad():
-            local = model(**enc)[0]
+            local = model(**(probe_choices(enc) if auto_name in PROBE_CHOICES else enc))[0]
         assert out["heads"][auto_name]["class"] == cls.__name__
         torch.testing.assert_close(torch.tensor(out["heads"][auto_name]["values"]), local, **close, msg=auto_name)

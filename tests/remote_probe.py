@@ -39,12 +39,14 @@ out["token_classification"] = pipeline("token-classification", model=ckpt["tok"]
 tokenizer = AutoTokenizer.from_pretrained(ckpt["pretraining"], **remote)
 out["pair_encoding"] = {k: v.tolist() for k, v in tokenizer(*texts["pair"], return_tensors="pt").items()}
 enc = {k: torch.tensor(v) for k, v in texts["encoded"].items()}  # the same ids as the main environment's
+choices = {k: torch.tensor(v) for k, v in texts["encoded_choices"].items()}  # (1, C, S) for multiple choice
 out["config_class"] = type(AutoConfig.from_pretrained(ckpt["pretraining"], **remote)).__name__
 out["heads"] = {}
 for name, which in heads.items():
     model = getattr(transformers, name).from_pretrained(ckpt[which], **remote).eval()
     with torch.no_grad():
-        out["heads"][name] = {"class": type(model).__name__, "values": model(**enc)[0].tolist()}
+        inputs = choices if name in texts["choice_heads"] else enc
+        out["heads"][name] = {"class": type(model).__name__, "values": model(**inputs)[0].tolist()}
 
 # Loaded as remote code and saved again: the new folder still carries the code and the full auto_map,
 # and loads again (here, without minibert) through another Auto class.

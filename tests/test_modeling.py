@@ -683,17 +683,31 @@ def _legacy_names(state: dict) -> dict:
 
 
 def test_checkpoints_with_the_old_fused_names_still_load(tmp_path):
+    """minibert's loaders (the CLIs' `load_pretrained_minibert`) read a 0.1 checkpoint, and `minibert-convert OLD NEW`
+    rewrites it under today's names; the modeling file every checkpoint ships carries no renamer."""
+    import inspect
+
     from safetensors.torch import load_file, save_file
 
+    from minibert import modeling_minibert
+    from minibert.convert import convert_checkpoint, load_pretrained_minibert
+
     _, mini = pair(BertForPreTraining)
-    mini.save_pretrained(tmp_path)
-    weights = tmp_path / "model.safetensors"
+    mini.save_pretrained(tmp_path / "old")
+    weights = tmp_path / "old" / "model.safetensors"
     legacy = _legacy_names(load_file(weights))
     assert any(".attention.qkv." in k for k in legacy) and not any(".attention.self." in k for k in legacy)
     save_file(legacy, weights, metadata={"format": "pt"})
-    loaded = MiniBertForPreTraining.from_pretrained(tmp_path).eval()
+    loaded = load_pretrained_minibert(MiniBertForPreTraining, str(tmp_path / "old")).eval()
     for name, tensor in mini.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+    convert_checkpoint(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert not any(".attention.qkv." in k for k in load_file(tmp_path / "new" / "model.safetensors"))
+    upgraded = MiniBertForPreTraining.from_pretrained(tmp_path / "new")
+    for name, tensor in mini.state_dict().items():
+        assert torch.equal(upgraded.state_dict()[name], tensor), name
+    assert "qkv" not in inspect.getsource(modeling_minibert)
 
 
 # Published sizes of Google's BERT family with the 30,522-token uncased vocabulary: BERT-base 110M and BERT-large

@@ -20,6 +20,7 @@ from transformers_common import load_common_module
 from minibert import AUTO_CLASSES, MiniBertConfig
 from minibert.modeling_minibert import (
     MiniBertForMaskedLM,
+    MiniBertForMultipleChoice,
     MiniBertForNextSentencePrediction,
     MiniBertForPreTraining,
     MiniBertForQuestionAnswering,
@@ -52,6 +53,7 @@ class MiniBertModelTester:
         max_position_embeddings=512,
         type_vocab_size=16,
         num_labels=3,
+        num_choices=4,
         type_sequence_label_size=2,
         **config_overrides,
     ):
@@ -62,6 +64,7 @@ class MiniBertModelTester:
         self.num_attention_heads, self.intermediate_size = num_attention_heads, intermediate_size
         self.max_position_embeddings, self.type_vocab_size = max_position_embeddings, type_vocab_size
         self.num_labels, self.type_sequence_label_size = num_labels, type_sequence_label_size
+        self.num_choices = num_choices
         self.is_training = True
         self.use_labels = True
 
@@ -177,6 +180,15 @@ class MiniBertModelTester:
         self.parent.assertEqual(result.logits.shape, (self.batch_size, self.seq_length, self.num_labels))
         self.parent.assertEqual(result.loss.shape, ())
 
+    def create_and_check_for_multiple_choice(self, config, input_ids, token_type_ids, input_mask, sequence_labels, _):
+        def choices(x):  # (B, S) -> (B, C, S), as BertModelTester builds them
+            return x.unsqueeze(1).expand(-1, self.num_choices, -1).contiguous()
+
+        inputs = (choices(input_ids), choices(token_type_ids), choices(input_mask))
+        result = self._run(MiniBertForMultipleChoice, config, *inputs, labels=sequence_labels)
+        self.parent.assertEqual(result.logits.shape, (self.batch_size, self.num_choices))
+        self.parent.assertEqual(result.loss.shape, ())
+
 
 # Common tests that do not apply, each with its reason. Everything else in ModelTesterMixin runs.
 SKIPS = {
@@ -193,13 +205,23 @@ class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         """transformers finds a class's labels from its Auto mappings, which name only transformers' own classes."""
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=False)
+        if model_class is MiniBertForMultipleChoice:  # (B, C, S): every tensor once per choice
+            C = self.model_tester.num_choices
+            inputs_dict = {
+                k: v.unsqueeze(1).expand(-1, C, *v.shape[1:]).contiguous() if torch.is_tensor(v) and v.ndim > 1 else v
+                for k, v in inputs_dict.items()
+            }
         if return_labels:
             B, S = self.model_tester.batch_size, self.model_tester.seq_length
             if model_class in (MiniBertForPreTraining, MiniBertForMaskedLM, MiniBertForTokenClassification):
                 inputs_dict["labels"] = torch.zeros(B, S, dtype=torch.long)
             if model_class is MiniBertForPreTraining:
                 inputs_dict["next_sentence_label"] = torch.zeros(B, dtype=torch.long)
-            if model_class in (MiniBertForSequenceClassification, MiniBertForNextSentencePrediction):
+            if model_class in (
+                MiniBertForSequenceClassification,
+                MiniBertForNextSentencePrediction,
+                MiniBertForMultipleChoice,
+            ):
                 inputs_dict["labels"] = torch.zeros(B, dtype=torch.long)
             if model_class is MiniBertForQuestionAnswering:
                 inputs_dict["start_positions"] = torch.zeros(B, dtype=torch.long)
@@ -249,6 +271,9 @@ class MiniBertModelTest(ModelTesterMixin, unittest.TestCase):
 
     def test_for_pretraining(self):
         self.model_tester.create_and_check_for_pretraining(*self.model_tester.prepare_config_and_inputs())
+
+    def test_for_multiple_choice(self):
+        self.model_tester.create_and_check_for_multiple_choice(*self.model_tester.prepare_config_and_inputs())
 
     def test_for_question_answering(self):
         self.model_tester.create_and_check_for_question_answering(*self.model_tester.prepare_config_and_inputs())

@@ -260,7 +260,7 @@ def test_time_budget_stops_checkpoints_and_exports(small_corpus, data_cache, tmp
 
 
 def poison_losses(monkeypatch, calls: set[int]) -> None:
-    """Make the model's MLM loss NaN on the given forward calls (counted from 0)."""
+    """Make the model's loss (and its MLM part) NaN on the given forward calls (counted from 0)."""
     from minibert import MiniBertForPreTraining
 
     original = MiniBertForPreTraining.forward
@@ -270,7 +270,7 @@ def poison_losses(monkeypatch, calls: set[int]) -> None:
         out = original(self, *args, **kwargs)
         if self.training:
             if counter["n"] in calls:
-                out.mlm_loss = out.mlm_loss * float("nan")
+                out.loss, out.mlm_loss = out.loss * float("nan"), out.mlm_loss * float("nan")
             counter["n"] += 1
         return out
 

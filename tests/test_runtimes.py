@@ -24,6 +24,13 @@ def tiny(cls, **overrides):
     return cls(MiniBertConfig(**{**TINY, "num_labels": 3, **overrides})).eval()
 
 
+def inputs_for(cls, batch: dict) -> dict:
+    """The batch as `cls` takes it: (B, S), or (B, 2, S) for multiple choice (each row, and it left-padded)."""
+    if cls.__name__ != "MiniBertForMultipleChoice":
+        return batch
+    return {k: torch.stack([v, v.flip(-1)], dim=1) for k, v in batch.items()}
+
+
 def first_output(out):
     return out[0] if isinstance(out, tuple) else next(iter(out.values()))
 
@@ -35,14 +42,14 @@ def first_output(out):
 @pytest.mark.parametrize("cls", HEADS, ids=lambda c: c.__name__)
 def test_torch_export_with_attention_mask(cls, strict):
     model = tiny(cls)
-    batch = make_batch()
+    batch = inputs_for(cls, make_batch())
     exported = torch.export.export(
         model, (batch["input_ids"],), kwargs={k: batch[k] for k in ("attention_mask", "token_type_ids")}, strict=strict
     )
     with torch.no_grad():
         expected = model(**batch)
         # The exported program runs the padded batch it was traced on and another one with other padding.
-        for other in (batch, {k: v.flip(1) for k, v in batch.items()}):
+        for other in (batch, {k: v.flip(-1) for k, v in batch.items()}):
             got = exported.module()(
                 other["input_ids"], attention_mask=other["attention_mask"], token_type_ids=other["token_type_ids"]
             )
