@@ -117,3 +117,11 @@ class ArrowExamples(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> ExampleBatch:
         return ExampleBatch.from_arrow(self._arrow[list(indices)])
+
+
+def bulk_reader(dataset):
+    """`ArrowExamples(dataset)` for a `datasets.Dataset` (what `prepare_pretraining_data` returns); any other
+    dataset (a stream, a caller's own) unchanged."""
+    import datasets
+
+    return ArrowExamples(dataset) if isinstance(dataset, datasets.Dataset) else dataset

@@ -31,6 +31,7 @@ from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
 from .args import ModelArguments, PretrainingArguments, RunPlan, parse_config_overrides
+from .batches import bulk_reader
 from .checkpointing import (
     Progress,
     StopRequest,
@@ -204,6 +205,8 @@ def build_dataloaders(
 
         dataset = ResumableStream(dataset, record_every=args.per_device_train_batch_size)
         common["num_workers"] = 0  # the positions are recorded where the stream is read: in this process
+    else:
+        dataset = bulk_reader(dataset)  # a batch read from the Arrow cache in one `take`, no dict per example
     train = DataLoader(
         dataset,
         batch_size=args.per_device_train_batch_size,
@@ -219,7 +222,7 @@ def build_dataloaders(
     evaluation = None
     if data.eval_dataset is not None:
         evaluation = DataLoader(
-            data.eval_dataset,
+            bulk_reader(data.eval_dataset),
             batch_size=args.per_device_eval_batch_size,
             shuffle=False,
             collate_fn=eval_collator(collator, eval_mlm_probability),
