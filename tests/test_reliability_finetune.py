@@ -394,31 +394,31 @@ def test_the_resume_allow_list_names_only_real_fields():
 def test_every_argument_not_allowed_to_change_is_refused_on_resume_by_name():
     """Generated from the dataclasses: each field outside RESUMABLE, changed alone, is refused naming it; each field
     on it, changed alone, is not compared."""
-    from finetune import train as T
+    from finetune import checkpointing as C
     from finetune.args import RESUMABLE
 
     groups = _argument_groups()
-    saved = T.run_settings(*groups)
+    saved = C.run_settings(*groups)
     checked = 0
     for i, group in enumerate(groups):
         for f in dataclasses.fields(group):
             changed = list(groups)
             changed[i] = dataclasses.replace(group, **{f.name: _changed(getattr(group, f.name), str(f.type))})
-            settings = T.run_settings(*changed)
+            settings = C.run_settings(*changed)
             if f.name in RESUMABLE:
-                T.check_resume_settings("ckpt", saved, settings)  # allowed: no error
+                C.check_resume_settings("ckpt", saved, settings)  # allowed: no error
                 assert f.name not in settings
                 continue
             with pytest.raises(UserError, match=rf"was made with other settings than this run's: {f.name} "):
-                T.check_resume_settings("ckpt", saved, settings)
+                C.check_resume_settings("ckpt", saved, settings)
             checked += 1
     assert checked >= 20  # the learning rate, schedule, data, model, precision... (a guard against an empty loop)
 
 
 def test_a_checkpoint_records_its_settings_in_trainer_state(finished, task, model):
-    from finetune import train as T
+    from finetune.checkpointing import saved_settings
 
-    saved = T.saved_settings(os.path.join(finished, "checkpoints", "checkpoint-4"))
+    saved = saved_settings(os.path.join(finished, "checkpoints", "checkpoint-4"))
     assert saved["labels"] == {"problem_type": "single_label_classification", "names": ["animal", "vehicle"]}
     assert saved["model_name_or_path"] == os.path.realpath(model)
     assert saved["learning_rate"] is None and saved["max_seq_length"] == 128
