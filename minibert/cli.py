@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,8 +86,9 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def _load_config_file(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
+    from .checks import check_input_path  # (minibert.checks imports this module)
+
+    check_input_path(path, "config file")  # missing, a folder, /dev/null or a named pipe: said as such
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

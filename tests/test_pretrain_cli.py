@@ -7,6 +7,7 @@
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -229,3 +230,16 @@ def test_both_resume_keywords_continue_the_newest_checkpoint(tmp_path):
     )
     steps = [json.loads(line)["step"] for line in open(tmp_path / "out" / "metrics.jsonl") if '"loss"' in line]
     assert steps == sorted(set(steps))  # one run, continued: no step twice
+
+
+@pytest.mark.parametrize("kind", ["missing", "/dev/null", "fifo"])
+def test_a_config_file_that_is_not_a_file_is_named_as_such(kind, tmp_path, capsys):
+    from pretrain.__main__ import main
+
+    path = {"missing": str(tmp_path / "run.yaml"), "/dev/null": "/dev/null", "fifo": str(tmp_path / "fifo.yaml")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block
+    code = main(["--config", path])
+    named = {"missing": "no such file", "/dev/null": "is a character device", "fifo": "is a named pipe"}[kind]
+    assert code == 2
+    assert named in _one_error_line(capsys.readouterr().err)
