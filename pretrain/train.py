@@ -129,6 +129,14 @@ def check_config_fits_data(config, tokenizer, max_seq_length: int) -> None:
         raise UserError(f"--config_overrides: {'; '.join(problems)}")
 
 
+def planned_architecture(model_args: ModelArguments) -> dict:
+    """The config fields the model will be built with, before it is: the checkpoint's, then --config_overrides."""
+    from minibert.convert import read_checkpoint_config
+
+    base = read_checkpoint_config(model_args.model_name_or_path) if model_args.model_name_or_path else {}
+    return {**base, **typed_config_overrides(model_args.config_overrides, MiniBertConfig())}
+
+
 def build_model(
     model_args: ModelArguments, data_args: DataArguments, tokenizer, plan: RunPlan
 ) -> MiniBertForPreTraining | MiniBertForMaskedLM:
@@ -401,13 +409,13 @@ def _pretrain(
     session_start = time.monotonic()
     plan = RunPlan.decide(data_args)
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
+    if hub_args.export_bert:  # a model with no BERT twin is refused before the data is read, not after the run
+        check_bert_export(planned_architecture(model_args))
     if model_args.model_name_or_path and not data_args.tokenizer_name:  # continue with the checkpoint's vocabulary
         data_args = dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
-    if hub_args.export_bert:  # a model with no BERT twin is refused before step 1, not after the run
-        check_bert_export(accelerator.unwrap_model(run.prepared_model).config)
     loop = _begin(run, data, data_args, args, accelerator, resume_path, clear_previous_run, plan)
     if args.with_tracking and not args.dry_run:
         accelerator.init_trackers("minibert-pretrain", config=_tracker_config(model_args, data_args, args))

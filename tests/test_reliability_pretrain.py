@@ -623,14 +623,30 @@ def _no_training_began(caplog, out, before) -> None:
 def test_export_bert_of_a_model_that_is_not_a_bert_is_refused_before_step_1(
     extra, model, finished_run, corpus, cache, tmp_path, capsys, caplog
 ):
-    """Once: the whole run trained, wrote its model, then exit 2 ("this model is not a BERT")."""
+    """Once: the whole run trained, wrote its model, then exit 2 ("this model is not a BERT"). Now refused before
+    the data is even read (a fresh data cache stays unmade)."""
     out, _ = copy_run(finished_run, tmp_path)
     before = snapshot(out)
+    fresh_cache = tmp_path / "cache"
     flags = [*extra, "--export_bert", "true", "--overwrite_output_dir", "true", "--max_train_steps", 2]
-    code, err = run_cli(args_for(corpus, cache, out, *flags, **({"model": model} if model else {})), capsys)
+    code, err = run_cli(args_for(corpus, fresh_cache, out, *flags, **({"model": model} if model else {})), capsys)
     assert code == 2
     assert "--export_bert: this model is not a BERT (pre_layer_norm=True" in one_error_line(err)
     _no_training_began(caplog, out, before)
+    assert not fresh_cache.exists()
+
+
+def test_export_bert_of_a_bert_checkpoint_goes_ahead_as_planned(finished_run):
+    """The early check reads the architecture the model will have: a BERT checkpoint with a harmless override is one;
+    a BERT checkpoint made pre-LN by an override is not."""
+    from minibert.checks import check_bert_export
+    from pretrain.args import ModelArguments
+    from pretrain.train import planned_architecture
+
+    check_bert_export(planned_architecture(ModelArguments(model_name_or_path=finished_run)))
+    check_bert_export(planned_architecture(ModelArguments(config_overrides="hidden_dropout_prob=0,mlp_bias=true")))
+    with pytest.raises(UserError, match="attention_bias=False"):
+        check_bert_export(planned_architecture(ModelArguments(finished_run, config_overrides="attention_bias=false")))
 
 
 def _model_folder(finished_run, folder, keep_tokenizer: bool) -> str:
