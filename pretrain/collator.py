@@ -227,15 +227,20 @@ def _one_buffer(sizes: dict[str, int], shape: tuple[int, int]) -> tuple[dict[str
     one buffer makes that one segment (and one file descriptor) per batch instead of seven, and it is allocated
     there from the start, as torch's `default_collate` does, so nothing is copied on the way.
     """
-    buffer = torch.empty(sum(sizes.values()), dtype=torch.int64)
+    total = sum(sizes.values())
     if torch.utils.data.get_worker_info() is not None:
-        buffer.share_memory_()
-    tensors, start = {}, 0
+        buffer = torch.empty(total, dtype=torch.int64).share_memory_()
+        flat = buffer.numpy()
+    else:  # the same memory, made from the NumPy side (no tensor is read back into NumPy)
+        flat = np.empty(total, dtype=np.int64)
+        buffer = torch.from_numpy(flat)
+    tensors, arrays, start = {}, {}, 0
     for name, size in sizes.items():
         view = buffer[start : start + size]
         tensors[name] = view.view(shape) if size == shape[0] * shape[1] and name not in _FLAT else view
+        arrays[name] = flat[start : start + size]
         start += size
-    return tensors, {name: t.numpy().reshape(-1) for name, t in tensors.items()}
+    return tensors, arrays
 
 
 _FLAT = {"token_indices", "masked_positions", "next_sentence_label"}
