@@ -82,6 +82,16 @@ def seq_data():
     ]
 
 
+def regression_data():
+    return [{**row, "labels": torch.tensor(0.5 * i - 1.0)} for i, row in enumerate(_sequences())]
+
+
+def multi_label_data():
+    return [
+        {**row, "labels": torch.tensor([i % 2, i % 3 == 0, 1], dtype=torch.float)} for i, row in enumerate(_sequences())
+    ]
+
+
 def token_data():
     rows = _masked(_sequences(), lambda i: 1 if i < 4 else 6)
     return [
@@ -111,6 +121,12 @@ HEADS = {
     "next_sentence": (MiniBertForNextSentencePrediction, nsp_data, {}),
     "pretraining": (MiniBertForPreTraining, pretraining_data, {}),
     "sequence_classification": (MiniBertForSequenceClassification, seq_data, {"num_labels": 3}),
+    "regression": (MiniBertForSequenceClassification, regression_data, {"num_labels": 1}),
+    "multi_label": (
+        MiniBertForSequenceClassification,
+        multi_label_data,
+        {"num_labels": 3, "problem_type": "multi_label_classification"},
+    ),
     "token_classification": (MiniBertForTokenClassification, token_data, {"num_labels": 3}),
     "question_answering": (MiniBertForQuestionAnswering, qa_data, {"num_labels": 2}),
     "multiple_choice": (MiniBertForMultipleChoice, mc_data, {}),
