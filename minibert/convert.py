@@ -28,16 +28,7 @@ from .configuration_minibert import SIZE_FIELDS, MiniBertConfig
 from .hub import readable_as_umask_allows, save_model_folder
 from .modeling_minibert import MiniBertForPreTraining
 from .safety import check_writable_dir, read_json_object
-from .twin import (  # noqa: F401 (the in-memory conversion, re-exported: `from minibert.convert import ...`)
-    MINIBERT_TO_BERT_CLASS,
-    PAIRS,
-    TO_BERT,
-    TO_MINIBERT,
-    bert_config_to_minibert,
-    bert_to_minibert,
-    minibert_config_to_bert,
-    minibert_to_bert,
-)
+from .twin import MINIBERT_TO_BERT_CLASS, PAIRS, bert_to_minibert, minibert_config_to_bert, minibert_to_bert
 
 
 # --------------------------------------------------------------------------------------------------------------
