@@ -279,17 +279,16 @@ class NSPInstanceMap:
             self._docs = ArrowDocuments(self.documents.data.column(self.column))
         return self._docs
 
-    def __call__(self, batch, indices: list[int]) -> dict[str, list]:
+    def __call__(self, batch, indices: list[int]) -> pa.Table:
         documents = self.arrow_documents()
-        out = {"input_ids": [], "token_type_ids": [], "next_sentence_label": [], "example_id": []}
+        columns = InstanceColumns(self.cls_id, self.sep_id)
         for index in indices:
-            for features in self.instances(documents, index, index):
-                for key, value in features.items():
-                    out[key].append(value)
-        return out
+            for instance, example_id in self.made(documents, index, index):
+                columns.add(instance, example_id)
+        return columns.table()
 
-    def instances(self, documents: Sequence, position: int, key: int) -> Iterator[dict]:
-        """Features of every instance of `documents[position]`, for each dupe; `key` seeds its RNG."""
+    def made(self, documents: Sequence, position: int, key: int) -> Iterator[tuple[Instance, int]]:
+        """(instance, example_id) of every instance of `documents[position]`, for each dupe; `key` seeds its RNG."""
         if len(documents[position]) < 2:
             return  # one segment cannot make an IsNext pair; the document still serves as a random B
         documents = _CurrentDocument(documents, position)
@@ -297,6 +296,66 @@ class NSPInstanceMap:
             rng = document_rng(self.seed, dupe, key)
             made = create_instances_from_document(documents, position, self.max_seq_length, self.short_seq_prob, rng)
             for k, instance in enumerate(made):
-                features = instance_features(instance, self.cls_id, self.sep_id)
-                features["example_id"] = stable_int(key, dupe, k)
-                yield features
+                yield instance, stable_int(key, dupe, k)
+
+    def instances(self, documents: Sequence, position: int, key: int) -> Iterator[dict]:
+        """Features of every instance of `documents[position]` (`instance_features` plus `example_id`)."""
+        for instance, example_id in self.made(documents, position, key):
+            yield {**instance_features(instance, self.cls_id, self.sep_id), "example_id": example_id}
+
+
+INSTANCE_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("token_type_ids", pa.list_(pa.int8())),
+        ("next_sentence_label", pa.int8()),
+        ("example_id", pa.int64()),
+    ]
+)
+
+
+def list_column(lengths: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    """An Arrow list column from its rows' lengths and their values laid end to end (no per-row conversion)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+class InstanceColumns:
+    """Instances gathered as flat columns and returned as one Arrow table (`instance_features`' layout): `datasets`
+    would otherwise convert every row's Python lists one by one (a fifth of the preparation time)."""
+
+    def __init__(self, cls_id: int, sep_id: int):
+        self.cls_id, self.sep_id = cls_id, sep_id
+        self.ids: list[int] = []  # [CLS] A [SEP] B [SEP] of every instance, end to end
+        self.a_lengths: list[int] = []
+        self.b_lengths: list[int] = []
+        self.labels: list[int] = []
+        self.example_ids: list[int] = []
+
+    def add(self, instance: Instance, example_id: int) -> None:
+        ids = self.ids
+        ids.append(self.cls_id)
+        ids.extend(instance.tokens_a)
+        ids.append(self.sep_id)
+        ids.extend(instance.tokens_b)
+        ids.append(self.sep_id)
+        self.a_lengths.append(len(instance.tokens_a))
+        self.b_lengths.append(len(instance.tokens_b))
+        self.labels.append(NOT_NEXT if instance.is_random_next else IS_NEXT)
+        self.example_ids.append(example_id)
+
+    def table(self) -> pa.Table:
+        first = np.asarray(self.a_lengths, dtype=np.int64) + 2  # [CLS] A [SEP]: segment 0
+        second = np.asarray(self.b_lengths, dtype=np.int64) + 1  # B [SEP]: segment 1
+        n = len(first)
+        types = np.repeat(np.tile(np.array([0, 1], dtype=np.int8), n), np.column_stack([first, second]).ravel())
+        return pa.table(
+            [
+                list_column(first + second, np.asarray(self.ids, dtype=np.int32)),
+                list_column(first + second, types),
+                pa.array(np.asarray(self.labels, dtype=np.int8)),
+                pa.array(np.asarray(self.example_ids, dtype=np.int64)),
+            ],
+            schema=INSTANCE_SCHEMA,
+        )

@@ -14,7 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from pretrain.nsp import NSPInstanceMap, document_rng, stable_int
+import numpy as np
+import pyarrow as pa
+
+from pretrain.nsp import INSTANCE_SCHEMA, NSPInstanceMap, document_rng, list_column, stable_int
 
 
 def pack_segments(
@@ -53,18 +56,32 @@ def pack_segments(
 
 class SegmentInstanceMap(NSPInstanceMap):
     """The batched `datasets.map` function of an MLM-only run (`--next_sentence_prediction false`): a batch of
-    documents in, `[CLS] tokens [SEP]` examples packed across them out (no `next_sentence_label`, segment ids 0)."""
+    documents in, `[CLS] tokens [SEP]` examples packed across them out (no `next_sentence_label`, segment ids 0),
+    as one Arrow table."""
 
-    def __call__(self, batch, indices: list[int]) -> dict[str, list]:
+    def __call__(self, batch, indices: list[int]) -> pa.Table:
         arrow = self.arrow_documents()
         documents = [arrow[i] for i in indices]
-        out = {"input_ids": [], "token_type_ids": [], "example_id": []}
+        ids, lengths, example_ids = [], [], []
         for dupe in range(self.dupe_factor):
             rng = document_rng(self.seed, dupe, indices[0])
             for k, run in enumerate(
                 pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
             ):
-                out["input_ids"].append([self.cls_id, *run, self.sep_id])
-                out["token_type_ids"].append([0] * (len(run) + 2))
-                out["example_id"].append(stable_int(indices[0], dupe, k))
-        return out
+                ids.append(self.cls_id)
+                ids.extend(run)
+                ids.append(self.sep_id)
+                lengths.append(len(run) + 2)
+                example_ids.append(stable_int(indices[0], dupe, k))
+        lengths = np.asarray(lengths, dtype=np.int64)
+        return pa.table(
+            [
+                list_column(lengths, np.asarray(ids, dtype=np.int32)),
+                list_column(lengths, np.zeros(int(lengths.sum()), dtype=np.int8)),
+                pa.array(np.asarray(example_ids, dtype=np.int64)),
+            ],
+            schema=SEGMENT_SCHEMA,
+        )
+
+
+SEGMENT_SCHEMA = pa.schema([field for field in INSTANCE_SCHEMA if field.name != "next_sentence_label"])
