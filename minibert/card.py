@@ -294,7 +294,11 @@ def _twin_section(info: CardInfo) -> str:
         "## Two folders, the same weights\n\n"
         f"- `{ref}`: minibert (remote code; `trust_remote_code=True` where minibert is not installed).\n"
         f"- `{ref.rstrip('/')}/{BERT_TWIN_DIR}`: a plain transformers BERT (`model_type: bert`, no remote code), equal "
-        f'outputs; load it with `subfolder="{BERT_TWIN_DIR}"`.\n'
+        f'outputs; load it with `subfolder="{BERT_TWIN_DIR}"`.\n\n'
+        "| client | folder |\n|---|---|\n"
+        "| transformers (Auto classes, pipelines, `Trainer`), peft, sentence-transformers | either |\n"
+        "| optimum (ONNX export, `ORTModel...`), sentence-transformers' ONNX / OpenVINO backends, GLiNER, stacks "
+        f"that forbid remote code | `{BERT_TWIN_DIR}/` (they look a model up by its `model_type`) |\n"
     )
 
 

@@ -304,6 +304,8 @@ def test_every_usage_snippet_runs_as_written(tmp_path, wordpiece_tokenizer):
         save_model_folder(model, tok, str(folders[name]), model_card=cards.model)
         if cards.twin:
             save_bert_twin(model, tok, str(folders[name]), model_card=cards.twin)
+            # the card says which clients need the twin (those keyed by model type)
+            assert "| optimum" in cards.model and "`bert/` (they look a model up by its `model_type`)" in cards.model
         for folder in (folders[name], folders[name] / "bert"):
             if (folder / "README.md").exists():
                 text = (folder / "README.md").read_text()
