@@ -1,106 +1,108 @@
-"""A/B training speed: MiniBertForPreTraining against transformers' BertForPreTraining (SDPA), one process.
+"""Training-step speed through the product: `PretrainingLoop.train_step` against transformers' BertForPreTraining.
 
-Both models get the same config, the same batches (ragged lengths, 15% of real tokens masked, NSP labels), the
-same dtype and AdamW; each step is forward + backward + optimizer step, as in pretraining. Rounds alternate
-between the models so machine noise hits all alike; the reported figure is the median over rounds.
+What is timed is what `minibert-pretrain` runs, not the model called by hand:
 
-MiniBERT runs as the training loop runs it: the collator's `token_indices` / `masked_positions` (computed on the
-CPU by `pretrain.collator.unpadding_inputs`, in the data-loader workers in a real run; here before timing, as the
-batches themselves are) and `sparse_prediction=True`. A third row, `minibert_fused_qkv`, is the same model with
-Q, K and V computed by one fused (H -> 3H) matmul, as minibert 0.1 did: what BERT's three separate projections cost.
+- **minibert** — the loop's own optimizer step (`pretrain.loop.PretrainingLoop.train_step`: forward with the run
+  plan's sparse MLM head on the unpadded layout, backward, clipping, the finite check, AdamW) on batches from the
+  real `DataCollatorForPreTraining`, with the accelerator, optimizer and precision the CLI builds
+  (`make_accelerator`, `build_optimizer`: fp32 on CPU; bf16 autocast with fp32 master weights and fused AdamW on
+  CUDA). **minibert_dense** is the same step with the dense MLM head (`RunPlan(sparse_head=False)`): what the
+  product ran while the sparse head was lost.
+- **hf** — transformers' `BertForPreTraining` (SDPA) trained as `Trainer` would: batches from
+  `DataCollatorForLanguageModeling` (padded to the longest, 15% masked), autocast bf16 over fp32 weights on CUDA,
+  AdamW (fused on CUDA, as Trainer's default `adamw_torch_fused`), clipping at 1.0, the scheduler, and Trainer's
+  per-step read of the loss (`logging_nan_inf_filter`).
 
-    python benchmarks/bench_pretrain.py                       # CPU, mini config (L4 H256, vocab 30522, seq 128)
-    python benchmarks/bench_pretrain.py --device cuda --size base --dtype bf16 --batch_size 128 --compile
+Both see the same NSP-shaped examples (BERT's lengths: 90% of pairs fill 85-100% of `--seq_len`, 10% are short),
+and the same vocabulary size. Rounds alternate between the rows so machine noise hits all alike; the figure is the
+median over rounds of real (non-padding) tokens per second. On CUDA: MFU with each model's own FLOPs
+(`pretrain.throughput`: ours on real tokens with the head at the masked positions; transformers' on every padded
+position with the head everywhere), HFU (the FLOPs our step really computes, padding in attention and the bucketed
+rows included), static and activation memory, and host syncs per step (`torch.cuda.set_sync_debug_mode`).
 
-Peak memory: on CUDA `max_memory_allocated` per model; on CPU the peak resident memory of a child process that
-runs only that model (both children see identical work).
+    python benchmarks/bench_pretrain.py                           # CPU, mini (L4 H256, vocab 30522, seq 128, batch 32)
+    python benchmarks/bench_pretrain.py --device cuda --size base --batch_size 128 --compile --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from transformers import BertConfig, BertForPreTraining  # noqa: E402
+from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling  # noqa: E402
 
 from minibert import MiniBertConfig, MiniBertForPreTraining  # noqa: E402
-from minibert.modeling_minibert import MiniBertSelfAttention  # noqa: E402
-from pretrain.collator import unpadding_inputs  # noqa: E402
+from pretrain.args import PretrainingArguments, RunPlan  # noqa: E402
+from pretrain.checkpointing import Progress  # noqa: E402
+from pretrain.collator import DataCollatorForPreTraining  # noqa: E402
+from pretrain.distributed import make_accelerator  # noqa: E402
+from pretrain.loop import PretrainingLoop  # noqa: E402
+from pretrain.optim import build_lr_scheduler, build_optimizer  # noqa: E402
+from pretrain.report import MetricsLog  # noqa: E402
+from pretrain.throughput import padded_step_flops, peak_tflops, step_flops  # noqa: E402
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
+SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512), "base": (12, 768)}
+ROWS = ("hf", "minibert_dense", "minibert")
 
 
-def make_batches(n, batch_size, seq_len, vocab_size, seed=0, mlm_probability=0.15):
-    """Ragged NSP-like batches: lengths uniform in [seq_len/2, seq_len], [CLS] A [SEP] B [SEP], 15% masked."""
+def synthetic_tokenizer(vocab_size: int):
+    """A WordPiece tokenizer of `vocab_size` tokens (BERT's five specials, words and `##` pieces): what the
+    collators need (ids of [PAD]/[MASK], the special ids, the vocabulary) without a download."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = [f"w{i}" if i % 4 else f"##w{i}" for i in range(vocab_size - len(specials))]
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def nsp_examples(n: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[dict]:
+    """NSP pairs `[CLS] A [SEP] B [SEP]` with BERT's lengths: 10% short (`short_seq_prob`), the rest 85-100% full."""
     g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n):
-        lengths = torch.randint(seq_len // 2, seq_len + 1, (batch_size,), generator=g)
-        ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
-        pos = torch.arange(seq_len)
-        attention_mask = (pos[None, :] < lengths[:, None]).long()
-        ids = ids * attention_mask  # [PAD] = 0
-        ids[:, 0] = 2  # [CLS]
-        ids[torch.arange(batch_size), lengths - 1] = 3  # final [SEP]
-        split = lengths // 2
-        ids[torch.arange(batch_size), split] = 3
-        token_type_ids = ((pos[None, :] > split[:, None]) & attention_mask.bool()).long()
-        special = (ids <= 4) | ~attention_mask.bool()
-        masked = (torch.rand(batch_size, seq_len, generator=g) < mlm_probability) & ~special
-        labels = torch.where(masked, ids, torch.full_like(ids, -100))
-        input_ids = torch.where(masked, torch.full_like(ids, 4), ids)  # [MASK]
-        batches.append(
-            dict(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                labels=labels,
-                next_sentence_label=torch.randint(0, 2, (batch_size,), generator=g),
-            )
+    examples = []
+    for i in range(n):
+        if torch.rand((), generator=g) < 0.1:
+            length = int(torch.randint(8, seq_len + 1, (), generator=g))
+        else:
+            length = int(torch.randint(int(0.85 * seq_len), seq_len + 1, (), generator=g))
+        ids = torch.randint(5, vocab_size, (length,), generator=g)
+        split = length // 2
+        ids[0], ids[split], ids[-1] = 2, 3, 3
+        types = [0] * (split + 1) + [1] * (length - split - 1)
+        examples.append(
+            {
+                "input_ids": ids.tolist(),
+                "token_type_ids": types,
+                "next_sentence_label": int(torch.randint(0, 2, (), generator=g)),
+                "example_id": i,
+            }
         )
-    return batches
+    return examples
 
 
-def with_unpadding(batch):
-    extra = unpadding_inputs(batch["attention_mask"].numpy(), batch["labels"].numpy())
-    return {**batch, **extra}
-
-
-def fuse_qkv(model):
-    """Replace each layer's three Q/K/V projections by one (H -> 3H) matmul whose output is split in three."""
-
-    def forward(self, hidden, attention_mask=None, unpadding=None, output_attentions=False):
-        q, k, v = torch.nn.functional.linear(hidden, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
-        projections = iter((q, k, v))
-        self.query, self.key, self.value = (lambda _: next(projections),) * 3
-        try:
-            return MiniBertSelfAttention.forward(self, hidden, attention_mask, unpadding, output_attentions)
-        finally:
-            del self.query, self.key, self.value
-
-    for module in model.modules():
-        if isinstance(module, MiniBertSelfAttention):
-            weight = torch.cat([module.query.weight, module.key.weight, module.value.weight]).detach()
-            bias = torch.cat([module.query.bias, module.key.bias, module.value.bias]).detach()
-            del module.query, module.key, module.value
-            module.qkv_weight, module.qkv_bias = torch.nn.Parameter(weight), torch.nn.Parameter(bias)
-            module.forward = forward.__get__(module)
-    return model
-
-
-def build(kind, size, vocab_size, device, dtype):
-    layers, hidden = {"mini": (4, 256), "small": (4, 512), "base": (12, 768), "tiny": (2, 128)}[size]
-    common = dict(
+def config_kwargs(size: str, vocab_size: int) -> dict:
+    layers, hidden = SIZES[size]
+    return dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -108,216 +110,277 @@ def build(kind, size, vocab_size, device, dtype):
         intermediate_size=4 * hidden,
         max_position_embeddings=512,
     )
-    torch.manual_seed(0)
-    if kind == "hf":
-        model = BertForPreTraining(BertConfig(**common, attn_implementation="sdpa"))
-    else:
-        model = MiniBertForPreTraining(MiniBertConfig(**common))
-        if kind == "minibert_fused_qkv":
-            model = fuse_qkv(model)
-    model = model.to(device=device, dtype=dtype).train()
-    return model
 
 
-def make_step(kind, model, device, compile_model):
-    fused = device.type == "cuda"
-    optimizer = (
-        torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
-        if fused
-        else torch.optim.AdamW(model.parameters(), lr=1e-4)
-    )
-    fwd = torch.compile(model) if compile_model else model
-    minibert = kind.startswith("minibert")
-    extra = {"sparse_prediction": True} if minibert else {}
+class MinibertStep:
+    """The loop's step, built as `pretrain.train._build` builds it (accelerator, optimizer, prepare, compile)."""
 
-    def step(batch):
-        if not minibert:  # the collator's fast-path inputs are MiniBERT's
-            batch = {k: v for k, v in batch.items() if k not in ("token_indices", "masked_positions")}
-        loss = fwd(**batch, **extra).loss
+    def __init__(self, args, plan: RunPlan, tokenizer, compile_model: bool):
+        torch.manual_seed(0)
+        training = PretrainingArguments(
+            output_dir=tempfile.mkdtemp(), learning_rate=1e-4, mixed_precision=args.mixed_precision
+        )
+        self.accelerator = make_accelerator(training)
+        self.config = MiniBertConfig(**config_kwargs(args.size, len(tokenizer)))
+        model = MiniBertForPreTraining(self.config)
+        optimizer = build_optimizer(model, training, self.accelerator.device)
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        self.model = model
+        compiled = torch.compile(model, backend=args.compile_backend) if compile_model else model
+        self.loop = PretrainingLoop(
+            accelerator=self.accelerator,
+            model=compiled,
+            optimizer=optimizer,
+            lr_scheduler=build_lr_scheduler(optimizer, "linear", 0, 10**6),
+            train_dataloader=[],
+            eval_dataloader=None,
+            collator=None,
+            args=training,
+            progress=Progress(per_device_train_batch_size=args.batch_size, max_train_steps=10**6),
+            metrics=MetricsLog(self.accelerator, None, tracking=False),
+            max_train_steps=10**6,
+            plan=plan,
+        )
+        self.collator = DataCollatorForPreTraining(tokenizer, seed=0, unpadded=plan.unpadded)
+        self.plan = plan
+
+    def batch(self, examples: list[dict]) -> dict:
+        device = self.accelerator.device
+        return {k: v.to(device, non_blocking=True) for k, v in self.collator(examples).items()}
+
+    def __call__(self, batch: dict) -> None:
+        self.loop.train_step([batch], signalled=False, clock_s=0.0)
+
+    def flops(self, batch: dict) -> tuple[float, float]:
+        """(model FLOPs, hardware FLOPs) of a step on `batch`."""
+        lengths = batch["attention_mask"].sum(1).double()
+        masked = float((batch["labels"] != -100).sum())
+        model = step_flops(self.config, float(lengths.sum()), float((lengths**2).sum()), masked)
+        b, s = batch["input_ids"].shape
+        rows = batch["masked_positions"].numel() if self.plan.sparse_head else b * s
+        tokens = batch["token_indices"].numel() if self.plan.unpadded else b * s
+        hardware = step_flops(self.config, tokens, b * s * s, rows)  # attention runs on the padded layout
+        return model, hardware
+
+
+class TransformersStep:
+    """`BertForPreTraining` (SDPA) as `Trainer` trains it."""
+
+    def __init__(self, args, tokenizer, compile_model: bool):
+        torch.manual_seed(0)
+        self.device = torch.device(args.device)
+        self.config = BertConfig(**config_kwargs(args.size, len(tokenizer)), attn_implementation="sdpa")
+        self.model = BertForPreTraining(self.config).to(self.device).train()
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=cuda or None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
+        self.forward = torch.compile(self.model, backend=args.compile_backend) if compile_model else self.model
+        bf16 = args.mixed_precision == "bf16"
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        )
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+
+    def batch(self, examples: list[dict]) -> dict:
+        features = [{k: v for k, v in e.items() if k != "example_id"} for e in examples]
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.collator(features).items()}
+
+    def __call__(self, batch: dict) -> None:
+        with self.autocast():
+            loss = self.forward(**batch).loss
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.isnan(loss) or torch.isinf(loss):  # Trainer's logging_nan_inf_filter: a read per step
+            pass
 
-    return step
+    def flops(self, batch: dict) -> tuple[float, float]:
+        b, s = batch["input_ids"].shape
+        flops = padded_step_flops(self.config, b, s)
+        return flops, flops
 
 
-def sync(device):
+def static_bytes(step) -> int:
+    """Weights and optimizer state (fp32 master weights and AdamW's two moments under bf16 autocast)."""
+    model = step.model
+    optimizer = step.loop.optimizer if hasattr(step, "loop") else step.optimizer
+    tensors = {id(p): p for p in model.parameters()}
+    for state in optimizer.state.values():
+        tensors.update({id(t): t for t in state.values() if torch.is_tensor(t) and t.device.type != "cpu"})
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def non_embedding_params(model):
-    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+def syncs_per_step(step, batch, device) -> int | None:
+    """Host synchronisations of one step, as torch's CUDA sync debug mode reports them."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    sync(device)
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def peak_rss_mb() -> float:
-    """High-water resident memory of this process. Not ru_maxrss: Linux carries that across fork + exec, so a child
-    started from a big parent would report the parent's peak."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_one(kind, args):
-    """Child-process mode: run `kind` alone, print its peak memory (for CPU memory comparison)."""
+def measure(args) -> dict:
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    batches = [
-        {k: v.to(device) for k, v in b.items()}
-        for b in map(with_unpadding, make_batches(args.steps, args.batch_size, args.seq_len, args.vocab_size))
-    ]
-    before = peak_rss_mb()
-    model = build(kind, args.size, args.vocab_size, device, dtype)
-    step = make_step(kind, model, device, args.compile)
-    for b in batches:
-        step(b)
-    peak = peak_rss_mb()
-    print(json.dumps({"kind": kind, "peak_rss_mb": peak, "delta_rss_mb": peak - before}))
+    tokenizer = synthetic_tokenizer(args.vocab_size)
+    examples = nsp_examples(args.batch_size * args.steps, args.seq_len, len(tokenizer))
+    chunks = [examples[i : i + args.batch_size] for i in range(0, len(examples), args.batch_size)]
+    steps, batches, setup = {}, {}, {}
+    for row in args.rows:
+        t0 = time.perf_counter()
+        if row == "hf":
+            steps[row] = TransformersStep(args, tokenizer, args.compile)
+        else:
+            steps[row] = MinibertStep(args, RunPlan("mlm+nsp", sparse_head=row == "minibert"), tokenizer, args.compile)
+        batches[row] = [steps[row].batch(c) for c in chunks]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for b in batches[row][:2]:  # warm-up: compilation, allocator, the optimizer's state
+            steps[row](b)
+        sync(device)
+        setup[row] = time.perf_counter() - t0
+    real_tokens = {row: sum(float(b["attention_mask"].sum()) for b in batches[row]) for row in args.rows}
+    times = {row: [] for row in args.rows}
+    memory = {}
+    for _ in range(args.rounds):
+        for row in args.rows:
+            if device.type == "cuda":
+                sync(device)
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            for b in batches[row]:
+                steps[row](b)
+            sync(device)
+            times[row].append(time.perf_counter() - t0)
+            if device.type == "cuda":  # every row's weights are resident: its own static part is counted by hand
+                peak = torch.cuda.max_memory_allocated()
+                memory[row] = {"static_mb": static_bytes(steps[row]) / 2**20, "activation_mb": (peak - base) / 2**20}
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    peak = peak_tflops(device_name) if device.type == "cuda" else None
+    import transformers
+
+    results = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "size": args.size,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "precision": args.mixed_precision if args.mixed_precision != "no" else "fp32",
+        "compile": args.compile,
+        "rows": {},
+    }
+    for row in args.rows:
+        t = statistics.median(times[row])
+        model_flops, hardware_flops = (sum(x) for x in zip(*(steps[row].flops(b) for b in batches[row])))
+        entry = {
+            "tokens_per_s": real_tokens[row] / t,
+            "step_ms": 1000 * t / len(batches[row]),
+            "setup_and_warmup_s": setup[row],
+            "model_tflops": model_flops / t / 1e12,
+            "hardware_tflops": hardware_flops / t / 1e12,
+            "syncs_per_step": syncs_per_step(steps[row], batches[row][0], device),
+            **memory.get(row, {}),
+        }
+        if peak:
+            entry["mfu"] = entry["model_tflops"] / peak
+            entry["hfu"] = entry["hardware_tflops"] / peak
+        results["rows"][row] = entry
+    if args.compile:  # graphs dynamo compiled in this process (recompiles for new shapes included)
+        from torch._dynamo.utils import counters
+
+        results["graphs_compiled"] = counters["stats"]["unique_graphs"]
+    rows = results["rows"]
+    if "hf" in rows and "minibert" in rows:
+        results["speedup"] = rows["minibert"]["tokens_per_s"] / rows["hf"]["tokens_per_s"]
+    if "minibert_dense" in rows and "minibert" in rows:
+        results["sparse_head_speedup"] = rows["minibert"]["tokens_per_s"] / rows["minibert_dense"]["tokens_per_s"]
+    return results
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--size", default=None, help="mini (CPU default) or base (GPU default)")
+    p.add_argument("--size", default=None, choices=list(SIZES), help="mini (CPU default) or base (GPU default)")
     p.add_argument("--vocab_size", type=int, default=30522)
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None)
+    p.add_argument("--mixed_precision", choices=["no", "bf16"], default=None, help="default: bf16 on CUDA, no on CPU")
     p.add_argument("--steps", type=int, default=None, help="steps per round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"which of {', '.join(ROWS)}")
+    p.add_argument("--compile", action="store_true", help="torch.compile every row (the CLI's --torch_compile)")
+    p.add_argument(
+        "--compile_backend",
+        default="inductor",
+        help="torch.compile's backend (`eager`: dynamo's tracing and graph breaks without code generation, which "
+        "takes minutes on a CPU: what the CPU dry run of gpu_check.py uses)",
+    )
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--child", choices=["hf", "minibert", "minibert_fused_qkv"], help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the results to this file")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
     args.size = args.size or ("base" if gpu else "mini")
     args.batch_size = args.batch_size or (128 if gpu else 32)
-    args.dtype = args.dtype or ("bf16" if gpu else "fp32")
-    args.steps = args.steps or (20 if gpu else 3)
+    args.mixed_precision = args.mixed_precision or ("bf16" if gpu else "no")
+    args.steps = args.steps or (10 if gpu else 3)
+    args.rows = [r for r in args.rows.split(",") if r]
+    if not set(args.rows) <= set(ROWS):
+        p.error(f"--rows: {args.rows} not among {ROWS}")
+    return args
+
+
+def report(results: dict) -> str:
+    lines = [
+        f"{results['device']} | {results['size']} seq {results['seq_len']} batch {results['batch_size']} "
+        f"{results['precision']}{' compiled' if results['compile'] else ''} | torch {results['torch']}"
+    ]
+    names = {
+        "hf": "transformers BertForPreTraining (Trainer's step)",
+        "minibert_dense": "minibert loop step, dense MLM head",
+        "minibert": "minibert loop step (as minibert-pretrain)",
+    }
+    for row, r in results["rows"].items():
+        extra = f", MFU {r['mfu']:.1%}, HFU {r['hfu']:.1%}" if "mfu" in r else ""
+        extra += f", {r['syncs_per_step']} syncs/step" if r.get("syncs_per_step") is not None else ""
+        extra += (
+            f", static {r['static_mb']:.0f} MB + activations {r['activation_mb']:.0f} MB" if "static_mb" in r else ""
+        )
+        lines.append(f"  {names[row]:<50} {r['tokens_per_s']:10.0f} real tokens/s, {r['step_ms']:.1f} ms/step{extra}")
+    if "speedup" in results:
+        lines.append(f"  minibert / transformers: {results['speedup']:.2f}x")
+    if "sparse_head_speedup" in results:
+        lines.append(f"  sparse head / dense head: {results['sparse_head_speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.child:
-        return run_one(args.child, args)
-
-    device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    batches = [
-        {k: v.to(device, non_blocking=True) for k, v in b.items()}
-        for b in map(with_unpadding, make_batches(args.steps, args.batch_size, args.seq_len, args.vocab_size))
-    ]
-    real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    kinds = ["hf", "minibert", "minibert_fused_qkv"]
-    models = {k: build(k, args.size, args.vocab_size, device, dtype) for k in kinds}
-    steps = {k: make_step(k, models[k], device, args.compile) for k in kinds}
-    peaks = {}
-
-    # Warm-up (compilation, allocator, kernels), and the equivalence of the starting losses.
-    first = {}
-    for k in kinds:
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        for b in batches[:2]:
-            first.setdefault(k, float(steps[k](b)))
-        sync(device)
-    times = {k: [] for k in kinds}
-    for _ in range(args.rounds):
-        for k in kinds:
-            if gpu:
-                torch.cuda.reset_peak_memory_stats()
-            sync(device)
-            t0 = time.perf_counter()
-            for b in batches:
-                steps[k](b)
-            sync(device)
-            times[k].append(time.perf_counter() - t0)
-            if gpu:
-                peaks[k] = max(peaks.get(k, 0), torch.cuda.max_memory_allocated() / 2**20)
-
-    if not gpu:  # peak resident memory of one child per model
-        for k in kinds[:2]:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                k,
-                "--device",
-                args.device,
-                "--size",
-                args.size,
-                "--vocab_size",
-                str(args.vocab_size),
-                "--seq_len",
-                str(args.seq_len),
-                "--batch_size",
-                str(args.batch_size),
-                "--dtype",
-                args.dtype,
-                "--steps",
-                str(args.steps),
-            ]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            peaks[k] = json.loads(out)["peak_rss_mb"]
-
-    results = {
-        "device": torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "size": args.size,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "dtype": args.dtype,
-        "compile": args.compile,
-        "real_tokens_per_step": real_tokens / len(batches),
-        "first_loss": first,
-    }
-    for k in kinds:
-        t = statistics.median(times[k])
-        results[k] = {
-            "steps_per_s": len(batches) / t,
-            "tokens_per_s": real_tokens / t,
-            "peak_memory_mb": peaks.get(k),
-        }
-    results["speedup"] = results["minibert"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
-    results["memory_ratio"] = results["minibert"]["peak_memory_mb"] / results["hf"]["peak_memory_mb"]
-    results["fused_qkv_speedup"] = results["minibert_fused_qkv"]["tokens_per_s"] / results["minibert"]["tokens_per_s"]
-    if gpu:
-        # MFU: 6 * non-embedding params per token (forward + backward) + attention's 12 * L * S * H per token.
-        cfg = models["minibert"].config
-        flops_per_token = (
-            6 * non_embedding_params(models["minibert"]) + 12 * cfg.num_hidden_layers * args.seq_len * cfg.hidden_size
-        )
-        name = torch.cuda.get_device_name()
-        peak = next((v for key, v in PEAK_BF16_TFLOPS.items() if key in name), None)
-        for k in kinds:
-            achieved = flops_per_token * results[k]["tokens_per_s"] / 1e12
-            results[k]["model_tflops"] = achieved
-            results[k]["mfu"] = achieved / peak if peak else None
-
+    results = measure(args)
     print(json.dumps(results, indent=2))
-    print(
-        f"\n{results['device']} | {args.size} seq {args.seq_len} batch {args.batch_size} {args.dtype}"
-        f"{' compiled' if args.compile else ''}\n"
-        f"  transformers BertForPreTraining: {results['hf']['tokens_per_s']:10.0f} tokens/s, "
-        f"peak {results['hf']['peak_memory_mb']:.0f} MB\n"
-        f"  minibert MiniBertForPreTraining: {results['minibert']['tokens_per_s']:10.0f} tokens/s, "
-        f"peak {results['minibert']['peak_memory_mb']:.0f} MB\n"
-        f"  minibert with a fused QKV matmul: {results['minibert_fused_qkv']['tokens_per_s']:10.0f} tokens/s "
-        f"({results['fused_qkv_speedup']:.3f}x the separate Q, K, V)\n"
-        f"  speed-up {results['speedup']:.2f}x, memory ratio {results['memory_ratio']:.2f}"
-        + (
-            f", MFU {results['minibert']['mfu']:.1%} (HF {results['hf']['mfu']:.1%})"
-            if gpu and results["minibert"].get("mfu")
-            else ""
-        )
-    )
+    print("\n" + report(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    return results
 
 
 if __name__ == "__main__":
