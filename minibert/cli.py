@@ -163,8 +163,9 @@ def parse_args(
     """Parse flags (and an optional YAML/JSON config file with the same keys) into the given dataclasses.
 
     `prog a.yaml --seed 3` and `prog --config a.yaml --seed 3` both read a.yaml, then apply `--seed 3` on top.
-    Unknown keys and bad values end in a `UserError` naming them. `defaults(argv, file_values)`, when given, returns
-    values that come before the file's (a named recipe): flags > file > `defaults` > the dataclasses' defaults.
+    Unknown keys and bad values end in a `UserError` naming them. `defaults(first_pass)`, when given, returns values
+    that come before the file's (a named recipe), from the values a first pass over the file and the flags gives:
+    flags > file > `defaults` > the dataclasses' defaults.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
@@ -178,10 +179,15 @@ def parse_args(
         config_path = argv.pop(0)
     parser = HfArgumentParser(dataclass_types, prog=prog)
     file_values = _load_config_file(config_path) if config_path is not None else {}
-    if defaults is not None:
-        parser.set_defaults(**_file_defaults(parser, defaults(argv, file_values), "(recipe)"))
     if config_path is not None:
         parser.set_defaults(**_file_defaults(parser, file_values, config_path))
+    if defaults is not None:
+        # A first pass over the file and the flags says which defaults apply (the recipe a run names); they go
+        # under the file's values, which are set again on top of them.
+        first_pass, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**_file_defaults(parser, defaults(vars(first_pass)), "(recipe)"))
+        if config_path is not None:
+            parser.set_defaults(**_file_defaults(parser, file_values, config_path))
     # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *parsed, remaining = outputs

@@ -26,7 +26,7 @@ from importlib import resources
 from minibert.cli import HubArguments, parse_args, run_cli
 
 from .args import ModelArguments, PretrainingArguments
-from .recipes import merge_config_overrides, recipe_defaults, recipe_of
+from .recipes import merge_config_overrides, recipe_defaults
 
 DEMO_CONFIG = "demo"
 
@@ -48,8 +48,8 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
         argv = [shipped_config(DEMO_CONFIG), *argv]
     recipe: dict = {}
 
-    def recipe_values(flags: list[str], file_values: dict) -> dict:  # --recipe: defaults under the file and flags
-        recipe.update(recipe_defaults(recipe_of(flags, file_values), flags, file_values))
+    def recipe_values(first_pass: dict) -> dict:  # --recipe: defaults under the file and flags
+        recipe.update(recipe_defaults(first_pass))
         return recipe
 
     model_args, data_args, training_args, hub_args = parse_args(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from minibert import MODEL_SIZES
+from minibert import MODEL_SIZES, MiniBertConfig
 from minibert.checks import check_float32
 from minibert.cli import UserError
 from minibert.runs import DEFAULT_PRETRAINED_DIR
@@ -51,8 +51,13 @@ class ModelArguments:
             raise UserError(
                 "give either --model_name_or_path (continue a checkpoint) or --model_size (a fresh model), not both"
             )
-        if self.config_overrides is not None:
-            parse_config_overrides(self.config_overrides)  # raises a UserError naming the bad entry
+        self.overrides  # noqa: B018 (typed now: a bad entry or an unknown field is a UserError at parse time)
+
+    @property
+    def overrides(self) -> dict:
+        """--config_overrides as `MiniBertConfig` keyword arguments, typed against its fields: the one reading of the
+        text (the model builder, the export check and the resume settings use this)."""
+        return typed_config_overrides(self.config_overrides, MiniBertConfig())
 
 
 def parse_config_overrides(text: str | None) -> dict[str, str]:
@@ -69,6 +74,42 @@ def parse_config_overrides(text: str | None) -> dict[str, str]:
     return out
 
 
+def _typed(value: str, like):
+    """A --config_overrides value as the type of the field's default."""
+    if isinstance(like, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {value!r}")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if like is None:
+        if value.lower() in ("none", "null"):
+            return None
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
+def typed_config_overrides(text: str | None, base) -> dict:
+    """--config_overrides as config kwargs typed against `base` (a config); unknown names are an error."""
+    out = {}
+    for key, value in parse_config_overrides(text).items():
+        if not hasattr(base, key):
+            raise UserError(f"--config_overrides: {key!r} is not a {type(base).__name__} field")
+        try:
+            out[key] = _typed(value, getattr(base, key))
+        except ValueError as e:
+            raise UserError(f"--config_overrides: {key}={value}: {e}") from None
+    return out
+
+
 @dataclass
 class PretrainingArguments:
     """The training loop: batch, optimizer, schedule, precision, checkpoints, logging and evaluation."""
@@ -76,9 +117,9 @@ class PretrainingArguments:
     recipe: str = field(
         default="bert",
         metadata={
-            "help": "A named set of defaults (pretrain/recipes.py): `bert` (BERT's 2018 recipe) or `fast` (pre-LN, "
-            "no biases or dropout, MLM only at 30 percent, WSD; see BENCHMARKS.md). Flags and config files override it.",
-            "choices": ["bert", "fast"],
+            "help": "A named set of defaults (pretrain/configs/recipes/<name>.yaml): `bert` (BERT's 2018 recipe) or "
+            "`fast` (pre-LN, no biases or dropout, MLM only at 30 percent, WSD; see BENCHMARKS.md). Flags and config "
+            "files override it.",
         },
     )
     output_dir: str = field(

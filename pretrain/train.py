@@ -30,7 +30,7 @@ from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
-from .args import ModelArguments, PretrainingArguments, RunPlan, parse_config_overrides
+from .args import ModelArguments, PretrainingArguments, RunPlan
 from .batches import bulk_reader
 from .checkpointing import (
     Progress,
@@ -58,45 +58,9 @@ DRY_RUN_STEPS = 3
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------------------
-def _typed(value: str, like):
-    """A --config_overrides value as the type of the field's default."""
-    if isinstance(like, bool):
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"expected true/false, got {value!r}")
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    if like is None:
-        if value.lower() in ("none", "null"):
-            return None
-        for cast in (int, float):
-            try:
-                return cast(value)
-            except ValueError:
-                pass
-    return value
-
-
-def typed_config_overrides(text: str | None, base) -> dict:
-    """--config_overrides as config kwargs typed against `base` (a config); unknown names are an error."""
-    out = {}
-    for key, value in parse_config_overrides(text).items():
-        if not hasattr(base, key):
-            raise UserError(f"--config_overrides: {key!r} is not a {type(base).__name__} field")
-        try:
-            out[key] = _typed(value, getattr(base, key))
-        except ValueError as e:
-            raise UserError(f"--config_overrides: {key}={value}: {e}") from None
-    return out
-
-
 def build_config(model_args: ModelArguments, tokenizer, max_seq_length: int) -> MiniBertConfig:
     """A fresh model's config: the preset size, the tokenizer's vocabulary, then --config_overrides."""
-    overrides = typed_config_overrides(model_args.config_overrides, MiniBertConfig())
+    overrides = dict(model_args.overrides)
     if "hidden_size" in overrides:  # keep BERT's proportions unless told otherwise
         overrides.setdefault("num_attention_heads", max(1, overrides["hidden_size"] // 64))
         overrides.setdefault("intermediate_size", 4 * overrides["hidden_size"])
@@ -134,7 +98,7 @@ def planned_architecture(model_args: ModelArguments) -> dict:
     from minibert.convert import read_checkpoint_config
 
     base = read_checkpoint_config(model_args.model_name_or_path) if model_args.model_name_or_path else {}
-    return {**base, **typed_config_overrides(model_args.config_overrides, MiniBertConfig())}
+    return {**base, **model_args.overrides}
 
 
 def build_model(
@@ -149,8 +113,7 @@ def build_model(
     from minibert.convert import load_pretrained_minibert
 
     # Overrides on a checkpoint can change dropout and the like; shapes must still fit its weights.
-    overrides = typed_config_overrides(model_args.config_overrides, MiniBertConfig())
-    model = load_pretrained_minibert(model_class, model_args.model_name_or_path, **overrides)
+    model = load_pretrained_minibert(model_class, model_args.model_name_or_path, **model_args.overrides)
     roles = ("cls_token", "sep_token", "mask_token", "pad_token")
     check_tokenizer_fits(tokenizer, model.config, model_args.model_name_or_path, needs=roles)  # not a 5-token one
     if max_seq_length > model.config.max_position_embeddings:

@@ -14,7 +14,7 @@ from transformers import get_scheduler
 
 from minibert import MiniBertConfig, MiniBertForPreTraining
 from minibert.cli import UserError, parse_args
-from pretrain.args import ModelArguments, PretrainingArguments
+from pretrain.args import ModelArguments, PretrainingArguments, typed_config_overrides
 from pretrain.checkpointing import (
     LATEST_FILE,
     Progress,
@@ -26,7 +26,7 @@ from pretrain.checkpointing import (
 )
 from pretrain.evaluation import per_sequence_stats, summarize
 from pretrain.optim import Lamb, build_lr_scheduler, param_groups
-from pretrain.train import build_config, typed_config_overrides
+from pretrain.train import build_config
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -467,7 +467,9 @@ def test_resume_refuses_a_differently_shaped_run():
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrain")
 
 
-@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(CONFIG_DIR, "configs"))))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in os.listdir(os.path.join(CONFIG_DIR, "configs")) if n.endswith(".yaml"))
+)
 def test_run_configs_parse(name):
     """Every shipped run config holds only known keys with valid values; a shipped name works without a path."""
     from pretrain.__main__ import parse
@@ -477,6 +479,16 @@ def test_run_configs_parse(name):
     assert training_args.output_dir.startswith("outputs/")
     if name != "demo.yaml":
         assert not training_args.overwrite_output_dir  # real runs never delete checkpoints by default
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(CONFIG_DIR, "configs", "recipes"))))
+def test_every_shipped_recipe_parses_and_types_its_config_overrides(name):
+    """A recipe is a defaults file: known keys only, and its config overrides typed against MiniBertConfig."""
+    from pretrain.__main__ import parse
+
+    model_args, *_ = parse(["--train_file", "corpus.txt", "--recipe", name.removesuffix(".yaml")])
+    for key, value in model_args.overrides.items():
+        assert type(value) is type(getattr(MiniBertConfig(), key)) or getattr(MiniBertConfig(), key) is None, key
 
 
 def test_the_demo_recipe_is_the_default_for_the_demo_corpus():
