@@ -364,6 +364,7 @@ class RunPlan:
     objective: str  # "mlm+nsp" (BERT: masked-LM + next-sentence prediction) or "mlm" (masked-LM only)
     sparse_head: bool = True
     unpadded: bool = True
+    streaming: bool = False  # the data is a stream (no length, position saved by checkpoints), not a cached table
 
     @property
     def next_sentence_prediction(self) -> bool:
@@ -371,5 +372,5 @@ class RunPlan:
 
     @classmethod
     def decide(cls, data_args) -> RunPlan:
-        """The plan of a run from its data arguments (`--next_sentence_prediction` decides the objective)."""
-        return cls(objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm")
+        """The plan of a run from its data arguments (`--next_sentence_prediction`, `--streaming`)."""
+        return cls(objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm", streaming=data_args.streaming)

@@ -120,7 +120,7 @@ def _fsdp_on_cpu(accelerator: Accelerator, plugin) -> None:
         plugin.set_mixed_precision(accelerator.mixed_precision)
     accelerator.state.fsdp_plugin = plugin
     accelerator.state.distributed_type = DistributedType.FSDP
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # private: tests/test_accelerate_contract.py
 
 
 def shard_tied_head(accelerator: Accelerator, model: torch.nn.Module) -> None:

@@ -91,7 +91,7 @@ class PretrainingLoop:
         self.per_window_batch = (
             args.per_device_train_batch_size * accelerator.num_processes
         )  # sequences per micro-batch
-        self.streaming = self.stream is not None or not hasattr(self.train_dataloader, "__len__")
+        self.streaming = self.plan.streaming
         # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
         # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
         self.agree_on_epoch_end = self.streaming and accelerator.num_processes > 1
@@ -196,7 +196,8 @@ class PretrainingLoop:
         for i, batch in enumerate(window):
             last = i == len(window) - 1
             # Gradients are all-reduced on the window's last micro-batch only (its length varies under batch-size
-            # warmup, so accelerate's fixed-length `accumulate` cannot decide it).
+            # warmup, so accelerate's fixed-length `accumulate` cannot decide it). A private switch of accelerate:
+            # tests/test_accelerate_contract.py checks it against the installed version.
             accelerator.gradient_state._set_sync_gradients(last)
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 # transformers' `num_items_in_batch` convention: the MLM loss is summed over this micro-batch's

@@ -21,13 +21,20 @@ from dataclasses import asdict, dataclass
 
 import torch
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
 from minibert.checks import check_bert_export, check_input_paths, check_tokenizer_fits, check_tokenizer_folder
 from minibert.cli import HubArguments, UserError, one_line
 from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
-from minibert.runs import CHECKPOINTS_DIR, MODEL_FOLDER_FILES, RESULTS_FILE, set_cpu_threads, setup_logging
+from minibert.runs import (
+    CHECKPOINTS_DIR,
+    MODEL_FOLDER_FILES,
+    RESULTS_FILE,
+    argument_settings,
+    set_cpu_threads,
+    setup_logging,
+)
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
 from .args import ModelArguments, PretrainingArguments, RunPlan
@@ -159,9 +166,11 @@ def build_dataloaders(
     collator,
     args: PretrainingArguments,
     device: torch.device,
+    streaming: bool,
     eval_mlm_probability: float | None = None,
 ):
-    """Train (shuffled, full batches) and eval dataloaders; `accelerator.prepare` shards them per process."""
+    """Train (shuffled, full batches; a stream is read in order) and eval dataloaders; `accelerator.prepare` shards
+    them per process. `streaming`: the run plan's data mode."""
     workers = _num_workers(args, device)
     common = dict(
         num_workers=workers,
@@ -169,7 +178,6 @@ def build_dataloaders(
         # Not persistent: workers take a fresh copy of the collator (and its epoch) every epoch.
         persistent_workers=False,
     )
-    streaming = isinstance(data.train_dataset, IterableDataset) or not hasattr(data.train_dataset, "__len__")
     dataset = data.train_dataset
     if streaming and hasattr(dataset, "load_state_dict"):  # a `datasets` stream: checkpoints save its position
         from .streaming import ResumableStream
@@ -200,7 +208,7 @@ def build_dataloaders(
             generator=torch.Generator().manual_seed(args.seed),
             **common,
         )
-    return train, evaluation, streaming
+    return train, evaluation
 
 
 # What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
@@ -261,7 +269,7 @@ def _load_state(accelerator, path: str) -> None:
         ) from None
 
 
-# Config fields and arguments that change what a run computes: a resume must use the checkpoint's.
+# Config fields that change what a run computes: a resume must build the checkpoint's model.
 _MODEL_SETTINGS = (
     *SIZE_FIELDS,
     "hidden_act",
@@ -269,61 +277,86 @@ _MODEL_SETTINGS = (
     "attention_probs_dropout_prob",
     *ARCHITECTURE_FIELDS,
 )
-_DATA_SETTINGS = (
-    "train_file",
-    "validation_file",
-    "dataset_name",
-    "dataset_config_name",
-    "max_seq_length",
-    "mlm_probability",
-    "mask_replace_prob",
-    "random_replace_prob",
-    "short_seq_prob",
-    "whole_word_mask",
-    "dupe_factor",
-    "validation_split_percentage",
-    "streaming",
-    "next_sentence_prediction",
-    "eval_mlm_probability",
+# Every other field of ModelArguments, DataArguments and PretrainingArguments must match the checkpoint's run on
+# resume (`run_settings`): a new flag is checked unless it joins this list with its reason.
+RESUMABLE = frozenset(
+    {
+        # The model: a resume loads the checkpoint's weights; its architecture is compared field by field through
+        # the config (`model.*` above), however the flags spelled it.
+        "model_name_or_path",
+        "model_size",
+        "config_overrides",
+        # The tokenizer: compared by its fingerprint (the vocabulary itself), however it was named or trained.
+        "tokenizer_name",
+        "vocab_size",
+        "lowercase",
+        "min_frequency",
+        "tokenizer_train_documents",
+        # Where things are and how the data is prepared, not what it is (the cache is keyed on its content).
+        "data_cache_dir",
+        "preprocessing_num_workers",
+        "overwrite_cache",
+        "max_prepare_in_launch_mb",
+        "output_dir",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        # Padding only: masked positions change no loss or gradient.
+        "pad_to_multiple_of",
+        # Checked by `checkpointing.check_compatible` with their own message (batch shape, data order), and
+        # `mixed_precision` through the accelerator's effective value (`run_settings`).
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "seed",
+        "mixed_precision",
+        # A recipe's values land in the fields above, which are compared themselves.
+        "recipe",
+        # The run's length: a finished run may be continued for more steps, epochs or minutes.
+        "num_train_epochs",
+        "max_train_steps",
+        "time_budget",
+        # Around training, not in it: logs, checkpoints' frequency and count, trackers, the final prompts.
+        "logging_steps",
+        "eval_steps",
+        "per_device_eval_batch_size",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "with_tracking",
+        "report_to",
+        "dry_run",
+        "fill_mask_prompts",
+        # Speed, not results: compilation, activation checkpointing, data-loader workers.
+        "torch_compile",
+        "gradient_checkpointing",
+        "dataloader_num_workers",
+    }
 )
-_TRAINING_SETTINGS = (
-    "learning_rate",
-    "weight_decay",
-    "optimizer",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "lr_scheduler_type",
-    "lr_decay_ratio",
-    "lr_decay_type",
-    "num_warmup_steps",
-    "warmup_ratio",
-    "max_grad_norm",
-    "schedule_by",
-    "batch_size_warmup_ratio",
-)
+_PATHS = ("train_file", "validation_file")  # compared as real paths: the same file named from elsewhere is the same
 
 
 def run_settings(
-    config, data: PretrainingData, data_args: DataArguments, args: PretrainingArguments, accelerator
+    config,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    *,
+    tokenizer,
+    train_sequences: int | None,
+    mixed_precision: str,
 ) -> dict:
-    """What the run is made with (model shape, vocabulary, data, masking, optimizer, schedule), as JSON values;
-    saved with every checkpoint and compared on resume (`checkpointing.check_compatible`)."""
+    """What the run is made with, as JSON values: the model's shape and architecture, the tokenizer, and every
+    argument not in `RESUMABLE` (data, masking, optimizer, schedule...); saved with every checkpoint and compared on
+    resume (`checkpointing.check_compatible`)."""
     settings = {f"model.{k}": getattr(config, k) for k in _MODEL_SETTINGS if hasattr(config, k)}
-    settings.update({k: getattr(data_args, k) for k in _DATA_SETTINGS})
-    settings.update({k: getattr(args, k) for k in _TRAINING_SETTINGS})
-    settings["mixed_precision"] = accelerator.mixed_precision
-    tokenizer = data.tokenizer
+    settings.update(argument_settings([model_args, data_args, args], RESUMABLE, _PATHS))
+    settings["mixed_precision"] = mixed_precision
     try:
         from .tokenizer import tokenizer_fingerprint
 
         settings["tokenizer"] = tokenizer_fingerprint(tokenizer)
     except (AttributeError, ImportError):  # not a fast tokenizer
         settings["tokenizer"] = f"{type(tokenizer).__name__} of {len(tokenizer)} tokens"
-    try:
-        settings["train_sequences"] = len(data.train_dataset)
-    except TypeError:  # streamed
-        pass
+    if train_sequences is not None:  # not streamed
+        settings["train_sequences"] = train_sequences
     return json.loads(json.dumps(settings, default=str))  # as a checkpoint holds them (tuples as lists, ...)
 
 
@@ -379,7 +412,7 @@ def _pretrain(
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
-    loop = _begin(run, data, data_args, args, accelerator, resume_path, clear_previous_run, plan)
+    loop = _begin(run, data, model_args, data_args, args, accelerator, resume_path, clear_previous_run, plan)
     if args.with_tracking and not args.dry_run:
         accelerator.init_trackers("minibert-pretrain", config=_tracker_config(model_args, data_args, args))
     with StopRequest() as stop:
@@ -489,8 +522,8 @@ def _build(
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    train_dataloader, eval_dataloader, streaming = build_dataloaders(
-        data, collator, args, accelerator.device, data_args.eval_mlm_probability
+    train_dataloader, eval_dataloader = build_dataloaders(
+        data, collator, args, accelerator.device, plan.streaming, data_args.eval_mlm_probability
     )
     if getattr(accelerator, "is_fsdp2", False):
         shard_tied_head(accelerator, model)
@@ -499,7 +532,7 @@ def _build(
     model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
     train_dataloader, eval_dataloader = loaders[0], (loaders[1] if len(loaders) > 1 else None)
     compiled = torch.compile(model) if args.torch_compile else model
-    max_train_steps = _max_train_steps(args, data, train_dataloader, streaming, accelerator.num_processes)
+    max_train_steps = _max_train_steps(args, data, train_dataloader, plan.streaming, accelerator.num_processes)
     if args.schedule_by == "time":  # the schedule's "steps" are ticks of the time budget
         num_warmup_steps = round((args.warmup_ratio or 0.0) * SCHEDULE_TICKS)
         schedule_steps = SCHEDULE_TICKS
@@ -554,6 +587,7 @@ def _max_train_steps(
 def _begin(
     run: _Run,
     data: PretrainingData,
+    model_args: ModelArguments,
     data_args: DataArguments,
     args: PretrainingArguments,
     accelerator,
@@ -569,7 +603,15 @@ def _begin(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_train_steps=run.max_train_steps,
         seed=args.seed,
-        settings=run_settings(accelerator.unwrap_model(run.prepared_model).config, data, data_args, args, accelerator),
+        settings=run_settings(
+            accelerator.unwrap_model(run.prepared_model).config,
+            model_args,
+            data_args,
+            args,
+            tokenizer=data.tokenizer,
+            train_sequences=None if plan.streaming else len(data.train_dataset),
+            mixed_precision=accelerator.mixed_precision,
+        ),
     )
     saved = Progress.read(resume_path) if resume_path is not None else None
     if saved is not None:
