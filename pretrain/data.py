@@ -634,7 +634,7 @@ class DataPipeline:
                 raise UserError(f"the corpus is empty: no text in {source.describe()}")
             with cache.workdir() as work, cache.publish("documents", key) as directory:
                 tokenized = documents.map(
-                    DocumentTokenizer(self.tokenizer, args.max_seq_length),
+                    DocumentTokenizer(self.tokenizer, args.max_seq_length).table,
                     batched=True,
                     batch_size=TOKENIZE_BATCH_SIZE,
                     remove_columns=documents.column_names,

@@ -13,7 +13,10 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 
+import numpy as np
+import pyarrow as pa
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
@@ -169,6 +172,27 @@ class DocumentTokenizer:
         for token, index in vocab.items():
             is_continuation[index] = token.startswith("##")
         self.is_continuation = is_continuation
+
+    def table(self, batch: dict[str, list]) -> pa.Table:
+        """`self(batch)` as one Arrow table (`segments` list<list<int32>>), built from flat arrays: what the cached
+        map writes, without `datasets` converting every segment's Python list on its own."""
+        out = self(batch)
+        segments = [segment for document in out["segments"] for segment in document]
+        segment_lengths = np.fromiter(map(len, segments), dtype=np.int64, count=len(segments))
+        segment_offsets = np.zeros(len(segments) + 1, dtype=np.int32)
+        np.cumsum(segment_lengths, out=segment_offsets[1:])
+        ids = np.fromiter(chain.from_iterable(segments), dtype=np.int32, count=int(segment_offsets[-1]))
+        document_offsets = np.zeros(len(out["segments"]) + 1, dtype=np.int32)
+        np.cumsum([len(document) for document in out["segments"]], out=document_offsets[1:])
+        tokens = pa.ListArray.from_arrays(pa.array(segment_offsets), pa.array(ids))
+        return pa.table(
+            {
+                "segments": pa.ListArray.from_arrays(pa.array(document_offsets), tokens),
+                "num_lines": pa.array(out["num_lines"], type=pa.int32()),
+                "lines_split": pa.array(out["lines_split"], type=pa.int32()),
+                "num_bytes": pa.array(out["num_bytes"], type=pa.int64()),
+            }
+        )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         texts = batch["text"]

@@ -113,3 +113,16 @@ def test_document_tokenizer_cuts_overlong_lines_and_drops_empty_documents(traine
     assert out["num_bytes"][1] == len((long_line + "\nShort one.").encode())
     # Not presplit: the sentence splitter runs.
     assert tokenize({"text": ["The model reads. Text follows."]})["num_lines"] == [2]
+
+
+def test_document_tokenizer_table_is_its_output_as_the_cache_stores_it(trained):
+    """What the cached map writes (`table`, built from flat arrays) holds exactly the lists `__call__` returns, in
+    the cache's types."""
+    from pretrain.data import DOCUMENT_FEATURES
+
+    tokenize = DocumentTokenizer(trained, max_seq_length=16)
+    batch = {"text": ["The model.\nReads text.", "", " ".join(["the model reads text"] * 10)], "presplit": [True] * 3}
+    table = tokenize.table(batch)
+    assert table.to_pydict() == tokenize(batch)
+    assert table.schema == DOCUMENT_FEATURES.arrow_schema
+    assert tokenize.table({"text": [""], "presplit": [True]}).num_rows == 0
