@@ -19,6 +19,9 @@ import pyarrow as pa
 
 from pretrain.nsp import INSTANCE_SCHEMA, NSPInstanceMap, document_rng, list_column, stable_int
 
+# Documents packed together (a [SEP] between them): consecutive documents' sentences fill one run after another.
+GROUP_DOCUMENTS = 64
+
 
 def pack_segments(
     documents: Sequence[Sequence[Sequence[int]]],
@@ -61,18 +64,22 @@ class SegmentInstanceMap(NSPInstanceMap):
 
     def __call__(self, batch, indices: list[int]) -> pa.Table:
         arrow = self.arrow_documents()
-        documents = [arrow[i] for i in indices]
         ids, lengths, example_ids = [], [], []
-        for dupe in range(self.dupe_factor):
-            rng = document_rng(self.seed, dupe, indices[0])
-            for k, run in enumerate(
-                pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
-            ):
-                ids.append(self.cls_id)
-                ids.extend(run)
-                ids.append(self.sep_id)
-                lengths.append(len(run) + 2)
-                example_ids.append(stable_int(indices[0], dupe, k))
+        # Packed in fixed groups of documents (k * GROUP_DOCUMENTS ...), each by the call holding its first one
+        # (reading the rest from the table if the batch ends first): how `datasets.map` batches and shards the
+        # documents (num_proc) cannot change the examples.
+        for start in (i for i in indices if i % GROUP_DOCUMENTS == 0):
+            documents = [arrow[i] for i in range(start, min(start + GROUP_DOCUMENTS, len(arrow)))]
+            for dupe in range(self.dupe_factor):
+                rng = document_rng(self.seed, dupe, start)
+                for k, run in enumerate(
+                    pack_segments(documents, self.max_seq_length, self.short_seq_prob, rng, self.sep_id)
+                ):
+                    ids.append(self.cls_id)
+                    ids.extend(run)
+                    ids.append(self.sep_id)
+                    lengths.append(len(run) + 2)
+                    example_ids.append(stable_int(start, dupe, k))
         lengths = np.asarray(lengths, dtype=np.int64)
         return pa.table(
             [

@@ -211,6 +211,19 @@ def test_same_seed_same_data_any_num_proc_other_seed_other_data(tmp_path, corpus
     assert other_seed.stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "built"}
 
 
+def test_mlm_only_examples_are_the_same_for_any_num_proc(tmp_path, corpus_file):
+    """Packed MLM-only examples span documents: with 2 processes the shard boundary (document 114 of 228) falls
+    inside a packing group, which must still be packed whole, as one process packs it."""
+    common = dict(
+        train_file=[corpus_file], max_seq_length=64, vocab_size=300, min_frequency=1, next_sentence_prediction=False
+    )
+    one = prepare(tmp_path / "a", **common)
+    two_workers = prepare(tmp_path / "b", preprocessing_num_workers=2, **common)
+    assert len(one.train_dataset) > 100
+    assert one.train_dataset.to_dict() == two_workers.train_dataset.to_dict()  # ids, segments and example ids
+    assert one.eval_dataset.to_dict() == two_workers.eval_dataset.to_dict()
+
+
 def test_cache_is_reused_and_invalidated_by_changed_inputs(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", make_corpus(n_docs=60))
     common = dict(train_file=[corpus], max_seq_length=64, vocab_size=300, min_frequency=1)
