@@ -6,7 +6,8 @@
               no source: the demo corpus built from Python's own documentation (`demo.py`)
 2. tokenizer  `--tokenizer_name`, or a WordPiece vocabulary trained on the training documents (`tokenizer.py`)
 3. tokenize   sentences -> token ids, overlong lines cut (batched `datasets.map`, `num_proc` workers)
-4. pair       validation documents held out, NSP instances made as Google's script makes them (`nsp.py`)
+4. pair       validation documents held out, NSP instances made as Google's script makes them (`nsp.py`), or
+              MLM-only examples packed from consecutive documents (`packing.py`)
 
 Steps 2-4 are cached as Arrow under `data_cache_dir` (default `$MINIBERT_CACHE` or `~/.cache/minibert`), each
 keyed on everything that can change its output (files' paths, sizes and mtimes, the tokenizer, max_seq_length,
