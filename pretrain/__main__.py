@@ -17,7 +17,6 @@ Exit status: 0 when the run completed (also when --time_budget ended it), 2 for 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from importlib import resources
 
 from minibert.cli import HubArguments, parse_args, run_cli
 
-from .args import ModelArguments, PretrainingArguments
+from .args import ModelArguments, PretrainingArguments, with_checkpoint_tokenizer
 from .recipes import merge_config_overrides, recipe_defaults
 
 DEMO_CONFIG = "demo"
@@ -56,7 +55,7 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
         [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog, defaults=recipe_values
     )
     model_args.config_overrides = merge_config_overrides(recipe.get("config_overrides"), model_args.config_overrides)
-    return model_args, data_args, training_args, hub_args
+    return model_args, with_checkpoint_tokenizer(model_args, data_args), training_args, hub_args
 
 
 def show_fill_mask(output_dir: str, prompts: list[str], top_k: int = 3) -> None:
@@ -103,8 +102,6 @@ def _run(argv: Sequence[str] | None) -> dict:
         from .data import prepare_pretraining_data
         from .demo import report_what_was_learnt
 
-        if model_args.model_name_or_path and not data_args.tokenizer_name:  # as the run did
-            data_args = dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
         data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the run's cache: read, not rebuilt
         result.update(report_what_was_learnt(training_args.output_dir, data, result))
     return result

@@ -349,6 +349,16 @@ class PretrainingArguments:
         return round((self.warmup_ratio or 0.0) * max_train_steps)
 
 
+def with_checkpoint_tokenizer(model_args: ModelArguments, data_args):
+    """A run that continues a checkpoint uses its tokenizer unless --tokenizer_name names another: `data_args` with
+    that decided (a copy; the caller's object is not changed). The one place this rule lives."""
+    import dataclasses
+
+    if model_args.model_name_or_path and not data_args.tokenizer_name:
+        return dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
+    return data_args
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """The decisions every part of a pretraining run reads, made once (`RunPlan.decide`) and passed down to the

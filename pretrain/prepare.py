@@ -32,9 +32,7 @@ def prepare(argv: Sequence[str] | None = None) -> dict:
     from .__main__ import parse
     from .data import prepare_pretraining_data
 
-    model_args, data_args, training_args, _ = parse(argv, prog="minibert-prepare")
-    if model_args.model_name_or_path and not data_args.tokenizer_name:
-        data_args.tokenizer_name = model_args.model_name_or_path  # as minibert-pretrain does
+    model_args, data_args, training_args, _ = parse(argv, prog="minibert-prepare")  # the checkpoint's tokenizer too
     if data_args.preprocessing_num_workers is None:
         data_args.preprocessing_num_workers = usable_cores()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -37,7 +37,7 @@ from minibert.runs import (
 )
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
-from .args import ModelArguments, PretrainingArguments, RunPlan
+from .args import ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
 from .checkpointing import (
     Progress,
@@ -407,8 +407,7 @@ def _pretrain(
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
     if hub_args.export_bert:  # a model with no BERT twin is refused before the data is read, not after the run
         check_bert_export(planned_architecture(model_args))
-    if model_args.model_name_or_path and not data_args.tokenizer_name:  # continue with the checkpoint's vocabulary
-        data_args = dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
+    data_args = with_checkpoint_tokenizer(model_args, data_args)
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
@@ -463,10 +462,12 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
         read_checkpoint_config(model_args.model_name_or_path)
     check_input_paths(data_args.train_file, "--train_file")  # /dev/null, a named pipe: said as such
     check_input_paths(data_args.validation_file, "--validation_file")
-    if data_args.tokenizer_name or model_args.model_name_or_path:  # a folder without tokenizer files: one line
+    tokenizer = data_args.tokenizer_name or model_args.model_name_or_path
+    if tokenizer:  # a folder without tokenizer files: one line naming the flag that chose it
+        given_as = "--model_name_or_path" if tokenizer == model_args.model_name_or_path else "--tokenizer_name"
         check_tokenizer_folder(
-            data_args.tokenizer_name or model_args.model_name_or_path,
-            "--tokenizer_name" if data_args.tokenizer_name else "--model_name_or_path",
+            tokenizer,
+            given_as,
             "give a tokenizer saved with save_pretrained (a folder or a Hub id) as --tokenizer_name",
         )
     if args.optimizer == "lamb" and is_sharded(accelerator):
