@@ -173,8 +173,11 @@ def _training_summary(accelerator, data_args, args, results: dict, num_warmup_st
     }
 
 
-def write_outputs(accelerator, model, data, data_args, args, hub_args, results: dict, num_warmup_steps: int) -> None:
-    """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked."""
+def write_outputs(
+    accelerator, model, data, data_args, args, hub_args, results: dict, num_warmup_steps: int, plan
+) -> None:
+    """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked. `plan`: the
+    run's `RunPlan` (the card states its objective)."""
     from minibert.card import PretrainingCardInfo, render_cards
     from minibert.hub import push_to_hub, save_bert_twin, save_model_folder
 
@@ -194,7 +197,7 @@ def write_outputs(accelerator, model, data, data_args, args, hub_args, results: 
             data_description=describe_data(data_args),
             dataset_id=data_args.dataset_name,
             dataset_config=data_args.dataset_config_name,
-            next_sentence_prediction=data_args.next_sentence_prediction,
+            next_sentence_prediction=plan.next_sentence_prediction,
             training=_training_summary(accelerator, data_args, args, results, num_warmup_steps),
             results={k: results[k] for k in eval_keys if k in results},
             example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),

@@ -429,7 +429,9 @@ def _pretrain(
         evaluation = loop.run_evaluation(DRY_RUN_EVAL_BATCHES if args.dry_run else None)
     results = final_results(loop, evaluation, run.total_params, session_start)
     if not args.dry_run:
-        write_outputs(accelerator, run.prepared_model, data, data_args, args, hub_args, results, run.num_warmup_steps)
+        write_outputs(
+            accelerator, run.prepared_model, data, data_args, args, hub_args, results, run.num_warmup_steps, plan
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"status": "completed", **results}
