@@ -207,3 +207,28 @@ def test_a_step_that_signals_or_runs_out_of_time_still_reads_once(corpus, cache,
         skipped, stop = loop.train_step([next(batches)], signalled=True, clock_s=61.0)
     assert stop == "signal" and not skipped
     assert mode.reads == ["copy to host"]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_loops_step_synchronises_once(corpus, cache, tmp_path, monkeypatch):
+    """The loop's own step on CUDA (bf16 autocast, fused AdamW, batches moved by the prepared dataloader), under
+    torch's sync debug mode: the one synchronisation is the step's host read."""
+    import warnings
+
+    loop = built_loop(corpus, cache, tmp_path / "out", monkeypatch, "--mixed_precision", "bf16")
+    assert loop.accelerator.device.type == "cuda"
+    batches = iter(loop._begin_epoch())
+    loop.train_step([next(batches)], signalled=False, clock_s=0.0)  # the optimizer's state is made
+    for _ in range(2):
+        window = [next(batches)]
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                skipped, _ = loop.train_step(window, signalled=False, clock_s=1.0)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        assert not skipped
+        assert len(syncs) == 1, syncs
