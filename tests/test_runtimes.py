@@ -277,10 +277,11 @@ def test_a_missing_attention_backend_gets_transformers_own_error(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("implementation", ["flex_attention", "flash_attention_2"])
 def test_other_attention_backends_match_sdpa_on_a_gpu(implementation, tmp_path):
-    """flex_attention also runs on the CPU (checked by hand: equal to 2e-7), but compiling it there takes minutes."""
+    """flex_attention also runs on the CPU (checked by hand: equal to 2e-7), but compiling it there takes minutes.
+    Compiled flex attention needs a head dimension of at least 16: 2 heads of 16 here (TINY's 4 of 8 fail)."""
     if implementation == "flash_attention_2":
         pytest.importorskip("flash_attn")
-    model = tiny(MiniBertModel)
+    model = tiny(MiniBertModel, num_attention_heads=2)
     model.save_pretrained(tmp_path)
     batch = {k: v.cuda() for k, v in make_batch().items()}
     other = (
