@@ -764,7 +764,14 @@ def _write_outputs(
     if predictions is not None:
         show_examples(prepared.splits["test"], predictions, prepared.labels, training_args.num_examples_shown)
     if hub_args.push_to_hub:
-        url = push_to_hub(output_dir, hub_args, api=hub_api, commit_message="Upload fine-tuned MiniBERT")
+        url = push_to_hub(
+            output_dir,
+            hub_args.hub_model_id,
+            hub_args.hub_token,
+            hub_args.hub_private_repo,
+            api=hub_api,
+            commit_message="Upload fine-tuned MiniBERT",
+        )
         logger.info("uploaded to %s", url)
 
 

@@ -13,7 +13,7 @@ import tempfile
 
 from transformers import PreTrainedModel
 
-from .cli import HubArguments, UserError
+from .cli import UserError
 from .twin import minibert_to_bert
 
 
@@ -177,22 +177,29 @@ def _write_config(path: str, config: dict) -> None:
         json.dump(config, f, indent=2, ensure_ascii=False)
 
 
-def push_to_hub(output_dir: str, hub_args: HubArguments, api=None, commit_message: str = "Upload MiniBERT") -> str:
-    """Upload `output_dir` to `hub_args.hub_model_id` with huggingface_hub; returns the repository URL.
+def push_to_hub(
+    output_dir: str,
+    repo_id: str | None,
+    token: str | None = None,
+    private: bool = False,
+    api=None,
+    commit_message: str = "Upload MiniBERT",
+) -> str:
+    """Upload `output_dir` to the Hub repository `repo_id` with huggingface_hub; returns the repository URL.
 
-    `api` is an `HfApi`-like object (tests pass a recorder); by default a real `HfApi(token=...)`.
+    `api` is an `HfApi`-like object (tests pass a recorder); by default a real `HfApi(token=token)`.
     Training state (`checkpoints/`, TensorBoard runs) stays local.
     """
-    if not hub_args.hub_model_id:
+    if not repo_id:
         raise UserError("--push_to_hub needs --hub_model_id")
     if api is None:
         from huggingface_hub import HfApi
 
-        api = HfApi(token=hub_args.hub_token)
+        api = HfApi(token=token)
     try:
-        repo = api.create_repo(hub_args.hub_model_id, exist_ok=True, private=hub_args.hub_private_repo)
+        repo = api.create_repo(repo_id, exist_ok=True, private=private)
         api.upload_folder(
-            repo_id=hub_args.hub_model_id,
+            repo_id=repo_id,
             folder_path=output_dir,
             commit_message=commit_message,
             ignore_patterns=["checkpoints/*", "runs/*", "tensorboard/*", ".saving-*", "*.tmp"],
@@ -200,7 +207,5 @@ def push_to_hub(output_dir: str, hub_args: HubArguments, api=None, commit_messag
     except UserError:
         raise
     except Exception as e:  # network, auth, permissions: the checkpoint on disk is untouched
-        raise UserError(
-            f"upload to {hub_args.hub_model_id} failed ({type(e).__name__}: {e}); {output_dir} is intact"
-        ) from None
-    return str(getattr(repo, "url", repo) or f"https://huggingface.co/{hub_args.hub_model_id}")
+        raise UserError(f"upload to {repo_id} failed ({type(e).__name__}: {e}); {output_dir} is intact") from None
+    return str(getattr(repo, "url", repo) or f"https://huggingface.co/{repo_id}")

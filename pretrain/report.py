@@ -211,5 +211,5 @@ def write_outputs(
     plot_training_curves(os.path.join(args.output_dir, METRICS_FILE), os.path.join(args.output_dir, CURVES_FILE))
     logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)
     if hub_args.push_to_hub:
-        url = push_to_hub(args.output_dir, hub_args)
+        url = push_to_hub(args.output_dir, hub_args.hub_model_id, hub_args.hub_token, hub_args.hub_private_repo)
         logger.info("uploaded to %s", url)

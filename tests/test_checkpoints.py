@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
 from minibert import AUTO_CLASSES, AUTO_MAP
-from minibert.cli import HubArguments, UserError
+from minibert.cli import UserError
 from minibert.hub import push_to_hub, save_model_folder
 from minibert.modeling_minibert import (
     CODE_FILES,
@@ -214,15 +214,15 @@ class RecordingApi:
 
 def test_push_to_hub_uploads_the_folder(tmp_path):
     api = RecordingApi()
-    url = push_to_hub(str(tmp_path), HubArguments(push_to_hub=True, hub_model_id="me/tiny"), api=api)
+    url = push_to_hub(str(tmp_path), "me/tiny", api=api)
     assert url == "https://huggingface.co/me/tiny"
     (_, repo_id, kwargs), (_, upload) = api.calls
     assert repo_id == "me/tiny" and upload["repo_id"] == "me/tiny" and upload["folder_path"] == str(tmp_path)
     assert "checkpoints/*" in upload["ignore_patterns"]
     with pytest.raises(UserError, match="hub_model_id"):
-        push_to_hub(str(tmp_path), HubArguments(push_to_hub=True), api=api)
+        push_to_hub(str(tmp_path), None, api=api)
     with pytest.raises(UserError, match="network is down"):
-        push_to_hub(str(tmp_path), HubArguments(push_to_hub=True, hub_model_id="me/tiny"), api=RecordingApi(fail=True))
+        push_to_hub(str(tmp_path), "me/tiny", api=RecordingApi(fail=True))
 
 
 # --------------------------------------------------------------------------------------------------------------
