@@ -19,8 +19,8 @@ import math
 import os
 import stat
 
-from .cli import UserError
 from .configuration_minibert import ARCHITECTURE_FIELDS
+from .errors import UserError
 
 # What a saved tokenizer holds besides tokenizer_config.json: any one of these is a vocabulary.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")

@@ -17,13 +17,9 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from .checks import check_input_path
+from .errors import UserError
 
-class UserError(ValueError):
-    """An error the user can fix; reported as one clear message and exit status 2.
-
-    A `ValueError`, so that a library caller (`finetune.train.finetune(...)`, `minibert.convert`) can catch it as
-    the bad value it is. Code that wraps other libraries' `ValueError`s into a `UserError` of its own lets this one
-    through first (`except UserError: raise`)."""
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
@@ -86,8 +82,6 @@ def _out_of_memory(error: BaseException) -> bool:
 
 
 def _load_config_file(path: str) -> dict:
-    from .checks import check_input_path  # (minibert.checks imports this module)
-
     check_input_path(path, "config file")  # missing, a folder, /dev/null or a named pipe: said as such
     try:
         with open(path, encoding="utf-8") as f:

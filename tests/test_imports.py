@@ -1,4 +1,4 @@
-"""The model and checkpoint modules of minibert import one another without a circle (every import counted, the lazy
+"""minibert's modules import one another without a circle (every import counted, the lazy
 ones inside functions too): each can be read, tested and imported alone, after the ones it builds on."""
 
 import ast
@@ -26,11 +26,12 @@ def imports_of(path: Path) -> set[str]:
     return {m.split(".")[0] for m in found} - {path.stem}
 
 
-# The model, its registration and the checkpoint tools (card, hub and convert imported each other in a circle).
-CHECKED = {"__init__", "configuration_minibert", "modeling_minibert", "clients", "twin", "hub", "card", "convert"}
+# Every module: the model, its registration, the checkpoint tools (card, hub and convert once imported each other in a
+# circle) and the CLI helpers (cli and checks did, until `UserError` moved to errors.py).
+CHECKED = {p.stem for p in PACKAGE.glob("*.py")}
 
 
-def test_the_model_and_checkpoint_modules_import_without_a_circle():
+def test_the_modules_import_without_a_circle():
     graph = {p.stem: imports_of(p) for p in PACKAGE.glob("*.py")}
     assert {"card", "hub", "convert", "twin"} <= graph.keys()
     assert "convert" not in graph["hub"] and "card" not in graph["hub"]  # the circle this test was written for
