@@ -24,7 +24,7 @@ from importlib import resources
 
 from minibert.cli import HubArguments, parse_args, run_cli
 
-from .args import ModelArguments, PretrainingArguments, with_checkpoint_tokenizer
+from .args import DataArguments, ModelArguments, PretrainingArguments, with_checkpoint_tokenizer
 from .recipes import merge_config_overrides, recipe_defaults
 
 DEMO_CONFIG = "demo"
@@ -38,8 +38,6 @@ def shipped_config(name: str) -> str | None:
 
 def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
     """Flags and run configs as `minibert-pretrain` reads them (`minibert-prepare` reads the same)."""
-    from .data import DataArguments
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and "." not in argv[0] and shipped_config(argv[0]):
         argv[0] = shipped_config(argv[0])  # `minibert-pretrain bert-base ...`: a shipped config by name

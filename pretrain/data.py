@@ -33,7 +33,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError
 from pretrain import streaming
+from pretrain.args import STREAMING_TOKENIZER_DOCUMENTS, DataArguments  # noqa: F401 (also importable from here)
 from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo import build_demo_corpus
@@ -85,7 +86,6 @@ SEGMENT_FEATURES = Features({k: v for k, v in INSTANCE_FEATURES.items() if k != 
 # until written: small batches keep that (and so memory) bounded whatever the corpus size.
 TOKENIZE_BATCH_SIZE = 256
 PAIR_BATCH_SIZE = 64
-STREAMING_TOKENIZER_DOCUMENTS = 100_000
 STREAMING_EVAL_SAMPLES = 2_000
 # A streamed saved dataset is cut into shards of this many rows (files: `streaming.SHARD_BYTES`), so that a
 # resumed stream re-reads at most one shard's documents and re-tokenizes one block.
@@ -93,173 +93,6 @@ STREAM_SHARD_DOCUMENTS = 20_000
 # Preparation speed (MB of text per second) that sizes the process group's timeout: a slow single core
 # (bench_data.py measures ~1.6 MB/s per core).
 PREPARE_WORST_MB_PER_S = 0.5
-
-
-@dataclass
-class DataArguments:
-    """What to pretrain on and how to turn it into MLM + NSP examples (names as in run_mlm_no_trainer.py)."""
-
-    train_file: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Training text: files, directories or globs (several allowed). .txt: BERT format, one sentence "
-            "per line and a blank line between documents; .jsonl/.json: one JSON document per line. A directory "
-            "saved by `datasets.save_to_disk` also works. None (and no --dataset_name): the built-in demo corpus."
-        },
-    )
-    validation_file: str | None = field(
-        default=None, metadata={"help": "Held-out text in the same formats; else --validation_split_percentage."}
-    )
-    validation_split_percentage: float = field(
-        default=5,
-        metadata={"help": "Percent of training documents held out for evaluation when there is no validation file."},
-    )
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "A `datasets.load_dataset` name, or a directory saved with save_to_disk."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    dataset_text_column: str = field(default="text", metadata={"help": "Column (JSON field) holding the text."})
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "An existing tokenizer (path or Hub name); if unset, train a WordPiece one."}
-    )
-    vocab_size: int = field(default=8192, metadata={"help": "Vocabulary size of a trained tokenizer."})
-    lowercase: bool = field(default=True, metadata={"help": "Lowercase (and strip accents) in a trained tokenizer."})
-    min_frequency: int = field(default=2, metadata={"help": "Minimum count of a merge in a trained tokenizer."})
-    tokenizer_train_documents: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Train the tokenizer on at most this many documents (streaming: "
-            f"{STREAMING_TOKENIZER_DOCUMENTS} unless set)."
-        },
-    )
-    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example, [CLS] and [SEP]s included."})
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens chosen for MLM."})
-    next_sentence_prediction: bool = field(
-        default=True,
-        metadata={
-            "help": "Train next-sentence prediction too (BERT); false: MLM only, as RoBERTa and later models "
-            "(examples are consecutive documents' sentences packed in order up to --max_seq_length)."
-        },
-    )
-    eval_mlm_probability: float | None = field(
-        default=None,
-        metadata={
-            "help": "Share of tokens masked in evaluation (default: --mlm_probability), e.g. 0.15 to compare "
-            "runs trained at different rates."
-        },
-    )
-    mask_replace_prob: float = field(
-        default=0.8, metadata={"help": "Of the chosen tokens, the share replaced by [MASK] (BERT: 0.8)."}
-    )
-    random_replace_prob: float = field(
-        default=0.1,
-        metadata={"help": "Of the chosen tokens, the share replaced by a random token (BERT: 0.1); the rest stay."},
-    )
-    short_seq_prob: float = field(
-        default=0.1, metadata={"help": "Probability that a document's pairs are packed to a random shorter length."}
-    )
-    whole_word_mask: bool = field(
-        default=False,
-        metadata={"help": "Mask all pieces of a word together (words are found by WordPiece `##` continuations)."},
-    )
-    pad_to_multiple_of: int | None = field(
-        default=None, metadata={"help": "Pad batches to a multiple of this length (e.g. 8 for tensor cores)."}
-    )
-    dupe_factor: int = field(
-        default=1, metadata={"help": "Pairings made per document, each with other split points and random Bs."}
-    )
-    preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "Processes for tokenizing and pairing (datasets.map num_proc)."}
-    )
-    overwrite_cache: bool = field(default=False, metadata={"help": "Rebuild the cached tokenizer and data."})
-    data_cache_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where prepared data is cached (default: $MINIBERT_CACHE or ~/.cache/minibert)."},
-    )
-    max_prepare_in_launch_mb: float = field(
-        default=500,
-        metadata={
-            "help": "A multi-process launch that finds no prepared cache prepares a corpus of at most this "
-            "many MB itself (the other processes wait); a larger one stops with a message to run "
-            "`minibert-prepare` first."
-        },
-    )
-    streaming: bool = field(
-        default=False, metadata={"help": "Read, tokenize and pair on the fly, for corpora larger than the disk cache."}
-    )
-    streaming_buffer_size: int = field(
-        default=2_000,
-        metadata={
-            "help": "Streaming: documents per block; a block is tokenized and paired on its own (a random "
-            "NotNext B comes from the same block) and its pairs are shuffled (held in memory until "
-            "yielded)."
-        },
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Evaluate on at most this many pairs (a fixed random subset)."}
-    )
-
-    def validate(self) -> None:
-        # Cache keys are JSON: 5 and 5.0 must name the same entry (flags give floats, Python callers often ints).
-        for name in ("validation_split_percentage", "mlm_probability", "short_seq_prob", "max_prepare_in_launch_mb"):
-            value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, float(value))
-        if self.train_file and self.dataset_name:
-            raise UserError("give either --train_file or --dataset_name, not both")
-        if self.streaming and not self.next_sentence_prediction:
-            raise UserError(
-                "--next_sentence_prediction false is not supported with --streaming yet: prepare the data "
-                "map-style (minibert-prepare) or keep NSP"
-            )
-        if self.eval_mlm_probability is not None and not 0 < self.eval_mlm_probability < 1:
-            raise UserError(f"--eval_mlm_probability must be in (0, 1), got {self.eval_mlm_probability}")
-        if not 0 <= self.validation_split_percentage < 100:
-            raise UserError(
-                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
-            )
-        if self.max_seq_length < 8:
-            raise UserError(f"--max_seq_length must be at least 8 ([CLS] A [SEP] B [SEP]), got {self.max_seq_length}")
-        if not 0 < self.mlm_probability < 1:
-            raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
-        if not (0 <= self.mask_replace_prob <= 1 and 0 <= self.random_replace_prob <= 1) or (
-            self.mask_replace_prob + self.random_replace_prob > 1
-        ):
-            raise UserError(
-                f"--mask_replace_prob ({self.mask_replace_prob}) and --random_replace_prob "
-                f"({self.random_replace_prob}) must each be in [0, 1] and sum to at most 1"
-            )
-        if not 0 <= self.short_seq_prob <= 1:
-            raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        optional_counts = (
-            "preprocessing_num_workers",
-            "max_eval_samples",
-            "pad_to_multiple_of",
-            "tokenizer_train_documents",
-        )
-        for name in optional_counts:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be at least 1, got {value}")
-        if not self.max_prepare_in_launch_mb >= 0:
-            raise UserError(f"--max_prepare_in_launch_mb must be >= 0, got {self.max_prepare_in_launch_mb}")
-        if self.tokenizer_name is None and self.vocab_size < 100:
-            raise UserError(f"--vocab_size must be at least 100, got {self.vocab_size}")
-        if self.tokenizer_name is None and self.vocab_size > MAX_VOCAB_SIZE:  # `tokenizers` aborts the process
-            raise UserError(f"--vocab_size must be at most {MAX_VOCAB_SIZE:,}, got {self.vocab_size:,}")
-        # Past these a run does not fail, it fills memory for hours: BERT used dupe_factor 10 and 512 tokens.
-        if self.dupe_factor > MAX_DUPE_FACTOR:
-            raise UserError(f"--dupe_factor must be at most {MAX_DUPE_FACTOR}, got {self.dupe_factor:,}")
-        if self.max_seq_length > MAX_SEQ_LENGTH:
-            raise UserError(f"--max_seq_length must be at most {MAX_SEQ_LENGTH:,}, got {self.max_seq_length:,}")
-
-
-MAX_VOCAB_SIZE = 2**24  # the WordPiece trainer panics (a process abort, no exception) on 2**31 and beyond
-MAX_DUPE_FACTOR = 1000
-MAX_SEQ_LENGTH = 65536
 
 
 @dataclass

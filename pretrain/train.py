@@ -37,7 +37,7 @@ from minibert.runs import (
 )
 from minibert.safety import OutputLock, check_output_dir, mark_output_dir
 
-from .args import ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
+from .args import DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
 from .checkpointing import (
     Progress,
@@ -50,7 +50,7 @@ from .checkpointing import (
     verify_checkpoint,
 )
 from .collator import DataCollatorForPreTraining
-from .data import DataArguments, PretrainingData
+from .data import PretrainingData
 from .distributed import check_checkpoint_layout, is_sharded, make_accelerator, shard_tied_head
 from .evaluation import eval_collator
 from .loop import DRY_RUN_EVAL_BATCHES, MAX_NONFINITE_STEPS, PretrainingLoop, TrainingDiverged  # noqa: F401 (re-exported)

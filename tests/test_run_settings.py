@@ -10,9 +10,8 @@ from conftest import TINY
 
 from minibert import MiniBertConfig
 from minibert.cli import UserError
-from pretrain.args import ModelArguments, PretrainingArguments
+from pretrain.args import DataArguments, ModelArguments, PretrainingArguments
 from pretrain.checkpointing import Progress, check_compatible
-from pretrain.data import DataArguments
 from pretrain.train import RESUMABLE, run_settings
 
 GROUPS = (ModelArguments, DataArguments, PretrainingArguments)
