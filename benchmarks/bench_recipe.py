@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -86,16 +87,49 @@ KNOBS = {
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The corpus and the task
+# The corpora and their tasks
 # --------------------------------------------------------------------------------------------------------------
-def _source_files() -> list[tuple[str, str]]:
-    """(label, path) of the .py files of the stdlib (the demo corpus's) and of the installed packages."""
+# Packages whose docstrings `fast` was never tuned on: another family (symbolic maths, graphs, templating,
+# packaging and CLI tools, validation, highlighting, testing), none of them in PACKAGES.
+OTHER_PACKAGES = [
+    "sympy",
+    "networkx",
+    "mpmath",
+    "jinja2",
+    "pip",
+    "setuptools",
+    "pygments",
+    "rich",
+    "click",
+    "pydantic",
+    "fsspec",
+    "_pytest",
+]
+OTHER_TASK_LABELS = ["sympy", "networkx", "pip", "pydantic", "setuptools", "pygments"]  # 133+ task docstrings each
+MAN_SECTIONS = ["1", "2", "3", "7", "8"]  # the task's classes: sections with enough pages (5 and 6 have few)
+CORPORA = {
+    "tune": "docstrings of the stdlib and of the packages `fast` was tuned on (PACKAGES); task: which package",
+    "docstrings_other": "docstrings of another package family (OTHER_PACKAGES); task: which package",
+    "man": "English man pages the Debian packages install (/usr/share/man/man*); task: which manual section",
+    "pydocs": "Python's own documentation (pydoc_data.topics, by section); task: words in order or shuffled",
+}
+UNTUNED = [name for name in CORPORA if name != "tune"]
+
+
+class MissingCorpus(Exception):
+    """A corpus this machine does not have (CI has no man pages, a package may not be installed)."""
+
+
+def _hash_share(key: str) -> int:
+    """0-99 from a hash of a document's key: the same split on every machine and run."""
+    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 100
+
+
+def _package_files(packages: list[str]) -> list[tuple[str, str]]:
     import importlib.util
 
-    from pretrain.demo import stdlib_files
-
-    out = [("stdlib", path) for path in stdlib_files()]
-    for package in PACKAGES:
+    out = []
+    for package in packages:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             continue
@@ -106,54 +140,229 @@ def _source_files() -> list[tuple[str, str]]:
     return out
 
 
-def build_corpus(workdir: str) -> dict:
-    """The pretraining corpus (BERT format) and the downstream task's CSV files; cached in `workdir`."""
+def _docstring_documents(files: list[tuple[str, str]]) -> list[tuple[str, str, list[str]]]:
+    """(label, key, sentences) per docstring, cleaned as the demo corpus's are, deduplicated; key: its file."""
     from minibert.text import docstring_prose
     from pretrain.demo import file_docstrings
 
+    seen, out = set(), []
+    for label, path in files:
+        for doc in file_docstrings(path):
+            sentences = docstring_prose(doc)
+            key = " ".join(sentences)
+            if sentences and key not in seen:
+                seen.add(key)
+                out.append((label, path, sentences))
+    return out
+
+
+def tune_documents() -> list[tuple[str, str, list[str]]]:
+    from pretrain.demo import stdlib_files
+
+    return _docstring_documents([("stdlib", p) for p in stdlib_files()] + _package_files(PACKAGES))
+
+
+def other_docstring_documents() -> list[tuple[str, str, list[str]]]:
+    files = _package_files(OTHER_PACKAGES)
+    found = {label for label, _ in files}
+    if not set(OTHER_TASK_LABELS) <= found:
+        raise MissingCorpus(f"packages not installed: {', '.join(sorted(set(OTHER_TASK_LABELS) - found))}")
+    return _docstring_documents(files)
+
+
+_ROFF_FONT = re.compile(r"\\f(\[[^\]]*\]|\(..|.)")
+_ROFF_NAMED = {"em": "-", "en": "-", "aq": "'", "dq": '"', "lq": '"', "rq": '"', "oq": "'", "cq": "'", "mi": "-"}
+_ROFF_ESCAPE = re.compile(r"\\(\(..|\[[^\]]*\]|\*\(..|\*\[[^\]]*\]|\*.|[-e&|^/,)%~ 0c:])")
+_ROFF_TEXT_MACROS = {".B", ".I", ".BR", ".IR", ".RB", ".RI", ".BI", ".IB", ".SM", ".SB"}
+_ROFF_BREAKS = {".PP", ".LP", ".P", ".TP", ".IP", ".HP", ".SS", ".sp", ".br", ".RS", ".RE", ".TQ"}
+
+
+def _roff_escape(m: re.Match) -> str:
+    code = m.group(1)
+    if code.startswith("(") or code.startswith("["):
+        return _ROFF_NAMED.get(code.strip("([]"), "")
+    return {"-": "-", "e": "\\", " ": " ", "0": " ", "~": " "}.get(code, "")
+
+
+def man_page_prose(source: str) -> list[list[str]]:
+    """The running prose of a man page's roff source (man macros), as paragraphs of sentences: text lines and
+    the text of font macros kept, escapes resolved, no-fill blocks (examples, synopses) and tables left out.
+
+    Written by hand because rendering 20,000 pages with groff takes longer than the benchmark; what it misses
+    (rare macros) only drops text, and every sentence still passes the same prose test as the docstrings'."""
+    from minibert.text import split_sentences
+
+    paragraphs, current, fill, section, tag_next = [], [], True, "", False
+    for raw in source.splitlines():
+        line = raw.rstrip()
+        if line.startswith((".", "'")):
+            parts = line.split(None, 1)
+            macro = parts[0] if parts else "."
+            tag_next = macro in (".TP", ".TQ")  # the line after .TP is a tag (an option's name), not prose
+            if macro in (".nf", ".EX", ".TS"):
+                fill = False
+            elif macro in (".fi", ".EE", ".TE"):
+                fill = True
+            if macro == ".SH":
+                section = parts[1].strip('"').upper() if len(parts) > 1 else ""
+            if macro in _ROFF_BREAKS or macro == ".SH":
+                if current:
+                    paragraphs.append(current)
+                current = []
+            elif macro in _ROFF_TEXT_MACROS and len(parts) > 1 and fill and section not in ("SYNOPSIS", "NAME"):
+                current.append(parts[1].replace('"', ""))
+            continue
+        if tag_next:
+            tag_next = False
+            continue
+        if fill and section not in ("SYNOPSIS", "NAME", "SEE ALSO", "AUTHOR", "AUTHORS", "COPYRIGHT"):
+            current.append(line)
+    if current:
+        paragraphs.append(current)
+    out = []
+    for lines in paragraphs:
+        text = _ROFF_ESCAPE.sub(_roff_escape, _ROFF_FONT.sub("", " ".join(lines)))
+        sentences = []
+        for sentence in split_sentences(" ".join(text.split())):
+            letters = sum(c.isalpha() or c == " " for c in sentence)
+            if len(sentence.split()) >= 4 and sentence[-1] in ".!?" and letters > 0.85 * len(sentence):
+                sentences.append(sentence)
+        if sentences:
+            out.append(sentences)
+    return out
+
+
+def man_documents(root: str = "/usr/share/man", max_pages_per_section: int = 3000) -> list[tuple[str, str, list[str]]]:
+    """(section, path, sentences) per English man page (the man<N> folders, not the translations)."""
+    import gzip
+
+    if not os.path.isdir(os.path.join(root, "man1")):
+        raise MissingCorpus(f"no man pages under {root} (a minimal image or CI: install man-db and manpages)")
+    seen, out = set(), []
+    for section in ("1", "2", "3", "4", "5", "6", "7", "8"):
+        folder = os.path.join(root, f"man{section}")
+        if not os.path.isdir(folder):
+            continue
+        # The Google Cloud SDK's 16,000 generated `gcloud_*` pages (one template, one tool) would be most of man1:
+        # left out, so that the corpus is the variety of tools, libraries and formats a system documents.
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("gcloud"))
+        names = [n for n in names if _hash_share(n) < 100 * max_pages_per_section / max(len(names), 1)]
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                opener = gzip.open if name.endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+                    source = f.read()
+            except OSError:
+                continue
+            if source.lstrip().startswith(".so ") or ".Dd " in source[:2000]:
+                continue  # a link to another page, or an mdoc page (BSD macros this reader does not parse)
+            sentences = [s for p in man_page_prose(source) for s in p]
+            key = " ".join(sentences)
+            if len(sentences) >= 2 and key not in seen:
+                seen.add(key)
+                out.append((section, path, sentences))
+    return out
+
+
+def pydocs_documents() -> list[tuple[str, str, list[str]]]:
+    """(topic, topic/section, sentences) per section of Python's documentation topics (pydoc_data)."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # some distributions ship Python without it
+        raise MissingCorpus(f"pydoc_data is not installed with this Python: {e}") from None
+    from minibert.text import prose, sections, split_sentences
+
+    # Topics repeat one another ("compound" holds the sections of "if", "while", "try", ...): a sentence is kept
+    # at its first appearance only, else half of a held-out section would be in the pretraining text verbatim.
+    out, seen = [], set()
+    for topic in sorted(topics):
+        for title, paragraphs in sections(topics[topic]):
+            sentences = [s for p in prose(paragraphs) for s in split_sentences(p) if s not in seen]
+            seen.update(sentences)
+            if sentences:
+                out.append((topic, f"{topic}/{title}", sentences))
+    return out
+
+
+def word_order_rows(sentences: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """(text, label): each sentence as written or with its words shuffled, half each (a task any prose gives)."""
+    rows = []
+    for sentence in sentences:
+        words = sentence.split()
+        if len(set(words)) < 4:
+            continue
+        label = rng.choice(["original", "shuffled"])
+        if label == "shuffled":
+            while (shuffled := rng.sample(words, len(words))) == words:
+                pass
+            words = shuffled
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def build_corpus(name: str, workdir: str, max_train_mb: float) -> dict:
+    """A corpus's pretraining text (train.txt), its held-out documents (heldout.txt) and the downstream task's
+    CSV files, all split by document (a hash of its file or page): 83% pretraining, 2% held out for MLM, 15% for
+    the task, so that fine-tuning and the MLM figures read documents pretraining never saw. Cached in `workdir`."""
     meta_path = os.path.join(workdir, "corpus.json")
     if os.path.isfile(meta_path):
         return json.load(open(meta_path))
+    documents = {
+        "tune": tune_documents,
+        "docstrings_other": other_docstring_documents,
+        "man": man_documents,
+        "pydocs": pydocs_documents,
+    }[name]()
+    labels = {"tune": TASK_LABELS, "docstrings_other": OTHER_TASK_LABELS, "man": MAN_SECTIONS}.get(name)
+    held_out_share = 10 if name == "pydocs" else 2  # pydocs has 200 documents: 2% would be 4
+    train, held_out, task_docs = [], [], []
+    for label, key, sentences in documents:
+        share = _hash_share(key)
+        (task_docs if share < 15 else held_out if share < 15 + held_out_share else train).append((label, sentences))
+    random.Random(0).shuffle(train)
+    budget, kept, size = max_train_mb * 1e6, [], 0
+    for doc in train:  # a cap, so that a large corpus (man pages) prepares in seconds
+        if size > budget:
+            break
+        kept.append(doc)
+        size += sum(len(s) + 1 for s in doc[1]) + 1
     os.makedirs(workdir, exist_ok=True)
-    seen, documents, task = set(), [], {label: [] for label in TASK_LABELS}
-    for label, path in _source_files():
-        for_task = int(hashlib.sha1(path.encode()).hexdigest(), 16) % 100 < 15
-        for doc in file_docstrings(path):
-            sentences = docstring_prose(doc)  # the demo corpus's cleaner
-            key = " ".join(sentences)
-            if not sentences or key in seen:
-                continue
-            seen.add(key)
-            if for_task:
-                if label in task:
-                    task[label].append(" ".join(sentences[:2]))
-            else:
-                documents.append(sentences)
-    random.Random(0).shuffle(documents)
-    corpus = os.path.join(workdir, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write("\n\n".join("\n".join(d) for d in documents) + "\n")
-    per_class = min(len(v) for v in task.values())
-    rows = [(text, label) for label, texts in task.items() for text in random.Random(1).sample(texts, per_class)]
-    random.Random(2).shuffle(rows)
-    n = len(rows)
-    splits = {
-        "train": rows[: int(0.7 * n)],
-        "validation": rows[int(0.7 * n) : int(0.85 * n)],
-        "test": rows[int(0.85 * n) :],
-    }
-    for name, part in splits.items():
-        with open(os.path.join(workdir, f"task_{name}.csv"), "w", newline="", encoding="utf-8") as f:
+    for filename, docs in (("train.txt", kept), ("heldout.txt", held_out)):
+        with open(os.path.join(workdir, filename), "w", encoding="utf-8") as f:
+            f.write("\n\n".join("\n".join(sentences) for _, sentences in docs) + "\n")
+    rng = random.Random(1)
+    if labels is None:  # no natural classes: word order, on the task documents' sentences, split by document
+        by_doc = [word_order_rows(sentences, rng) for _, sentences in task_docs]
+    else:  # which class a document comes from, from its first two sentences (a man page: up to four pairs), balanced
+        per_label = {label: [] for label in labels}
+        pairs = 4 if name == "man" else 1
+        for label, sentences in task_docs:
+            if label in per_label:
+                rows = [(" ".join(sentences[i : i + 2]), label) for i in range(0, min(len(sentences), 2 * pairs), 2)]
+                per_label[label].append(rows)
+        per_class = min(len(v) for v in per_label.values())
+        by_doc = [row for rows in per_label.values() for row in rng.sample(rows, per_class)]
+    rng.shuffle(by_doc)
+    n = len(by_doc)
+    splits = {"train": by_doc[: int(0.7 * n)], "validation": by_doc[int(0.7 * n) : int(0.85 * n)]}
+    splits["test"] = by_doc[int(0.85 * n) :]
+    for split, docs in splits.items():
+        with open(os.path.join(workdir, f"task_{split}.csv"), "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["text", "label"])
-            writer.writerows(part)
+            writer.writerows(row for rows in docs for row in rows)
     meta = {
-        "corpus": corpus,
-        "documents": len(documents),
-        "words": sum(len(s.split()) for d in documents for s in d),
-        "bytes": os.path.getsize(corpus),
-        "task_examples": n,
-        "task_per_class": per_class,
+        "name": name,
+        "description": CORPORA[name],
+        "train_file": os.path.join(workdir, "train.txt"),
+        "validation_file": os.path.join(workdir, "heldout.txt"),
+        "documents": len(kept),
+        "held_out_documents": len(held_out),
+        "words": sum(len(s.split()) for _, d in kept for s in d),
+        "bytes": os.path.getsize(os.path.join(workdir, "train.txt")),
+        "task_examples": {split: sum(len(rows) for rows in docs) for split, docs in splits.items()},
+        "task_labels": labels or ["original", "shuffled"],
     }
     json.dump(meta, open(meta_path, "w"), indent=2)
     return meta
@@ -166,22 +375,22 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": ROOT}
 
 
-def common_flags(args, meta: dict, tokenizer: str) -> list[str]:
+def common_flags(args, meta: dict, tokenizer: str, seed: int) -> list[str]:
     return [
         "--train_file",
-        meta["corpus"],
+        meta["train_file"],
+        "--validation_file",
+        meta["validation_file"],
         "--tokenizer_name",
         tokenizer,
         "--data_cache_dir",
-        os.path.join(args.workdir, "cache"),
+        os.path.join(args.corpus_dir, "cache"),
         "--max_seq_length",
-        "128",
+        str(args.seq_length),
         "--per_device_train_batch_size",
         "32",
         "--per_device_eval_batch_size",
         "64",
-        "--validation_split_percentage",
-        "2",
         "--max_eval_samples",
         "512",
         "--dupe_factor",
@@ -205,31 +414,31 @@ def common_flags(args, meta: dict, tokenizer: str) -> list[str]:
         "--overwrite_output_dir",
         "true",
         "--seed",
-        "0",
+        str(seed),
     ]
 
 
 def train_tokenizer(args, meta: dict) -> str:
-    """One WordPiece vocabulary for every run (trained by a short dry run of the pipeline)."""
+    """One WordPiece vocabulary per corpus, for every run on it (trained by a short dry run of the pipeline)."""
     from pretrain.__main__ import parse
     from pretrain.data import prepare_pretraining_data
 
-    path = os.path.join(args.workdir, "tokenizer")
+    path = os.path.join(args.corpus_dir, "tokenizer")
     if not os.path.isdir(path):
         _, data_args, _, _ = parse(
             [
                 "--train_file",
-                meta["corpus"],
+                meta["train_file"],
+                "--validation_file",
+                meta["validation_file"],
                 "--vocab_size",
                 str(args.vocab_size),
                 "--data_cache_dir",
-                os.path.join(args.workdir, "cache"),
+                os.path.join(args.corpus_dir, "cache"),
                 "--max_seq_length",
-                "128",
+                str(args.seq_length),
                 "--dupe_factor",
                 "1",
-                "--validation_split_percentage",
-                "2",
             ]
         )
         prepare_pretraining_data(data_args, seed=0).tokenizer.save_pretrained(path)
@@ -237,9 +446,9 @@ def train_tokenizer(args, meta: dict) -> str:
 
 
 def start_pretraining(name: str, flags: list[str], args) -> tuple[subprocess.Popen, str]:
-    out = os.path.join(args.workdir, "runs", name)
+    out = os.path.join(args.corpus_dir, "runs", name)
     cmd = [sys.executable, "-m", "pretrain", *flags, "--output_dir", out]
-    log = open(os.path.join(args.workdir, f"{name}.log"), "w")
+    log = open(os.path.join(args.corpus_dir, f"{name}.log"), "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT), out
 
 
@@ -253,8 +462,8 @@ def eval_curve(out: str) -> list[tuple[float, float, float]]:
     return curve
 
 
-def finetune(name: str, checkpoint: str, args) -> subprocess.Popen:
-    task = args.workdir
+def finetune(name: str, checkpoint: str, args, seed: int) -> subprocess.Popen:
+    task = args.corpus_dir
     cmd = [
         sys.executable,
         "-m",
@@ -268,9 +477,9 @@ def finetune(name: str, checkpoint: str, args) -> subprocess.Popen:
         "--test_file",
         os.path.join(task, "task_test.csv"),
         "--output_dir",
-        os.path.join(args.workdir, "finetuned", name),
+        os.path.join(args.corpus_dir, "finetuned", name),
         "--num_train_epochs",
-        "5",
+        str(args.finetune_epochs),
         "--learning_rate",
         "3e-4",
         "--per_device_train_batch_size",
@@ -278,21 +487,22 @@ def finetune(name: str, checkpoint: str, args) -> subprocess.Popen:
         "--max_seq_length",
         "64",
         "--seed",
-        "0",
+        str(seed),
         "--overwrite_output_dir",
         "true",
     ]
-    log = open(os.path.join(args.workdir, f"finetune_{name}.log"), "w")
+    log = open(os.path.join(args.corpus_dir, f"finetune_{name}.log"), "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait(procs: dict[str, subprocess.Popen], args) -> None:
     for name, proc in procs.items():
         if proc.wait() != 0:
-            raise SystemExit(f"{name} failed: see {os.path.join(args.workdir, name + '.log')}")
+            raise SystemExit(f"{name} failed: see {os.path.join(args.corpus_dir, name + '.log')}")
 
 
 EVAL_FORMATS = {"nsp_pairs": True, "packed_text": False}  # held-out set name -> --next_sentence_prediction
+EVAL_SEED = 0  # the masks of the common held-out sets: one draw for every model, whatever seed trained it
 
 
 def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> dict:
@@ -302,7 +512,8 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
     (half of them with a random second segment, shorter on average), the fast run on its documents' sentences
     packed in order (longer contiguous context). Those two sets hold the same held-out documents but differ in how
     easy their masked tokens are, so the final comparison is made here on both, with the MLM head alone (a
-    pretraining checkpoint loads as a masked LM; the NSP label is left out).
+    pretraining checkpoint loads as a masked LM; the NSP label is left out), the sets built and masked with
+    EVAL_SEED whatever seed trained the model: every model reads identical masked sequences.
     """
     import torch
     from accelerate import Accelerator
@@ -315,14 +526,14 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
     from pretrain.evaluation import eval_collator, evaluate
     from pretrain.train import build_collator
 
-    torch.set_num_threads(2)  # the training runs have ended: this process has the machine
+    torch.set_num_threads(1)  # one thread, as the runs had
     accelerator = Accelerator(cpu=True)
     results: dict = {name: {} for name in outs}
     for held_out, nsp in EVAL_FORMATS.items():
-        flags = [*common_flags(args, meta, tokenizer), "--next_sentence_prediction", str(nsp).lower()]
-        _, data_args, training_args, _ = parse([*flags, "--output_dir", os.path.join(args.workdir, "runs")])
-        data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the runs' cache: read, not rebuilt
-        collator = eval_collator(build_collator(data_args, data.tokenizer, training_args.seed), 0.15)
+        flags = [*common_flags(args, meta, tokenizer, EVAL_SEED), "--next_sentence_prediction", str(nsp).lower()]
+        _, data_args, training_args, _ = parse([*flags, "--output_dir", os.path.join(args.corpus_dir, "runs")])
+        data = prepare_pretraining_data(data_args, seed=EVAL_SEED)  # cached after the first comparison
+        collator = eval_collator(build_collator(data_args, data.tokenizer, EVAL_SEED), 0.15)
 
         def collate(examples, collator=collator):
             batch = collator(examples)
@@ -332,52 +543,85 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
         loader = DataLoader(data.eval_dataset, batch_size=64, shuffle=False, collate_fn=collate)
         for name, out in outs.items():
             model = AutoModelForMaskedLM.from_pretrained(out)
-            metrics = evaluate(model, loader, accelerator, seed=training_args.seed, next_sentence_prediction=False)
+            metrics = evaluate(model, loader, accelerator, seed=EVAL_SEED, next_sentence_prediction=False)
             results[name][held_out] = {
                 k: metrics[k] for k in ("eval_mlm_loss", "eval_mlm_accuracy", "eval_masked_tokens", "eval_samples")
             }
     return results
 
 
-def compare(args, meta: dict, tokenizer: str) -> dict:
-    base = common_flags(args, meta, tokenizer) + ["--config_overrides", SIZES[args.size]]
-    runs = {"faithful": base, "fast": ["--recipe", "fast", *base]}
-    started = {name: start_pretraining(name, flags, args) for name, flags in runs.items()}
-    _wait({name: proc for name, (proc, _) in started.items()}, args)
-    curves = {name: eval_curve(out) for name, (_, out) in started.items()}
-    target = curves["faithful"][-1][1]
-    reached = next((t for t, loss, _ in curves["fast"] if loss <= target), None)
-    common = cross_evaluate(args, meta, tokenizer, {name: out for name, (_, out) in started.items()})
-    tuned = {name: finetune(name, out, args) for name, (_, out) in started.items()}
-    _wait({f"finetune_{n}": p for n, p in tuned.items()}, args)
+RECIPE_FLAGS = {"bert": [], "fast": ["--recipe", "fast"]}
+
+
+def compare(args, meta: dict, tokenizer: str, seed: int) -> dict:
+    """One seed: both recipes trained concurrently (one thread each, the same budget), then scored on the same
+    held-out sequences and fine-tuned on the same task (concurrently too)."""
+    base = common_flags(args, meta, tokenizer, seed) + ["--config_overrides", SIZES[args.size]]
+    load_before = os.getloadavg()
+    started = {
+        name: start_pretraining(f"{name}_seed{seed}", [*flags, *base], args) for name, flags in RECIPE_FLAGS.items()
+    }
+    _wait({f"{name}_seed{seed}": proc for name, (proc, _) in started.items()}, args)
+    load_during = os.getloadavg()  # the 1-minute figure is the training's last minute; 5 and 15 span more
+    outs = {name: out for name, (_, out) in started.items()}
+    curves = {name: eval_curve(out) for name, out in outs.items()}
+    common = cross_evaluate(args, meta, tokenizer, outs)
+    tuned = {name: finetune(f"{name}_seed{seed}", out, args, seed) for name, out in outs.items()}
+    _wait({f"finetune_{name}_seed{seed}": p for name, p in tuned.items()}, args)
     downstream = {}
-    for name in runs:
-        results = json.load(open(os.path.join(args.workdir, "finetuned", name, "all_results.json")))
+    for name in RECIPE_FLAGS:
+        path = os.path.join(args.corpus_dir, "finetuned", f"{name}_seed{seed}", "all_results.json")
+        results = json.load(open(path))
         downstream[name] = {k: results[k] for k in ("eval_accuracy", "test_accuracy") if k in results}
-    final = {name: json.load(open(os.path.join(out, "all_results.json"))) for name, (_, out) in started.items()}
+    final = {name: json.load(open(os.path.join(out, "all_results.json"))) for name, out in outs.items()}
+    keys = ("train_steps", "train_tokens", "train_runtime", "num_parameters")
     return {
-        "corpus": meta,
-        "size": args.size,
-        "minutes": args.minutes,
+        "seed": seed,
+        "load_before": load_before,
+        "load_after_training": load_during,
         "curves": curves,
-        "final": {
-            n: {
-                k: r.get(k)
-                for k in (
-                    "eval_mlm_loss",
-                    "eval_mlm_accuracy",
-                    "train_steps",
-                    "train_tokens",
-                    "train_runtime",
-                    "num_parameters",
-                )
-            }
-            for n, r in final.items()
-        },
-        "fast_reaches_faithful_final_loss_at_s": reached,
-        "time_ratio": None if reached is None else reached / final["faithful"]["train_runtime"],
+        "final": {name: {k: r.get(k) for k in keys} for name, r in final.items()},
+        "held_out": common,
         "downstream": downstream,
-        "common_held_out": common,
+    }
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean, and spread as the range over seeds (max - min): with two or three seeds a range says more plainly
+    than a standard deviation how far one seed's figure can sit from another's."""
+    return sum(values) / len(values), max(values) - min(values)
+
+
+def verdict(bert: list[float], fast: list[float], higher_is_better: bool = True) -> dict:
+    """fast - bert in mean, against the larger of the two recipes' seed spreads; a difference that is not larger
+    than the spread is "no difference" (with one seed there is no spread: every verdict is then "one seed")."""
+    (mb, sb), (mf, sf) = _mean_spread(bert), _mean_spread(fast)
+    spread = max(sb, sf)
+    diff = mf - mb
+    if len(bert) < 2:
+        said = "one seed"
+    elif abs(diff) <= spread:
+        said = "no difference"
+    else:
+        said = "fast better" if (diff > 0) == higher_is_better else "bert better"
+    return {"bert": [mb, sb], "fast": [mf, sf], "difference": diff, "spread": spread, "verdict": said}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per measure, both recipes' mean and spread over the seeds and the verdict."""
+    measures = {
+        f"mlm_accuracy_{held_out}": lambda r, n, h=held_out: r["held_out"][n][h]["eval_mlm_accuracy"]
+        for held_out in EVAL_FORMATS
+    }
+    measures |= {
+        f"mlm_loss_{held_out}": lambda r, n, h=held_out: r["held_out"][n][h]["eval_mlm_loss"]
+        for held_out in EVAL_FORMATS
+    }
+    measures["task_test_accuracy"] = lambda r, n: r["downstream"][n]["test_accuracy"]
+    measures["train_steps"] = lambda r, n: float(r["final"][n]["train_steps"])
+    return {
+        key: verdict(*([get(r, n) for r in runs] for n in RECIPE_FLAGS), higher_is_better="loss" not in key)
+        for key, get in measures.items()
     }
 
 
@@ -392,83 +636,122 @@ def _with_overrides(size: str, flags: list[str]) -> list[str]:
     return ["--config_overrides", overrides, *rest]
 
 
-def ablate(args, meta: dict, tokenizer: str) -> dict:
+def ablate(args, meta: dict, tokenizer: str, seed: int) -> dict:
     """Each knob alone, the same budget, two runs at a time (one thread each): `add` puts each knob of fast into
-    the faithful run; `remove` takes each one out of the fast run (what it is worth inside the recipe)."""
-    base = common_flags(args, meta, tokenizer)
+    the faithful run; `remove` takes each one out of the fast run (what it is worth inside the recipe). Scored
+    on the common held-out sets (the same masked sequences for every run); --knobs picks some."""
+    base = common_flags(args, meta, tokenizer, seed)
     start = [] if args.ablate == "add" else ["--recipe", "fast"]
-    reference = "faithful" if args.ablate == "add" else "fast"
-    knob_flags = {name: flags[0 if args.ablate == "add" else 1] for name, flags in KNOBS.items()}
+    reference = "bert" if args.ablate == "add" else "fast"
+    knobs = args.knobs or list(KNOBS)
+    knob_flags = {name: KNOBS[name][0 if args.ablate == "add" else 1] for name in knobs}
     runs = {reference: [], **{f"{args.ablate}_{name}": flags for name, flags in knob_flags.items()}}
-    results = {}
+    outs = {}
     names = list(runs)
     for i in range(0, len(names), 2):
         procs = {}
         for name in names[i : i + 2]:
             flags = [*start, *base, *_with_overrides(SIZES[args.size], runs[name])]
-            procs[name] = start_pretraining(f"ablate_{name}", flags, args)
-        _wait({f"ablate_{n}": p for n, (p, _) in procs.items()}, args)
-        for name, (_, out) in procs.items():
-            results[name] = eval_curve(out)[-1]
-    return results
+            procs[name] = start_pretraining(f"ablate_{name}_seed{seed}", flags, args)
+        _wait({f"ablate_{n}_seed{seed}": p for n, (p, _) in procs.items()}, args)
+        outs |= {name: out for name, (_, out) in procs.items()}
+    common = cross_evaluate(args, meta, tokenizer, outs)
+    return {
+        name: {"train_steps": eval_curve(out)[-1][0], "held_out": common[name], "seed": seed}
+        for name, out in outs.items()
+    }
+
+
+def print_summary(corpus: str, summary: dict) -> None:
+    print(f"\n{corpus}: mean over seeds (spread = max - min over seeds); 'no difference' when |fast - bert| <= spread")
+    print(f"{'measure':<28} {'bert':>15} {'fast':>15} {'fast - bert':>12}  verdict")
+    for key, v in summary.items():
+        cells = "  ".join(f"{v[n][0]:8.3f} ±{v[n][1]:5.3f}" for n in RECIPE_FLAGS)
+        print(f"{key:<28} {cells} {v['difference']:+12.3f}  {v['verdict']}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=8.0, help="training time budget of each run")
-    parser.add_argument("--size", choices=sorted(SIZES), default="mini")
+    parser.add_argument(
+        "--corpus",
+        nargs="+",
+        choices=[*CORPORA, "untuned"],
+        default=["untuned"],
+        help="corpora to pretrain and score on: " + "; ".join(f"{k}: {v}" for k, v in CORPORA.items()),
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="pretraining and fine-tuning seeds")
+    parser.add_argument("--minutes", type=float, default=3.0, help="training time budget of each run")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--eval_every", type=int, default=20, help="optimizer steps between evaluations")
+    parser.add_argument("--max_train_mb", type=float, default=3.0, help="cap on each corpus's pretraining text")
+    parser.add_argument("--finetune_epochs", type=float, default=3)
+    parser.add_argument("--eval_every", type=int, default=50, help="optimizer steps between evaluations")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "benchmarks", "results", "recipe"))
     parser.add_argument(
         "--ablate",
         choices=["add", "remove"],
         help="each knob of fast alone: added to faithful (add), or taken out of fast (remove)",
     )
+    parser.add_argument("--knobs", nargs="+", choices=list(KNOBS), help="with --ablate: only these knobs")
     args = parser.parse_args(argv)
+    corpora = [c for name in args.corpus for c in (UNTUNED if name == "untuned" else [name])]
     t0 = time.monotonic()
-    meta = build_corpus(args.workdir)
-    print(
-        f"corpus: {meta['documents']:,} documents, {meta['words']:,} words ({meta['bytes'] / 1e6:.1f} MB); task: "
-        f"{meta['task_examples']:,} docstrings, {meta['task_per_class']} per class ({', '.join(TASK_LABELS)})"
-    )
-    tokenizer = train_tokenizer(args, meta)
-    if args.ablate:
-        results = ablate(args, meta, tokenizer)
-        print(f"\n{'run':<18} {'train s':>8} {'MLM loss':>9} {'MLM acc':>8}")
-        for name, (seconds, loss, acc) in results.items():
-            print(f"{name:<18} {seconds:8.0f} {loss:9.3f} {acc:8.3f}")
-        json.dump(results, open(os.path.join(args.workdir, f"ablation_{args.ablate}.json"), "w"), indent=2)
-        return 0
-    report = compare(args, meta, tokenizer)
-    json.dump(report, open(os.path.join(args.workdir, "report.json"), "w"), indent=2)
-    print(
-        f"\n{args.size} model, {args.minutes:g} min of training each (concurrent, 1 thread each); held-out MLM at 15%:"
-    )
-    print(f"{'recipe':<9} {'steps':>6} {'tokens':>10} {'MLM loss':>9} {'MLM acc':>8} {'task val':>9} {'task test':>10}")
-    for name, final in report["final"].items():
-        down = report["downstream"][name]
+    report, missing = {}, {}
+    for corpus in corpora:
+        args.corpus_dir = os.path.join(args.workdir, corpus)
+        try:
+            meta = build_corpus(corpus, args.corpus_dir, args.max_train_mb)
+        except MissingCorpus as e:
+            missing[corpus] = str(e)
+            print(f"corpus {corpus}: MISSING on this machine, not measured: {e}")
+            continue
         print(
-            f"{name:<9} {final['train_steps']:6d} {final['train_tokens']:10,d} {final['eval_mlm_loss']:9.3f} "
-            f"{final['eval_mlm_accuracy']:8.3f} {down.get('eval_accuracy', float('nan')):9.3f} "
-            f"{down.get('test_accuracy', float('nan')):10.3f}"
+            f"corpus {corpus} ({meta['description']}): {meta['documents']:,} documents, {meta['words']:,} words "
+            f"({meta['bytes'] / 1e6:.1f} MB), {meta['held_out_documents']} held-out documents; task "
+            f"{meta['task_examples']} over {len(meta['task_labels'])} classes",
+            flush=True,
         )
-    print("the final models on both held-out sets (15% masking, MLM head only, the same masks for both):")
-    for held_out in EVAL_FORMATS:
-        cells = "  ".join(
-            f"{name} {r[held_out]['eval_mlm_loss']:.3f} / {r[held_out]['eval_mlm_accuracy']:.3f}"
-            for name, r in report["common_held_out"].items()
-        )
-        print(f"  {held_out:<12} (loss / accuracy)  {cells}")
-    reached = report["fast_reaches_faithful_final_loss_at_s"]
-    if reached is None:
-        print("fast never reached faithful's final held-out MLM loss")
-    else:
-        print(
-            f"fast reached faithful's final held-out MLM loss after {reached:.0f} s of training: "
-            f"{report['time_ratio']:.2f} of faithful's time (goal <= 0.5)"
-        )
-    print(f"(wall time of the benchmark: {(time.monotonic() - t0) / 60:.1f} min)")
+        tokenizer = train_tokenizer(args, meta)
+        if args.ablate:
+            results = {}
+            for seed in args.seeds:
+                for name, r in ablate(args, meta, tokenizer, seed).items():
+                    results.setdefault(name, []).append(r)
+            report[corpus] = {"corpus": meta, "ablation": results}
+            print(f"\n{'run':<22} {'MLM acc (packed)':>17} {'MLM acc (pairs)':>16}   mean ± spread over seeds")
+            for name, rs in results.items():
+                cells = [
+                    "{:.3f} ±{:.3f}".format(*_mean_spread([r["held_out"][h]["eval_mlm_accuracy"] for r in rs]))
+                    for h in ("packed_text", "nsp_pairs")
+                ]
+                print(f"{name:<22} {cells[0]:>17} {cells[1]:>16}")
+            continue
+        runs = []
+        for seed in args.seeds:
+            runs.append(compare(args, meta, tokenizer, seed))
+            r = runs[-1]
+            print(
+                f"  seed {seed}: steps bert {r['final']['bert']['train_steps']} / fast {r['final']['fast']['train_steps']}"
+                f", packed MLM acc bert {r['held_out']['bert']['packed_text']['eval_mlm_accuracy']:.3f} / fast "
+                f"{r['held_out']['fast']['packed_text']['eval_mlm_accuracy']:.3f}, task test bert "
+                f"{r['downstream']['bert'].get('test_accuracy', float('nan')):.3f} / fast "
+                f"{r['downstream']['fast'].get('test_accuracy', float('nan')):.3f}, load (1/5/15 min) "
+                + " ".join(f"{x:.1f}" for x in r["load_after_training"]),
+                flush=True,
+            )
+        summary = summarize(runs)
+        report[corpus] = {"corpus": meta, "runs": runs, "summary": summary}
+        print_summary(corpus, summary)
+    settings = {k: v for k, v in vars(args).items() if k != "corpus_dir"}
+    name = f"ablation_{args.ablate}.json" if args.ablate else "report.json"
+    os.makedirs(args.workdir, exist_ok=True)
+    json.dump(
+        {"settings": settings, "missing": missing, "corpora": report},
+        open(os.path.join(args.workdir, name), "w"),
+        indent=2,
+    )
+    print(f"(wall time of the benchmark: {(time.monotonic() - t0) / 60:.1f} min; {os.path.join(args.workdir, name)})")
     return 0
 
 
