@@ -5,7 +5,15 @@ from collections import Counter
 import pytest
 
 from minibert.text import docstring_prose, split_sentences
-from pretrain.demo import STOPWORDS, heldout_prompts, unigram_baseline
+from pretrain.demo import (
+    STOPWORDS,
+    heldout_prompts,
+    pretraining_gain,
+    report_gain,
+    text_segments,
+    unigram_baseline,
+    word_order_task,
+)
 
 
 def test_docstring_prose_keeps_running_text_only():
@@ -72,3 +80,59 @@ def test_heldout_prompts_mask_one_known_content_word_of_held_out_text():
     for prompt, word in prompts:
         assert prompt.count("[MASK]") == 1
         assert prompt.replace("[MASK]", word) == "the parser reads each token from the stream and returns a node ##s."
+
+
+def test_text_segments_and_the_word_order_task():
+    """Segments are the text between [CLS] / [SEP]; each task row holds a sentence's own words, in order or not."""
+    tok = _Tokenizer("a b c d e f g h i j".split())
+    tok.pad_token_id = 99
+    ids = [[0, *range(2, 10), 1, *range(3, 12), 1]]
+    assert text_segments(ids, tok, min_tokens=8) == ["a b c d e f g h", "b c d e f g h i j"]
+    sentences = [f"w{i} x{i} y{i} z{i} the end" for i in range(200)]
+    task = word_order_task(sentences[:150], sentences[150:], seed=0)
+    assert [len(task["train"]), len(task["test"])] == [150, 50]
+    for split, source in (("train", sentences[:150]), ("test", sentences[150:])):
+        for row, sentence in zip(task[split], source):
+            assert sorted(row["sentence"].split()) == sorted(sentence.split())
+            assert (row["sentence"] == sentence) == (row["label"] == "original")
+    assert 60 < sum(r["label"] == "original" for r in task["train"]) < 90
+
+
+def test_the_gain_comparison_fine_tunes_both_arms_on_the_same_budget(tmp_path, capsys):
+    """Both arms through finetune.train.finetune: the pretrained weights vs the same config from random weights, the
+    same rows and steps; chance is the test share of the training rows' most frequent class; nothing stays behind
+    (the comparison runs in a temporary folder) and the checkpoint is unchanged."""
+    from collections import Counter
+
+    import torch
+    from conftest import snapshot
+
+    from finetune.demo import make_demo_splits
+    from minibert import MiniBertConfig, MiniBertForPreTraining
+    from pretrain.tokenizer import train_tokenizer
+
+    sentences = [r["sentence"] for r in make_demo_splits(seed=0)["train"]]
+    tokenizer = train_tokenizer(sentences, vocab_size=500, show_progress=False)
+    torch.manual_seed(0)
+    config = MiniBertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=37, max_position_embeddings=128)  # fmt: skip
+    MiniBertForPreTraining(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    before = snapshot(tmp_path / "model")
+    figures = pretraining_gain(str(tmp_path / "model"), sentences[:40], sentences[40:70], epochs=1)
+    assert snapshot(tmp_path / "model") == before
+    assert (figures["gain_train_rows"], figures["gain_test_rows"]) == (40, 30)
+    task = word_order_task(sentences[:40], sentences[40:70], seed=0)
+    top = Counter(r["label"] for r in task["train"]).most_common(1)[0][0]
+    assert figures["gain_chance_majority"] == sum(r["label"] == top for r in task["test"]) / 30
+    for arm in ("pretrained", "scratch"):
+        assert 0 <= figures[f"gain_{arm}_accuracy"] <= 1
+    report_gain(figures)
+    out = capsys.readouterr().out
+    assert "this pretrained model" in out and "random weights" in out and "chance" in out
+    report_gain({**figures, "gain_pretrained_accuracy": 0.8, "gain_scratch_accuracy": 0.5})
+    assert "pretraining added +0.300" in capsys.readouterr().out
+    report_gain({**figures, "gain_pretrained_accuracy": 0.5, "gain_scratch_accuracy": 0.5})
+    assert "no clear gain" in capsys.readouterr().out
+    report_gain({**figures, "gain_pretrained_accuracy": 0.5, "gain_scratch_accuracy": 0.7})
+    assert "random weights did better in this run (-0.200)" in capsys.readouterr().out
