@@ -362,3 +362,42 @@ def test_user_errors_are_one_line(small, capsys, damage, flags, expected):
     code, err = run_main(glue.main, argv + flags, capsys)
     assert code == 2
     assert expected in one_error_line(err)
+
+
+def test_a_killed_suite_continues_with_the_next_unfinished_run(tmp_path, monkeypatch):
+    """A real SIGKILL once the first (task, seed) is recorded: the rerun keeps that record byte for byte, redoes
+    nothing finished, and completes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    write_glue(tmp_path / "glue_data")
+    model = save_checkpoint(tmp_path / "model")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_RUNS))
+    out = tmp_path / "out"
+    flags = ["glue", "--model_name_or_path", model, "--data_dir", str(tmp_path / "glue_data"), "--output_dir", str(out),
+             "--tasks", "cola,sst2,rte", "--seeds", "1", "--hyperparameters", str(tmp_path / "tiny.yaml")]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finetune.glue", *flags],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = out / "results" / "cola-seed42.json"
+    deadline = time.monotonic() + 600
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists()
+    recorded = first.read_bytes()
+    finished = {p.name for p in (out / "results").iterdir()}
+    calls = Calls(monkeypatch)
+    assert glue.main(flags) == 0
+    assert first.read_bytes() == recorded
+    ran = {f"{t}-seed{s}.json" for t, s, _ in calls.calls}
+    assert not ran & finished and ran | finished == {"cola-seed42.json", "sst2-seed42.json", "rte-seed42.json"}
+    assert set(json.load(open(out / "eval_results.json"))["tasks"]) == {"cola", "sst2", "rte"}
