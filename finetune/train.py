@@ -51,6 +51,7 @@ from minibert.safety import (
     mark_output_dir,
     non_finite_parameters,
     read_json_object,
+    write_json,
 )
 
 from .args import DataArguments, FinetuneArguments, ModelArguments
@@ -755,8 +756,7 @@ def _write_outputs(
     save_model_folder(trainer.model, tokenizer, output_dir, model_card=card.model)
     if hub_args.export_bert:
         save_bert_twin(trainer.model, tokenizer, output_dir, model_card=card.twin)
-    with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(os.path.join(output_dir, RESULTS_FILE), metrics)
     if predictions is not None:
         write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], predictions)
     logger.info("results: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith(("eval_", "test_"))}))

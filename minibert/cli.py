@@ -21,7 +21,6 @@ from .checks import check_input_path
 from .errors import UserError
 
 
-
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
     """Run `main(argv)`; turn user errors into one line on stderr and a non-zero exit code."""
     try:

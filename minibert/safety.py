@@ -29,6 +29,31 @@ from collections.abc import Callable
 
 from .cli import UserError, one_line
 
+
+def write_atomically(path: str, text: str) -> None:
+    """`text` at `path`, atomically: written to a temporary file in the same folder, flushed to disk, then renamed
+    into place, so a reader (or a crash) sees the old file or the new one, whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, data, *, sort_keys: bool = False) -> None:
+    """`data` as JSON at `path`, atomically (`write_atomically`): the one JSON writer of the CLIs, caches and
+    checkpoints; values JSON lacks are written as their `str`."""
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".minibert.lock"

@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from minibert.cli import UserError
+from minibert.safety import write_json as safe_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ def digest(*parts: Any) -> str:
 
 
 def write_json(path: str, data: dict) -> None:
-    """Written to a temporary file and renamed into place: a reader sees the old file or the new one, whole."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """`minibert.safety.write_json` with sorted keys (a cache entry's JSON reads the same whatever built it)."""
+    safe_write_json(path, data, sort_keys=True)
 
 
 def read_json(path: str) -> dict:

@@ -19,7 +19,6 @@ checkpoint that lacks a file the exact resume needs (weights, optimizer, the RNG
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -33,6 +32,8 @@ from minibert.safety import (  # noqa: F401 (StopRequest: re-exported)
     is_disk_full,
     load_tensor_file,
     read_json_object,
+    write_atomically,
+    write_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,16 +91,7 @@ class Progress:
         return cls(**out)
 
     def write(self, checkpoint_dir: str) -> None:
-        _write_atomically(os.path.join(checkpoint_dir, STATE_FILE), json.dumps(asdict(self), indent=2) + "\n")
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        write_json(os.path.join(checkpoint_dir, STATE_FILE), asdict(self))
 
 
 def checkpoints_root(output_dir: str) -> str:
@@ -281,9 +273,7 @@ def save_checkpoint_state(
         accelerator.save_state(tmp)  # every process writes its part (its RNG state; shards under FSDP / DeepSpeed)
         if accelerator.is_main_process:
             if lr_scheduler is not None:
-                _write_atomically(
-                    os.path.join(tmp, SCHEDULER_FILE), json.dumps(lr_scheduler.state_dict(), indent=1) + "\n"
-                )
+                write_json(os.path.join(tmp, SCHEDULER_FILE), lr_scheduler.state_dict())
             progress.write(tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial save must not keep the disk full for the retry
@@ -304,7 +294,7 @@ def save_checkpoint_state(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _write_atomically(os.path.join(root, LATEST_FILE), name + "\n")
+        write_atomically(os.path.join(root, LATEST_FILE), name + "\n")
         if total_limit is not None:
             rotate_checkpoints(root, keep=total_limit, protect=final)
     accelerator.wait_for_everyone()

@@ -16,6 +16,7 @@ import time
 import torch
 
 from minibert.runs import RESULTS_FILE
+from minibert.safety import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +108,6 @@ def plot_training_curves(metrics_path: str, png_path: str) -> str | None:
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
-
-
-def write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def hardware_description(accelerator) -> str:

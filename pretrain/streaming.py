@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 
 from datasets import IterableDataset
 from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from minibert.cli import UserError
+from minibert.safety import write_json
 from pretrain.corpus import MAX_DOCUMENT_CHARS, is_jsonl, jsonl_record_documents
 
 # A resumed stream re-reads at most one shard: files are cut into byte ranges of this size.
@@ -152,7 +152,7 @@ class ResumableStream(TorchIterableDataset):
 
     def save_position(self, checkpoint_dir: str, epoch: int, examples: int) -> None:
         """Write `stream_position.json` into a checkpoint: the position after `examples` examples of `epoch`."""
-        _write_json(os.path.join(checkpoint_dir, POSITION_FILE), {"epoch": epoch, **(self.state_at(examples) or {})})
+        write_json(os.path.join(checkpoint_dir, POSITION_FILE), {"epoch": epoch, **(self.state_at(examples) or {})})
 
     def load_position(self, checkpoint_dir: str, epoch: int, examples: int) -> bool:
         """Go to a checkpoint's saved position if it is the one after `examples` examples of `epoch` (else, e.g.
@@ -165,10 +165,3 @@ class ResumableStream(TorchIterableDataset):
         if not isinstance(position, dict) or position.get("epoch") != epoch or position.get("examples") != examples:
             return False
         return self.resume(position)
-
-
-def _write_json(path: str, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)

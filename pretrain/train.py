@@ -35,7 +35,7 @@ from minibert.runs import (
     set_cpu_threads,
     setup_logging,
 )
-from minibert.safety import OutputLock, check_output_dir, mark_output_dir
+from minibert.safety import OutputLock, check_output_dir, mark_output_dir, write_json
 
 from .args import DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
@@ -55,7 +55,7 @@ from .distributed import check_checkpoint_layout, is_sharded, make_accelerator, 
 from .evaluation import eval_collator
 from .loop import DRY_RUN_EVAL_BATCHES, MAX_NONFINITE_STEPS, PretrainingLoop, TrainingDiverged  # noqa: F401 (re-exported)
 from .optim import SCHEDULE_TICKS, build_lr_scheduler, build_optimizer
-from .report import CURVES_FILE, MetricsLog, final_results, hardware_description, write_json, write_outputs
+from .report import CURVES_FILE, MetricsLog, final_results, hardware_description, write_outputs
 
 logger = logging.getLogger(__name__)
 
