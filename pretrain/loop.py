@@ -112,7 +112,7 @@ class PretrainingLoop:
         # [real tokens, sum of squared sequence lengths, masked tokens] since the last flush, on the device
         self._token_stats = torch.zeros(3, dtype=torch.int64, device=device)
         self._log_flops = 0.0  # model FLOPs since the last training record (`pretrain.throughput`)
-        self._peak_tflops = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        self.peak_tflops = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
         self._unlogged_tokens = 0  # flushed into progress (by a checkpoint) but not yet in a training record
         self._log_steps = self._log_samples = 0
         self._log_time = 0.0
@@ -283,8 +283,8 @@ class PretrainingLoop:
             record["batch_size"] = self.window_size() * self.per_window_batch
         tflops = self._log_flops / elapsed / 1e12 / self.accelerator.num_processes  # per device
         record["model_tflops_per_device"] = tflops
-        if self._peak_tflops:  # against the device's dense bf16 peak, named in the first log line
-            record["mfu"] = tflops / self._peak_tflops
+        if self.peak_tflops:  # against the device's dense bf16 peak, named in the first log line
+            record["mfu"] = tflops / self.peak_tflops
         self.metrics.log(record, step=self.progress.completed_steps)
         if bar is not None:
             shown = {"loss": f"{record['loss']:.3f}", "tok_s": f"{record['tokens_per_second']:.0f}"}

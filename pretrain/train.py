@@ -699,3 +699,14 @@ def _log_plan(loop: PretrainingLoop, accelerator, args: PretrainingArguments, ru
         run.num_warmup_steps,
         accelerator.mixed_precision,
     )
+    plan = loop.plan
+    logger.info(
+        "objective %s; MLM head %s, %s layout%s",
+        "masked-LM + next-sentence prediction" if plan.next_sentence_prediction else "masked-LM only",
+        "at the masked positions only" if plan.sparse_head else "on every position",
+        "unpadded" if plan.unpadded else "padded",
+        f"; MFU in the logs is against the {loop.peak_tflops:g} TFLOP/s dense bf16 peak of "
+        f"{torch.cuda.get_device_name(accelerator.device)}"
+        if loop.peak_tflops
+        else "",
+    )

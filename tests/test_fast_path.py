@@ -88,11 +88,14 @@ def test_the_loops_step_runs_the_mlm_head_on_masked_positions_only(objective, co
 
 def test_a_saved_checkpoint_gives_fill_mask_and_trainer_the_dense_logits(corpus, cache, tmp_path):
     """The sparse head is the run's choice, not the model's: the exported config keeps sparse_prediction False."""
-    from conftest import run
+    from conftest import records, run
     from transformers import AutoModelForMaskedLM
 
     out = tmp_path / "out"
-    run(args_for(corpus, cache, out, max_train_steps=2))
+    run(args_for(corpus, cache, out, max_train_steps=2, logging_steps=1))
+    for record in records(out):  # what the user sees while training: real tokens/s and model TFLOP/s
+        assert record["tokens_per_second"] > 0 and record["model_tflops_per_device"] > 0
+        assert "mfu" not in record  # no GPU, no peak to compare with
     model = AutoModelForMaskedLM.from_pretrained(out)
     assert model.config.sparse_prediction is False
     ids = torch.tensor([[2, 10, 4, 11, 3]])
