@@ -43,7 +43,7 @@ from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from minibert.cli import UserError
+from minibert.cli import UserError, one_line
 from pretrain import streaming
 from pretrain.args import STREAMING_TOKENIZER_DOCUMENTS, DataArguments  # noqa: F401 (also importable from here)
 from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
@@ -265,10 +265,10 @@ def _load_source(source: CorpusSource, streaming: bool):
     except UserError:
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
-        raise UserError(f"cannot load dataset {source.path!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot load dataset {source.path!r}: {one_line(e)[:500]}") from None
     except Exception as e:  # datasets' DatasetNotFoundError and friends
         if type(e).__module__.startswith("datasets"):
-            raise UserError(f"cannot load dataset {source.path!r}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"cannot load dataset {source.path!r}: {one_line(e)[:500]}") from None
         raise
     if source.split not in loaded:
         if source.optional:

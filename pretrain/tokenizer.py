@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
-from minibert.cli import UserError
+from minibert.cli import UserError, one_line
 from pretrain.corpus import split_sentences
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -97,7 +97,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load tokenizer {name_or_path!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot load tokenizer {name_or_path!r}: {one_line(e)[:500]}") from None
     check_tokenizer(tokenizer, name_or_path)
     return tokenizer
 
