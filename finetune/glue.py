@@ -793,14 +793,13 @@ def format_table(summary: dict) -> str:
     lines = [
         f"GLUE dev sets, {summary['model']}: protocol {summary['protocol']}, "
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}); x100, mean ± std",
-        f"  {'task':<9} {'metric':<34} {'score':>13}",
+        f"  {'task':<9} {'metric':<22} score",
     ]
     for name, metrics in summary["tasks"].items():
         names = [k for k in metrics if not k.endswith("_std")]
         shown = " / ".join(METRIC_TITLES[k] for k in names)
-        values = " / ".join(f"{100 * metrics[k]:.1f}" for k in names)
-        spread = " / ".join(f"{100 * metrics[k + '_std']:.1f}" for k in names)
-        lines.append(f"  {RESULT_TITLES[name]:<9} {shown:<34} {values:>6} ± {spread}")
+        values = " / ".join(f"{100 * metrics[k]:.1f} ± {100 * metrics[k + '_std']:.1f}" for k in names)
+        lines.append(f"  {RESULT_TITLES[name]:<9} {shown:<22} {values}")
     if summary["glue_score"] is not None:
         lines.append(f"  GLUE score (leaderboard average of 8 tasks, WNLI skipped): {100 * summary['glue_score']:.1f}")
     else:
