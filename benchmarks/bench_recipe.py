@@ -557,13 +557,19 @@ def compare(args, meta: dict, tokenizer: str, seed: int) -> dict:
     """One seed: both recipes trained concurrently (one thread each, the same budget), then scored on the same
     held-out sequences and fine-tuned on the same task (concurrently too)."""
     base = common_flags(args, meta, tokenizer, seed) + ["--config_overrides", SIZES[args.size]]
-    load_before = os.getloadavg()
-    started = {
-        name: start_pretraining(f"{name}_seed{seed}", [*flags, *base], args) for name, flags in RECIPE_FLAGS.items()
-    }
-    _wait({f"{name}_seed{seed}": proc for name, (proc, _) in started.items()}, args)
-    load_during = os.getloadavg()  # the 1-minute figure is the training's last minute; 5 and 15 span more
-    outs = {name: out for name, (_, out) in started.items()}
+    pair = os.path.join(args.corpus_dir, "runs", f"pair_seed{seed}.json")  # what trained the pair, and the load
+    runs = {name: [*flags, *base] for name, flags in RECIPE_FLAGS.items()}
+    if args.reuse and os.path.isfile(pair) and json.load(open(pair))["flags"] == runs:
+        print(f"  seed {seed}: the pretraining runs of an earlier call with the same flags reused (--reuse)")
+        outs = {name: os.path.join(args.corpus_dir, "runs", f"{name}_seed{seed}") for name in runs}
+        load_before, load_during = json.load(open(pair))["load"]
+    else:
+        load_before = os.getloadavg()
+        started = {name: start_pretraining(f"{name}_seed{seed}", flags, args) for name, flags in runs.items()}
+        _wait({f"{name}_seed{seed}": proc for name, (proc, _) in started.items()}, args)
+        load_during = os.getloadavg()  # the 1-minute figure is the training's last minute; 5 and 15 span more
+        outs = {name: out for name, (_, out) in started.items()}
+        json.dump({"flags": runs, "load": [load_before, load_during]}, open(pair, "w"))
     curves = {name: eval_curve(out) for name, out in outs.items()}
     common = cross_evaluate(args, meta, tokenizer, outs)
     tuned = {name: finetune(f"{name}_seed{seed}", out, args, seed) for name, out in outs.items()}
@@ -685,7 +691,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--max_train_mb", type=float, default=3.0, help="cap on each corpus's pretraining text")
-    parser.add_argument("--finetune_epochs", type=float, default=3)
+    parser.add_argument("--finetune_epochs", type=float, default=10)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the pretraining runs an earlier call made with the same flags (re-score and re-fine-tune them)",
+    )
     parser.add_argument("--eval_every", type=int, default=50, help="optimizer steps between evaluations")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "benchmarks", "results", "recipe"))
     parser.add_argument(
