@@ -42,6 +42,7 @@ import yaml
 
 from minibert.cli import UserError, parse_args, run_cli
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, set_cpu_threads, setup_logging
+from minibert.safety import write_json
 
 from .metrics import accuracy, matthews_correlation, pearson, spearmanr
 
@@ -460,7 +461,7 @@ def prepare_task_data(task: GlueTask, args: GlueArguments, folder: str) -> dict:
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{task.name}-")
     try:
         dataset.save_to_disk(staging)
-        _write_json(os.path.join(staging, DATA_INFO), info)
+        write_json(os.path.join(staging, DATA_INFO), info)
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         os.replace(staging, folder)
@@ -553,16 +554,6 @@ def _read_json(path: str):
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def _write_json(path: str, data) -> None:
-    """Written whole or not at all (a kill mid-write leaves the previous file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _model_id(path: str) -> str:
@@ -708,7 +699,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
             if started == settings and last_complete_checkpoint(os.path.join(run_dir, CHECKPOINTS_DIR)):
                 training_args.resume_from_checkpoint = "last"
             if state.is_main_process:
-                _write_json(started_file, settings)
+                write_json(started_file, settings)
             state.wait_for_everyone()
             logger.info(
                 "GLUE %s, seed %d (%d of %d): fine-tuning %s",
@@ -733,7 +724,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                 }
                 # The Trainer's per-epoch checkpoints are only for resuming this run; the model stays.
                 shutil.rmtree(os.path.join(run_dir, CHECKPOINTS_DIR), ignore_errors=True)
-                _write_json(os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json"), record)
+                write_json(os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json"), record)
                 logger.info(
                     "GLUE %s, seed %d: %s",
                     glue_task.title,
@@ -926,7 +917,7 @@ def model_card(summary: dict, args: GlueArguments) -> str:
 
 def write_outputs(summary: dict, args: GlueArguments) -> None:
     out = args.output_dir
-    _write_json(os.path.join(out, RESULTS_FILE), summary)
+    write_json(os.path.join(out, RESULTS_FILE), summary)
     write_chart(summary, os.path.join(out, CHART_FILE))
     with open(os.path.join(out, CARD_FILE), "w", encoding="utf-8") as f:
         f.write(model_card(summary, args))
