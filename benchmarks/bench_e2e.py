@@ -169,7 +169,16 @@ def transformers_child(args, flags: list[str]) -> None:
     trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=collate, callbacks=[clock])
     trainer.train()
     seconds = clock.end - clock.start
-    print(json.dumps({"tokens_per_s": clock.tokens / seconds, "tokens": clock.tokens, "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": clock.tokens / seconds,
+                "tokens": clock.tokens,
+                "seconds": seconds,
+                "vocab": len(tokenizer),
+            }
+        )
+    )
 
 
 def main(argv=None) -> dict:
@@ -181,7 +190,9 @@ def main(argv=None) -> dict:
     p.add_argument("--size", default="mini")
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--vocab_size", type=int, default=8192)
+    p.add_argument(
+        "--vocab_size", type=int, default=8192, help="the tokenizer trained on the corpus (the CLI's default)"
+    )
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10, help="steps not timed at the start of each run")
     p.add_argument("--rounds", type=int, default=2)
@@ -218,6 +229,8 @@ def main(argv=None) -> dict:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "warmup": args.warmup,
+        "vocab": rounds[0]["transformers"].get("vocab"),  # the trained tokenizer's size (at most --vocab_size)
+        "threads": os.environ.get("OMP_NUM_THREADS", "the CLI's choice (usable cores)"),
         "load_average": os.getloadavg(),
         "rounds": rounds,
         "minibert_tokens_per_s": statistics.median(r["minibert"]["tokens_per_s"] for r in rounds),
@@ -227,7 +240,7 @@ def main(argv=None) -> dict:
     print(
         f"median: minibert-pretrain {results['minibert_tokens_per_s']:.0f} vs transformers' recipe "
         f"{results['transformers_tokens_per_s']:.0f} real tokens/s: {results['ratio']:.2f}x "
-        f"(load average {results['load_average'][0]:.1f})"
+        f"(vocabulary {results['vocab']}, load average {results['load_average'][0]:.1f})"
     )
     if args.json:
         with open(args.json, "w") as f:
