@@ -625,10 +625,12 @@ def summarize(runs: list[dict]) -> dict:
     }
     measures["task_test_accuracy"] = lambda r, n: r["downstream"][n]["test_accuracy"]
     measures["train_steps"] = lambda r, n: float(r["final"][n]["train_steps"])
-    return {
+    summary = {
         key: verdict(*([get(r, n) for r in runs] for n in RECIPE_FLAGS), higher_is_better="loss" not in key)
         for key, get in measures.items()
     }
+    summary["train_steps"]["verdict"] = "(not a quality measure)"
+    return summary
 
 
 def _with_overrides(size: str, flags: list[str]) -> list[str]:
@@ -662,10 +664,13 @@ def ablate(args, meta: dict, tokenizer: str, seed: int) -> dict:
         _wait({f"ablate_{n}_seed{seed}": p for n, (p, _) in procs.items()}, args)
         outs |= {name: out for name, (_, out) in procs.items()}
     common = cross_evaluate(args, meta, tokenizer, outs)
-    return {
-        name: {"train_steps": eval_curve(out)[-1][0], "held_out": common[name], "seed": seed}
-        for name, out in outs.items()
-    }
+    results = {}
+    for name, out in outs.items():
+        final = json.load(open(os.path.join(out, "all_results.json")))
+        results[name] = {"seed": seed, "held_out": common[name]} | {
+            k: final[k] for k in ("train_steps", "train_runtime")
+        }
+    return results
 
 
 def print_summary(corpus: str, summary: dict) -> None:
@@ -730,13 +735,13 @@ def main(argv=None) -> int:
                 for name, r in ablate(args, meta, tokenizer, seed).items():
                     results.setdefault(name, []).append(r)
             report[corpus] = {"corpus": meta, "ablation": results}
-            print(f"\n{'run':<22} {'MLM acc (packed)':>17} {'MLM acc (pairs)':>16}   mean ± spread over seeds")
+            print(f"\n{'run':<22} {'MLM acc (packed)':>17} {'MLM acc (pairs)':>16}   mean ± spread over seeds; steps")
             for name, rs in results.items():
                 cells = [
                     "{:.3f} ±{:.3f}".format(*_mean_spread([r["held_out"][h]["eval_mlm_accuracy"] for r in rs]))
                     for h in ("packed_text", "nsp_pairs")
                 ]
-                print(f"{name:<22} {cells[0]:>17} {cells[1]:>16}")
+                print(f"{name:<22} {cells[0]:>17} {cells[1]:>16}   {', '.join(str(r['train_steps']) for r in rs)}")
             continue
         runs = []
         for seed in args.seeds:
