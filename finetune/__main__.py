@@ -13,11 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     was saved: rerun with `--resume_from_checkpoint last`)."""
     from .train import cli_main
 
-    outcome: dict = {}
-    code = run_cli(lambda a: outcome.update(cli_main(a) or {}), argv)
-    if code == 0 and outcome.get("status") == "interrupted":
-        return 128 + int(outcome["signal"])
-    return code
+    return run_cli(cli_main, argv)
 
 
 if __name__ == "__main__":

@@ -955,11 +955,7 @@ def cli_main(argv: Sequence[str] | None = None) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 2 a user error (one `error:` line), 128 + signal when SIGTERM / SIGINT stopped a run
     (the finished runs are kept: rerun the same command to continue)."""
-    outcome: dict = {}
-    code = run_cli(lambda a: outcome.update(cli_main(a) or {}), argv)
-    if code == 0 and outcome.get("status") == "interrupted":
-        return 128 + int(outcome["signal"])
-    return code
+    return run_cli(cli_main, argv)
 
 
 if __name__ == "__main__":

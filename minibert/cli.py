@@ -22,9 +22,10 @@ from .errors import UserError
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
-    """Run `main(argv)`; turn user errors into one line on stderr and a non-zero exit code."""
+    """Run `main(argv)`; turn user errors into one line on stderr and a non-zero exit code. A run that returns
+    `{"status": "interrupted", "signal": N}` (stopped by SIGTERM / SIGINT after saving its state) exits 128 + N."""
     try:
-        main(argv)
+        outcome = main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -48,6 +49,8 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if isinstance(outcome, dict) and outcome.get("status") == "interrupted":
+        return 128 + int(outcome["signal"])
     return 0
 
 

@@ -129,11 +129,7 @@ def _is_main_process() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    outcome: dict = {}
-    code = run_cli(lambda a: outcome.update(_run(a)), argv)
-    if code == 0 and outcome.get("status") == "interrupted":
-        return 128 + int(outcome["signal"])
-    return code
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":
