@@ -8,7 +8,9 @@ conversion) addresses MiniBERT unchanged. Two optional inputs make pretraining f
 
 1. `token_indices` (the unpadded path): the flat positions of the real tokens of the (batch, seq) batch. Every
    position-wise operation (projections, feed-forward, LayerNorm) then runs on the real tokens only, packed into one
-   (tokens, hidden) matrix; attention alone sees the padded layout.
+   (tokens, hidden) matrix; attention alone sees the padded layout, unless
+   `attention_groups` split the batch into groups of similar lengths, each padded only to its own longest sequence
+   (attention's cost is quadratic in the padded length: on ragged batches most of it is padding).
 2. `masked_positions` with `config.sparse_prediction`: the MLM head (a hidden x vocab matrix, most of a small
    model's cost) runs only at the masked positions, the only ones the loss reads.
 
@@ -73,6 +75,38 @@ def _attention_function(implementation: str):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Dropout
+# --------------------------------------------------------------------------------------------------------------
+def _draws_own_dropout(x: torch.Tensor) -> bool:
+    """Whether `apply_dropout` draws its own mask for `x`: on a CPU, in eager mode (compiled graphs and CUDA have fused
+    dropout kernels of their own)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)()
+    return x.device.type == "cpu" and not compiling
+
+
+def apply_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """`F.dropout`: each element zeroed with probability p, the others scaled by 1 / (1 - p).
+
+    On a CPU the keep mask is drawn as `uniform >= p` (one float32 draw per element, as `bernoulli_` makes) and
+    applied as a multiply: torch's CPU `native_dropout` (its `bernoulli_` and its backward) is 2-4x slower, about a
+    tenth of a small model's training step (BENCHMARKS.md). Elsewhere it is `F.dropout`.
+    """
+    if not training or p == 0.0:
+        return x
+    if p >= 1.0 or not _draws_own_dropout(x):
+        return F.dropout(x, p, training=True)
+    scale = torch.rand(x.shape, device=x.device).ge_(p).mul_(1.0 / (1.0 - p))  # (x.shape) 0 or 1 / (1 - p)
+    return x * scale.to(x.dtype)
+
+
+class MiniBertDropout(nn.Dropout):
+    """`nn.Dropout` through `apply_dropout` above (the same module, argument and `state_dict`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_dropout(x, self.p, self.training)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The unpadded layout
 # --------------------------------------------------------------------------------------------------------------
 def with_scratch_row(x: torch.Tensor, value=0) -> torch.Tensor:
@@ -87,11 +121,31 @@ class Unpadding:
     `indices` (T,) are flat positions in B * S. The collator pads them up to a bucket size with the value B * S,
     which points at one scratch row past the end: then T repeats from batch to batch (compiled graphs are reused)
     and nothing here needs to know how many tokens are real.
+
+    `groups` (optional): the batch's sequences in groups of similar lengths, each an (n, m) tensor of rows of the
+    packed layout (n sequences, padded to the group's longest, m tokens, with the value T). Attention then runs per
+    group (`gather`, `scatter`): the sizes come from the tensors' shapes, so nothing is read from the device.
     """
 
     indices: torch.Tensor  # (T,) int64
     batch_size: int
     seq_len: int
+    groups: tuple[torch.Tensor, ...] | None = None  # each (n, m) int64
+
+    def __post_init__(self):
+        if not self.groups:
+            self.groups = None
+            return
+        rows = self.indices.numel()
+        flat = torch.cat([g.reshape(-1) for g in self.groups])  # (C,) every group's slots, group after group
+        real = flat < rows
+        self.group_masks = [g < rows for g in self.groups]  # (n, m) True at a real token
+        # A padding slot reads row 0: finite, and masked out as a key; its query's output is never read back.
+        self._gather_rows = torch.where(real, flat, torch.zeros_like(flat))
+        # Where each packed row lands among the C slots; the bucket's fill rows (never in a group) read slot 0.
+        positions = torch.arange(flat.numel(), device=flat.device)
+        inverse = torch.zeros(rows + 1, dtype=flat.dtype, device=flat.device)
+        self._scatter_rows = inverse.index_put((flat,), positions)[:rows]  # padding slots all write row `rows`
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, ...) -> (T, ...): the real tokens (the bucket's fill reads the zero scratch row)."""
@@ -102,6 +156,17 @@ class Unpadding:
         """(T, ...) -> (B, S, ...): real tokens back in place, zeros at padding (the scratch row is dropped)."""
         out = x.new_zeros(self.batch_size * self.seq_len + 1, *x.shape[1:]).index_copy(0, self.indices, x)
         return out[:-1].view(self.batch_size, self.seq_len, *x.shape[1:])
+
+    def gather(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(T, ...) -> one (n, m, ...) tensor per group."""
+        slots = x.index_select(0, self._gather_rows)
+        sizes = [g.numel() for g in self.groups]
+        return [part.view(*g.shape, *x.shape[1:]) for part, g in zip(slots.split(sizes), self.groups)]
+
+    def scatter(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """One (n, m, ...) tensor per group -> (T, ...): each real token's row back in the packed layout."""
+        slots = torch.cat([part.reshape(-1, *part.shape[2:]) for part in parts])
+        return slots.index_select(0, self._scatter_rows)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -116,7 +181,7 @@ class MiniBertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MiniBertDropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None) -> torch.Tensor:
         if inputs_embeds is None:
@@ -142,14 +207,17 @@ class MiniBertEmbeddings(nn.Module):
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """softmax(Q K^T * scaling + mask) V, written out; the one implementation that returns the weights.
 
-    query/key/value: (B, nh, S, d); attention_mask: additive (B, 1, 1, S) or None. Returns (B, S, nh, d) and the
-    weights (B, nh, S, S), as every entry of transformers' `ALL_ATTENTION_FUNCTIONS` does.
+    query/key/value: (B, nh, S, d); attention_mask: additive (B, 1, 1, S), boolean (True = attend, as sdpa's) or
+    None. Returns (B, S, nh, d) and the weights (B, nh, S, S), as every entry of transformers'
+    `ALL_ATTENTION_FUNCTIONS` does.
     """
     scores = (query @ key.transpose(-1, -2)) * scaling  # (B, nh, S, S)
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
         scores = scores + attention_mask
     weights = scores.softmax(dim=-1)
-    context = F.dropout(weights, p=dropout, training=module.training) @ value  # (B, nh, S, d)
+    context = apply_dropout(weights, dropout, module.training) @ value  # (B, nh, S, d)
     return context.transpose(1, 2).contiguous(), weights
 
 
@@ -196,7 +264,7 @@ class MiniBertSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
         self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=bias)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.dropout = MiniBertDropout(config.attention_probs_dropout_prob)
 
     def forward(
         self, hidden, attention_mask=None, unpadding: Unpadding | None = None, output_attentions=False, **kwargs
@@ -204,25 +272,43 @@ class MiniBertSelfAttention(nn.Module):
         """`kwargs` go to the attention backend as they came (transformers' attention interface: e.g. the padding-free
         collators' `cu_seq_lens_q` / `max_length_q`, which flash attention reads)."""
         # hidden: (B, S, H), or (T, H) packed real tokens on the unpadded path
+        implementation = attention_implementation(self.config, output_attentions)
+        if unpadding is not None and unpadding.groups is not None and implementation in ("sdpa", "eager"):
+            return self._grouped(hidden, unpadding, implementation, **kwargs), None
         to_batch = unpadding.pad if unpadding is not None else (lambda x: x)
         q, k, v = (to_batch(proj(hidden)) for proj in (self.query, self.key, self.value))  # each (B, S, H)
+        context, weights = self._attend(implementation, q, k, v, attention_mask, **kwargs)  # (B, S, H)
+        return (unpadding.unpad(context) if unpadding is not None else context), weights
+
+    def _attend(self, implementation, q, k, v, attention_mask, **kwargs):
+        """(B, S, H) projections -> (B, S, H) context and the weights, through the attention backend."""
         B, S, _ = q.shape
         q, k, v = (x.view(B, S, self.num_heads, self.head_dim).transpose(1, 2) for x in (q, k, v))  # (B, nh, S, d)
-
-        implementation = attention_implementation(self.config, output_attentions)
-        attend = _attention_function(implementation)
-        context, weights = attend(
+        dropout = self.dropout.p if self.training else 0.0
+        if implementation == "sdpa" and dropout > 0.0 and _draws_own_dropout(q):
+            # With dropout, torch's CPU sdpa falls back to this very math (scores, softmax, dropout, product) with
+            # its slow `bernoulli_` mask: the eager function computes the same with `apply_dropout`'s mask.
+            implementation = "eager"
+        context, weights = _attention_function(implementation)(
             self,
             q,
             k,
             v,
             attention_mask,
-            dropout=self.dropout.p if self.training else 0.0,
+            dropout=dropout,
             scaling=self.scaling,
             **kwargs,
         )  # context (B, S, nh, d)
-        context = context.reshape(B, S, self.num_heads * self.head_dim)  # merge heads
-        return (unpadding.unpad(context) if unpadding is not None else context), weights
+        return context.reshape(B, S, self.num_heads * self.head_dim), weights  # heads merged
+
+    def _grouped(self, hidden, unpadding: Unpadding, implementation: str, **kwargs) -> torch.Tensor:
+        """(T, H) -> (T, H): attention per group of similar lengths, each padded to its own longest sequence."""
+        projections = [unpadding.gather(proj(hidden)) for proj in (self.query, self.key, self.value)]
+        contexts = []
+        for q, k, v, real in zip(*projections, unpadding.group_masks):  # q, k, v: (n, m, H); real: (n, m)
+            mask = attention_mask_for(implementation, real, q, self.config)
+            contexts.append(self._attend(implementation, q, k, v, mask, **kwargs)[0])
+        return unpadding.scatter(contexts)
 
 
 class _Residual(nn.Module):
@@ -233,7 +319,7 @@ class _Residual(nn.Module):
         super().__init__()
         self.dense = nn.Linear(in_features, config.hidden_size, bias=bias)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = MiniBertDropout(config.hidden_dropout_prob)
         self.pre_layer_norm = config.pre_layer_norm
 
     def normed_input(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -480,12 +566,17 @@ class MiniBertModel(MiniBertPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         token_indices=None,
+        attention_groups=None,
         **kwargs,
     ):
         r"""
         token_indices (`torch.LongTensor` of shape `(T,)`, *optional*): flat positions in `batch * seq` of the real
             tokens, padded with the value `batch * seq` (see `Unpadding`). Given, position-wise work skips padding and
             `last_hidden_state` is zero at padded positions; the returned `hidden_states` are then packed `(T, H)`.
+        attention_groups (sequence of `torch.LongTensor` of shape `(n, m)`, *optional*): with `token_indices`, the
+            sequences in groups of similar lengths, as rows of the packed `(T, H)` layout padded with `T`: the sdpa
+            and eager backends then attend per group, over `sum(n * m**2)` instead of `batch * seq**2` pairs
+            (`pretrain.collator.attention_groups` makes them). The result is the same.
         kwargs: passed to every layer's attention backend as they are (transformers' attention interface), e.g. the
             `cu_seq_lens_q` / `cu_seq_lens_k` / `max_length_q` / `max_length_k` of a padding-free collator
             (`DataCollatorWithFlattening`), which flash attention reads.
@@ -502,7 +593,7 @@ class MiniBertModel(MiniBertPreTrainedModel):
         mask = attention_mask_for(implementation, attention_mask, embeddings, self.config)
         unpadding = None
         if token_indices is not None:
-            unpadding = Unpadding(token_indices, *embeddings.shape[:2])
+            unpadding = Unpadding(token_indices, *embeddings.shape[:2], groups=attention_groups)
             embeddings = unpadding.unpad(embeddings)  # (T, H)
 
         hidden, all_hidden, all_weights = self.encoder(
@@ -832,9 +923,9 @@ class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
         return self._outputs(NextSentencePredictorOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
-def _classifier_dropout(config: MiniBertConfig) -> nn.Dropout:
+def _classifier_dropout(config: MiniBertConfig) -> MiniBertDropout:
     p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-    return nn.Dropout(p)
+    return MiniBertDropout(p)
 
 
 # A classifier built on a pretraining checkpoint drops its MLM and NSP heads: expected, not worth a report line.

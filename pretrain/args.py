@@ -536,7 +536,10 @@ class RunPlan:
 
     The fast path is part of the plan, not a config default a refactor can lose: every pretraining run computes the
     MLM head only at the masked positions (`sparse_head`: (M, vocab) logits instead of (B, S, vocab), the same loss)
-    and runs position-wise work on the real tokens only (`unpadded`: the collator's `token_indices`). Neither is
+    and runs position-wise work on the real tokens only (`unpadded`: the collator's `token_indices`). On a CPU
+    without compilation, attention also runs per group of similar lengths (`grouped_attention`: the collator's
+    `attention_groups`), each padded to its own longest sequence instead of the batch's; compiled or CUDA runs keep
+    one padded attention (fixed shapes; the GPU check measures varlen attention instead). None of these is
     written into the checkpoint: a saved model's `config.sparse_prediction` stays False, so `pipeline("fill-mask")`
     and `Trainer` users get BERT's (B, S, vocab) logits. tests/test_fast_path.py pins both on the loop's own step.
     """
@@ -544,6 +547,7 @@ class RunPlan:
     objective: str  # "mlm+nsp" (BERT: masked-LM + next-sentence prediction) or "mlm" (masked-LM only)
     sparse_head: bool = True
     unpadded: bool = True
+    grouped_attention: bool = False
     streaming: bool = False  # the data is a stream (no length, position saved by checkpoints), not a cached table
 
     @property
@@ -551,6 +555,11 @@ class RunPlan:
         return self.objective == "mlm+nsp"
 
     @classmethod
-    def decide(cls, data_args) -> RunPlan:
-        """The plan of a run from its data arguments (`--next_sentence_prediction`, `--streaming`)."""
-        return cls(objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm", streaming=data_args.streaming)
+    def decide(cls, data_args, args=None, device=None) -> RunPlan:
+        """The plan of a run from its data arguments (`--next_sentence_prediction`, `--streaming`), and from the
+        training arguments and device where given (`--torch_compile`, CPU or not)."""
+        return cls(
+            objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm",
+            streaming=data_args.streaming,
+            grouped_attention=device is not None and device.type == "cpu" and not (args and args.torch_compile),
+        )

@@ -135,6 +135,7 @@ def evaluate(
                 labels=batch["labels"],
                 token_indices=batch.get("token_indices"),
                 masked_positions=batch.get("masked_positions"),
+                attention_groups=batch.get("attention_groups"),
                 sparse_prediction=True,
             )
             stats = accelerator.gather_for_metrics(per_sequence_stats(outputs, batch, next_sentence_prediction))

@@ -132,9 +132,11 @@ def build_model(
     return model
 
 
-def build_collator(data_args: DataArguments, tokenizer, seed: int, unpadded: bool = True) -> DataCollatorForPreTraining:
+def build_collator(
+    data_args: DataArguments, tokenizer, seed: int, unpadded: bool = True, group_attention: bool = False
+) -> DataCollatorForPreTraining:
     """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example); with the plan's unpadded
-    layout, also the `token_indices` / `masked_positions` the model's fast path reads."""
+    layout, also the `token_indices` / `masked_positions` (and `attention_groups`) the model's fast path reads."""
     return DataCollatorForPreTraining(
         tokenizer,
         mlm_probability=data_args.mlm_probability,
@@ -144,6 +146,7 @@ def build_collator(data_args: DataArguments, tokenizer, seed: int, unpadded: boo
         pad_to_multiple_of=data_args.pad_to_multiple_of,
         seed=seed,
         unpadded=unpadded,
+        group_attention=group_attention,
     )
 
 
@@ -403,8 +406,8 @@ def _pretrain(
     data: PretrainingData | None,
 ) -> dict:
     session_start = time.monotonic()
-    plan = RunPlan.decide(data_args)
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
+    plan = RunPlan.decide(data_args, args, accelerator.device)
     if hub_args.export_bert:  # a model with no BERT twin is refused before the data is read, not after the run
         check_bert_export(planned_architecture(model_args))
     data_args = with_checkpoint_tokenizer(model_args, data_args)
@@ -514,7 +517,9 @@ def _build(
     plan: RunPlan,
 ) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
-    collator = build_collator(data_args, data.tokenizer, args.seed, unpadded=plan.unpadded)
+    collator = build_collator(
+        data_args, data.tokenizer, args.seed, unpadded=plan.unpadded, group_attention=plan.grouped_attention
+    )
     model = build_model(model_args, data_args, data.tokenizer, plan)
     total_params, embedding_params = count_parameters(model)
     logger.info("model: %.2fM parameters (%.2fM in embeddings)", total_params / 1e6, embedding_params / 1e6)
@@ -701,10 +706,11 @@ def _log_plan(loop: PretrainingLoop, accelerator, args: PretrainingArguments, ru
     )
     plan = loop.plan
     logger.info(
-        "objective %s; MLM head %s, %s layout%s",
+        "objective %s; MLM head %s, %s layout, %s%s",
         "masked-LM + next-sentence prediction" if plan.next_sentence_prediction else "masked-LM only",
         "at the masked positions only" if plan.sparse_head else "on every position",
         "unpadded" if plan.unpadded else "padded",
+        "attention per group of similar lengths" if plan.grouped_attention else "attention on the padded batch",
         f"; MFU in the logs is against the {loop.peak_tflops:g} TFLOP/s dense bf16 peak of "
         f"{torch.cuda.get_device_name(accelerator.device)}"
         if loop.peak_tflops

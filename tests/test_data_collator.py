@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import BertTokenizer, DataCollatorForLanguageModeling
 
-from pretrain.collator import DataCollatorForPreTraining
+from pretrain.collator import DataCollatorForPreTraining, attention_groups
 
 WORDS = [f"w{i}" for i in range(200)]
 PIECES = [f"##p{i}" for i in range(50)]
@@ -345,3 +345,60 @@ def test_features_as_lists_arrays_or_tensors_give_the_same_batch(tokenizer):
         ]
         got = collator(converted)
         assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def _pairs(groups, group_cost) -> int:
+    return sum(g.shape[0] * g.shape[1] ** 2 + group_cost for g in groups)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_attention_groups_hold_every_real_token_once_in_its_row(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 129, size=37)
+    rows = int(lengths.sum()) + 5  # the bucketed packed layout has fill rows past the real tokens
+    groups = attention_groups(lengths, rows)
+    first_row = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    members = []
+    for group in groups:
+        widths = (group < rows).sum(1)
+        assert group.shape[1] == widths.max()  # padded to its own longest row only
+        for row, width in zip(group, widths):
+            assert (row[width:] == rows).all()
+            b = int(np.flatnonzero(first_row == row[0])[0])  # the sequence this row holds, token 0 first
+            assert lengths[b] == width and (row[:width] == first_row[b] + np.arange(width)).all()
+            members.append(b)
+    assert sorted(members) == list(range(len(lengths)))  # every sequence in exactly one group
+    widths = [g.shape[1] for g in groups]
+    assert widths == sorted(widths)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_attention_groups_minimise_attention_pairs(seed):
+    """The dynamic programme against every split of the sorted lengths into consecutive groups."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 129, size=9)
+    cost = 2000
+    best = _pairs(attention_groups(lengths, 10**6, cost), cost)
+    ordered = np.sort(lengths)
+    brute = min(
+        sum(len(part) * int(part.max()) ** 2 + cost for part in np.split(ordered, cuts))
+        for k in range(len(lengths))
+        for cuts in itertools.combinations(range(1, len(lengths)), k)
+    )
+    assert best == brute
+    # Equal lengths (a batch of full rows) stay one padded batch.
+    assert len(attention_groups(np.full(32, 128), 4096)) == 1
+
+
+def test_the_collator_adds_attention_groups_when_asked(tokenizer):
+    examples = make_examples(tokenizer, 16, min_len=3, max_len=60)
+    plain = DataCollatorForPreTraining(tokenizer, seed=0)(examples)
+    grouped = DataCollatorForPreTraining(tokenizer, seed=0, group_attention=True)(examples)
+    assert "attention_groups" not in plain
+    for key, value in plain.items():
+        assert torch.equal(grouped[key], value), key  # the same batch, masks included
+    lengths = plain["attention_mask"].sum(1).numpy()
+    expected = attention_groups(lengths, len(plain["token_indices"]))
+    assert [g.tolist() for g in grouped["attention_groups"]] == [g.tolist() for g in expected]

@@ -53,6 +53,7 @@ class Shapes:
     def __init__(self, monkeypatch):
         self.head_inputs: list[tuple[int, ...]] = []
         self.token_indices: list[bool] = []
+        self.attention_groups: list[bool] = []
         head_forward, model_forward = modeling.MiniBertLMPredictionHead.forward, modeling.MiniBertModel.forward
 
         def head(module, hidden):
@@ -61,6 +62,7 @@ class Shapes:
 
         def model(module, *args, **kwargs):
             self.token_indices.append(kwargs.get("token_indices") is not None)
+            self.attention_groups.append(kwargs.get("attention_groups") is not None)
             return model_forward(module, *args, **kwargs)
 
         monkeypatch.setattr(modeling.MiniBertLMPredictionHead, "forward", head)
@@ -84,6 +86,20 @@ def test_the_loops_step_runs_the_mlm_head_on_masked_positions_only(objective, co
     assert head_input[0] == batch["masked_positions"].numel()  # (M, H): the masked positions (bucketed), ...
     assert masked <= head_input[0] < b * s  # ... not every position of the (B, S) batch
     assert shapes.token_indices == [True]  # the encoder ran on the real tokens only
+    assert loop.plan.grouped_attention and "attention_groups" in batch  # a CPU run without --torch_compile ...
+    assert shapes.attention_groups == [True]  # ... attends per group of similar lengths
+
+
+def test_the_plan_groups_attention_on_a_cpu_in_eager_mode_only():
+    from types import SimpleNamespace
+
+    from pretrain.args import RunPlan
+
+    data = SimpleNamespace(next_sentence_prediction=True, streaming=False)
+    eager, compiled = SimpleNamespace(torch_compile=False), SimpleNamespace(torch_compile=True)
+    assert RunPlan.decide(data, eager, torch.device("cpu")).grouped_attention
+    assert not RunPlan.decide(data, compiled, torch.device("cpu")).grouped_attention  # fixed shapes to compile
+    assert not RunPlan.decide(data, eager, torch.device("cuda")).grouped_attention  # one padded sdpa kernel
 
 
 def test_a_saved_checkpoint_gives_fill_mask_and_trainer_the_dense_logits(corpus, cache, tmp_path):

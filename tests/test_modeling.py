@@ -27,7 +27,7 @@ from minibert.modeling_minibert import (
     MiniBertForTokenClassification,
     MiniBertModel,
 )
-from pretrain.collator import unpadding_inputs
+from pretrain.collator import GROUP_COST_PAIRS, attention_groups, unpadding_inputs
 
 SEQ = max(LENGTHS)
 
@@ -100,6 +100,57 @@ def test_unpadded_path_equals_padded_path(bucket_size):
     for a, e in zip(packed.hidden_states, padded.hidden_states, strict=True):
         assert a.shape[0] % bucket_size == 0 and a.dim() == 2  # packed (T, H): what the layers consumed
         assert_close(a[:n], real(e, batch))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("group_cost", [0, GROUP_COST_PAIRS])
+def test_grouped_attention_gives_berts_numbers_and_the_padded_paths_gradients(implementation, group_cost):
+    """Attention per group of similar lengths (the collator's `attention_groups`): each group padded to its own
+    longest row, the rows back in the packed layout. BERT's logits, and the padded path's loss and gradients."""
+    bert, mini = pair(BertForPreTraining)
+    mini.config._attn_implementation = implementation
+    batch = make_batch(lengths=(11, 7, 4, 11, 2, 9))
+    labels = mlm_labels(batch)
+    extra = unpadded(batch, labels)
+    lengths = batch["attention_mask"].sum(1).numpy()
+    groups = [torch.from_numpy(g) for g in attention_groups(lengths, len(extra["token_indices"]), group_cost)]
+    if group_cost == 0:  # nothing against more groups: one per distinct length
+        assert [g.shape[1] for g in groups] == sorted(set(lengths.tolist()))
+    results = []
+    for grouping in ({}, {"attention_groups": groups}):
+        mini.zero_grad()
+        out = mini(**batch, labels=labels, **extra, sparse_prediction=True, **grouping)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in mini.named_parameters() if p.grad is not None}))
+    (padded, padded_grads), (grouped, grouped_grads) = results
+    with torch.no_grad():
+        expected = bert(**batch)
+    m = int((labels != -100).sum())
+    assert_close(grouped.prediction_logits[:m], expected.prediction_logits[labels != -100])
+    assert_close(grouped.seq_relationship_logits, expected.seq_relationship_logits)
+    assert_close(grouped.loss, padded.loss)
+    assert padded_grads.keys() == grouped_grads.keys()
+    for name, grad in padded_grads.items():
+        assert_close(grouped_grads[name], grad, msg=name)
+
+
+def test_minibert_dropout_is_torch_dropout_in_distribution():
+    """`apply_dropout` (its own mask on a CPU): zeros with probability p, the rest scaled by 1 / (1 - p), the same
+    mask forward and backward, identity in eval; the modules keep `nn.Dropout`'s interface."""
+    from minibert.modeling_minibert import MiniBertDropout, apply_dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(200_000, requires_grad=True)
+    y = apply_dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.003  # 6 standard deviations of a Bernoulli(0.1) mean
+    assert_close(y[kept], x[kept] / 0.9)
+    y.backward(torch.ones_like(y))
+    assert_close(x.grad, kept.float() / 0.9)
+    assert apply_dropout(x, 0.1, training=False) is x and apply_dropout(x, 0.0) is x
+    module = MiniBertDropout(0.25)
+    assert isinstance(module, torch.nn.Dropout) and module.p == 0.25 and module.state_dict() == {}
+    assert torch.equal(module.eval()(x), x)
 
 
 def test_hidden_states_are_the_tensors_the_layers_consume():
