@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
-from minibert.checks import check_bert_export, check_tokenizer_fits, check_tokenizer_folder
+from minibert.checks import check_tokenizer_fits, check_tokenizer_folder
 from minibert.cli import HubArguments, UserError, one_line, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
@@ -537,7 +537,7 @@ def model_card(
         },
         example=train.texts[example][:300],
         example_pair=train.text_pairs[example] if train.text_pairs is not None else None,
-        export_bert=hub_args.export_bert,
+        export_bert=hub_args.writes_twin(trainer.model.config),
     )
     return render_cards(info)
 
@@ -620,8 +620,7 @@ def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_
             model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed
         )
     logger.info("model: %s (%s)", describe(model), base)
-    if hub_args.export_bert:  # a model with no BERT twin is refused now, not after training
-        check_bert_export(model.config)
+    hub_args.check_twin(model.config)  # --export_bert true of a model with no BERT twin: refused now, not after
     if resume is not None:
         check_checkpoint_fits(model, resume)
     max_length, tokenized = _tokenize(prepared, tokenizer, model, data_args)
@@ -750,12 +749,14 @@ def _write_outputs(
     trainer, tokenizer, prepared, training_args, hub_args, hub_api, card: Cards, metrics, predictions
 ) -> None:
     """The Hub-ready classifier + card, all_results.json, predictions; the upload if asked (main process)."""
-    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder
+    from minibert.hub import push_to_hub, remove_bert_twin, save_bert_twin, save_model_folder
 
     output_dir = training_args.output_dir
     save_model_folder(trainer.model, tokenizer, output_dir, model_card=card.model)
-    if hub_args.export_bert:
+    if hub_args.writes_twin(trainer.model.config):
         save_bert_twin(trainer.model, tokenizer, output_dir, model_card=card.twin)
+    else:
+        remove_bert_twin(output_dir)
     write_json(os.path.join(output_dir, RESULTS_FILE), metrics)
     if predictions is not None:
         write_predictions(os.path.join(output_dir, PREDICTIONS_FILE), prepared.splits["test"], predictions)

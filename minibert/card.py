@@ -1,5 +1,5 @@
 """Every model card minibert writes (README.md): the pretrained model's, the fine-tuned classifier's, and the card of
-the plain-BERT twin in `bert/` (`--export_bert true`).
+the plain-BERT twin in `bert/` (`--export_bert`: by default whenever the model is a plain BERT).
 
 The metadata comes from huggingface_hub's `ModelCardData` (scores as `EvalResult`s, which it writes as the Hub's
 `model-index`), the body from the sections below, and the usage snippet from one writer, `usage`. `is_hub_id` is
@@ -150,7 +150,7 @@ class FinetuningCardInfo(CardInfo):
 
 class Cards(NamedTuple):
     model: str  # output_dir/README.md
-    twin: str | None  # output_dir/bert/README.md, with --export_bert
+    twin: str | None  # output_dir/bert/README.md, when the run writes the twin (--export_bert)
 
 
 def render_cards(info: CardInfo) -> Cards:

@@ -116,10 +116,20 @@ def check_float32(value: float | None, flag: str) -> None:
         raise UserError(f"{flag} {value:g} rounds to 0 in float32, the training dtype")
 
 
+def _not_bert(config) -> dict:
+    """The architecture fields of `config` (a config, or a config dict) that transformers' BertModel lacks."""
+    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
+    return {k: get(k, bert) for k, bert in ARCHITECTURE_FIELDS.items() if get(k, bert) != bert}
+
+
+def is_plain_bert(config) -> bool:
+    """Whether transformers' BertModel holds this architecture (a native twin exists)."""
+    return not _not_bert(config)
+
+
 def check_bert_export(config, flag: str = "--export_bert") -> None:
     """`flag` asks for a native transformers BERT twin: `config` (a config, or a config dict) must be a BERT's."""
-    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
-    other = {k: get(k, bert) for k, bert in ARCHITECTURE_FIELDS.items() if get(k, bert) != bert}
+    other = _not_bert(config)
     if other:
         raise UserError(
             f"{flag}: this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from .checks import check_input_path
+from .checks import check_bert_export, check_input_path, is_plain_bert
 from .errors import UserError
 
 
@@ -201,11 +201,15 @@ class HubArguments:
     """What the finished checkpoint becomes besides itself: a native BERT twin, an upload to the Hugging Face Hub
     (shared by pretraining and fine-tuning)."""
 
-    export_bert: bool = field(
-        default=False,
+    export_bert: str = field(
+        default="auto",
         metadata={
             "help": "Also write output_dir/bert/: the same weights as a plain transformers BERT checkpoint "
-            "(model_type bert, no remote code), for stacks that forbid remote code."
+            "(model_type bert, no remote code), for stacks that forbid remote code and clients that look a model up "
+            "by its type (optimum, GLiNER, sentence-transformers' ONNX backend). auto: whenever the model is a plain "
+            "BERT (--recipe bert); true: required (a model that is not a BERT is refused before training); false: "
+            "never.",
+            "choices": ["auto", "true", "false"],
         },
     )
 
@@ -213,6 +217,24 @@ class HubArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository name, e.g. `user/my-bert`."})
     hub_token: str | None = field(default=None, metadata={"help": "Token; defaults to the logged-in one."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+    def __post_init__(self):
+        if isinstance(self.export_bert, bool):  # the library's callers may pass a bool
+            self.export_bert = "true" if self.export_bert else "false"
+        if self.export_bert not in ("auto", "true", "false"):
+            raise UserError(f"--export_bert must be auto, true or false, not {self.export_bert!r}")
+
+    def check_twin(self, config) -> None:
+        """Before training: `--export_bert true` of a model that is not a BERT is refused (one line)."""
+        if self.export_bert == "true":
+            check_bert_export(config)
+
+    def writes_twin(self, config) -> bool:
+        """Whether the finished model gets its plain-BERT twin in output_dir/bert: asked for, or by default (auto)
+        whenever transformers' BertModel can hold it."""
+        if self.export_bert == "auto":
+            return is_plain_bert(config)
+        return self.export_bert == "true"
 
     def validate(self) -> None:
         if self.push_to_hub and not self.hub_model_id:

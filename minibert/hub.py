@@ -92,6 +92,12 @@ def save_bert_twin(model: PreTrainedModel, tokenizer, output_dir: str, model_car
     )
 
 
+def remove_bert_twin(output_dir: str) -> None:
+    """A run that writes no twin removes the one an earlier run left in its (checked, own) output folder: that twin
+    holds the earlier weights."""
+    shutil.rmtree(os.path.join(output_dir, BERT_TWIN_DIR), ignore_errors=True)
+
+
 # Strings that exercise what a BERT tokenizer's settings change: case, accents, CJK, punctuation, sentence pairs.
 _PROBES = [("Hello WORLD, héllo wörld! 中文 [MASK] tokens?", None), ("Paris is nice.", "Is it? Yes, it is.")]
 

@@ -32,6 +32,7 @@ MODEL_FOLDER_FILES = frozenset(
         "special_tokens_map.json",
         "vocab.txt",
         "generation_config.json",
+        "bert",  # the plain-BERT twin (`minibert.hub.BERT_TWIN_DIR`, --export_bert)
     }
 )
 

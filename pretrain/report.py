@@ -172,7 +172,7 @@ def write_outputs(
     """The Hub-ready model + card, all_results.json and the curves in output_dir; the upload if asked. `plan`: the
     run's `RunPlan` (the card states its objective)."""
     from minibert.card import PretrainingCardInfo, render_cards
-    from minibert.hub import push_to_hub, save_bert_twin, save_model_folder
+    from minibert.hub import push_to_hub, remove_bert_twin, save_bert_twin, save_model_folder
 
     from .demo import describe_data, fill_mask_prompts
     from .distributed import export_model
@@ -181,6 +181,7 @@ def write_outputs(
     if not accelerator.is_main_process:
         return
     eval_keys = ("eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "perplexity")
+    twin = hub_args.writes_twin(export.config)
     cards = render_cards(
         PretrainingCardInfo(
             hub_model_id=hub_args.hub_model_id,
@@ -194,12 +195,14 @@ def write_outputs(
             training=_training_summary(accelerator, data_args, args, results, num_warmup_steps),
             results={k: results[k] for k in eval_keys if k in results},
             example=next(iter(fill_mask_prompts(args, data_args)), "Paris is the [MASK] of France."),
-            export_bert=hub_args.export_bert,
+            export_bert=twin,
         )
     )
     save_model_folder(export, data.tokenizer, args.output_dir, model_card=cards.model)
-    if hub_args.export_bert:
+    if twin:
         save_bert_twin(export, data.tokenizer, args.output_dir, model_card=cards.twin)
+    else:
+        remove_bert_twin(args.output_dir)
     write_json(os.path.join(args.output_dir, RESULTS_FILE), results)
     plot_training_curves(os.path.join(args.output_dir, METRICS_FILE), os.path.join(args.output_dir, CURVES_FILE))
     logger.info("wrote the model, %s and %s to %s", RESULTS_FILE, CURVES_FILE, args.output_dir)

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
-from minibert.checks import check_bert_export, check_input_paths, check_tokenizer_fits, check_tokenizer_folder
+from minibert.checks import check_input_paths, check_tokenizer_fits, check_tokenizer_folder
 from minibert.cli import HubArguments, UserError, one_line
 from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import (
@@ -408,8 +408,8 @@ def _pretrain(
     session_start = time.monotonic()
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
     plan = RunPlan.decide(data_args, args, accelerator.device)
-    if hub_args.export_bert:  # a model with no BERT twin is refused before the data is read, not after the run
-        check_bert_export(planned_architecture(model_args))
+    # --export_bert true of a model with no BERT twin is refused before the data is read, not after the run.
+    hub_args.check_twin(planned_architecture(model_args))
     data_args = with_checkpoint_tokenizer(model_args, data_args)
     if data is None:
         data = _prepare_data(data_args, args, accelerator)

@@ -406,6 +406,23 @@ def test_export_bert_writes_a_native_twin(corpus, data_cache, tmp_path):
     assert "/bert`" in (out / "README.md").read_text()
 
 
+def test_a_plain_bert_gets_its_twin_by_default_and_nothing_else_does(corpus, data_cache, tmp_path):
+    """--export_bert auto (the default): the twin whenever transformers' BertModel holds the model (clients that
+    look a model up by its type find a "bert" there); none for a model that is not a BERT, and no error; a rerun
+    that writes no twin removes the one an earlier run left (it would hold the earlier weights)."""
+    from minibert.hub import BERT_TWIN_DIR
+
+    out = tmp_path / "out"
+    run(args_for(corpus, data_cache, out, "--max_train_steps", "1"))
+    assert json.loads((out / BERT_TWIN_DIR / "config.json").read_text())["model_type"] == "bert"
+    again = ["--max_train_steps", "1", "--overwrite_output_dir", "true"]
+    run(args_for(corpus, data_cache, out, *again, "--export_bert", "false"))
+    assert not (out / BERT_TWIN_DIR).exists() and (out / "config.json").exists()
+    pre_ln = "hidden_size=64,num_hidden_layers=2,num_attention_heads=4,pre_layer_norm=true"
+    run(args_for(corpus, data_cache, tmp_path / "pre_ln", "--max_train_steps", "1", model=pre_ln))
+    assert not (tmp_path / "pre_ln" / BERT_TWIN_DIR).exists()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Schedules over time, batch-size warmup
 # ----------------------------------------------------------------------------------------------------------------
