@@ -62,6 +62,9 @@ class DataCollatorForPreTraining:
     unpadded: bool = True
     bucket_size: int = 64
     group_attention: bool = False
+    # The run's objective (`RunPlan`): True, every example must carry `next_sentence_label`; False, the batch has
+    # none (an MLM-only run reading NSP pairs); None (library use), the labels are kept where the examples have them.
+    next_sentence_prediction: bool | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.mlm_probability <= 1.0:
@@ -112,7 +115,12 @@ class DataCollatorForPreTraining:
             if self.group_attention:
                 groups = attention_groups(lengths, sizes["token_indices"])
                 sizes.update((f"attention_groups.{i}", g.size) for i, g in enumerate(groups))
-        if examples.next_sentence_label is not None:
+        nsp = self.next_sentence_prediction
+        if nsp is None:
+            nsp = examples.next_sentence_label is not None
+        elif nsp and examples.next_sentence_label is None:
+            raise ValueError("the objective is masked-LM + next-sentence prediction, but the examples have no labels")
+        if nsp:
             sizes["next_sentence_label"] = batch_size
         batch, arrays = _one_buffer(sizes, (batch_size, length))  # 1-D views of the buffer, filled in place
         if groups:
@@ -131,7 +139,7 @@ class DataCollatorForPreTraining:
         if self.unpadded:  # what `unpadding_inputs` computes, from the positions known here
             _fill_bucket(arrays["token_indices"], flat_positions, real.size)
             _fill_bucket(arrays["masked_positions"], flat_positions[labels != -100], real.size)
-        if examples.next_sentence_label is not None:
+        if nsp:
             arrays["next_sentence_label"][...] = examples.next_sentence_label
         return batch
 

@@ -133,7 +133,12 @@ def build_model(
 
 
 def build_collator(
-    data_args: DataArguments, tokenizer, seed: int, unpadded: bool = True, group_attention: bool = False
+    data_args: DataArguments,
+    tokenizer,
+    seed: int,
+    unpadded: bool = True,
+    group_attention: bool = False,
+    next_sentence_prediction: bool | None = None,
 ) -> DataCollatorForPreTraining:
     """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example); with the plan's unpadded
     layout, also the `token_indices` / `masked_positions` (and `attention_groups`) the model's fast path reads."""
@@ -147,6 +152,7 @@ def build_collator(
         seed=seed,
         unpadded=unpadded,
         group_attention=group_attention,
+        next_sentence_prediction=next_sentence_prediction,
     )
 
 
@@ -518,7 +524,12 @@ def _build(
 ) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
     collator = build_collator(
-        data_args, data.tokenizer, args.seed, unpadded=plan.unpadded, group_attention=plan.grouped_attention
+        data_args,
+        data.tokenizer,
+        args.seed,
+        unpadded=plan.unpadded,
+        group_attention=plan.grouped_attention,
+        next_sentence_prediction=plan.next_sentence_prediction,
     )
     model = build_model(model_args, data_args, data.tokenizer, plan)
     total_params, embedding_params = count_parameters(model)

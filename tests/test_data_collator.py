@@ -402,3 +402,16 @@ def test_the_collator_adds_attention_groups_when_asked(tokenizer):
     lengths = plain["attention_mask"].sum(1).numpy()
     expected = attention_groups(lengths, len(plain["token_indices"]))
     assert [g.tolist() for g in grouped["attention_groups"]] == [g.tolist() for g in expected]
+
+
+def test_the_objective_decides_the_next_sentence_labels(tokenizer):
+    """The run's objective is passed down, not inferred from the examples: MLM only drops the labels NSP pairs
+    carry; MLM + NSP refuses examples without them; unset (library use), they are kept where present."""
+    examples = make_examples(tokenizer, 4)
+    assert "next_sentence_label" in DataCollatorForPreTraining(tokenizer, seed=0)(examples)
+    assert "next_sentence_label" not in DataCollatorForPreTraining(tokenizer, seed=0, next_sentence_prediction=False)(
+        examples
+    )
+    unlabelled = [{k: v for k, v in e.items() if k != "next_sentence_label"} for e in examples]
+    with pytest.raises(ValueError, match="no labels"):
+        DataCollatorForPreTraining(tokenizer, seed=0, next_sentence_prediction=True)(unlabelled)
