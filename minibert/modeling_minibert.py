@@ -8,13 +8,14 @@ conversion) addresses MiniBERT unchanged. Two optional inputs make pretraining f
 
 1. `token_indices` (the unpadded path): the flat positions of the real tokens of the (batch, seq) batch. Every
    position-wise operation (projections, feed-forward, LayerNorm) then runs on the real tokens only, packed into one
-   (tokens, hidden) matrix; attention alone sees the padded layout, unless
-   `attention_groups` split the batch into groups of similar lengths, each padded only to its own longest sequence
-   (attention's cost is quadratic in the padded length: on ragged batches most of it is padding).
+   (tokens, hidden) matrix; attention alone sees the padded layout, unless `attention_groups` split the batch into
+   groups of similar lengths, each padded only to its own longest sequence (attention's cost is quadratic in the
+   padded length: on ragged batches most of it is padding).
 2. `masked_positions` with `config.sparse_prediction`: the MLM head (a hidden x vocab matrix, most of a small
    model's cost) runs only at the masked positions, the only ones the loss reads.
 
-Both are computed by the data collator, on the CPU (`pretrain.collator.DataCollatorForPreTraining`). The forward
+All are computed by the data collator, on the CPU (`pretrain.collator.DataCollatorForPreTraining`). On a CPU in
+eager mode dropout draws its own mask (`apply_dropout`: torch's CPU kernel is 2-4x slower). The forward
 never branches on tensor values and never reads the device from the host, so `torch.export`, ONNX,
 `torch.compile(fullgraph=True)`, CUDA graphs and offload hooks all accept it. Without those inputs it is BERT's
 padded (batch, seq) forward, which is what pipelines and exporters see.
