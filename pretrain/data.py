@@ -155,7 +155,8 @@ def _prepare_distributed(args: DataArguments, seed: int, train_source, eval_sour
     """
 
     def pipeline(cache: DataCache) -> DataPipeline:
-        return DataPipeline(args, seed, train_source, eval_source, cache)
+        processes = (accelerator.num_processes, accelerator.process_index)  # a stream: this process's share
+        return DataPipeline(args, seed, train_source, eval_source, cache, processes)
 
     if not args.overwrite_cache:
         try:
@@ -318,7 +319,8 @@ class DataPipeline:
 
     `run()` fills `tokenizer`, `train_dataset`, `eval_dataset` and `stats` (with `stats["cache"]`: "hit",
     "built" or "given" per step). `minibert-prepare` and `minibert-pretrain` both run it through
-    `prepare_pretraining_data`.
+    `prepare_pretraining_data`. `processes`: `(num_processes, process_index)` of the launch; a streamed
+    training set is this process's share of the corpus (`instance_stream`).
     """
 
     def __init__(
@@ -328,8 +330,10 @@ class DataPipeline:
         train_source: CorpusSource,
         eval_source: CorpusSource | None,
         cache: DataCache,
+        processes: tuple[int, int] = (1, 0),
     ):
         self.args, self.seed, self.cache = args, seed, cache
+        self.num_processes, self.process_index = processes
         self.train_source, self.eval_source = train_source, eval_source
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_dataset: Dataset | IterableDataset | None = None
@@ -591,6 +595,9 @@ class DataPipeline:
                 args.max_seq_length,
                 args.short_seq_prob,
                 limit,
+                # Split across processes, the documents are numbered per process (`instance_stream`), and so is
+                # which are held out: the validation pairs of N processes are not those of one.
+                *(("processes", self.num_processes) if self.num_processes > 1 else ()),
             )
         self.status["pairs"] = "hit" if cache.has("pairs", key) else "built"
         if self.status["pairs"] == "built":
@@ -601,7 +608,7 @@ class DataPipeline:
                     )
                 else:
                     # The held-out documents are spread through the stream: read it until enough pairs exist.
-                    stream = self.instance_stream("validation", seed + 1)
+                    stream = self.held_out_stream(seed + 1)
                     rows = [row for _, row in zip(range(limit), tqdm(stream, total=limit, desc="Validation pairs"))]
                     if not rows:
                         raise UserError(
@@ -616,42 +623,68 @@ class DataPipeline:
         self.stats.update(cache.read(directory, read_json, os.path.join(directory, "stats.json")))
         self.eval_dataset = cache.read(directory, load_from_disk, os.path.join(directory, "validation"))
 
-    def document_stream(self) -> IterableDataset:
-        """The training source's documents as a many-shard `IterableDataset` (`text`, `presplit`), so that its
-        `state_dict` names a shard and `load_state_dict` goes there without reading the others
-        (`pretrain.streaming`)."""
-        source = self.train_source
+    def document_stream(self, process_index: int) -> IterableDataset:
+        """Process `process_index`'s share of the training source's documents (all of them in a single process) as
+        a many-shard `IterableDataset` (`text`, `presplit`), so that its `state_dict` names a shard and
+        `load_state_dict` goes there without reading the others (`pretrain.streaming`).
+
+        With N processes the shards are a multiple of N and each process reads only its own
+        (`streaming.split_for_process`): the corpus is read once across the processes, not N times."""
+        source, processes = self.train_source, self.num_processes
         if source.kind == "files":
-            return IterableDataset.from_generator(
+            dataset = IterableDataset.from_generator(
                 streaming.read_stream_shards,
                 features=RAW_FEATURES,
-                gen_kwargs={"shards": streaming.stream_shards(source.files), "text_column": source.text_column},
+                gen_kwargs={
+                    "shards": streaming.stream_shards(source.files, num_processes=processes),
+                    "text_column": source.text_column,
+                },
             )
+            return streaming.split_for_process(dataset, processes, process_index)
         dataset = self.load(source, streaming=source.kind == "hub")
         if source.kind == "disk":
-            dataset = dataset.to_iterable_dataset(num_shards=max(1, len(dataset) // STREAM_SHARD_DOCUMENTS))
-        return (
+            shards = max(1, len(dataset) // STREAM_SHARD_DOCUMENTS)
+            if processes > 1:  # row ranges the processes share out evenly
+                shards = min(len(dataset), -(-shards // processes) * processes) or 1
+            dataset = dataset.to_iterable_dataset(num_shards=shards)
+        dataset = (
             _text_only(dataset, source)
             .filter(bool, input_columns="text")
             .map(lambda batch: {"presplit": [False] * len(batch["text"])}, batched=True)
         )
+        return streaming.split_for_process(dataset, processes, process_index)
 
-    def instance_stream(self, keep: str, pair_seed: int) -> IterableDataset:
+    def instance_stream(self, keep: str, pair_seed: int, process_index: int | None = None) -> IterableDataset:
         """Instances of the training source, read, tokenized and paired on the fly in blocks of
         --streaming_buffer_size documents. `keep`: "all", or the "train" / "validation" side of
-        --validation_split_percentage."""
-        documents = self.document_stream()
+        --validation_split_percentage. `process_index`: whose share of the corpus (default: this process's).
+
+        Documents are numbered as they come in a process's share: number i of process r is i * N + r, a number
+        no other process gives a document, which keys whether it is held out and the RNG of its pairs (a stream
+        read whole, as by one process: i, as before the split)."""
+        process_index = self.process_index if process_index is None else process_index
+        documents = self.document_stream(process_index)
+        numbering = streaming.process_share(documents)
         if keep != "all":
-            held_out = _HeldOut(self.seed, self.args.validation_split_percentage, keep == "validation")
+            held_out = _HeldOut(self.seed, self.args.validation_split_percentage, keep == "validation", numbering)
             documents = documents.filter(held_out, with_indices=True, batched=True)
         return documents.map(
-            _StreamBlocks(self.tokenizer, self.args, pair_seed),
+            _StreamBlocks(self.tokenizer, self.args, pair_seed, numbering),
             batched=True,
             batch_size=self.args.streaming_buffer_size,
             with_indices=True,
             remove_columns=["text", "presplit"],
             features=INSTANCE_FEATURES,
         )
+
+    def held_out_stream(self, pair_seed: int) -> Iterator[dict]:
+        """The held-out side of the stream, for the validation pairs: of every process's share, one instance of
+        each in turn, so that a document is held out in validation exactly when its process's training stream
+        leaves it out (`_HeldOut`)."""
+        shares = [self.instance_stream("validation", pair_seed, r) for r in range(self.num_processes)]
+        if streaming.process_share(shares[0]) == (1, 0):  # one process, or a stream every process reads whole
+            return iter(shares[0])
+        return streaming.round_robin(shares)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -748,13 +781,19 @@ def _num_proc(requested: int | None, rows: int, batch_size: int) -> int | None:
 
 class _HeldOut:
     """`filter` with indices: the documents a stable hash of (seed, document number) puts on one side of the
-    percentage split, so that the training stream and the validation pairs agree without a shared list."""
+    percentage split, so that the training stream and the validation pairs agree without a shared list.
+    `numbering`: (N, r), document i of process r's share is number i * N + r (`instance_stream`)."""
 
-    def __init__(self, seed: int, percentage: float, validation: bool):
+    def __init__(self, seed: int, percentage: float, validation: bool, numbering: tuple[int, int] = (1, 0)):
         self.seed, self.threshold, self.validation = seed, percentage * 100, validation
+        self.processes, self.process_index = numbering
 
     def __call__(self, _, indices: list[int]) -> list[bool]:
-        return [(stable_int(self.seed, "validation", i) % 10_000 < self.threshold) == self.validation for i in indices]
+        n, r = self.processes, self.process_index
+        return [
+            (stable_int(self.seed, "validation", i * n + r) % 10_000 < self.threshold) == self.validation
+            for i in indices
+        ]
 
 
 class _StreamBlocks:
@@ -765,18 +804,20 @@ class _StreamBlocks:
     resume in the middle of one (it re-reads the block and skips what was already yielded).
     """
 
-    def __init__(self, tokenizer, args: DataArguments, seed: int):
+    def __init__(self, tokenizer, args: DataArguments, seed: int, numbering: tuple[int, int] = (1, 0)):
         self.tokenize = DocumentTokenizer(tokenizer, args.max_seq_length)
         self.pairing = _instance_map(NSPInstanceMap, None, args, seed, tokenizer)
         self.seed = seed
+        self.processes, self.process_index = numbering  # document i of the share is i * N + r (`_HeldOut`)
 
     def __call__(self, batch: dict, indices: list[int]) -> dict[str, list]:
+        n, r = self.processes, self.process_index
         documents = [d for d in self.tokenize(batch)["segments"] if d]
         rows = []
         if len(documents) >= 2:  # a NotNext B needs another document
             for position in range(len(documents)):
-                rows += self.pairing.instances(documents, position, indices[0] + position)
-        random.Random(stable_int(self.seed, "block", indices[0])).shuffle(rows)
+                rows += self.pairing.instances(documents, position, (indices[0] + position) * n + r)
+        random.Random(stable_int(self.seed, "block", indices[0] * n + r)).shuffle(rows)
         return {name: [row[name] for row in rows] for name in INSTANCE_FEATURES}
 
 

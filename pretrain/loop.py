@@ -333,15 +333,19 @@ class PretrainingLoop:
             lr_scheduler=self.lr_scheduler,
         )
         self.last_saved_step = self.progress.completed_steps
-        if self.stream is not None and self.accelerator.is_main_process:
-            self.stream.save_position(path, self.progress.epoch, self.stream_examples())
+        # A stream split across the processes: each saves the position in its own share. Read whole by each
+        # process (a stream given to `pretrain` as is), the main process saves the one position.
+        stream = self.stream
+        if stream is not None and (stream.num_processes > 1 or self.accelerator.is_main_process):
+            stream.save_position(path, self.progress.epoch, self.stream_examples())
         logger.info("saved checkpoint %s", path)
         return path
 
     def stream_examples(self) -> int:
-        """Examples of the current epoch each process has read from the stream for the steps taken (every process
-        reads every global micro-batch and keeps its share)."""
-        return self.progress.batches_in_epoch * self.per_window_batch
+        """Examples of the current epoch this process has read from the stream for the steps taken: its own
+        micro-batches from its share of a split stream (`streaming.ResumableStream`), or every global micro-batch
+        from a stream each process reads whole (accelerate keeps its share)."""
+        return self.progress.batches_in_epoch * self.per_window_batch // self.stream.num_processes
 
     def _check_finite_weights(self) -> None:
         """Never write a checkpoint (or, after the last one, an export) from weights holding NaN or inf."""

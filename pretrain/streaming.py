@@ -10,15 +10,24 @@ turns the shards into a `datasets.IterableDataset`, whose `state_dict()` then na
 every `record_every` examples (the loader reads ahead of what was trained on), writes the one a checkpoint needs to
 `stream_position.json`, and on resume hands it to `load_state_dict`: the stream restarts in that shard (re-reading
 at most one shard and re-pairing one block) instead of replaying everything before it.
+
+Several processes (and nodes) read the corpus once between them, not once each: the files are cut into a multiple
+of N shards and process r reads only shards r, r + N, ... (`split_for_process`). accelerate would otherwise give
+every process the whole stream and keep one micro-batch in N of it (`IterableDatasetShard`): N processes reading
+and tokenizing the corpus N times. Each process then saves and restores its own position
+(`stream_position_<r>.json`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 
 from datasets import IterableDataset
+from datasets.distributed import split_dataset_by_node
+from torch import distributed as dist
 from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from minibert.cli import UserError
@@ -27,18 +36,62 @@ from pretrain.corpus import MAX_DOCUMENT_CHARS, is_jsonl, jsonl_record_documents
 
 # A resumed stream re-reads at most one shard: files are cut into byte ranges of this size.
 SHARD_BYTES = 16 * 2**20
+# With several processes, a corpus smaller than this many shards a process is cut finer, so that the processes'
+# shares differ by about one small range (an epoch ends when the first process runs out: `loop.agree_on_epoch_end`).
+SHARDS_PER_PROCESS = 8
 POSITION_FILE = "stream_position.json"
 
+logger = logging.getLogger(__name__)
 
-def stream_shards(files: list[str], shard_bytes: int | None = None) -> list[tuple[str, int, int]]:
+
+def stream_shards(
+    files: list[str], shard_bytes: int | None = None, num_processes: int = 1
+) -> list[tuple[str, int, int]]:
     """Byte ranges `(path, start, end)` that cut `files` into shards of about `shard_bytes` (by size alone: no
-    file is read). Each shard holds the documents whose first line starts in its range (`read_stream_shard`)."""
+    file is read). Each shard holds the documents whose first line starts in its range (`read_stream_shard`).
+
+    `num_processes` > 1: each process reads only its own shards (`split_for_process`), so their number is made a
+    multiple of it (empty ranges at the end of the last file, which hold no document), and a corpus under
+    `SHARDS_PER_PROCESS` shards a process is cut into smaller ranges. One process: the cut is by `shard_bytes` only.
+    """
     shard_bytes = shard_bytes or SHARD_BYTES
+    sizes = [os.path.getsize(path) for path in files]
+    if num_processes > 1:
+        shard_bytes = max(1, min(shard_bytes, -(-sum(sizes) // (num_processes * SHARDS_PER_PROCESS))))
     shards = []
-    for path in files:
-        size = os.path.getsize(path)
+    for path, size in zip(files, sizes):
         shards += [(path, start, min(start + shard_bytes, size)) for start in range(0, max(size, 1), shard_bytes)]
+    if shards:
+        shards += [(files[-1], sizes[-1], sizes[-1])] * (-len(shards) % num_processes)
     return shards
+
+
+def split_for_process(dataset: IterableDataset, num_processes: int, process_index: int) -> IterableDataset:
+    """Process `process_index`'s share of a stream of `num_processes`: its shards only (shards r, r + N, ... of
+    `datasets.distributed.split_dataset_by_node`), so that the processes read each shard once between them.
+
+    A stream with fewer shards than processes (a Hub dataset of few files) cannot be split so: it is returned
+    whole, every process reads all of it and accelerate keeps one batch in N (`ResumableStream`), as a warning
+    says."""
+    if num_processes == 1:
+        return dataset
+    if dataset.num_shards >= num_processes:
+        return split_dataset_by_node(dataset, rank=process_index, world_size=num_processes, strategy="shards")
+    if process_index == 0:
+        logger.warning(
+            "the streamed dataset has %d shard(s) for %d processes: every process reads all of it (give it at "
+            "least as many files as processes to read it once)",
+            dataset.num_shards,
+            num_processes,
+        )
+    return dataset
+
+
+def process_share(dataset) -> tuple[int, int]:
+    """`(num_processes, process_index)` of the process whose share `dataset` is (`split_for_process`), or (1, 0)
+    for a stream read whole."""
+    split = getattr(dataset, "_distributed", None)  # `datasets`' record of `split_dataset_by_node`
+    return (split.world_size, split.rank) if split is not None else (1, 0)
 
 
 def read_stream_shard(path: str, start: int, end: int, text_column: str = "text") -> Iterator[dict]:
@@ -108,16 +161,41 @@ def read_stream_shards(shards: list[tuple[str, int, int]], text_column: str) -> 
         yield from read_stream_shard(path, start, end, text_column)
 
 
+def round_robin(streams: list) -> Iterator:
+    """One item of each stream in turn, until all are exhausted (the held-out side of every process's share)."""
+    iterators = [iter(stream) for stream in streams]
+    while iterators:
+        for iterator in list(iterators):
+            item = next(iterator, iterators)
+            if item is iterators:
+                iterators.remove(iterator)
+            else:
+                yield item
+
+
 class ResumableStream(TorchIterableDataset):
     """The streamed training set as a DataLoader reads it (in this process), with positions a checkpoint can
     save: `datasets`' own `state_dict()` after every `record_every` examples read, kept for the last few, since
     the loader reads ahead of what was trained on. `resume` goes back to one through `load_state_dict`: the
-    stream restarts in the shard and block of that position, whatever the number of examples before it."""
+    stream restarts in the shard and block of that position, whatever the number of examples before it.
+
+    `record_every` is this process's batch size. A `dataset` that is process r's share of N
+    (`split_for_process`) is laid out for the loader accelerate makes of it: with N processes accelerate's
+    `IterableDatasetShard` groups N batches and keeps the r-th, so this process's batch is put in slot r and the
+    others' slots are filled with `None`, which never leave it. accelerate then neither reads nor keeps anything
+    of the other processes' shares, and the global batch stays N x `record_every`. Counts (`state_at`,
+    `save_position`) are of this process's own examples.
+    """
 
     KEEP = 256
 
     def __init__(self, dataset: IterableDataset, record_every: int = 1):
         self.dataset, self.record_every = dataset, record_every
+        self.num_processes, self.process_index = process_share(dataset)
+        if self.num_processes > 1 and dist.is_initialized() and dist.get_world_size() != self.num_processes:
+            raise RuntimeError(
+                f"a stream split for {self.num_processes} processes in a group of {dist.get_world_size()}"
+            )
         self._states: dict[int, dict] = {}
         self._start = 0
 
@@ -127,12 +205,18 @@ class ResumableStream(TorchIterableDataset):
     def __iter__(self):
         read, self._start = self._start, 0
         self._states = {}
+        batch, slot = self.record_every, self.process_index
+        before, after = [None] * (slot * batch), [None] * ((self.num_processes - 1 - slot) * batch)
         for example in self.dataset:
+            if read % batch == 0:
+                yield from before  # the slots of the processes before this one
             read += 1  # the state `datasets` reports now is the one after this example
             if read % self.record_every == 0:
                 self._states[read] = self.dataset.state_dict()
                 self._states.pop(read - self.KEEP * self.record_every, None)
             yield example
+            if read % batch == 0:
+                yield from after
 
     def state_at(self, examples: int) -> dict | None:
         """The saved position after `examples` examples of the current epoch (None: the epoch's start)."""
@@ -150,18 +234,29 @@ class ResumableStream(TorchIterableDataset):
         self._start = position["examples"]
         return True
 
+    @property
+    def position_file(self) -> str:
+        """One process: `stream_position.json`; several: each its own, `stream_position_<r>.json`."""
+        return POSITION_FILE if self.num_processes == 1 else f"stream_position_{self.process_index}.json"
+
     def save_position(self, checkpoint_dir: str, epoch: int, examples: int) -> None:
-        """Write `stream_position.json` into a checkpoint: the position after `examples` examples of `epoch`."""
-        write_json(os.path.join(checkpoint_dir, POSITION_FILE), {"epoch": epoch, **(self.state_at(examples) or {})})
+        """Write this process's position into a checkpoint: the one after `examples` examples of `epoch`."""
+        position = {"epoch": epoch, **(self.state_at(examples) or {})}
+        if self.num_processes > 1:
+            position["num_processes"] = self.num_processes
+        write_json(os.path.join(checkpoint_dir, self.position_file), position)
 
     def load_position(self, checkpoint_dir: str, epoch: int, examples: int) -> bool:
         """Go to a checkpoint's saved position if it is the one after `examples` examples of `epoch` (else, e.g.
-        a checkpoint written without one, False: the caller skips batches instead)."""
+        a checkpoint written without one, or by another number of processes, False: the caller skips batches
+        instead)."""
         try:
-            with open(os.path.join(checkpoint_dir, POSITION_FILE), encoding="utf-8") as f:
+            with open(os.path.join(checkpoint_dir, self.position_file), encoding="utf-8") as f:
                 position = json.load(f)
         except (OSError, ValueError):
             return False
         if not isinstance(position, dict) or position.get("epoch") != epoch or position.get("examples") != examples:
+            return False
+        if self.num_processes > 1 and position.get("num_processes") != self.num_processes:
             return False
         return self.resume(position)

@@ -179,7 +179,8 @@ def build_dataloaders(
     eval_mlm_probability: float | None = None,
 ):
     """Train (shuffled, full batches; a stream is read in order) and eval dataloaders; `accelerator.prepare` shards
-    them per process. `streaming`: the run plan's data mode."""
+    them per process (a stream split across processes is already this process's share, laid out so that
+    accelerate keeps all of it: `streaming.ResumableStream`). `streaming`: the run plan's data mode."""
     workers = _num_workers(args, device)
     common = dict(
         num_workers=workers,
@@ -643,7 +644,9 @@ def _begin(
         progress = _restore(run, saved, progress, metrics, accelerator, resume_path)
     elif not args.dry_run:
         metrics.clear()
-    stream = run.train_dataloader.dataset if hasattr(run.train_dataloader.dataset, "save_position") else None
+    # The `ResumableStream` of a streamed run; with several processes accelerate wraps it (`IterableDatasetShard`).
+    loaded = run.train_dataloader.dataset
+    stream = next((d for d in (loaded, getattr(loaded, "dataset", None)) if hasattr(d, "save_position")), None)
     loop = PretrainingLoop(
         accelerator=accelerator,
         model=run.model,
