@@ -366,8 +366,11 @@ def test_sigkill_during_saves_never_leaves_a_checkpoint_that_resume_picks_and_cr
 # ----------------------------------------------------------------------------------------------------------------
 # Resume continues the same run, or refuses the change by name (issue #21 item 3, #25)
 # ----------------------------------------------------------------------------------------------------------------
-def _changed(value, annotation: str):
-    """Another value of a field's type (a string: another name; a number: another number; a flag: flipped)."""
+def _changed(value, annotation: str, choices=None):
+    """Another value of a field's type (one of its choices: another one; a string: another name; a number: another
+    number; a flag: flipped)."""
+    if choices:
+        return next(c for c in choices if c != value)
     if isinstance(value, bool) or annotation == "bool":
         return not value
     if isinstance(value, int) or "int" in annotation:
@@ -403,7 +406,8 @@ def test_every_argument_not_allowed_to_change_is_refused_on_resume_by_name():
     for i, group in enumerate(groups):
         for f in dataclasses.fields(group):
             changed = list(groups)
-            changed[i] = dataclasses.replace(group, **{f.name: _changed(getattr(group, f.name), str(f.type))})
+            value = _changed(getattr(group, f.name), str(f.type), f.metadata.get("choices"))
+            changed[i] = dataclasses.replace(group, **{f.name: value})
             settings = C.run_settings(*changed)
             if f.name in RESUMABLE:
                 C.check_resume_settings("ckpt", saved, settings)  # allowed: no error
