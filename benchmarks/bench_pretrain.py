@@ -249,7 +249,7 @@ def measure(args) -> dict:
         else:
             # The plan `RunPlan.decide` makes for the CLI on this device (attention per length group on a CPU in
             # eager mode); the dense row is that plan with the head the product had lost.
-            grouped = device.type == "cpu" and not args.compile
+            grouped = RunPlan.groups_attention(device, args.compile)
             plan = RunPlan("mlm+nsp", sparse_head=row == "minibert", grouped_attention=grouped)
             steps[row] = MinibertStep(args, plan, tokenizer, args.compile)
         batches[row] = [steps[row].batch(c) for c in chunks]

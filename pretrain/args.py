@@ -561,5 +561,11 @@ class RunPlan:
         return cls(
             objective="mlm+nsp" if data_args.next_sentence_prediction else "mlm",
             streaming=data_args.streaming,
-            grouped_attention=device is not None and device.type == "cpu" and not (args and args.torch_compile),
+            grouped_attention=device is not None and cls.groups_attention(device, bool(args and args.torch_compile)),
         )
+
+    @staticmethod
+    def groups_attention(device, torch_compile: bool) -> bool:
+        """Attention per length group: on a CPU in eager mode only (compiled graphs need fixed shapes; CUDA keeps one
+        padded sdpa kernel)."""
+        return device.type == "cpu" and not torch_compile
