@@ -66,12 +66,13 @@ def read_json(path: str) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def file_digest(path: str) -> str:
-    """BLAKE2b of a file of up to 1 MiB; above that, of its size and 16 evenly spaced 64 KiB blocks (first and
-    last included): a change of size, a swapped or a truncated file always shows, an edit in the unread parts of
-    a large file does not (the price of checking a large cache in milliseconds)."""
+def file_digest(path: str, with_size: bool = True) -> str:
+    """BLAKE2b of a file of up to 1 MiB; above that, of 16 evenly spaced 64 KiB blocks (first and last included),
+    and of its size (`with_size`): a change of size, a swapped or a truncated file always shows, an edit in the
+    unread parts of a large file does not (the price of checking a large cache in milliseconds). Also the content
+    sample of a corpus's fingerprint (`corpus.content_sample`, without the size)."""
     size = os.path.getsize(path)
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    h = hashlib.blake2b(str(size).encode() if with_size else b"", digest_size=16)
     with open(path, "rb") as f:
         if size <= _WHOLE_FILE_BYTES:
             h.update(f.read())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from minibert.cli import UserError
 from minibert.text import split_sentences  # noqa: F401 (part of this module's interface)
+from pretrain.cache import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ JSONL_SUFFIXES = (".jsonl", ".json")
 # documents, so one row never holds gigabytes and Arrow's 2 GiB string limit is never near.
 MAX_DOCUMENT_CHARS = 4_000_000
 
-
-# ----------------------------------------------------------------------------------------------------------
-# Sentence splitting
-# ----------------------------------------------------------------------------------------------------------
 
 # ----------------------------------------------------------------------------------------------------------
 # Sources
@@ -68,39 +65,21 @@ class CorpusSource:
         the same for a saved dataset's files."""
         h = hashlib.sha256()
         h.update(json.dumps([self.kind, self.path, self.config, self.split, self.text_column]).encode())
-        for path in self.files:
-            st = os.stat(path)
-            h.update(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns, content_sample(path)]).encode())
+        files = [(os.path.abspath(path), path) for path in self.files]  # (the name hashed, the file)
         if self.kind == "disk":
             for root, _, names in sorted(os.walk(self.path)):
-                for name in sorted(names):
-                    full = os.path.join(root, name)
-                    st = os.stat(full)
-                    h.update(
-                        json.dumps(
-                            [os.path.relpath(full, self.path), st.st_size, st.st_mtime_ns, content_sample(full)]
-                        ).encode()
-                    )
+                paths = [os.path.join(root, name) for name in sorted(names)]
+                files += [(os.path.relpath(path, self.path), path) for path in paths]
+        for name, path in files:
+            st = os.stat(path)
+            h.update(json.dumps([name, st.st_size, st.st_mtime_ns, content_sample(path)]).encode())
         return h.hexdigest()[:16]
-
-
-SAMPLE_CHUNKS, SAMPLE_CHUNK_BYTES = 16, 64 * 1024
 
 
 def content_sample(path: str) -> str:
     """A hash of the whole file up to 1 MiB, else of 16 evenly spaced 64 KiB pieces (the first and last included):
     a few milliseconds whatever the size, and any change of content but one confined between the pieces shows."""
-    size = os.path.getsize(path)
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        if size <= SAMPLE_CHUNKS * SAMPLE_CHUNK_BYTES:
-            h.update(f.read())
-        else:
-            step = (size - SAMPLE_CHUNK_BYTES) / (SAMPLE_CHUNKS - 1)
-            for i in range(SAMPLE_CHUNKS):
-                f.seek(int(i * step))
-                h.update(f.read(SAMPLE_CHUNK_BYTES))
-    return h.hexdigest()
+    return file_digest(path, with_size=False)
 
 
 def is_saved_dataset(path: str) -> bool:
