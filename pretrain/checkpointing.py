@@ -25,7 +25,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError, one_line
-from minibert.runs import CHECKPOINTS_DIR, is_resume_keyword
+from minibert.runs import CHECKPOINTS_DIR, changed_settings, is_resume_keyword
 from minibert.safety import (  # noqa: F401 (StopRequest: re-exported)
     PICKLE_SUFFIXES,
     StopRequest,
@@ -176,11 +176,7 @@ def check_compatible(progress: Progress, current: Progress, path: str) -> None:
         logger.warning(
             "resuming a run started with --seed %d under --seed %d: the data order changes", progress.seed, current.seed
         )
-    changed = [
-        f"{key} {progress.settings[key]!r} -> {current.settings[key]!r}"
-        for key in sorted(set(progress.settings) & set(current.settings))
-        if progress.settings[key] != current.settings[key]
-    ]
+    changed = changed_settings(progress.settings, current.settings)
     if changed:
         raise UserError(
             f"{path} was made with other settings than this run's: {'; '.join(changed)}. Resume with the "
