@@ -103,18 +103,13 @@ class PretrainingData:
     stats: dict[str, Any]  # data_stats.json: counts, fill, what the cache held
 
 
-def prepare_pretraining_data(
-    data_args: DataArguments,
-    seed: int,
-    output_dir: str | None = None,
-    accelerator=None,
-) -> PretrainingData:
+def prepare_pretraining_data(data_args: DataArguments, seed: int, accelerator=None) -> PretrainingData:
     """Build (or load from cache) the tokenizer and the training and evaluation pairs (the loop builds the
     collator: `pretrain.train.build_collator`).
 
     `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or
-    with one process) this process builds what the cache lacks. `output_dir`, if given, receives
-    `data_stats.json`. Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a
+    with one process) this process builds what the cache lacks. The statistics are `stats` (a pretraining run
+    writes them to output_dir/data_stats.json). Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a
     corpus, too large a corpus to prepare inside a multi-process launch).
     """
     data_args.validate()
@@ -134,8 +129,6 @@ def prepare_pretraining_data(
         evaluation = evaluation.select(np.sort(keep), keep_in_memory=True)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     _log_stats(stats)
-    if output_dir:
-        write_json(os.path.join(output_dir, "data_stats.json"), stats)
     return PretrainingData(pipeline.train_dataset, evaluation, pipeline.tokenizer, stats)
 
 
@@ -543,23 +536,17 @@ class DataPipeline:
         """Pair one split's documents, save them under `directory/name`, return that split's statistics."""
         role = "training" if name == "train" else "validation"
         prefix = "" if name == "train" else "eval_"
-        if not self.args.next_sentence_prediction:
-            if len(documents) == 0:
-                raise UserError(f"the {role} corpus is empty: {where} gave no documents")
-            instances = _make_examples(documents, self.args, seed, self.tokenizer, work, name)
-            instances.save_to_disk(os.path.join(directory, name))
-            return {
-                f"{prefix}documents_used": len(documents),
-                **_instance_stats(instances, prefix, self.args.max_seq_length),
-            }
-        _check_pairable(documents, where, role)
+        if self.args.next_sentence_prediction:
+            _check_pairable(documents, where, role)
+            skipped = _single_segment_count(documents)  # one sentence: no pairs of their own
+            stats = {f"{prefix}documents_used": len(documents) - skipped, f"{prefix}docs_skipped": skipped}
+        elif len(documents) == 0:
+            raise UserError(f"the {role} corpus is empty: {where} gave no documents")
+        else:
+            stats = {f"{prefix}documents_used": len(documents)}
         instances = _make_examples(documents, self.args, seed, self.tokenizer, work, name)
         instances.save_to_disk(os.path.join(directory, name))
-        return {
-            f"{prefix}documents_used": len(documents) - _single_segment_count(documents),
-            f"{prefix}docs_skipped": _single_segment_count(documents),
-            **_instance_stats(instances, prefix, self.args.max_seq_length),
-        }
+        return {**stats, **_instance_stats(instances, prefix, self.args.max_seq_length)}
 
     # ---- stream -------------------------------------------------------------------------------------------
     def stream(self) -> None:

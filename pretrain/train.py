@@ -496,7 +496,7 @@ def _prepare_data(data_args: DataArguments, args: PretrainingArguments, accelera
 
     check_writable_dir(cache_root(data_args), "--data_cache_dir")  # a file, /proc, read-only: one line
     # data_stats.json is written once the run is known to go ahead (`_begin`).
-    return prepare_pretraining_data(data_args, seed=args.seed, output_dir=None, accelerator=accelerator)
+    return prepare_pretraining_data(data_args, seed=args.seed, accelerator=accelerator)
 
 
 @dataclass
