@@ -91,16 +91,14 @@ class PretrainingLoop:
         self.per_window_batch = (
             args.per_device_train_batch_size * accelerator.num_processes
         )  # sequences per micro-batch
-        self.streaming = self.plan.streaming
         # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
         # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
-        self.agree_on_epoch_end = self.streaming and accelerator.num_processes > 1
+        self.agree_on_epoch_end = self.plan.streaming and accelerator.num_processes > 1
         self.checkpoint_every = args.checkpoint_interval()
         self.budget_s = args.time_budget * 60 if args.time_budget else None
         self.by_time = args.schedule_by == "time"
         self.last_saved_step = self.progress.completed_steps or None
         self.consecutive_skips = 0
-        self.next_sentence_prediction = self.plan.next_sentence_prediction
         self.config = accelerator.unwrap_model(self.model).config
         # The share of the schedule done, the same on every process (steps, or the agreed clock under time).
         self.schedule_fraction = self._fraction_from_progress()
@@ -120,7 +118,7 @@ class PretrainingLoop:
     @property
     def batches_per_epoch(self) -> int | None:
         """Micro-batches of one process in an epoch (None when streamed)."""
-        return None if self.streaming else len(self.train_dataloader)
+        return None if self.plan.streaming else len(self.train_dataloader)
 
     def _fraction_from_progress(self) -> float:
         if self.by_time:
@@ -211,7 +209,7 @@ class PretrainingLoop:
                     sparse_prediction=self.plan.sparse_head,
                 )
                 accelerator.backward(out.loss * scale)
-            mlm, nsp = (out.mlm_loss, out.nsp_loss) if self.next_sentence_prediction else (out.loss, self._zero)
+            mlm, nsp = (out.mlm_loss, out.nsp_loss) if self.plan.next_sentence_prediction else (out.loss, self._zero)
             parts += torch.stack([mlm, nsp]).detach().float()
             self._count_tokens(batch)
         return parts
@@ -271,7 +269,7 @@ class PretrainingLoop:
             "epoch": self.fractional_epoch(),
             "loss": mean(mlm + nsp),
             "mlm_loss": mean(mlm),
-            **({"nsp_loss": mean(nsp)} if self.next_sentence_prediction else {}),
+            **({"nsp_loss": mean(nsp)} if self.plan.next_sentence_prediction else {}),
             "learning_rate": self.lr_scheduler.get_last_lr()[0],
             "grad_norm": mean(grad_norm),
             "tokens_per_second": tokens / elapsed,  # real (non-padding) tokens
@@ -310,7 +308,7 @@ class PretrainingLoop:
             self.eval_dataloader,
             self.accelerator,
             seed=self.args.seed,
-            next_sentence_prediction=self.next_sentence_prediction,
+            next_sentence_prediction=self.plan.next_sentence_prediction,
             max_batches=max_batches,
         )
         # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)

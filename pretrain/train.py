@@ -133,15 +133,19 @@ def build_model(
 
 
 def build_collator(
-    data_args: DataArguments,
-    tokenizer,
-    seed: int,
-    unpadded: bool = True,
-    group_attention: bool = False,
-    next_sentence_prediction: bool | None = None,
+    data_args: DataArguments, tokenizer, seed: int, plan: RunPlan | None = None
 ) -> DataCollatorForPreTraining:
-    """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example); with the plan's unpadded
-    layout, also the `token_indices` / `masked_positions` (and `attention_groups`) the model's fast path reads."""
+    """Padding and MLM masking of the batches, the masks drawn per (seed, epoch, example); with a run's `plan`, its
+    objective and the layout the model's fast path reads (`token_indices` / `masked_positions`, and
+    `attention_groups` under grouped attention). Without one, the collator's defaults: unpadded, one attention, the
+    NSP labels kept where the examples have them."""
+    layout = {}
+    if plan is not None:
+        layout = dict(
+            unpadded=plan.unpadded,
+            group_attention=plan.grouped_attention,
+            next_sentence_prediction=plan.next_sentence_prediction,
+        )
     return DataCollatorForPreTraining(
         tokenizer,
         mlm_probability=data_args.mlm_probability,
@@ -150,9 +154,7 @@ def build_collator(
         whole_word_mask=data_args.whole_word_mask,
         pad_to_multiple_of=data_args.pad_to_multiple_of,
         seed=seed,
-        unpadded=unpadded,
-        group_attention=group_attention,
-        next_sentence_prediction=next_sentence_prediction,
+        **layout,
     )
 
 
@@ -374,12 +376,9 @@ def _tracker_config(*arg_groups) -> dict:
     """Hyperparameters as the flat scalars TensorBoard's hparams accept."""
     config = {}
     for group in arg_groups:
-        if group is None:
-            continue
         for key, value in asdict(group).items():
-            if key in ("hub_token",):
-                continue
-            config[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+            if key != "hub_token":  # never a secret in the trackers
+                config[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return config
 
 
@@ -413,11 +412,11 @@ def _pretrain(
     data: PretrainingData | None,
 ) -> dict:
     session_start = time.monotonic()
+    data_args = with_checkpoint_tokenizer(model_args, data_args)
     accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
     plan = RunPlan.decide(data_args, args, accelerator.device)
     # --export_bert true of a model with no BERT twin is refused before the data is read, not after the run.
     hub_args.check_twin(planned_architecture(model_args))
-    data_args = with_checkpoint_tokenizer(model_args, data_args)
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
@@ -474,7 +473,7 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
         read_checkpoint_config(model_args.model_name_or_path)
     check_input_paths(data_args.train_file, "--train_file")  # /dev/null, a named pipe: said as such
     check_input_paths(data_args.validation_file, "--validation_file")
-    tokenizer = data_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = data_args.tokenizer_name  # the checkpoint's unless --tokenizer_name (`with_checkpoint_tokenizer`)
     if tokenizer:  # a folder without tokenizer files: one line naming the flag that chose it
         given_as = "--model_name_or_path" if tokenizer == model_args.model_name_or_path else "--tokenizer_name"
         check_tokenizer_folder(
@@ -524,14 +523,7 @@ def _build(
     plan: RunPlan,
 ) -> _Run:
     """Model, optimizer, dataloaders and schedule, prepared by accelerate."""
-    collator = build_collator(
-        data_args,
-        data.tokenizer,
-        args.seed,
-        unpadded=plan.unpadded,
-        group_attention=plan.grouped_attention,
-        next_sentence_prediction=plan.next_sentence_prediction,
-    )
+    collator = build_collator(data_args, data.tokenizer, args.seed, plan)
     model = build_model(model_args, data_args, data.tokenizer, plan)
     total_params, embedding_params = count_parameters(model)
     logger.info("model: %.2fM parameters (%.2fM in embeddings)", total_params / 1e6, embedding_params / 1e6)
