@@ -47,14 +47,19 @@ def resolve_resume(resume: str | None, output_dir: str) -> str | None:
     return resume
 
 
-def _trainer_state(path: str) -> dict | None:
-    """A Trainer checkpoint's trainer_state.json (written last, so its presence means complete), or None."""
+def read_json_dict(path: str) -> dict | None:
+    """The JSON object in `path`; None when it is missing, unreadable, half-written or not an object."""
     try:
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-            state = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _trainer_state(path: str) -> dict | None:
+    """A Trainer checkpoint's trainer_state.json (written last, so its presence means complete), or None."""
+    return read_json_dict(os.path.join(path, "trainer_state.json"))
 
 
 def last_complete_checkpoint(folder: str) -> str | None:

@@ -41,10 +41,12 @@ import numpy as np
 import yaml
 
 from minibert.cli import UserError, parse_args, run_cli
-from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, set_cpu_threads, setup_logging
-from minibert.safety import write_json
+from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
+from minibert.safety import OutputLock, check_output_dir, write_json
 
-from .metrics import accuracy, matthews_correlation, pearson, spearmanr
+from .args import DataArguments, FinetuneArguments, ModelArguments
+from .checkpointing import last_complete_checkpoint, read_json_dict
+from .metrics import REGRESSION, SINGLE_LABEL, accuracy, matthews_correlation, pearson, spearmanr
 
 logger = logging.getLogger("finetune.glue")
 
@@ -53,7 +55,6 @@ RESULTS_FILE = "eval_results.json"
 CHART_FILE = "glue_scores.png"
 CARD_FILE = "README.md"
 RESULTS_DIR, RUNS_DIR, DATA_DIR = "results", "runs", "data"
-PREDICTIONS_FILE = "predict_results.jsonl"  # what `finetune` writes for its test split
 DATA_INFO = "glue_task.json"  # beside a prepared task's dataset: where it came from, the dev sets' sizes
 PROTOCOLS = ("direct", "mnli-init")
 MNLI_INIT_TASKS = ("rte", "mrpc", "stsb")  # started from the MNLI model under --protocol mnli-init
@@ -231,8 +232,6 @@ MODEL_KEYS = ("classifier_dropout",)
 
 
 def hyperparameter_keys() -> set[str]:
-    from .args import FinetuneArguments
-
     return {f.name for f in dataclasses.fields(FinetuneArguments)} - _SUITE_DECIDES | set(DATA_KEYS) | set(MODEL_KEYS)
 
 
@@ -427,7 +426,7 @@ def prepare_task_data(task: GlueTask, args: GlueArguments, folder: str) -> dict:
         "max_eval_samples": args.max_eval_samples,
     }
     info_path = os.path.join(folder, DATA_INFO)
-    info = _read_json(info_path)
+    info = read_json_dict(info_path)
     if info is not None and info.get("source") == source:
         return info
     if args.data_dir:
@@ -501,9 +500,14 @@ def task_metrics(task: GlueTask, predictions, references) -> dict[str, float]:
     return {name: compute[name](predictions, references) for name in task.metrics}
 
 
+def metric_keys(metrics: dict[str, float]) -> list[str]:
+    """The metrics of a result, without the `<metric>_std` entries a summary adds."""
+    return [k for k in metrics if not k.endswith("_std")]
+
+
 def task_score(metrics: dict[str, float]) -> float:
     """A task's one number on the leaderboard: the unweighted mean of its metrics (MRPC F1 and accuracy, ...)."""
-    return float(np.mean([v for k, v in metrics.items() if not k.endswith("_std")]))
+    return float(np.mean([metrics[k] for k in metric_keys(metrics)]))
 
 
 def glue_average(results: dict[str, dict[str, float]]) -> float:
@@ -533,6 +537,8 @@ def score_run(task: GlueTask, run_dir: str, data_folder: str, dev_sizes: dict[st
     """{result name: metrics} of a finished run, from its predictions and the dev labels."""
     import datasets
 
+    from .train import PREDICTIONS_FILE
+
     predictions = read_predictions(os.path.join(run_dir, PREDICTIONS_FILE), task)
     references = datasets.load_from_disk(data_folder)["test"]["label"]
     if len(predictions) != len(references):
@@ -548,38 +554,33 @@ def score_run(task: GlueTask, run_dir: str, data_folder: str, dev_sizes: dict[st
 # The suite
 
 
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _model_id(path: str) -> str:
     return os.path.abspath(path) if os.path.exists(path) else path
 
 
 OUR_NAMES = {RESULTS_FILE, CHART_FILE, CARD_FILE, RESULTS_DIR, RUNS_DIR, DATA_DIR}
+CLI_NAME = "GLUE evaluation"  # as `minibert.safety.check_output_dir` names it
 
 
-def check_output_dir(args: GlueArguments) -> None:
-    """O is ours (empty, or an earlier evaluation's), and neither the checkpoint nor inside it."""
+def check_suite_output_dir(args: GlueArguments) -> None:
+    """O is ours by `minibert.safety.check_output_dir`'s policy (new, empty, or holding only what an evaluation
+    writes), and neither the checkpoint nor inside it (the evaluated checkpoint is never modified)."""
     out, model = os.path.abspath(args.output_dir), _model_id(args.model_name_or_path)
-    if os.path.isfile(out):
-        raise UserError(f"--output_dir {args.output_dir} is a file")
     if os.path.isabs(model) and (out == model or out.startswith(model.rstrip(os.sep) + os.sep)):
         raise UserError(
             f"--output_dir {args.output_dir} is, or lies inside, the checkpoint being evaluated, which is never "
             "modified; choose another folder"
         )
-    if os.path.isdir(out):
-        foreign = sorted(n for n in os.listdir(out) if n not in OUR_NAMES and not n.startswith("."))
-        if foreign:
-            raise UserError(
-                f"--output_dir {args.output_dir} holds files an evaluation does not write ({', '.join(foreign[:5])}); "
-                "choose a new or empty folder"
-            )
+    check_output_dir(args.output_dir, CLI_NAME, OUR_NAMES, evidence=OUR_NAMES)
+
+
+def _record_path(out: str, task: str, seed: int) -> str:
+    """A finished (task, seed)'s record: what a rerun skips."""
+    return os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json")
+
+
+def _run_dir(out: str, task: str, seed: int) -> str:
+    return os.path.join(out, RUNS_DIR, task, f"seed-{seed}")
 
 
 def run_settings(args: GlueArguments, task: str, seed: int, hyperparameters: dict) -> dict:
@@ -607,9 +608,6 @@ def run_order(tasks: list[str], protocol: str) -> list[str]:
 def _finetune_arguments(
     task: GlueTask, init: str, from_mnli: bool, data_folder: str, run_dir: str, seed: int, hp: dict
 ):
-    from .args import DataArguments, FinetuneArguments, ModelArguments
-    from .metrics import REGRESSION, SINGLE_LABEL
-
     hp = dict(hp)
     data_values = {k: hp.pop(k) for k in DATA_KEYS if k in hp}
     model_values = {k: hp.pop(k) for k in MODEL_KEYS if k in hp}
@@ -638,10 +636,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
     finished runs are kept; a rerun continues with the next unfinished one)."""
     from accelerate import PartialState
 
-    from minibert.runs import needs_cpu_process_group
-    from minibert.safety import OutputLock
-
-    from .train import finetune, last_complete_checkpoint
+    from .train import finetune  # looked up at each call (tests wrap it)
 
     tasks = args.task_list()
     seeds = args.seed_list()
@@ -651,7 +646,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
     state = PartialState(cpu=needs_cpu_process_group())
     out = args.output_dir
     if state.is_main_process:
-        check_output_dir(args)
+        check_suite_output_dir(args)
     order = run_order(tasks, args.protocol)
     needs_mnli = args.protocol == "mnli-init" and any(t in MNLI_INIT_TASKS for t in tasks) and "mnli" not in tasks
     with OutputLock(out, enabled=state.is_main_process):
@@ -659,7 +654,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
         for task in order:
             for seed in seeds:
                 settings = run_settings(args, task, seed, hyperparameters[task])
-                record = _read_json(os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json"))
+                record = read_json_dict(_record_path(out, task, seed))
                 if record is not None and record.get("settings") != settings and not args.overwrite_output_dir:
                     raise UserError(
                         f"--output_dir {out} holds a {task} run (seed {seed}) made with other settings (model, data, "
@@ -668,9 +663,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                 if record is not None and record.get("settings") == settings:
                     records[(task, seed)] = record
         if needs_mnli:
-            missing = [
-                s for s in seeds if not os.path.isfile(os.path.join(out, RUNS_DIR, "mnli", f"seed-{s}", "config.json"))
-            ]
+            missing = [s for s in seeds if not os.path.isfile(os.path.join(_run_dir(out, "mnli", s), "config.json"))]
             if missing:
                 raise UserError(
                     "--protocol mnli-init starts RTE, MRPC and STS-B from the MNLI model: add mnli to --tasks "
@@ -686,16 +679,16 @@ def evaluate_glue(args: GlueArguments) -> dict:
             if task not in data_info:
                 with state.main_process_first():
                     data_info[task] = prepare_task_data(glue_task, args, data_folder)
-            run_dir = os.path.join(out, RUNS_DIR, task, f"seed-{seed}")
+            run_dir = _run_dir(out, task, seed)
             from_mnli = args.protocol == "mnli-init" and task in MNLI_INIT_TASKS
-            init = os.path.join(out, RUNS_DIR, "mnli", f"seed-{seed}") if from_mnli else args.model_name_or_path
+            init = _run_dir(out, "mnli", seed) if from_mnli else args.model_name_or_path
             settings = run_settings(args, task, seed, hyperparameters[task])
             model_args, data_args, training_args = _finetune_arguments(
                 glue_task, init, from_mnli, data_folder, run_dir, seed, hyperparameters[task]
             )
             # A run killed part-way resumes from its last Trainer checkpoint when its settings are unchanged.
             started_file = os.path.join(out, RUNS_DIR, task, f".seed-{seed}-started.json")
-            started = _read_json(started_file)
+            started = read_json_dict(started_file)
             if started == settings and last_complete_checkpoint(os.path.join(run_dir, CHECKPOINTS_DIR)):
                 training_args.resume_from_checkpoint = "last"
             if state.is_main_process:
@@ -724,7 +717,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                 }
                 # The Trainer's per-epoch checkpoints are only for resuming this run; the model stays.
                 shutil.rmtree(os.path.join(run_dir, CHECKPOINTS_DIR), ignore_errors=True)
-                write_json(os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json"), record)
+                write_json(_record_path(out, task, seed), record)
                 logger.info(
                     "GLUE %s, seed %d: %s",
                     glue_task.title,
@@ -735,7 +728,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                     ),
                 )
             state.wait_for_everyone()
-            records[(task, seed)] = record or _read_json(os.path.join(out, RESULTS_DIR, f"{task}-seed{seed}.json"))
+            records[(task, seed)] = record or read_json_dict(_record_path(out, task, seed))
         summary = summarize(records, tasks, seeds, args)
         if state.is_main_process:
             write_outputs(summary, args)
@@ -787,9 +780,7 @@ def format_table(summary: dict) -> str:
         f"  {'task':<9} {'metric':<22} score",
     ]
     for name, metrics in summary["tasks"].items():
-        names = [k for k in metrics if not k.endswith("_std")]
-        shown = " / ".join(METRIC_TITLES[k] for k in names)
-        values = " / ".join(f"{100 * metrics[k]:.1f} ± {100 * metrics[k + '_std']:.1f}" for k in names)
+        shown, values = _shown(metrics)
         lines.append(f"  {RESULT_TITLES[name]:<9} {shown:<22} {values}")
     if summary["glue_score"] is not None:
         lines.append(f"  GLUE score (leaderboard average of 8 tasks, WNLI skipped): {100 * summary['glue_score']:.1f}")
@@ -799,6 +790,15 @@ def format_table(summary: dict) -> str:
             f"{100 * summary['average']:.1f} (not a GLUE score: that needs all 8)"
         )
     return "\n".join(lines)
+
+
+def _shown(metrics: dict[str, float]) -> tuple[str, str]:
+    """A result's metric names and scores as the table and the card show them: x100, mean ± std."""
+    keys = metric_keys(metrics)
+    return (
+        " / ".join(METRIC_TITLES[k] for k in keys),
+        " / ".join(f"{100 * metrics[k]:.1f} ± {100 * metrics[k + '_std']:.1f}" for k in keys),
+    )
 
 
 def write_chart(summary: dict, path: str) -> None:
@@ -811,9 +811,8 @@ def write_chart(summary: dict, path: str) -> None:
     scores, errors = [], []
     for name in names:
         metrics = summary["tasks"][name]
-        keys = [k for k in metrics if not k.endswith("_std")]
         scores.append(100 * task_score(metrics))
-        errors.append(100 * float(np.mean([metrics[k + "_std"] for k in keys])))
+        errors.append(100 * float(np.mean([metrics[k + "_std"] for k in metric_keys(metrics)])))
     fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 4))
     ax.bar([RESULT_TITLES[n] for n in names], scores, yerr=errors, capsize=4, color="#4c72b0")
     average = summary["glue_score"] if summary["glue_score"] is not None else summary["average"]
@@ -835,7 +834,7 @@ def eval_results_for_card(summary: dict) -> list:
     for name, metrics in summary["tasks"].items():
         task = TASKS["mnli" if name == "mnli-mm" else name]
         split = {"mnli": "validation_matched", "mnli-mm": "validation_mismatched"}.get(name, "validation")
-        for metric in (k for k in metrics if not k.endswith("_std")):
+        for metric in metric_keys(metrics):
             results.append(
                 EvalResult(
                     task_type="text-classification",
@@ -881,14 +880,7 @@ def model_card(summary: dict, args: GlueArguments) -> str:
     data.eval_results = kept + glue
     data.model_name = data.model_name or title
     data.datasets = sorted({*(data.datasets or []), HUB_DATASET})
-    rows = [
-        f"| {RESULT_TITLES[name]} | "
-        + " / ".join(METRIC_TITLES[k] for k in m if not k.endswith("_std"))
-        + " | "
-        + " / ".join(f"{100 * m[k]:.1f} ± {100 * m[k + '_std']:.1f}" for k in m if not k.endswith("_std"))
-        + " |"
-        for name, m in summary["tasks"].items()
-    ]
+    rows = [f"| {RESULT_TITLES[name]} | {' | '.join(_shown(m))} |" for name, m in summary["tasks"].items()]
     average = (
         f"GLUE score (the leaderboard's average of the 8 tasks, WNLI skipped): **{100 * summary['glue_score']:.1f}**"
         if summary["glue_score"] is not None
@@ -947,8 +939,9 @@ def cli_main(argv: Sequence[str] | None = None) -> dict:
     if suite not in SUITES:
         raise UserError(f"unknown benchmark suite {suite!r}: minibert-evaluate runs {', '.join(SUITES)}")
     (args,) = parse_args((GlueArguments,), rest, prog="minibert-evaluate glue")
-    setup_logging(int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0, stream=sys.stdout)
-    set_cpu_threads()
+    from .train import setup_process
+
+    setup_process()
     return evaluate_glue(args)
 
 

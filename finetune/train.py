@@ -55,12 +55,11 @@ from minibert.safety import (
 )
 
 from .args import DataArguments, FinetuneArguments, ModelArguments
-from .checkpointing import (  # noqa: F401 (last_complete_checkpoint: finetune.glue reads it from here)
+from .checkpointing import (
     RunSettings,
     check_checkpoint_fits,
     check_resume_settings,
     data_settings,
-    last_complete_checkpoint,
     remove_incomplete_checkpoints,
     resolve_resume,
     run_settings,
@@ -781,8 +780,12 @@ def cli_main(argv: Sequence[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args, hub_args = parse_args(
         (ModelArguments, DataArguments, FinetuneArguments, HubArguments), argv, prog="minibert-finetune"
     )
-    # From the launcher's environment, not `PartialState()`: the state must first be made in `main`, which knows
-    # whether the processes need a CPU group.
+    setup_process()
+    return finetune(model_args, data_args, training_args, hub_args)
+
+
+def setup_process() -> None:
+    """The CLIs' logging (to stdout) and CPU threads. The main process is known from the launcher's environment, not
+    `PartialState()`: the state must first be made by the run, which knows whether the processes need a CPU group."""
     setup_logging(int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0, stream=sys.stdout)
     set_cpu_threads()
-    return finetune(model_args, data_args, training_args, hub_args)
