@@ -27,6 +27,7 @@ runs on transformers 4.48 through 5.x (the compatibility block below; tests/test
 import os
 import shutil
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,11 @@ from transformers.utils import ModelOutput
 
 from .configuration_minibert import MiniBertConfig
 
-# ---- compatibility: what transformers 4.48-4.5x lacks or spells differently ------------------------------------
+# ---- compatibility: what transformers 4.48-4.5x (and Python 3.10) lacks or spells differently --------------------
+try:  # Python >= 3.11
+    from typing import Unpack
+except ImportError:  # Python 3.10: from typing_extensions, a dependency of torch
+    from typing_extensions import Unpack
 try:  # 5.x: init helpers that skip the weights `from_pretrained` has just loaded
     from transformers import initialization as init
 except ImportError:
@@ -473,6 +478,17 @@ AUTO_MAP = {
 CODE_FILES = ("configuration_minibert.py", "modeling_minibert.py")
 
 
+class EncoderKwargs(TypedDict, total=False):
+    """What a head passes on to `MiniBertModel.forward` as it came (described there), besides the attention
+    backend's own keywords. Declared as transformers' heads declare theirs (`**kwargs: Unpack[...]`): tools that
+    read a head's signature see what it accepts."""
+
+    output_attentions: bool
+    output_hidden_states: bool | int | list[int]
+    token_indices: torch.Tensor
+    attention_groups: tuple[torch.Tensor, ...]
+
+
 class MiniBertPreTrainedModel(PreTrainedModel):
     config_class = MiniBertConfig
     config: MiniBertConfig
@@ -525,6 +541,19 @@ class MiniBertPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     # ---- shared by every head ---------------------------------------------------------------------------------
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs):
+        """The encoder's `BaseModelOutputWithPooling` for a head's inputs (the head honours `return_dict` itself);
+        `kwargs` (`EncoderKwargs`, the attention backend's own) go on as they came."""
+        return self.bert(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+
     def _outputs(self, output_cls, encoded: BaseModelOutputWithPooling, return_dict, **fields):
         """A head's `ModelOutput` with the encoder's hidden states and attentions, or its tuple."""
         out = output_cls(**fields, hidden_states=encoded.hidden_states, attentions=encoded.attentions)
@@ -664,43 +693,17 @@ class MiniBertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-_TIED_DECODER = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
-
-
 def _cross_entropy(logits, targets, num_items_in_batch=None, ignore_index=-100):
     """Mean cross-entropy over the targets that are not ignored; or their sum / `num_items_in_batch` when given
-    (transformers' convention: the count over every micro-batch and process, so that accumulation is exact)."""
+    (transformers' convention: the count over every micro-batch and process, so that accumulation is exact).
+    None without targets."""
+    if targets is None:
+        return None
     logits, targets = logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1).to(logits.device)
     if num_items_in_batch is None:
         return F.cross_entropy(logits, targets, ignore_index=ignore_index)
     loss = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="sum")
     return loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
-
-
-def _masked_lm(head, sequence_output, labels, masked_positions, sparse: bool, num_items_in_batch=None):
-    """MLM logits and loss.
-
-    Dense: logits (B, S, vocab) for every position, as transformers' BERT returns them.
-    Sparse (with labels): logits (M, vocab), one row per entry of `masked_positions` (flat positions in B * S,
-    padded with B * S, whose rows carry label -100), or, when they are not given, per label != -100 in row-major
-    order (found with `nonzero`, which reads the device: the collator's `masked_positions` avoid that). The loss is
-    the same number either way, for a fraction of the work.
-    """
-    if sparse and labels is not None:
-        hidden = sequence_output.reshape(-1, sequence_output.size(-1))  # (B * S, H)
-        flat_labels = labels.reshape(-1)
-        if masked_positions is None:
-            masked_positions = (flat_labels != -100).nonzero().squeeze(1)
-        else:  # the bucket's fill points one past the end: a zero row with an ignored label
-            hidden, flat_labels = with_scratch_row(hidden), with_scratch_row(flat_labels, -100)
-        logits = head(hidden.index_select(0, masked_positions))  # (M, vocab)
-        return logits, _cross_entropy(logits, flat_labels.index_select(0, masked_positions), num_items_in_batch)
-    logits = head(sequence_output)  # (B, S, vocab)
-    loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
-    return logits, loss
 
 
 @dataclass
@@ -723,7 +726,10 @@ class MiniBertForPreTrainingOutput(ModelOutput):
 class _MaskedLMMixin:
     """The MLM decoder is tied to the input embeddings, as in BERT."""
 
-    _tied_weights_keys = _TIED_DECODER
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
 
     def get_output_embeddings(self):
         return self.cls.predictions.decoder
@@ -732,8 +738,29 @@ class _MaskedLMMixin:
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
 
-    def _sparse(self, sparse_prediction) -> bool:
-        return self.config.sparse_prediction if sparse_prediction is None else sparse_prediction
+    def _masked_lm(self, sequence_output, labels, masked_positions, sparse_prediction, num_items_in_batch):
+        """MLM logits and loss.
+
+        Dense: logits (B, S, vocab) for every position, as transformers' BERT returns them.
+        Sparse (`sparse_prediction`, default `config.sparse_prediction`, with labels): logits (M, vocab), one row per
+        entry of `masked_positions` (flat positions in B * S, padded with B * S, whose rows carry label -100), or,
+        when they are not given, per label != -100 in row-major order (found with `nonzero`, which reads the device:
+        the collator's `masked_positions` avoid that). The loss is the same number either way, for a fraction of the
+        work.
+        """
+        head = self.cls.predictions
+        sparse = self.config.sparse_prediction if sparse_prediction is None else sparse_prediction
+        if sparse and labels is not None:
+            hidden = sequence_output.reshape(-1, sequence_output.size(-1))  # (B * S, H)
+            flat_labels = labels.reshape(-1)
+            if masked_positions is None:
+                masked_positions = (flat_labels != -100).nonzero().squeeze(1)
+            else:  # the bucket's fill points one past the end: a zero row with an ignored label
+                hidden, flat_labels = with_scratch_row(hidden), with_scratch_row(flat_labels, -100)
+            logits = head(hidden.index_select(0, masked_positions))  # (M, vocab)
+            return logits, _cross_entropy(logits, flat_labels.index_select(0, masked_positions), num_items_in_batch)
+        logits = head(sequence_output)  # (B, S, vocab)
+        return logits, _cross_entropy(logits, labels, num_items_in_batch)
 
 
 class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
@@ -754,19 +781,17 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
         inputs_embeds=None,
         labels=None,
         next_sentence_label=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
-        token_indices=None,
         masked_positions=None,
         sparse_prediction=None,
         num_items_in_batch=None,
         num_sequences_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         masked_positions (`torch.LongTensor` of shape `(M,)`, *optional*): with `sparse_prediction`, where the MLM
-            head runs (see `_masked_lm`). sparse_prediction (`bool`, *optional*): overrides `config.sparse_prediction`.
+            head runs (see `_MaskedLMMixin._masked_lm`). sparse_prediction (`bool`, *optional*): overrides
+            `config.sparse_prediction`.
         num_items_in_batch (*optional*): the masked tokens of the whole step (every micro-batch and process), what
             transformers' `Trainer` counts from `labels`: the MLM loss is this batch's sum over that count.
         num_sequences_in_batch (*optional*): the sequences of the whole step: the NSP loss is this batch's sum over
@@ -774,32 +799,14 @@ class MiniBertForPreTraining(_MaskedLMMixin, MiniBertPreTrainedModel):
             sequences times its share of the step's masked tokens (`_sequences_in_step`); without either, both
             losses are plain means, as in transformers' BERT.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            token_indices=token_indices,
-            **kwargs,
-        )
-        mlm_logits, mlm_loss = _masked_lm(
-            self.cls.predictions,
-            encoded.last_hidden_state,
-            labels,
-            masked_positions,
-            self._sparse(sparse_prediction),
-            num_items_in_batch,
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        mlm_logits, mlm_loss = self._masked_lm(
+            encoded.last_hidden_state, labels, masked_positions, sparse_prediction, num_items_in_batch
         )
         nsp_logits = self.cls.seq_relationship(encoded.pooler_output)  # (B, 2)
-        nsp_loss = None
-        if next_sentence_label is not None:
-            if num_sequences_in_batch is None:
-                num_sequences_in_batch = _sequences_in_step(next_sentence_label, labels, num_items_in_batch)
-            nsp_loss = _cross_entropy(nsp_logits, next_sentence_label, num_sequences_in_batch)
+        if num_sequences_in_batch is None and next_sentence_label is not None:
+            num_sequences_in_batch = _sequences_in_step(next_sentence_label, labels, num_items_in_batch)
+        nsp_loss = _cross_entropy(nsp_logits, next_sentence_label, num_sequences_in_batch)
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return self._outputs(
             MiniBertForPreTrainingOutput,
@@ -843,40 +850,21 @@ class MiniBertForMaskedLM(_MaskedLMMixin, MiniBertPreTrainedModel):
         position_ids=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
-        token_indices=None,
         masked_positions=None,
         sparse_prediction=None,
         num_items_in_batch=None,
         num_sequences_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         num_items_in_batch (*optional*): the step's masked tokens; the loss is this batch's sum over it.
         num_sequences_in_batch (*optional*): accepted and unused (MLM has no per-sequence loss), so that a
             pretraining loop passes the same normalisers to either pretraining head.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            token_indices=token_indices,
-            **kwargs,
-        )
-        logits, loss = _masked_lm(
-            self.cls.predictions,
-            encoded.last_hidden_state,
-            labels,
-            masked_positions,
-            self._sparse(sparse_prediction),
-            num_items_in_batch,
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        logits, loss = self._masked_lm(
+            encoded.last_hidden_state, labels, masked_positions, sparse_prediction, num_items_in_batch
         )
         return self._outputs(MaskedLMOutput, encoded, return_dict, loss=loss, logits=logits)
 
@@ -898,29 +886,17 @@ class MiniBertForNextSentencePrediction(MiniBertPreTrainedModel):
         position_ids=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         num_items_in_batch (*optional*): the step's labelled sequences (what `Trainer` counts from `labels`); the
             loss is this batch's sum over it.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
         logits = self.cls(encoded.pooler_output)  # (B, 2)
-        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        loss = _cross_entropy(logits, labels, num_items_in_batch)
         return self._outputs(NextSentencePredictorOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -954,27 +930,15 @@ class MiniBertForSequenceClassification(MiniBertPreTrainedModel):
         position_ids=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         num_items_in_batch (*optional*): the step's label values (what `Trainer` counts from `labels`: one per
             example, or one per example and class for multi-label); the loss is this batch's sum over it.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
         logits = self.classifier(self.dropout(encoded.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -1021,11 +985,9 @@ class MiniBertForMultipleChoice(MiniBertPreTrainedModel):
         position_ids=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         labels (`torch.LongTensor` of shape `(B,)`, *optional*): the index of the right choice, in [0, C).
@@ -1033,24 +995,12 @@ class MiniBertForMultipleChoice(MiniBertPreTrainedModel):
             loss is this batch's sum over it.
         """
         num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-
-        def flat(x):  # (B, C, S, ...) -> (B * C, S, ...): every choice is a sequence of its own
-            return x.reshape(-1, *x.shape[2:]) if x is not None else None
-
-        encoded = self.bert(
-            input_ids=flat(input_ids),
-            attention_mask=flat(attention_mask),
-            token_type_ids=flat(token_type_ids),
-            position_ids=flat(position_ids),
-            inputs_embeds=flat(inputs_embeds),
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        inputs = (input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        # (B, C, S, ...) -> (B * C, S, ...): every choice is a sequence of its own
+        encoded = self._encode(*(x.reshape(-1, *x.shape[2:]) if x is not None else None for x in inputs), **kwargs)
         scores = self.classifier(self.dropout(encoded.pooler_output))  # (B * C, 1)
         logits = scores.view(-1, num_choices)  # (B, C)
-        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        loss = _cross_entropy(logits, labels, num_items_in_batch)
         return self._outputs(MultipleChoiceModelOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -1075,29 +1025,17 @@ class MiniBertForTokenClassification(MiniBertPreTrainedModel):
         position_ids=None,
         inputs_embeds=None,
         labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         num_items_in_batch (*optional*): the step's labelled tokens (labels != -100, what `Trainer` counts); the
             loss is this batch's sum over it.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
         logits = self.classifier(self.dropout(encoded.last_hidden_state))  # (B, S, num_labels)
-        loss = _cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        loss = _cross_entropy(logits, labels, num_items_in_batch)
         return self._outputs(TokenClassifierOutput, encoded, return_dict, loss=loss, logits=logits)
 
 
@@ -1122,28 +1060,16 @@ class MiniBertForQuestionAnswering(MiniBertPreTrainedModel):
         inputs_embeds=None,
         start_positions=None,
         end_positions=None,
-        output_attentions=None,
-        output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
-        **kwargs,
+        **kwargs: Unpack[EncoderKwargs],
     ):
         r"""
         num_items_in_batch (*optional*): the step's answers (one per example whose positions are not ignored); the
             loss is (sum of start losses + sum of end losses) / 2 over it. `Trainer` passes none here (it counts
             `labels`, which QA has not) and averages the micro-batches' means itself.
         """
-        encoded = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            **kwargs,
-        )
+        encoded = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, **kwargs)
         logits = self.qa_outputs(encoded.last_hidden_state)  # (B, S, num_labels)
         start_logits, end_logits = (x.squeeze(-1).contiguous() for x in logits.split(1, dim=-1)[:2])
         if attention_mask is not None and attention_mask.dim() == 2:
