@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
 from minibert.checks import check_tokenizer_fits, check_tokenizer_folder
@@ -299,10 +300,6 @@ def _load_tokenizer(path: str, model_args: ModelArguments, config):
     return tokenizer
 
 
-def describe(model) -> str:
-    return describe_size(model.config, sum(p.numel() for p in model.parameters()))
-
-
 def default_learning_rate(model) -> float:
     # BERT-base (hidden 768) fine-tunes at 5e-5; Adam's best rate grows as the width shrinks (roughly 1 / width),
     # and a tiny model at 5e-5 barely moves in a few epochs. 3e-4 for hidden 128, capped at 1e-3.
@@ -541,7 +538,7 @@ def model_card(
     return render_cards(info)
 
 
-class RunGuard:
+class RunGuard(TrainerCallback):
     """Pretraining's promises for the Trainer, as a callback: a checkpoint (or the export) is never written from
     weights holding NaN or inf, and SIGTERM / SIGINT stop the run at the next step with a checkpoint."""
 
@@ -549,22 +546,14 @@ class RunGuard:
         self.stop = stop
         self.signum: int | None = None
 
-    def callback(self):
-        from transformers import TrainerCallback
-
-        guard = self
-
-        class _Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, model=None, **kwargs):
-                if guard.stop.requested and guard.signum is None:
-                    guard.signum = guard.stop.signum
-                    control.should_save = True
-                    control.should_training_stop = True
-                if control.should_save or control.should_evaluate or state.global_step >= state.max_steps:
-                    guard.check(model, f"step {state.global_step}")
-                return control
-
-        return _Callback()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.stop.requested and self.signum is None:
+            self.signum = self.stop.signum
+            control.should_save = True
+            control.should_training_stop = True
+        if control.should_save or control.should_evaluate or state.global_step >= state.max_steps:
+            self.check(model, f"step {state.global_step}")
+        return control
 
     @staticmethod
     def check(model, when: str) -> None:
@@ -618,7 +607,7 @@ def _finetune(model_args, data_args, training_args, hub_args: HubArguments, hub_
         model, tokenizer, base = load_model(
             model_args, prepared.labels, prepared.splits["train"].texts, training_args.seed
         )
-    logger.info("model: %s (%s)", describe(model), base)
+    logger.info("model: %s (%s)", describe_size(model.config, model.num_parameters()), base)
     hub_args.check_twin(model.config)  # --export_bert true of a model with no BERT twin: refused now, not after
     if resume is not None:
         check_checkpoint_fits(model, resume)
@@ -713,7 +702,7 @@ def _train(trainer, tokenized, prepared, resume, output_dir: str, state):
     """(metrics, predictions), or (None, the interrupted result) after a stop signal."""
     with StopRequest() as stop:
         guard = RunGuard(stop)
-        trainer.add_callback(guard.callback())
+        trainer.add_callback(guard)
         try:
             metrics, predictions = train_and_evaluate(trainer, tokenized, prepared, resume, guard)
         except UserError:
