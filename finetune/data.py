@@ -130,7 +130,6 @@ class Examples:
     texts: list[str]
     text_pairs: list[str] | None
     labels: list[Any] | None
-    locations: list[str]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -575,7 +574,7 @@ def build_examples(
     raw_labels = split.columns.get(label_column)
     keep = list(range(len(split)))
     if split.name == "validation" and labels.problem_type != REGRESSION:
-        _check_seen(split, raw_labels, split.locations, labels, label_column)
+        _check_seen(split, raw_labels, labels, label_column)
     if max_samples is not None:
         keep = keep[:max_samples]
     encoded = None
@@ -587,7 +586,6 @@ def build_examples(
         texts=[_text(texts[i]) for i in keep],
         text_pairs=[_text(pairs[i]) for i in keep] if pairs is not None else None,
         labels=encoded,
-        locations=[split.locations[i] for i in keep],
     )
 
 
@@ -595,9 +593,9 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _check_seen(split: RawSplit, raw: list, locations: list[str], labels: LabelSpace, column: str) -> None:
+def _check_seen(split: RawSplit, raw: list, labels: LabelSpace, column: str) -> None:
     unseen: dict = {}
-    for value, location in zip(raw, locations):
+    for value, location in zip(raw, split.locations):
         for item in labels.items(value):
             key = labels.key(item)
             if key not in labels.seen:
