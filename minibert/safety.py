@@ -9,7 +9,7 @@
 - `check_output_dir`: an output folder is new, empty, or an earlier run of the same CLI, and never its input model.
 - `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
   not a read-only filesystem, not /proc), checked before anything is written.
-- `require_finite` / `non_finite_parameters`: numbers that must be finite (learning rates, weights before saving).
+- `non_finite_parameters`: the weights that are not finite (checked before saving).
 - `StopRequest`: SIGTERM / SIGINT as a flag the training loops read at a step boundary.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import pickle
 import signal
@@ -94,6 +93,16 @@ def load_tensor_file(path: str, map_location="cpu"):
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         raise UserError(f"{path} is damaged or truncated ({one_line(e)[:200]}); use an earlier checkpoint") from None
+
+
+def read_json_dict(path: str) -> dict | None:
+    """The JSON object in `path`; None when it is missing, unreadable, half-written or not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_json_object(path: str, advice: str | None = None) -> dict:
@@ -194,20 +203,13 @@ def check_output_dir(
 
 
 def read_marker(output_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(output_dir, RUN_MARKER), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_dict(os.path.join(output_dir, RUN_MARKER))
 
 
 def mark_output_dir(output_dir: str, cli: str) -> None:
     """Record that `cli` writes into `output_dir` (what `check_output_dir` accepts later)."""
-    os.makedirs(output_dir, exist_ok=True)
     if read_marker(output_dir) is None:
-        with open(os.path.join(output_dir, RUN_MARKER), "w", encoding="utf-8") as f:
-            json.dump({"cli": cli}, f)
+        write_json(os.path.join(output_dir, RUN_MARKER), {"cli": cli})
 
 
 class OutputLock:
@@ -300,12 +302,8 @@ class OutputLock:
 
 
 def read_lock(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+    data = read_json_dict(path)
+    return data if data is not None and isinstance(data.get("pid"), int) else None
 
 
 def _alive(pid) -> bool:
@@ -327,11 +325,6 @@ def _alive(pid) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 # Numbers
 # --------------------------------------------------------------------------------------------------------------
-def require_finite(value, flag: str) -> None:
-    if value is not None and not math.isfinite(float(value)):
-        raise UserError(f"{flag} must be a finite number, not {value}")
-
-
 def is_disk_full(error: BaseException, folder: str) -> bool:
     """ENOSPC / EDQUOT, however the writer reports it (torch.save raises a RuntimeError that names no errno)."""
     import shutil
