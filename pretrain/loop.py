@@ -112,7 +112,7 @@ class PretrainingLoop:
         self._log_flops = 0.0  # model FLOPs since the last training record (`pretrain.throughput`)
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
         self._unlogged_tokens = 0  # flushed into progress (by a checkpoint) but not yet in a training record
-        self._log_steps = self._log_samples = 0
+        self._log_samples = 0
         self._log_time = 0.0
 
     @property
@@ -174,9 +174,6 @@ class PretrainingLoop:
         flags = torch.cat([nonfinite, host.to(accelerator.device, non_blocking=True)])
         nonfinite, signalled, time_up, clock_sum = host_read(accelerator.reduce(flags, reduction="sum"))
         return bool(nonfinite), bool(signalled), bool(time_up), clock_sum / n
-
-    def _flag(self, value: bool) -> torch.Tensor:
-        return self._one if value else self._zero
 
     def _forward_backward(self, window: list[dict]) -> torch.Tensor:
         """Gradients of the step's global-mean loss; returns its [mlm, nsp] parts (on the device)."""
@@ -292,7 +289,7 @@ class PretrainingLoop:
         self._log_sums.zero_()
         self._unlogged_tokens = 0
         self._log_flops = 0.0
-        self._log_steps = self._log_samples = 0
+        self._log_samples = 0
         self._log_time = 0.0
 
     def fractional_epoch(self) -> float:
@@ -426,7 +423,7 @@ class PretrainingLoop:
                 t0 = time.perf_counter()
                 window = self._window(batches) if self._epoch_has_room() else None
                 if self.agree_on_epoch_end:
-                    out_of_data = self._flag(window is None)
+                    out_of_data = self._one if window is None else self._zero
                     if host_read(self.accelerator.reduce(out_of_data, reduction="sum")) > 0:
                         window = None
                 if window is None:  # a streamed epoch ran out (counted epochs end below, before a short window)
@@ -460,7 +457,6 @@ class PretrainingLoop:
         progress.step_in_epoch += 1
         progress.batches_in_epoch += micro_batches
         self._log_time += step_time
-        self._log_steps += 1
         self._log_samples += micro_batches * self.per_window_batch
 
     def _next_epoch(self) -> None:
