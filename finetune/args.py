@@ -14,6 +14,14 @@ from .metrics import PROBLEM_TYPES
 DEFAULT_OUTPUT_DIR = "outputs/finetune"
 
 
+def check_positive(arguments, *names: str) -> None:
+    """Each named field of `arguments` is unset (None) or at least 1."""
+    for name in names:
+        value = getattr(arguments, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be positive, not {value}")
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -121,10 +129,7 @@ class DataArguments:
             )
         if self.max_seq_length < 2:
             raise UserError(f"--max_seq_length must be at least 2 ([CLS] and [SEP]), not {self.max_seq_length}")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be positive, not {value}")
+        check_positive(self, "max_train_samples", "max_eval_samples", "max_predict_samples")
 
 
 @dataclass
@@ -187,16 +192,14 @@ class FinetuneArguments:
     num_examples_shown: int = field(default=5, metadata={"help": "Test predictions printed at the end."})
 
     def validate(self) -> None:
-        positive = (
+        check_positive(
+            self,
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
             "logging_steps",
             "save_total_limit",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be positive, not {getattr(self, name)}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UserError(f"--learning_rate must be positive, not {self.learning_rate}")
         if not self.weight_decay >= 0:
@@ -219,10 +222,7 @@ class FinetuneArguments:
             raise UserError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if self.num_train_epochs is not None and self.num_train_epochs <= 0:
             raise UserError(f"--num_train_epochs must be positive, not {self.num_train_epochs}")
-        for name in ("max_train_steps", "eval_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be positive, not {value}")
+        check_positive(self, "max_train_steps", "eval_steps")
         if self.bf16 and self.fp16:
             raise UserError("pass --bf16 or --fp16, not both")
 

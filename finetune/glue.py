@@ -44,7 +44,7 @@ from minibert.cli import UserError, parse_args, run_cli
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
 from minibert.safety import OutputLock, check_output_dir, write_json
 
-from .args import DataArguments, FinetuneArguments, ModelArguments
+from .args import DataArguments, FinetuneArguments, ModelArguments, check_positive
 from .checkpointing import last_complete_checkpoint, read_json_dict
 from .metrics import REGRESSION, SINGLE_LABEL, accuracy, matthews_correlation, pearson, spearmanr
 
@@ -185,14 +185,10 @@ class GlueArguments:
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
-        if self.seeds < 1:
-            raise UserError(f"--seeds must be positive, not {self.seeds}")
+        check_positive(self, "seeds")
         if not 0 <= self.seed < 2**32 - self.seeds:
             raise UserError(f"--seed must be in [0, 2**32 - seeds), not {self.seed}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be positive, not {value}")
+        check_positive(self, "max_train_samples", "max_eval_samples")
         self.task_list()
 
     def task_list(self) -> list[str]:
