@@ -127,12 +127,15 @@ def is_plain_bert(config) -> bool:
     return not _not_bert(config)
 
 
-def check_bert_export(config, flag: str = "--export_bert") -> None:
-    """`flag` asks for a native transformers BERT twin: `config` (a config, or a config dict) must be a BERT's."""
-    other = _not_bert(config)
+def check_bert_export(
+    config, flag: str | None = "--export_bert", advice: str = "drop the flag (the model loads with its remote code)"
+) -> None:
+    """`flag` asks for a native transformers BERT twin: `config` (a config, or a config dict) must be a BERT's.
+    `flag` None: the caller converts without a flag (`minibert.twin`); `advice` ends the message."""
+    other = ", ".join(f"{k}={v}" for k, v in _not_bert(config).items())
     if other:
+        where = f"{flag}: " if flag else ""
         raise UserError(
-            f"{flag}: this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
-            "BertModel has no such layers, so it has no native BERT twin; drop the flag (the model loads with its "
-            "remote code)"
+            f"{where}this model is not a BERT ({other}): transformers' BertModel has no such layers, so it has no "
+            f"native BERT twin; {advice}"
         )

@@ -10,8 +10,9 @@ import transformers
 from transformers import BertConfig, BertModel, PreTrainedModel
 
 from . import AUTO_CLASSES
-from .cli import UserError
+from .checks import check_bert_export
 from .configuration_minibert import SIZE_FIELDS, MiniBertConfig
+from .errors import UserError
 from .modeling_minibert import MiniBertModel
 
 # transformers BERT class <-> MiniBERT class, one pair per Auto class: MiniBertForX's twin is transformers' BertForX.
@@ -52,12 +53,7 @@ def bert_config_to_minibert(config: BertConfig) -> MiniBertConfig:
 
 
 def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
-    other = config.non_bert_choices()
-    if other:
-        raise UserError(
-            f"this model is not a BERT ({', '.join(f'{k}={v}' for k, v in other.items())}): transformers' "
-            "BertModel has no such layers, so it has no native BERT twin; share it with its remote code"
-        )
+    check_bert_export(config, flag=None, advice="share it with its remote code")
     return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
 
 
