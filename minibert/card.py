@@ -72,11 +72,6 @@ def shown_path(path: str) -> str:
     return relative
 
 
-def model_reference(hub_model_id: str | None, output_dir: str) -> str:
-    """What a card tells `pipeline(model=...)` to load: the Hub id when the model has one, else its folder."""
-    return hub_model_id if is_hub_id(hub_model_id) else shown_path(output_dir)
-
-
 def _hide_paths(text: str, paths) -> str:
     """`text` (words a caller built, such as "`/data/run1`") with each local path in `paths` as `shown_path` has it."""
     spellings = {}
@@ -111,7 +106,8 @@ class CardInfo:
 
     @property
     def reference(self) -> str:
-        return model_reference(self.hub_model_id, self.output_dir)
+        """What the card tells `pipeline(model=...)` to load: the Hub id when the model has one, else its folder."""
+        return self.hub_model_id if self.on_hub else shown_path(self.output_dir)
 
     @property
     def on_hub(self) -> bool:
@@ -226,6 +222,19 @@ def usage(
     return f"```python\n{code}```\n\n" + " ".join(notes) + "\n"
 
 
+def _usage_section(info: CardInfo, task: str, **where) -> str:
+    """ "## Usage" of `info`'s model with its own example; `where`: the twin's `subfolder` and `remote_code`."""
+    return "## Usage\n\n" + usage(
+        info.reference,
+        task,
+        info.example,
+        example_pair=getattr(info, "example_pair", None),
+        problem_type=getattr(info, "problem_type", None),
+        local=not info.on_hub,
+        **where,
+    )
+
+
 def architecture_differences(config) -> list[str]:
     """How `config` departs from BERT's architecture, in words (empty for a BERT)."""
     knobs = {name: getattr(config, name, bert) for name, bert in ARCHITECTURE_FIELDS.items()}
@@ -315,17 +324,7 @@ def _twin_card(info: CardInfo, data: ModelCardData) -> str:
         "(`model_type: bert`): it loads with `BertModel` / `AutoModel` and `pipeline(...)` without "
         "`trust_remote_code`, and serves from stacks that know only BERT (ONNX exporters, embedding servers). Its "
         "outputs equal minibert's. The model card of the folder above says how it was trained and how it scores.\n",
-        "## Usage\n\n"
-        + usage(
-            ref,
-            data.pipeline_tag,
-            info.example,
-            example_pair=getattr(info, "example_pair", None),
-            problem_type=getattr(info, "problem_type", None),
-            subfolder=BERT_TWIN_DIR,
-            remote_code=False,
-            local=not info.on_hub,
-        ),
+        _usage_section(info, data.pipeline_tag, subfolder=BERT_TWIN_DIR, remote_code=False),
     ]
     return _card(twin, f"{info.title}: the plain-BERT twin", sections)
 
@@ -372,7 +371,7 @@ def _pretraining(info: PretrainingCardInfo) -> tuple[ModelCardData, list[str]]:
     if info.results:
         rows = [(f"{PRETRAINING_METRICS.get(k, (k,))[0]} (`{k}`)", _fmt(v)) for k, v in info.results.items()]
         sections.append(f"## Evaluation ({dataset})\n\n" + _table(rows, ("metric", "value")))
-    sections.append("## Usage\n\n" + usage(info.reference, "fill-mask", info.example, local=not info.on_hub))
+    sections.append(_usage_section(info, "fill-mask"))
     return data, sections
 
 
@@ -438,17 +437,7 @@ def _finetuning(info: FinetuningCardInfo) -> tuple[ModelCardData, list[str]]:
                 f"## Results on the {title}\n\n"
                 + _table([(HUB_METRICS[k][1], f"{v:.4f}") for k, v in rows], ("metric", "value"))
             )
-    sections.append(
-        "## Usage\n\n"
-        + usage(
-            info.reference,
-            "text-classification",
-            info.example,
-            example_pair=info.example_pair,
-            problem_type=info.problem_type,
-            local=not info.on_hub,
-        )
-    )
+    sections.append(_usage_section(info, "text-classification"))
     sections.append(
         "## Training\n\nFine-tuned with `minibert-finetune` (transformers' `Trainer`), keeping the checkpoint with "
         "the best validation score.\n\n"
