@@ -54,11 +54,10 @@ def read_checkpoint_config(path: str) -> dict:
         raise UserError(f"cannot find checkpoint {path!r}: no such local directory; the Hub said: {hub_said}") from None
 
 
-def _pick_class(config: dict, table: dict, default) -> type:
-    for arch in config.get("architectures") or []:
-        if arch in table:
-            return table[arch]
-    return default
+def _pick_class(config: dict, classes, default) -> type:
+    """The first of the checkpoint's `architectures` among `classes`, else `default`."""
+    by_name = {c.__name__: c for c in classes}
+    return next((by_name[a] for a in config.get("architectures") or [] if a in by_name), default)
 
 
 def load_pretrained_minibert(model_cls: type, name_or_path: str, **kwargs) -> PreTrainedModel:
@@ -231,20 +230,19 @@ def _load_converted(src: str, to: str) -> PreTrainedModel:
     """The checkpoint `src` loaded and converted `to` "minibert" or "bert" (the class its `architectures` name)."""
     config = read_checkpoint_config(src)
     model_type = config.get("model_type")
+    mini_cls = _pick_class(config, [mini for _, mini in PAIRS], MiniBertForPreTraining)
     if to == "minibert":
         if model_type == MiniBertConfig.model_type and _legacy_weights(src) is not None:  # minibert 0.1: upgraded
-            mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
             return load_pretrained_minibert(mini_cls, src)
         if model_type != "bert":
             raise UserError(
                 f"{src} has model_type {model_type!r}; `--to minibert` needs a transformers BERT checkpoint"
             )
-        bert_cls = _pick_class(config, {b.__name__: b for b, _ in PAIRS}, BertForPreTraining)
+        bert_cls = _pick_class(config, [bert for bert, _ in PAIRS], BertForPreTraining)
         return bert_to_minibert(_from_pretrained(bert_cls, src))
     if to == "bert":
         if model_type != MiniBertConfig.model_type:
             raise UserError(f"{src} has model_type {model_type!r}; `--to bert` needs a MiniBERT checkpoint")
-        mini_cls = _pick_class(config, {m.__name__: m for _, m in PAIRS}, MiniBertForPreTraining)
         return minibert_to_bert(load_pretrained_minibert(mini_cls, src))
     raise UserError(f"--to must be 'minibert' or 'bert', got {to!r}")
 
