@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit, softmax
 from transformers import TrainerCallback
 
 from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
@@ -366,7 +367,7 @@ def decode_predictions(logits: np.ndarray, labels: LabelSpace) -> list[dict]:
     if labels.problem_type == REGRESSION:
         return [{"score": float(v)} for v in logits.reshape(-1)]
     if labels.problem_type == MULTI_LABEL:
-        probabilities = 1 / (1 + np.exp(-logits))
+        probabilities = expit(logits)  # the sigmoid
         return [
             {
                 "labels": [labels.names[i] for i in np.flatnonzero(p > 0.5)],
@@ -374,8 +375,7 @@ def decode_predictions(logits: np.ndarray, labels: LabelSpace) -> list[dict]:
             }
             for p in probabilities
         ]
-    shifted = logits - logits.max(-1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    probabilities = softmax(logits, axis=-1)
     best = probabilities.argmax(-1)
     return [{"label": labels.names[i], "score": round(float(p[i]), 6)} for i, p in zip(best, probabilities)]
 
