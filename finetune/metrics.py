@@ -79,8 +79,6 @@ def multi_label_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
 
 def regression_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     return {"pearson": pearson(predictions, labels), "spearmanr": spearmanr(predictions, labels)}
 
 
