@@ -49,8 +49,8 @@ from pretrain.args import STREAMING_TOKENIZER_DOCUMENTS, DataArguments  # noqa: 
 from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo import build_demo_corpus
-from pretrain.nsp import NSPInstanceMap, stable_int
-from pretrain.packing import SegmentInstanceMap
+from pretrain.nsp import INSTANCE_SCHEMA, NSPInstanceMap, stable_int
+from pretrain.packing import SEGMENT_SCHEMA, SegmentInstanceMap
 from pretrain.tokenizer import (
     DocumentTokenizer,
     check_tokenizer,
@@ -73,15 +73,9 @@ DOCUMENT_FEATURES = Features(
         "num_bytes": Value("int64"),
     }
 )
-INSTANCE_FEATURES = Features(
-    {
-        "input_ids": List(Value("int32")),
-        "token_type_ids": List(Value("int8")),
-        "next_sentence_label": Value("int8"),
-        "example_id": Value("int64"),
-    }
-)
-SEGMENT_FEATURES = Features({k: v for k, v in INSTANCE_FEATURES.items() if k != "next_sentence_label"})  # MLM only
+# The examples' columns, as the map functions write them (`nsp.INSTANCE_SCHEMA`, `packing.SEGMENT_SCHEMA`: MLM only)
+INSTANCE_FEATURES = Features.from_arrow_schema(INSTANCE_SCHEMA)
+SEGMENT_FEATURES = Features.from_arrow_schema(SEGMENT_SCHEMA)
 # Documents per map batch. Pairing turns ~100 documents into a few thousand instances held as Python lists
 # until written: small batches keep that (and so memory) bounded whatever the corpus size.
 TOKENIZE_BATCH_SIZE = 256
@@ -284,12 +278,6 @@ def _text_only(dataset, source: CorpusSource):
     return dataset
 
 
-def _source_key(source: CorpusSource, dataset=None) -> str:
-    if source.kind == "hub" and dataset is not None and getattr(dataset, "_fingerprint", None):
-        return digest(source.fingerprint(), dataset._fingerprint)
-    return source.fingerprint()
-
-
 def _user_error_in(error: BaseException) -> UserError | None:
     """`datasets` wraps exceptions raised while generating; find the user's error inside."""
     seen = set()
@@ -363,7 +351,11 @@ class DataPipeline:
         return self._loaded[key]
 
     def source_key(self, source: CorpusSource) -> str:
-        return _source_key(source, self.load(source) if source.kind == "hub" else None)
+        """The source's fingerprint; for a Hub dataset also the fingerprint `datasets` gives the version loaded."""
+        dataset = self.load(source) if source.kind == "hub" else None
+        if dataset is not None and getattr(dataset, "_fingerprint", None):
+            return digest(source.fingerprint(), dataset._fingerprint)
+        return source.fingerprint()
 
     def has_split(self, source: CorpusSource | None) -> bool:
         return source is not None and (source.kind == "files" or self.load(source) is not None)

@@ -314,8 +314,9 @@ INSTANCE_SCHEMA = pa.schema(
 )
 
 
-def list_column(lengths: np.ndarray, values: np.ndarray) -> pa.ListArray:
-    """An Arrow list column from its rows' lengths and their values laid end to end (no per-row conversion)."""
+def list_column(lengths: np.ndarray, values: np.ndarray | pa.Array) -> pa.ListArray:
+    """An Arrow list column from its rows' lengths and their values laid end to end (no per-row conversion);
+    `values` may be a list column itself (a document's segments)."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

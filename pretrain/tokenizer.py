@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError, one_line
 from pretrain.corpus import split_sentences
+from pretrain.nsp import list_column
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -179,15 +180,11 @@ class DocumentTokenizer:
         out = self(batch)
         segments = [segment for document in out["segments"] for segment in document]
         segment_lengths = np.fromiter(map(len, segments), dtype=np.int64, count=len(segments))
-        segment_offsets = np.zeros(len(segments) + 1, dtype=np.int32)
-        np.cumsum(segment_lengths, out=segment_offsets[1:])
-        ids = np.fromiter(chain.from_iterable(segments), dtype=np.int32, count=int(segment_offsets[-1]))
-        document_offsets = np.zeros(len(out["segments"]) + 1, dtype=np.int32)
-        np.cumsum([len(document) for document in out["segments"]], out=document_offsets[1:])
-        tokens = pa.ListArray.from_arrays(pa.array(segment_offsets), pa.array(ids))
+        ids = np.fromiter(chain.from_iterable(segments), dtype=np.int32, count=int(segment_lengths.sum()))
+        document_lengths = np.fromiter(map(len, out["segments"]), dtype=np.int64, count=len(out["segments"]))
         return pa.table(
             {
-                "segments": pa.ListArray.from_arrays(pa.array(document_offsets), tokens),
+                "segments": list_column(document_lengths, list_column(segment_lengths, ids)),
                 "num_lines": pa.array(out["num_lines"], type=pa.int32()),
                 "lines_split": pa.array(out["lines_split"], type=pa.int32()),
                 "num_bytes": pa.array(out["num_bytes"], type=pa.int64()),
