@@ -17,7 +17,6 @@ Exit status: 0 when the run completed (also when --time_budget ended it), 2 for 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -85,11 +84,11 @@ def _is_demo(argv: list[str]) -> bool:
 
 def _run(argv: Sequence[str] | None) -> dict:
     from .demo import uses_demo_corpus
-    from .train import pretrain
+    from .train import is_main_process, pretrain
 
     model_args, data_args, training_args, hub_args = parse(argv)
     result = pretrain(model_args, data_args, training_args, hub_args)
-    if result.get("status") != "completed" or not _is_main_process():
+    if result.get("status") != "completed" or not is_main_process():
         return result
     _summarize(result, training_args)
     if training_args.dry_run:
@@ -122,10 +121,6 @@ def _summarize(result: dict, training_args) -> None:
         + f"perplexity {result['perplexity']:.1f}"
         + ("" if training_args.dry_run else f"; the model is in {training_args.output_dir}")
     )
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ Names follow transformers' `run_mlm_no_trainer.py`, so a command line written fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from minibert import MODEL_SIZES, MiniBertConfig
 from minibert.checks import check_float32
@@ -522,10 +522,8 @@ class PretrainingArguments:
 def with_checkpoint_tokenizer(model_args: ModelArguments, data_args):
     """A run that continues a checkpoint uses its tokenizer unless --tokenizer_name names another: `data_args` with
     that decided (a copy; the caller's object is not changed). The one place this rule lives."""
-    import dataclasses
-
     if model_args.model_name_or_path and not data_args.tokenizer_name:
-        return dataclasses.replace(data_args, tokenizer_name=model_args.model_name_or_path)
+        return replace(data_args, tokenizer_name=model_args.model_name_or_path)
     return data_args
 
 

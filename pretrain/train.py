@@ -399,9 +399,13 @@ def pretrain(
     `prepare_pretraining_data`, for callers that built it already. While it runs, output_dir is locked against a
     second writer (`minibert.safety.OutputLock`, taken by the main process).
     """
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    with OutputLock(training_args.output_dir, enabled=main_process and not training_args.dry_run):
+    with OutputLock(training_args.output_dir, enabled=is_main_process() and not training_args.dry_run):
         return _pretrain(model_args, data_args, training_args, hub_args or HubArguments(), data)
+
+
+def is_main_process() -> bool:
+    """Whether this is the launch's main process (rank 0), known before accelerate is set up."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _pretrain(
