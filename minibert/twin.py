@@ -57,8 +57,11 @@ def minibert_config_to_bert(config: MiniBertConfig) -> BertConfig:
     return BertConfig(**{k: getattr(config, k) for k in SHARED_CONFIG_FIELDS if getattr(config, k, None) is not None})
 
 
-def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel) -> None:
-    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+def _rebuilt(model: PreTrainedModel, cls: type, config) -> PreTrainedModel:
+    """`model`'s weights in a new `cls(config)`, in `model`'s dtype; a base model keeps its pooler (or its lack)."""
+    kwargs = {"add_pooling_layer": model.pooler is not None} if cls in (BertModel, MiniBertModel) else {}
+    out = cls(config, **kwargs)
+    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
     # The tied MLM decoder appears under two names; everything else must match exactly.
     missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]
     unexpected = [
@@ -66,7 +69,8 @@ def _copy_weights(src: PreTrainedModel, dst: PreTrainedModel) -> None:
     ]
     if missing or unexpected:
         raise UserError(f"weights do not line up (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    dst.tie_weights()
+    out.tie_weights()
+    return out.to(model.dtype)
 
 
 def bert_to_minibert(model: PreTrainedModel) -> PreTrainedModel:
@@ -74,16 +78,9 @@ def bert_to_minibert(model: PreTrainedModel) -> PreTrainedModel:
     cls = TO_MINIBERT.get(type(model).__name__)
     if cls is None:
         raise UserError(f"{type(model).__name__} has no MiniBERT counterpart; supported: {', '.join(TO_MINIBERT)}")
-    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is MiniBertModel else {}
-    out = cls(bert_config_to_minibert(model.config), **kwargs)
-    _copy_weights(model, out)
-    return out.to(model.dtype)
+    return _rebuilt(model, cls, bert_config_to_minibert(model.config))
 
 
 def minibert_to_bert(model: PreTrainedModel) -> PreTrainedModel:
     """A MiniBERT model -> the matching transformers BERT model, same weights."""
-    cls = TO_BERT[type(model).__name__]
-    kwargs = {"add_pooling_layer": model.pooler is not None} if cls is BertModel else {}
-    out = cls(minibert_config_to_bert(model.config), **kwargs)
-    _copy_weights(model, out)
-    return out.to(model.dtype)
+    return _rebuilt(model, TO_BERT[type(model).__name__], minibert_config_to_bert(model.config))
