@@ -438,9 +438,8 @@ def use_demo_data(data_args: DataArguments, output_dir: str, state) -> DataArgum
             demo_dir,
         )
     state.wait_for_everyone()
-    paths = {split: os.path.join(demo_dir, f"{split}.csv") for split in SPLITS}
     return dataclasses.replace(
-        data_args, train_file=paths["train"], validation_file=paths["validation"], test_file=paths["test"]
+        data_args, **{f"{split}_file": os.path.join(demo_dir, f"{split}.csv") for split in SPLITS}
     )
 
 
