@@ -174,16 +174,14 @@ def parse_args(
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         config_path = argv.pop(0)
     parser = HfArgumentParser(dataclass_types, prog=prog)
-    file_values = _load_config_file(config_path) if config_path is not None else {}
-    if config_path is not None:
-        parser.set_defaults(**_file_defaults(parser, file_values, config_path))
+    from_file = _file_defaults(parser, _load_config_file(config_path), config_path) if config_path is not None else {}
+    parser.set_defaults(**from_file)
     if defaults is not None:
         # A first pass over the file and the flags says which defaults apply (the recipe a run names); they go
         # under the file's values, which are set again on top of them.
         first_pass, _ = parser.parse_known_args(argv)
         parser.set_defaults(**_file_defaults(parser, defaults(vars(first_pass)), "(recipe)"))
-        if config_path is not None:
-            parser.set_defaults(**_file_defaults(parser, file_values, config_path))
+        parser.set_defaults(**from_file)
     # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *parsed, remaining = outputs
