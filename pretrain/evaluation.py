@@ -116,10 +116,17 @@ def eval_collator(collator, mlm_probability: float | None = None):
 
 @torch.no_grad()
 def evaluate(
-    model, dataloader, accelerator, seed: int, next_sentence_prediction: bool, max_batches: int | None = None
+    model,
+    dataloader,
+    accelerator,
+    seed: int,
+    next_sentence_prediction: bool,
+    max_batches: int | None = None,
+    sparse_head: bool = True,
 ) -> dict[str, float]:
     """Metrics of `model` on a prepared evaluation dataloader (every process calls this); `next_sentence_prediction`
-    is the run's objective (an MLM-only run's model has no NSP head, and its metrics no NSP entries)."""
+    is the run's objective (an MLM-only run's model has no NSP head, and its metrics no NSP entries), `sparse_head`
+    its MLM head (`RunPlan.sparse_head`: logits at the masked positions only; the metrics are the same)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(5, dtype=torch.float64, device=accelerator.device)
@@ -136,7 +143,7 @@ def evaluate(
                 token_indices=batch.get("token_indices"),
                 masked_positions=batch.get("masked_positions"),
                 attention_groups=batch.get("attention_groups"),
-                sparse_prediction=True,
+                sparse_prediction=sparse_head,
             )
             stats = accelerator.gather_for_metrics(per_sequence_stats(outputs, batch, next_sentence_prediction))
             totals += stats.sum(0).double()

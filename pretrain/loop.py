@@ -307,6 +307,7 @@ class PretrainingLoop:
             seed=self.args.seed,
             next_sentence_prediction=self.plan.next_sentence_prediction,
             max_batches=max_batches,
+            sparse_head=self.plan.sparse_head,
         )
         # train_runtime: the training time spent so far, for curves over time (benchmarks/bench_recipe.py)
         record = {"epoch": self.fractional_epoch(), "train_runtime": round(self.progress.train_runtime, 3), **results}
