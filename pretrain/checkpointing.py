@@ -282,14 +282,12 @@ def save_checkpoint_state(
         raise
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        old = os.path.join(root, TMP_PREFIX + name + ".old")
         if os.path.exists(final):  # the same step saved before (e.g. a resumed run ending where it began)
-            old = os.path.join(root, TMP_PREFIX + name + ".old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
         write_atomically(os.path.join(root, LATEST_FILE), name + "\n")
         if total_limit is not None:
             rotate_checkpoints(root, keep=total_limit, protect=final)
