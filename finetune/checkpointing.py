@@ -13,7 +13,6 @@ belongs to the run being resumed (`finetune.train` calls these; pretraining's tw
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from transformers.trainer_callback import ExportableState
 
 from minibert.cli import UserError, one_line
 from minibert.runs import CHECKPOINTS_DIR, argument_settings, changed_settings, is_resume_keyword
-from minibert.safety import PICKLE_SUFFIXES, load_tensor_file
+from minibert.safety import PICKLE_SUFFIXES, load_tensor_file, read_json_dict
 
 from .args import RESUMABLE
 
@@ -45,16 +44,6 @@ def resolve_resume(resume: str | None, output_dir: str) -> str | None:
         raise UserError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
     verify_checkpoint(resume)
     return resume
-
-
-def read_json_dict(path: str) -> dict | None:
-    """The JSON object in `path`; None when it is missing, unreadable, half-written or not an object."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _trainer_state(path: str) -> dict | None:

@@ -42,10 +42,10 @@ import yaml
 
 from minibert.cli import UserError, parse_args, run_cli
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
-from minibert.safety import OutputLock, check_output_dir, write_json
+from minibert.safety import OutputLock, check_output_dir, read_json_dict, write_json
 
 from .args import DataArguments, FinetuneArguments, ModelArguments, check_positive
-from .checkpointing import last_complete_checkpoint, read_json_dict
+from .checkpointing import last_complete_checkpoint
 from .metrics import REGRESSION, SINGLE_LABEL, accuracy, matthews_correlation, pearson, spearmanr
 
 logger = logging.getLogger("finetune.glue")
