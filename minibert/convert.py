@@ -198,9 +198,7 @@ def convert_checkpoint(src: str, dst: str, to: str = "minibert", overwrite: bool
     (never a training run's folder, never a mix of old and new files)."""
     if os.path.abspath(src) == os.path.abspath(dst):
         raise UserError("SRC and DST must differ: conversion never overwrites its input")
-    if os.path.exists(dst) and not os.path.isdir(dst):
-        raise UserError(f"{dst} is a file; DST must be a directory (it is created if missing)")
-    check_writable_dir(dst, "DST")
+    check_writable_dir(dst, "DST")  # a file, a read-only or a system folder: refused before anything is loaded
     layout = sentence_transformers_layout(src)  # checked before anything is loaded or written
     model_src = os.path.join(src, layout.transformer) if layout else src
     model = _load_converted(model_src, to)
