@@ -20,7 +20,6 @@ and tokenizing the corpus N times. Each process then saves and restores its own 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from torch import distributed as dist
 from torch.utils.data import IterableDataset as TorchIterableDataset
 
 from minibert.cli import UserError
-from minibert.safety import write_json
+from minibert.safety import read_json_dict, write_json
 from pretrain.corpus import MAX_DOCUMENT_CHARS, is_jsonl, jsonl_record_documents
 
 # A resumed stream re-reads at most one shard: files are cut into byte ranges of this size.
@@ -250,12 +249,8 @@ class ResumableStream(TorchIterableDataset):
         """Go to a checkpoint's saved position if it is the one after `examples` examples of `epoch` (else, e.g.
         a checkpoint written without one, or by another number of processes, False: the caller skips batches
         instead)."""
-        try:
-            with open(os.path.join(checkpoint_dir, self.position_file), encoding="utf-8") as f:
-                position = json.load(f)
-        except (OSError, ValueError):
-            return False
-        if not isinstance(position, dict) or position.get("epoch") != epoch or position.get("examples") != examples:
+        position = read_json_dict(os.path.join(checkpoint_dir, self.position_file)) or {}
+        if position.get("epoch") != epoch or position.get("examples") != examples:
             return False
         if self.num_processes > 1 and position.get("num_processes") != self.num_processes:
             return False
