@@ -210,9 +210,8 @@ class FinetuneArguments:
             raise UserError(f"--seed must be in [0, 2**32), not {self.seed}")
         from transformers.trainer_utils import SchedulerType
 
-        schedulers = [
-            s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau"
-        ]  # that one needs eval each step
+        # Not reduce_lr_on_plateau: it needs an evaluation at each step.
+        schedulers = [s.value for s in SchedulerType if s.value != "reduce_lr_on_plateau"]
         if self.lr_scheduler_type not in schedulers:
             raise UserError(
                 f"--lr_scheduler_type must be one of {', '.join(schedulers)}, not {self.lr_scheduler_type!r}"
