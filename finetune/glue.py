@@ -44,6 +44,7 @@ from minibert.cli import UserError, parse_args, run_cli
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
 from minibert.safety import OutputLock, check_output_dir, read_json_dict, write_json
 
+from . import train as finetune_train
 from .args import DataArguments, FinetuneArguments, ModelArguments, check_positive
 from .checkpointing import last_complete_checkpoint
 from .metrics import REGRESSION, SINGLE_LABEL, accuracy, matthews_correlation, pearson, spearmanr
@@ -533,9 +534,7 @@ def score_run(task: GlueTask, run_dir: str, data_folder: str, dev_sizes: dict[st
     """{result name: metrics} of a finished run, from its predictions and the dev labels."""
     import datasets
 
-    from .train import PREDICTIONS_FILE
-
-    predictions = read_predictions(os.path.join(run_dir, PREDICTIONS_FILE), task)
+    predictions = read_predictions(os.path.join(run_dir, finetune_train.PREDICTIONS_FILE), task)
     references = datasets.load_from_disk(data_folder)["test"]["label"]
     if len(predictions) != len(references):
         raise UserError(f"{run_dir}: {len(predictions)} predictions for {len(references)} dev rows; rerun this task")
@@ -632,8 +631,6 @@ def evaluate_glue(args: GlueArguments) -> dict:
     finished runs are kept; a rerun continues with the next unfinished one)."""
     from accelerate import PartialState
 
-    from .train import finetune  # looked up at each call (tests wrap it)
-
     tasks = args.task_list()
     seeds = args.seed_list()
     hyperparameters = load_hyperparameters(args.hyperparameters)
@@ -698,7 +695,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                 len(todo),
                 "the MNLI model" if from_mnli else args.model_name_or_path,
             )
-            result = finetune(model_args, data_args, training_args)
+            result = finetune_train.finetune(model_args, data_args, training_args)
             if result.get("status") == "interrupted":
                 return result
             record = None
@@ -935,9 +932,7 @@ def cli_main(argv: Sequence[str] | None = None) -> dict:
     if suite not in SUITES:
         raise UserError(f"unknown benchmark suite {suite!r}: minibert-evaluate runs {', '.join(SUITES)}")
     (args,) = parse_args((GlueArguments,), rest, prog="minibert-evaluate glue")
-    from .train import setup_process
-
-    setup_process()
+    finetune_train.setup_process()
     return evaluate_glue(args)
 
 
