@@ -88,9 +88,8 @@ class PretrainingLoop:
     def __post_init__(self) -> None:
         accelerator, args = self.accelerator, self.args
         self.gas = args.gradient_accumulation_steps
-        self.per_window_batch = (
-            args.per_device_train_batch_size * accelerator.num_processes
-        )  # sequences per micro-batch
+        # Sequences per micro-batch, over all processes.
+        self.per_window_batch = args.per_device_train_batch_size * accelerator.num_processes
         # Streamed shards can differ in length: every process ends an epoch when the first one runs out (else the
         # others would wait for it in the next all-reduce forever). Costs one host read per step, streamed only.
         self.agree_on_epoch_end = self.plan.streaming and accelerator.num_processes > 1

@@ -16,7 +16,7 @@ import time
 import torch
 
 from minibert.runs import RESULTS_FILE
-from minibert.safety import write_json
+from minibert.safety import write_atomically, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class MetricsLog:
         if not self.accelerator.is_main_process or not self.path or not os.path.isfile(self.path):
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))  # a crash keeps the old log whole
 
     def clear(self) -> None:
         if self.accelerator.is_main_process and self.path and os.path.isfile(self.path):
