@@ -20,8 +20,9 @@ never branches on tensor values and never reads the device from the host, so `to
 `torch.compile(fullgraph=True)`, CUDA graphs and offload hooks all accept it. Without those inputs it is BERT's
 padded (batch, seq) forward, which is what pipelines and exporters see.
 
-This file ships inside every checkpoint as remote code: it imports only torch, transformers and its config, and
-runs on transformers 4.48 through 5.x (the compatibility block below; tests/test_compat.py proves it).
+This file ships inside every checkpoint as remote code: it imports only torch, transformers and its config (and, on
+Python 3.10, torch's own typing_extensions), and runs on transformers 4.48 through 5.x (the compatibility block
+below; tests/test_compat.py proves it).
 """
 
 import os
