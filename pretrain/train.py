@@ -55,7 +55,7 @@ from .distributed import check_checkpoint_layout, is_sharded, make_accelerator, 
 from .evaluation import eval_collator
 from .loop import DRY_RUN_EVAL_BATCHES, MAX_NONFINITE_STEPS, PretrainingLoop, TrainingDiverged  # noqa: F401 (re-exported)
 from .optim import SCHEDULE_TICKS, build_lr_scheduler, build_optimizer
-from .report import CURVES_FILE, MetricsLog, final_results, hardware_description, write_outputs
+from .report import CURVES_FILE, METRICS_FILE, MetricsLog, final_results, hardware_description, write_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -223,14 +223,15 @@ def build_dataloaders(
     return train, evaluation
 
 
+DATA_STATS_FILE = "data_stats.json"  # the data's counts (`PretrainingData.stats`)
 # What a pretraining run writes in output_dir; a folder holding anything else is not ours to write into.
 OUR_FILES = {
     CHECKPOINTS_DIR,
     "runs",
     RESULTS_FILE,
     CURVES_FILE,
-    "metrics.jsonl",
-    "data_stats.json",
+    METRICS_FILE,
+    DATA_STATS_FILE,
     *MODEL_FOLDER_FILES,
 }
 CLI_NAME = "pretraining"  # as output folders record it (`minibert.safety.mark_output_dir`)
@@ -248,7 +249,7 @@ def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, mod
         raise UserError(
             f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere"
         )
-    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, "metrics.jsonl"})
+    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, METRICS_FILE})
     if resume_path is not None:
         return False
     existing = latest_checkpoint(out)
@@ -673,7 +674,7 @@ def _start_writing(data: PretrainingData, args: PretrainingArguments, accelerato
     if accelerator.is_main_process and not args.dry_run:
         mark_output_dir(args.output_dir, CLI_NAME)
         if data.stats:
-            write_json(os.path.join(args.output_dir, "data_stats.json"), data.stats)
+            write_json(os.path.join(args.output_dir, DATA_STATS_FILE), data.stats)
 
 
 def _restore(
