@@ -418,10 +418,8 @@ def _pretrain(
 ) -> dict:
     session_start = time.monotonic()
     data_args = with_checkpoint_tokenizer(model_args, data_args)
-    accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, prepared=data is not None)
+    accelerator, resume_path, clear_previous_run = _start(model_args, data_args, args, hub_args, data is not None)
     plan = RunPlan.decide(data_args, args, accelerator.device)
-    # --export_bert true of a model with no BERT twin is refused before the data is read, not after the run.
-    hub_args.check_twin(planned_architecture(model_args))
     if data is None:
         data = _prepare_data(data_args, args, accelerator)
     run = _build(model_args, data_args, args, data, accelerator, plan)
@@ -451,7 +449,13 @@ def _pretrain(
     return {"status": "completed", **results}
 
 
-def _start(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments, prepared: bool):
+def _start(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    hub_args: HubArguments,
+    prepared: bool,
+):
     """The accelerator, logging, and every check of the output folder and the checkpoint to resume, before any data
     is read: returns (accelerator, the checkpoint to resume or None, whether the previous run must be cleared)."""
     from .data import preparation_timeout
@@ -472,10 +476,9 @@ def _start(model_args: ModelArguments, data_args: DataArguments, args: Pretraini
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
-    if model_args.model_name_or_path:  # a missing or malformed checkpoint is one line, before the data is read
-        from minibert.convert import read_checkpoint_config
-
-        read_checkpoint_config(model_args.model_name_or_path)
+    # A missing or malformed checkpoint is one line, and --export_bert true of a model with no BERT twin is refused,
+    # before the data is read, not after the run.
+    hub_args.check_twin(planned_architecture(model_args))
     check_input_paths(data_args.train_file, "--train_file")  # /dev/null, a named pipe: said as such
     check_input_paths(data_args.validation_file, "--validation_file")
     tokenizer = data_args.tokenizer_name  # the checkpoint's unless --tokenizer_name (`with_checkpoint_tokenizer`)
