@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from minibert.cli import UserError, one_line
 from minibert.runs import CHECKPOINTS_DIR, changed_settings, is_resume_keyword
-from minibert.safety import (  # noqa: F401 (StopRequest: re-exported)
+from minibert.safety import (
     PICKLE_SUFFIXES,
-    StopRequest,
     is_disk_full,
     load_tensor_file,
     read_json_object,

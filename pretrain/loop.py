@@ -35,10 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from minibert.cli import UserError
-from minibert.safety import non_finite_parameters
+from minibert.safety import StopRequest, non_finite_parameters
 
 from .args import PretrainingArguments, RunPlan
-from .checkpointing import Progress, StopRequest, save_checkpoint_state
+from .checkpointing import Progress, save_checkpoint_state
 from .evaluation import evaluate
 from .optim import SCHEDULE_TICKS, move_schedule_to
 from .report import MetricsLog

@@ -35,13 +35,12 @@ from minibert.runs import (
     set_cpu_threads,
     setup_logging,
 )
-from minibert.safety import OutputLock, check_output_dir, mark_output_dir, write_json
+from minibert.safety import OutputLock, StopRequest, check_output_dir, mark_output_dir, write_json
 
 from .args import DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
 from .checkpointing import (
     Progress,
-    StopRequest,
     check_compatible,
     checkpoints_root,
     latest_checkpoint,
@@ -53,7 +52,7 @@ from .collator import DataCollatorForPreTraining
 from .data import PretrainingData
 from .distributed import check_checkpoint_layout, is_sharded, make_accelerator, shard_tied_head
 from .evaluation import eval_collator
-from .loop import DRY_RUN_EVAL_BATCHES, MAX_NONFINITE_STEPS, PretrainingLoop, TrainingDiverged  # noqa: F401 (re-exported)
+from .loop import DRY_RUN_EVAL_BATCHES, PretrainingLoop
 from .optim import SCHEDULE_TICKS, build_lr_scheduler, build_optimizer
 from .report import CURVES_FILE, METRICS_FILE, MetricsLog, final_results, hardware_description, write_outputs
 
@@ -160,16 +159,8 @@ def build_collator(
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(all parameters, of which embeddings); tied weights counted once."""
-    params = {id(p): p for p in model.parameters()}
-    total = sum(p.numel() for p in params.values())
     embeddings = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-    return total, embeddings
-
-
-def _num_workers(args: PretrainingArguments, device: torch.device) -> int:
-    if args.dataloader_num_workers is not None:
-        return args.dataloader_num_workers
-    return 2 if device.type == "cuda" else 0
+    return sum(p.numel() for p in model.parameters()), embeddings  # `parameters()` yields a shared one once
 
 
 def build_dataloaders(
@@ -183,7 +174,9 @@ def build_dataloaders(
     """Train (shuffled, full batches; a stream is read in order) and eval dataloaders; `accelerator.prepare` shards
     them per process (a stream split across processes is already this process's share, laid out so that
     accelerate keeps all of it: `streaming.ResumableStream`). `streaming`: the run plan's data mode."""
-    workers = _num_workers(args, device)
+    workers = args.dataloader_num_workers
+    if workers is None:  # the default: 2 per process on GPU, 0 on CPU
+        workers = 2 if device.type == "cuda" else 0
     common = dict(
         num_workers=workers,
         pin_memory=device.type == "cuda",
