@@ -252,12 +252,10 @@ def _load_source(source: CorpusSource, streaming: bool):
         loaded = load_dataset(source.path, source.config, streaming=streaming)
     except UserError:
         raise
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+    except Exception as e:  # a missing file, no network, a bad name; datasets' DatasetNotFoundError and friends
+        if not isinstance(e, (ValueError, OSError)) and not type(e).__module__.startswith("datasets"):
+            raise
         raise UserError(f"cannot load dataset {source.path!r}: {one_line(e)[:500]}") from None
-    except Exception as e:  # datasets' DatasetNotFoundError and friends
-        if type(e).__module__.startswith("datasets"):
-            raise UserError(f"cannot load dataset {source.path!r}: {one_line(e)[:500]}") from None
-        raise
     if source.split not in loaded:
         if source.optional:
             return None
