@@ -665,18 +665,14 @@ class DataPipeline:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Tokenizer
+# Map-style: documents and pairs cached as Arrow
 # ----------------------------------------------------------------------------------------------------------
 
 
 def _batched_texts(documents: Dataset, end: int) -> Iterator[list[str]]:
+    """The texts of the first `end` documents, 1000 at a time (what the tokenizer is trained on)."""
     for start in range(0, end, 1000):
         yield documents[start : min(start + 1000, end)]["text"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Map-style: documents and pairs cached as Arrow
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _hold_out(documents: Dataset, percentage: float, seed: int, work: str):
