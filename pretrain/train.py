@@ -55,6 +55,7 @@ from .evaluation import eval_collator
 from .loop import DRY_RUN_EVAL_BATCHES, PretrainingLoop
 from .optim import SCHEDULE_TICKS, build_lr_scheduler, build_optimizer
 from .report import CURVES_FILE, METRICS_FILE, MetricsLog, final_results, hardware_description, write_outputs
+from .streaming import ResumableStream
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ def build_dataloaders(
     )
     dataset = data.train_dataset
     if streaming and hasattr(dataset, "load_state_dict"):  # a `datasets` stream: checkpoints save its position
-        from .streaming import ResumableStream
-
         dataset = ResumableStream(dataset, record_every=args.per_device_train_batch_size)
         common["num_workers"] = 0  # the positions are recorded where the stream is read: in this process
     else:
@@ -513,6 +512,7 @@ class _Run:
     max_train_steps: int
     num_warmup_steps: int
     total_params: int
+    stream: ResumableStream | None  # a streamed run's training set: checkpoints save its position
 
 
 def _build(
@@ -538,6 +538,8 @@ def _build(
     train_dataloader, eval_dataloader = build_dataloaders(
         data, collator, args, accelerator.device, plan.streaming, data_args.eval_mlm_probability
     )
+    # Taken before `prepare`, which wraps it when there are several processes (`IterableDatasetShard`).
+    stream = train_dataloader.dataset if isinstance(train_dataloader.dataset, ResumableStream) else None
     if getattr(accelerator, "is_fsdp2", False):
         shard_tied_head(accelerator, model)
     optimizer = build_optimizer(model, args, accelerator.device)
@@ -571,6 +573,7 @@ def _build(
         max_train_steps,
         num_warmup_steps,
         total_params,
+        stream,
     )
 
 
@@ -637,9 +640,6 @@ def _begin(
         progress = _restore(run, saved, progress, metrics, accelerator, resume_path)
     elif not args.dry_run:
         metrics.clear()
-    # The `ResumableStream` of a streamed run; with several processes accelerate wraps it (`IterableDatasetShard`).
-    loaded = run.train_dataloader.dataset
-    stream = next((d for d in (loaded, getattr(loaded, "dataset", None)) if hasattr(d, "save_position")), None)
     loop = PretrainingLoop(
         accelerator=accelerator,
         model=run.model,
@@ -653,11 +653,11 @@ def _begin(
         metrics=metrics,
         max_train_steps=run.max_train_steps,
         plan=plan,
-        stream=stream,
+        stream=run.stream,
     )
-    if stream is not None and saved is not None:
+    if run.stream is not None and saved is not None:
         # O(1): back to the saved position in the stream, instead of reading and dropping the batches before it.
-        loop.stream_resumed = stream.load_position(resume_path, progress.epoch, loop.stream_examples())
+        loop.stream_resumed = run.stream.load_position(resume_path, progress.epoch, loop.stream_examples())
     _log_plan(loop, accelerator, args, run)
     return loop
 
