@@ -183,8 +183,7 @@ _URL = re.compile(r"\s*(<https?://[^>\s]*>|https?://[^\s>]*[^\s>.,;:)])")  # a l
 def sections(text: str) -> list[tuple[str, list[list[str]]]]:
     """(title, paragraphs) per section; a paragraph is its lines, indentation kept."""
     lines = text.splitlines()
-    out: list[tuple[str, list[list[str]]]] = []
-    title, paragraphs, current = "", [], []
+    out: list[tuple[str, list[list[str]]]] = [("", [[]])]  # the last section's last paragraph is the open one
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -195,24 +194,17 @@ def sections(text: str) -> list[tuple[str, list[list[str]]]]:
             and abs(len(lines[i + 1].strip()) - len(line.strip())) <= 3
         )
         if is_heading:
-            if current:
-                paragraphs.append(current)
-            if paragraphs:
-                out.append((title, paragraphs))
-            title, paragraphs, current = line.strip(), [], []
+            out.append((line.strip(), [[]]))
             i += 2
             continue
+        paragraphs = out[-1][1]
         if line.strip():
-            current.append(line)
-        elif current:
-            paragraphs.append(current)
-            current = []
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
         i += 1
-    if current:
-        paragraphs.append(current)
-    if paragraphs:
-        out.append((title, paragraphs))
-    return out
+    # Sections without text (a heading right after a heading) and the empty open paragraphs are dropped.
+    return [(title, [p for p in paragraphs if p]) for title, paragraphs in out if any(paragraphs)]
 
 
 def _indent(line: str) -> int:
