@@ -137,7 +137,7 @@ def final_results(loop, evaluation: dict, num_parameters: int, session_start: fl
         "num_processes": accelerator.num_processes,
         "global_batch_size": loop.per_window_batch * loop.gas,
         "num_parameters": num_parameters,
-        "vocab_size": accelerator.unwrap_model(loop.model).config.vocab_size,
+        "vocab_size": loop.config.vocab_size,
         "mixed_precision": accelerator.mixed_precision,
         "stopped_by_time_budget": loop.stop_reason == "time_budget",
         "total_runtime": round(time.monotonic() - session_start, 3),
