@@ -249,16 +249,9 @@ class DataArguments:
             )
         if not 0 <= self.short_seq_prob <= 1:
             raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        for name in ("dupe_factor", "min_frequency", "streaming_buffer_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        optional_counts = (
-            "preprocessing_num_workers",
-            "max_eval_samples",
-            "pad_to_multiple_of",
-            "tokenizer_train_documents",
-        )
-        for name in optional_counts:
+        counts = ("dupe_factor", "min_frequency", "streaming_buffer_size")  # then those that may be None:
+        counts += ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of", "tokenizer_train_documents")
+        for name in counts:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name} must be at least 1, got {value}")
@@ -424,18 +417,11 @@ class PretrainingArguments:
     )
 
     def validate(self) -> None:
-        positive = {
-            "per_device_train_batch_size": self.per_device_train_batch_size,
-            "per_device_eval_batch_size": self.per_device_eval_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "num_train_epochs": self.num_train_epochs,
-            "logging_steps": self.logging_steps,
-        }
-        for name in ("max_train_steps", "eval_steps", "checkpoints_total_limit"):
-            if getattr(self, name) is not None:
-                positive[name] = getattr(self, name)
-        for name, value in positive.items():
-            if value <= 0:
+        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        positive += ("num_train_epochs", "logging_steps", "max_train_steps", "eval_steps", "checkpoints_total_limit")
+        for name in positive:  # the last three may be None
+            value = getattr(self, name)
+            if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive integer, not {value}")
         self._validate_optimizer()
         self._validate_schedule()
