@@ -103,8 +103,8 @@ def prepare_pretraining_data(data_args: DataArguments, seed: int, accelerator=No
 
     `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or
     with one process) this process builds what the cache lacks. The statistics are `stats` (a pretraining run
-    writes them to output_dir/data_stats.json). Raises `UserError` for anything the user can fix (missing or non-UTF-8 files, too small a
-    corpus, too large a corpus to prepare inside a multi-process launch).
+    writes them to output_dir/data_stats.json). Raises `UserError` for anything the user can fix (missing or
+    non-UTF-8 files, too small a corpus, too large a corpus to prepare inside a multi-process launch).
     """
     data_args.validate()
     started = time.perf_counter()
