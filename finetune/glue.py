@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
-import yaml
+from transformers import HfArgumentParser
 
-from minibert.cli import UserError, parse_args, run_cli
+from minibert.cli import UserError, load_config_file, parse_args, run_cli, typed_values
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
 from minibert.safety import OutputLock, check_output_dir, read_json_dict, write_json
 
@@ -236,48 +236,43 @@ def shipped_hyperparameters() -> str:
     return str(resources.files("finetune").joinpath("configs", "glue.yaml"))
 
 
-def _read_yaml(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise UserError(f"--hyperparameters {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--hyperparameters {path}: not YAML ({' '.join(str(e).split())[:200]})") from None
-    if not isinstance(data, dict) or not set(data) <= {"defaults", "tasks"}:
+def _read_layer(path: str, parser: HfArgumentParser, keys: set[str]) -> tuple[dict, dict]:
+    """(defaults, {task: settings}) of one hyper-parameter file, each value typed as its `minibert-finetune` flag
+    would give it (YAML reads `2e-5` as a string). Unknown keys or tasks are errors naming the file."""
+    data = load_config_file(path, "--hyperparameters")
+    defaults, per_task = data.get("defaults") or {}, data.get("tasks") or {}
+    if not set(data) <= {"defaults", "tasks"}:
         raise UserError(f"--hyperparameters {path}: expected `defaults:` and/or `tasks:` at the top level")
-    return data
+    if not isinstance(defaults, dict) or not isinstance(per_task, dict):
+        raise UserError(f"--hyperparameters {path}: `defaults` and `tasks` must be mappings")
+    unknown_tasks = sorted(set(per_task) - set(TASKS))
+    if unknown_tasks:
+        raise UserError(f"--hyperparameters {path}: unknown task {unknown_tasks[0]!r}; tasks: {', '.join(TASKS)}")
+    typed = {}
+    for where, values in (("defaults", defaults), *((f"tasks.{t}", per_task.get(t) or {}) for t in TASKS)):
+        if not isinstance(values, dict):
+            raise UserError(f"--hyperparameters {path}: {where} must be a mapping")
+        unknown = sorted(set(values) - keys)
+        if unknown:
+            raise UserError(
+                f"--hyperparameters {path}: {where} sets {unknown[0]!r}, not a fine-tuning setting the suite "
+                f"leaves to you ({', '.join(sorted(keys))})"
+            )
+        typed[where] = typed_values(parser, values, f"--hyperparameters {path}: {where}")
+    return typed.pop("defaults"), {t: typed[f"tasks.{t}"] for t in TASKS}
 
 
 def load_hyperparameters(user_file: str | None) -> dict[str, dict]:
     """Per task, the fine-tuning settings: the shipped file's defaults < its task entry < the user's defaults <
-    the user's task entry. Unknown keys or tasks are errors naming the file."""
+    the user's task entry."""
     keys = hyperparameter_keys()
-    layers = [(shipped_hyperparameters(), _read_yaml(shipped_hyperparameters()))]
-    if user_file:
-        layers.append((user_file, _read_yaml(user_file)))
+    parser = HfArgumentParser((ModelArguments, DataArguments, FinetuneArguments))
     merged = {task: {} for task in TASKS}
-    for path, data in layers:
-        defaults = data.get("defaults") or {}
-        per_task = data.get("tasks") or {}
-        if not isinstance(defaults, dict) or not isinstance(per_task, dict):
-            raise UserError(f"--hyperparameters {path}: `defaults` and `tasks` must be mappings")
-        unknown_tasks = sorted(set(per_task) - set(TASKS))
-        if unknown_tasks:
-            raise UserError(f"--hyperparameters {path}: unknown task {unknown_tasks[0]!r}; tasks: {', '.join(TASKS)}")
+    for path in [shipped_hyperparameters(), *([user_file] if user_file else [])]:
+        defaults, per_task = _read_layer(path, parser, keys)
         for task in TASKS:
-            entry = per_task.get(task) or {}
-            for where, values in (("defaults", defaults), (f"tasks.{task}", entry)):
-                if not isinstance(values, dict):
-                    raise UserError(f"--hyperparameters {path}: {where} must be a mapping")
-                unknown = sorted(set(values) - keys)
-                if unknown:
-                    raise UserError(
-                        f"--hyperparameters {path}: {where} sets {unknown[0]!r}, not a fine-tuning setting the suite "
-                        f"leaves to you ({', '.join(sorted(keys))})"
-                    )
             merged[task].update(defaults)
-            merged[task].update(entry)
+            merged[task].update(per_task[task])
     return merged
 
 

@@ -83,15 +83,17 @@ def _out_of_memory(error: BaseException) -> bool:
     return "can't allocate memory" in text or "CUDA out of memory" in text
 
 
-def _load_config_file(path: str) -> dict:
-    check_input_path(path, "config file")  # missing, a folder, /dev/null or a named pipe: said as such
+def load_config_file(path: str, name: str = "config file") -> dict:
+    """The mapping a YAML/JSON file holds (`null` or empty: {}); anything else is a `UserError` naming the file as
+    `name` (e.g. the flag that gave it)."""
+    check_input_path(path, name)  # missing, a folder, /dev/null or a named pipe: said as such
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise UserError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(f"{name} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot read {name} {path}: {e.strerror or e}") from None
     try:
         if path.endswith(".json"):
             data = json.loads(text)
@@ -100,37 +102,38 @@ def _load_config_file(path: str) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
-        raise UserError(f"cannot parse config file {path}: {e}") from None
+        raise UserError(f"cannot parse {name} {path}: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of argument names to values")
+        raise UserError(f"{name} {path} must hold a mapping of argument names to values")
     return data
 
 
-def _file_defaults(parser: HfArgumentParser, data: dict, path: str) -> dict:
-    """A config file's values as the parser's defaults, typed and checked as their flags would be.
+def typed_values(parser: HfArgumentParser, data: dict, where: str) -> dict:
+    """A config file's values typed and checked as `parser`'s flags would give them; errors start with `where`
+    (e.g. "config file a.yaml").
 
-    Set as defaults (not turned back into flags), so that the flags given on the command line win and a `null`
-    says "None" (e.g. `checkpoints_total_limit: null`: keep every checkpoint)."""
+    `parse_args` sets them as the parser's defaults (not turned back into flags), so that the flags given on the
+    command line win and a `null` says "None" (e.g. `checkpoints_total_limit: null`: keep every checkpoint)."""
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     out = {}
     for key, value in data.items():
         action = actions.get(key)
         if action is None:
-            raise UserError(f"config file {path}: unknown key {key!r}")
+            raise UserError(f"{where}: unknown key {key!r}")
         try:
-            out[key] = _typed_default(action, value)
+            out[key] = _typed_value(action, value)
         except (TypeError, ValueError) as e:
-            raise UserError(f"config file {path}: {key}: {e}") from None
+            raise UserError(f"{where}: {key}: {e}") from None
         action.required = False  # given by the file
         values = out[key] if isinstance(out[key], list) else [out[key]]
         if action.choices is not None and any(v is not None and v not in action.choices for v in values):
-            raise UserError(f"config file {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+            raise UserError(f"{where}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
     return out
 
 
-def _typed_default(action, value):
+def _typed_value(action, value):
     """`value` as `action`'s flag would give it (YAML reads `1e-3` as a string, a list field wants a list, ...)."""
     if value is None:
         return None
@@ -174,13 +177,15 @@ def parse_args(
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")) and not argv[0].startswith("-"):
         config_path = argv.pop(0)
     parser = HfArgumentParser(dataclass_types, prog=prog)
-    from_file = _file_defaults(parser, _load_config_file(config_path), config_path) if config_path is not None else {}
+    from_file = {}
+    if config_path is not None:
+        from_file = typed_values(parser, load_config_file(config_path), f"config file {config_path}")
     parser.set_defaults(**from_file)
     if defaults is not None:
         # A first pass over the file and the flags says which defaults apply (the recipe a run names); they go
         # under the file's values, which are set again on top of them.
         first_pass, _ = parser.parse_known_args(argv)
-        parser.set_defaults(**_file_defaults(parser, defaults(vars(first_pass)), "(recipe)"))
+        parser.set_defaults(**typed_values(parser, defaults(vars(first_pass)), "config file (recipe)"))
         parser.set_defaults(**from_file)
     # argparse exits with status 2 and a usage line on bad flags: that is already one clear message.
     outputs = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)

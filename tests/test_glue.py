@@ -364,6 +364,59 @@ def test_user_errors_are_one_line(small, capsys, damage, flags, expected):
     assert expected in one_error_line(err)
 
 
+@pytest.mark.parametrize(
+    "text, rte, cola",
+    [
+        ("defaults:\n  learning_rate: 1e-4\n", 1e-4, 1e-4),
+        ("tasks: {rte: {learning_rate: 2e-5}}\n", 2e-5, None),  # docs/finetuning.md's example
+        ("defaults: {learning_rate: 1e-4, num_train_epochs: 2}\ntasks: {rte: {learning_rate: 2e-5}}\n", 2e-5, 1e-4),
+    ],
+)
+def test_hyperparameters_are_typed_as_their_flags(small, monkeypatch, text, rte, cola):
+    """YAML 1.1 reads `1e-4` as a string: a hyper-parameter file's values are typed as minibert-finetune's flags
+    would give them (as every config file's are), so each run gets the float, under `defaults` and under a task."""
+    root, argv = small
+    (root / "hp.yaml").write_text(text)
+    seen = []
+
+    def stopped(model_args, data_args, training_args, *rest, **kw):  # records what the run got, then stops
+        seen.append(training_args)
+        return {"status": "interrupted", "signal": 15}
+
+    monkeypatch.setattr(finetune_train, "finetune", stopped)
+    assert glue.main(argv + ["--tasks", "rte", "--seeds", "1", "--hyperparameters", str(root / "hp.yaml")]) == 128 + 15
+    assert type(seen[0].learning_rate) is float and seen[0].learning_rate == rte
+    assert isinstance(seen[0].num_train_epochs, float)
+    assert glue.load_hyperparameters(str(root / "hp.yaml"))["cola"].get("learning_rate") == cola
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("defaults: {learning_rate: fast}\n", "--hyperparameters {hp}: defaults: learning_rate: could not convert"),
+        (
+            "tasks: {rte: {max_seq_length: 1.5}}\n",
+            "--hyperparameters {hp}: tasks.rte: max_seq_length: expected an integer",
+        ),
+        ("tasks: {rte: {learning_rate: [1, 2]}}\n", "tasks.rte: learning_rate: expected a single value"),
+        ("defaults: {learning_rate: true}\n", "defaults: learning_rate: expected a number"),
+        ("defaults: {seed: 3}\n", "defaults sets 'seed', not a fine-tuning setting the suite leaves to you"),
+        ("tasks: {wnli: {}}\n", "unknown task 'wnli'"),
+        ("model: x\n", "expected `defaults:` and/or `tasks:` at the top level"),
+        ("defaults: [1]\n", "`defaults` and `tasks` must be mappings"),
+        ("defaults: {learning_rate: 1e-4\n", "cannot parse --hyperparameters {hp}"),
+    ],
+)
+def test_a_bad_hyperparameter_file_is_one_error_line(small, capsys, text, expected):
+    root, argv = small
+    hp = root / "hp.yaml"
+    hp.write_text(text)
+    code, err = run_main(glue.main, argv + ["--tasks", "rte", "--hyperparameters", hp], capsys)
+    assert code == 2
+    assert expected.format(hp=hp) in one_error_line(err)
+    assert not (root / "out").exists()  # refused before anything is written
+
+
 def test_a_killed_suite_continues_with_the_next_unfinished_run(tmp_path, monkeypatch):
     """A real SIGKILL once the first (task, seed) is recorded: the rerun keeps that record byte for byte, redoes
     nothing finished, and completes the rest."""
