@@ -271,7 +271,7 @@ class OutputLock:
                     f"{self.flag} {self.folder} is in use by pid {pid} on {host} (since {holder.get('started')}): "
                     f"wait for that run or choose another folder; if it is no longer running, delete {self.path}"
                 )
-            if _alive(pid):
+            if pid_alive(pid):
                 raise UserError(
                     f"{self.flag} {self.folder} is in use by another run (pid {pid}, since {holder.get('started')}): "
                     "wait for it to finish or choose another folder"
@@ -306,7 +306,8 @@ def read_lock(path: str) -> dict | None:
     return data if data is not None and isinstance(data.get("pid"), int) else None
 
 
-def _alive(pid) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether `pid` names a live process on this host (someone else's counts); False for anything not a pid."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     if pid == os.getpid():

@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 
 from minibert.cli import UserError
+from minibert.safety import pid_alive
 from minibert.safety import write_json as safe_write_json
 
 logger = logging.getLogger(__name__)
@@ -274,16 +275,6 @@ class DataCache:
             except OSError:
                 continue  # removed meanwhile by its own process
             if len(parts) >= 4 and "-".join(parts[1:-2]) == host and parts[-2].isdigit():
-                stale = stale or not _pid_alive(int(parts[-2]))
+                stale = stale or not pid_alive(int(parts[-2]))
             if stale:
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
