@@ -9,6 +9,8 @@
 - `check_output_dir`: an output folder is new, empty, or an earlier run of the same CLI, and never its input model.
 - `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
   not a read-only filesystem, not /proc), checked before anything is written.
+- `disk_full_cause` / `is_disk_full`: whether an error, or a cause of it, says the disk is full (however the
+  writer says it), for the checkpoint writers and the data cache.
 - `non_finite_parameters`: the weights that are not finite (checked before saving).
 - `StopRequest`: SIGTERM / SIGINT as a flag the training loops read at a step boundary.
 """
@@ -326,21 +328,36 @@ def pid_alive(pid) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 # Numbers
 # --------------------------------------------------------------------------------------------------------------
-def is_disk_full(error: BaseException, folder: str) -> bool:
-    """ENOSPC / EDQUOT, however the writer reports it (torch.save raises a RuntimeError that names no errno)."""
+def disk_full_cause(error: BaseException, folder: str | None = None) -> BaseException | None:
+    """The exception that says the disk is full: `error` or one of its causes (`datasets` wraps what fails while it
+    generates); None when there is none. Recognised: ENOSPC / EDQUOT, a message saying so without an errno
+    (`datasets`' own check before it writes: "Not enough disk space"), and, given the `folder` being written, what
+    torch's writers say when a write came up short (seen on a full tmpfs: a RuntimeError naming no errno), when that
+    folder's disk has less than 64 MiB free."""
     import shutil
 
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error).lower()
-    if "no space left" in text or "disk quota" in text:
-        return True
-    # What torch's writers say when a write came up short (seen on a full tmpfs): no errno, so the free space decides.
     short_write = ("failed writing", "iostream error", "unexpected pos", "file write failed")
-    try:
-        return any(s in text for s in short_write) and shutil.disk_usage(folder).free < 64 * 2**20
-    except OSError:
-        return False
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        text = str(error).lower()
+        if "not enough disk space" in text or "no space left" in text or "disk quota" in text:
+            return error
+        if folder is not None and any(s in text for s in short_write):
+            try:
+                if shutil.disk_usage(folder).free < 64 * 2**20:
+                    return error
+            except OSError:
+                pass
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def is_disk_full(error: BaseException, folder: str) -> bool:
+    """Whether `error` (or a cause of it) says the disk holding `folder` is full (`disk_full_cause`)."""
+    return disk_full_cause(error, folder) is not None
 
 
 def non_finite_parameters(model) -> list[str]:

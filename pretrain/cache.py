@@ -19,7 +19,6 @@ the work directory goes, and the entries already published stay as they were.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -34,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from minibert.cli import UserError
+from minibert.safety import disk_full_cause as disk_full_cause  # pretrain/data.py imports it from here
 from minibert.safety import pid_alive
 from minibert.safety import write_json as safe_write_json
 
@@ -139,21 +139,6 @@ def manifest_problem(directory: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------------
 # A full disk
 # ----------------------------------------------------------------------------------------------------------
-
-
-def disk_full_cause(error: BaseException) -> BaseException | None:
-    """The ENOSPC / EDQUOT behind `error`, or `datasets`' own check before it writes ("Not enough disk space",
-    no errno), found through the chain of causes (`datasets` wraps what fails while it generates); else None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return error
-        text = str(error).lower()
-        if "not enough disk space" in text or "no space left" in text or "disk quota" in text:
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def disk_full_error(root: str, error: BaseException, text_bytes: int | None) -> UserError:

@@ -5,12 +5,18 @@ whether a process is alive (the output lock, the data cache's work directories),
 The oracles: real processes (one that has exited, this one), real errors as the writers raise them.
 """
 
+import errno
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from collections import namedtuple
 
-from minibert.safety import pid_alive
+import pytest
+
+from minibert.safety import disk_full_cause, is_disk_full, pid_alive
+from pretrain import cache
 from pretrain.cache import DataCache
 
 
@@ -45,3 +51,72 @@ def test_the_data_cache_removes_the_work_directories_of_exited_runs_only(tmp_pat
     (tmp_path / names["killed"]).mkdir()
     DataCache(str(tmp_path), read_only=True)  # a read-only cache removes nothing
     assert sorted(os.listdir(tmp_path)) == sorted(names.values())
+
+
+def _raised(error: BaseException, wrapper: type | None = None, explicit: bool = True) -> BaseException:
+    """`error` as raised, or wrapped by `wrapper` (`raise ... from` when `explicit`, else raised while handling)."""
+    try:
+        try:
+            raise error
+        except BaseException as inner:
+            if wrapper is None:
+                raise
+            if explicit:
+                raise wrapper("generating the dataset failed") from inner
+            raise wrapper("generating the dataset failed")  # noqa: B904 (the implicit context is the case tested)
+    except BaseException as outer:
+        return outer
+
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors")
+EDQUOT = OSError(errno.EDQUOT, "Disk quota exceeded")
+DATASETS_FULL = OSError("Not enough disk space. Needed: 0 bytes (download: ...), available: 1.2 MB")  # no errno
+
+
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (_raised(ENOSPC), ENOSPC),
+        (_raised(EDQUOT), EDQUOT),
+        (_raised(ENOSPC, RuntimeError), ENOSPC),  # datasets' DatasetGenerationError wraps it
+        (_raised(ENOSPC, RuntimeError, explicit=False), ENOSPC),
+        (_raised(DATASETS_FULL), DATASETS_FULL),
+        (_raised(DATASETS_FULL, RuntimeError), DATASETS_FULL),
+        (_raised(OSError(errno.EACCES, "Permission denied")), None),
+        (_raised(ValueError("bad value"), RuntimeError), None),
+    ],
+)
+def test_one_full_disk_check_for_checkpoints_and_the_data_cache(error, full, tmp_path):
+    """The same answer for both callers: the data cache (`pretrain.cache.disk_full_cause`, the error for its
+    message) and the checkpoint writers (`is_disk_full`): an errno, or a message without one, on the error or
+    any of its causes."""
+    assert cache.disk_full_cause is disk_full_cause
+    assert disk_full_cause(error) is full
+    assert is_disk_full(error, str(tmp_path)) is (full is not None)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "unexpected pos 64 vs 0",
+        "basic_ios::clear: iostream error",
+        "PytorchStreamWriter failed writing file data/0: file write failed",
+    ],
+)
+def test_a_short_write_is_a_full_disk_only_when_the_folder_has_no_space(message, monkeypatch, tmp_path):
+    """What torch's writers raise on a really full tmpfs (a RuntimeError without an errno, also when wrapped):
+    a full disk when the folder being written has under 64 MiB free, not otherwise, and not without a folder."""
+    usage = namedtuple("usage", "total used free")
+    error = _raised(RuntimeError(message), RuntimeError)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**30, 2**30 - 2**20, 2**20))
+    assert is_disk_full(error, str(tmp_path))
+    assert disk_full_cause(error, str(tmp_path)) is error.__cause__
+    assert disk_full_cause(error) is None
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**40, 2**30, 2**40 - 2**30))
+    assert not is_disk_full(error, str(tmp_path))
+
+    def gone(folder):
+        raise FileNotFoundError(folder)
+
+    monkeypatch.setattr(shutil, "disk_usage", gone)  # the folder's free space cannot be known: not said to be full
+    assert not is_disk_full(error, str(tmp_path / "gone"))
