@@ -49,6 +49,7 @@ from minibert.safety import (
     OutputLock,
     StopRequest,
     check_output_dir,
+    check_previous_run,
     is_disk_full,
     mark_output_dir,
     non_finite_parameters,
@@ -131,19 +132,13 @@ def _check_classifier_folder(output_dir: str) -> None:
         )
 
 
-def check_previous_run(output_dir: str, resuming: bool, overwrite: bool) -> None:
-    """An earlier run's results in output_dir are replaced only when asked (--overwrite_output_dir), or continued."""
-    if resuming or overwrite or not os.path.isdir(output_dir):
-        return
-    checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
+def previous_run(output_dir: str) -> list[str]:
+    """What of an earlier fine-tuning run output_dir holds: its results, its model, its Trainer checkpoints."""
     found = [n for n in (RESULTS_FILE, "model.safetensors") if os.path.isfile(os.path.join(output_dir, n))]
+    checkpoints = os.path.join(output_dir, CHECKPOINTS_DIR)
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
         found.append(CHECKPOINTS_DIR)
-    if found:
-        raise UserError(
-            f"--output_dir {output_dir} already holds a fine-tuning run ({', '.join(found)}): pass "
-            "--overwrite_output_dir to replace it, --resume_from_checkpoint last to continue it, or choose another folder"
-        )
+    return found
 
 
 def clear_previous_run(output_dir: str) -> None:
@@ -657,7 +652,12 @@ def _start(model_args, data_args, training_args):
         check_output_dir_is_ours(output_dir, model_path=model_args.model_name_or_path)
         # The demo replaces its own earlier run, as pretraining's demo recipe does.
         check_previous_run(
-            output_dir, resuming=resume is not None, overwrite=training_args.overwrite_output_dir or is_demo
+            output_dir,
+            CLI_NAME,
+            previous_run(output_dir),
+            resuming=resume is not None,
+            overwrite=training_args.overwrite_output_dir or is_demo,
+            resume_keyword="last",
         )
     state.wait_for_everyone()
     return state, resume, is_demo

@@ -6,7 +6,8 @@
   run code; a damaged one is named. Either way a `UserError`.
 - `OutputLock`: one writer per output folder (a lock file holding the pid and host); a lock left by a run that
   is no longer alive is taken over, with a message.
-- `check_output_dir`: an output folder is new, empty, or an earlier run of the same CLI, and never its input model.
+- `check_output_dir`: an output folder is new, empty, or an earlier run of the same CLI, and never its input model;
+  `check_previous_run`: that earlier run is continued (a resume), replaced (--overwrite_output_dir) or refused.
 - `check_writable_dir`: an output / cache / destination folder is a directory this process can write (not a file,
   not a read-only filesystem, not /proc), checked before anything is written.
 - `disk_full_cause` / `is_disk_full`: whether an error, or a cause of it, says the disk is full (however the
@@ -212,6 +213,23 @@ def mark_output_dir(output_dir: str, cli: str) -> None:
     """Record that `cli` writes into `output_dir` (what `check_output_dir` accepts later)."""
     if read_marker(output_dir) is None:
         write_json(os.path.join(output_dir, RUN_MARKER), {"cli": cli})
+
+
+def check_previous_run(
+    output_dir: str, cli: str, found: list[str], resuming: bool, overwrite: bool, resume_keyword: str
+) -> bool:
+    """An earlier `cli` run in `output_dir` (`found`: what of it is there; empty when none) is continued by a resume,
+    replaced when asked (--overwrite_output_dir: returns True, and the caller clears it once every input has been
+    checked), and otherwise refused, naming it and both ways on. `resume_keyword`: the CLI's word for its newest
+    checkpoint."""
+    if resuming or not found:
+        return False
+    if overwrite:
+        return True
+    raise UserError(
+        f"--output_dir {output_dir} already holds a {cli} run ({', '.join(found)}): pass --resume_from_checkpoint "
+        f"{resume_keyword} to continue it, or --overwrite_output_dir to replace it (or choose another folder)"
+    )
 
 
 class OutputLock:

@@ -35,7 +35,14 @@ from minibert.runs import (
     set_cpu_threads,
     setup_logging,
 )
-from minibert.safety import OutputLock, StopRequest, check_output_dir, mark_output_dir, write_json
+from minibert.safety import (
+    OutputLock,
+    StopRequest,
+    check_output_dir,
+    check_previous_run,
+    mark_output_dir,
+    write_json,
+)
 
 from .args import DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
@@ -237,22 +244,19 @@ def _prepare_output_dir(args: PretrainingArguments, resume_path: str | None, mod
     if args.dry_run:
         return False
     out = args.output_dir
-    if model_path and os.path.isdir(model_path) and os.path.isdir(out) and os.path.samefile(model_path, out):
-        raise UserError(
-            f"--output_dir {out} is the checkpoint given as --model_name_or_path; write the new model elsewhere"
-        )
-    check_output_dir(out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, METRICS_FILE})
-    if resume_path is not None:
-        return False
-    existing = latest_checkpoint(out)
-    if existing is None:
-        return False
-    if not args.overwrite_output_dir:
-        raise UserError(
-            f"{args.output_dir} already holds a run ({os.path.relpath(existing, args.output_dir)}): pass "
-            "--resume_from_checkpoint latest to continue it, or --overwrite_output_dir to start over"
-        )
-    return True
+    check_output_dir(
+        out, CLI_NAME, OUR_FILES, evidence={CHECKPOINTS_DIR, RESULTS_FILE, METRICS_FILE}, source=model_path
+    )
+    existing = latest_checkpoint(out) if resume_path is None else None
+    found = [os.path.relpath(existing, out)] if existing is not None else []
+    return check_previous_run(
+        out,
+        CLI_NAME,
+        found,
+        resuming=resume_path is not None,
+        overwrite=args.overwrite_output_dir,
+        resume_keyword="latest",
+    )
 
 
 def _clear_previous_run(args: PretrainingArguments, accelerator) -> None:

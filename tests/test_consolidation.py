@@ -1,6 +1,7 @@
 """What `pretrain/`, `finetune/` and `minibert/` decide in one place (`minibert.safety`), checked from each caller:
 whether a process is alive (the output lock, the data cache's work directories), whether an error is a full disk
-(checkpoint writers, the data cache).
+(checkpoint writers, the data cache), what becomes of an earlier run in the output folder (both training CLIs; their
+end-to-end cases are in test_finetune_train.py, test_pretrain_loop.py and test_reliability_*.py).
 
 The oracles: real processes (one that has exited, this one), real errors as the writers raise them.
 """
@@ -15,7 +16,8 @@ from collections import namedtuple
 
 import pytest
 
-from minibert.safety import disk_full_cause, is_disk_full, pid_alive
+from minibert.cli import UserError
+from minibert.safety import check_previous_run, disk_full_cause, is_disk_full, pid_alive
 from pretrain import cache
 from pretrain.cache import DataCache
 
@@ -120,3 +122,25 @@ def test_a_short_write_is_a_full_disk_only_when_the_folder_has_no_space(message,
 
     monkeypatch.setattr(shutil, "disk_usage", gone)  # the folder's free space cannot be known: not said to be full
     assert not is_disk_full(error, str(tmp_path / "gone"))
+
+
+@pytest.mark.parametrize("cli, keyword", [("fine-tuning", "last"), ("pretraining", "latest")])
+def test_an_earlier_run_is_continued_replaced_or_refused_by_one_rule(cli, keyword):
+    """A resume continues it, --overwrite_output_dir replaces it (the caller clears it later: True), nothing to
+    continue needs neither; otherwise the refusal names the run, what of it is there, and both ways on."""
+    found = ["checkpoints/step_2", "all_results.json"]
+    for resuming, overwrite in ((True, False), (True, True)):
+        assert (
+            check_previous_run("out", cli, found, resuming=resuming, overwrite=overwrite, resume_keyword=keyword)
+            is False
+        )
+    assert check_previous_run("out", cli, [], resuming=False, overwrite=True, resume_keyword=keyword) is False
+    assert check_previous_run("out", cli, [], resuming=False, overwrite=False, resume_keyword=keyword) is False
+    assert check_previous_run("out", cli, found, resuming=False, overwrite=True, resume_keyword=keyword) is True
+    with pytest.raises(UserError) as refused:
+        check_previous_run("out", cli, found, resuming=False, overwrite=False, resume_keyword=keyword)
+    assert str(refused.value) == (
+        f"--output_dir out already holds a {cli} run (checkpoints/step_2, all_results.json): pass "
+        f"--resume_from_checkpoint {keyword} to continue it, or --overwrite_output_dir to replace it (or choose "
+        "another folder)"
+    )
