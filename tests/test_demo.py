@@ -98,20 +98,36 @@ def test_text_segments_and_the_word_order_task():
     assert 60 < sum(r["label"] == "original" for r in task["train"]) < 90
 
 
-def test_the_gain_comparison_fine_tunes_both_arms_on_the_same_budget(tmp_path, capsys):
+def test_the_gain_sentences_are_held_out_text_split_apart():
+    """Training and test sentences of the gain task both come from the held-out text, never overlap, cover it, and a
+    split is seeded; at most two thirds (and GAIN_TRAIN_ROWS) go to training."""
+    from pretrain.demo import GAIN_TRAIN_ROWS, gain_sentences
+
+    held_out = [f"sentence number {i} ." for i in range(90)]
+    train, test = gain_sentences(held_out, seed=0)
+    assert (len(train), len(test)) == (60, 30)
+    assert sorted(train + test) == sorted(held_out)
+    assert gain_sentences(held_out, seed=0) == (train, test) and gain_sentences(held_out, seed=1) != (train, test)
+    many = [f"s {i}" for i in range(3 * GAIN_TRAIN_ROWS)]
+    assert len(gain_sentences(many)[0]) == GAIN_TRAIN_ROWS
+
+
+def test_the_gain_comparison_fine_tunes_both_arms_on_the_same_budget(tmp_path, capsys, monkeypatch):
     """Both arms through finetune.train.finetune: the pretrained weights vs the same config from random weights, the
-    same rows and steps; chance is the test share of the training rows' most frequent class; nothing stays behind
-    (the comparison runs in a temporary folder) and the checkpoint is unchanged."""
+    same rows, steps and seed in each split, each split its own; chance is the test share of the training rows' most
+    frequent class; nothing stays behind (the comparison runs in a temporary folder) and the checkpoint is unchanged."""
     from collections import Counter
 
     import torch
     from conftest import snapshot
 
+    import finetune.train
     from finetune.demo import make_demo_splits
     from minibert import MiniBertConfig, MiniBertForPreTraining
+    from pretrain.demo import gain_sentences
     from pretrain.tokenizer import train_tokenizer
 
-    sentences = [r["sentence"] for r in make_demo_splits(seed=0)["train"]]
+    sentences = [r["sentence"] for r in make_demo_splits(seed=0)["train"]][:75]
     tokenizer = train_tokenizer(sentences, vocab_size=500, show_progress=False)
     torch.manual_seed(0)
     config = MiniBertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -119,20 +135,42 @@ def test_the_gain_comparison_fine_tunes_both_arms_on_the_same_budget(tmp_path, c
     MiniBertForPreTraining(config).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     before = snapshot(tmp_path / "model")
-    figures = pretraining_gain(str(tmp_path / "model"), sentences[:40], sentences[40:70], epochs=1)
+    calls, real = [], finetune.train.finetune
+
+    def recorded(model_args, data_args, args):
+        files = [open(path, encoding="utf-8").read() for path in (data_args.train_file, data_args.test_file)]
+        calls.append((model_args.from_scratch, files, args.seed, args.num_train_epochs, args.learning_rate))
+        return real(model_args, data_args, args)
+
+    monkeypatch.setattr(finetune.train, "finetune", recorded)
+    figures = pretraining_gain(str(tmp_path / "model"), sentences, repeats=2, epochs=1)
     assert snapshot(tmp_path / "model") == before
-    assert (figures["gain_train_rows"], figures["gain_test_rows"]) == (40, 30)
-    task = word_order_task(sentences[:40], sentences[40:70], seed=0)
-    top = Counter(r["label"] for r in task["train"]).most_common(1)[0][0]
-    assert figures["gain_chance_majority"] == sum(r["label"] == top for r in task["test"]) / 30
+    assert (figures["gain_train_rows"], figures["gain_test_rows"], figures["gain_repeats"]) == (50, 25, 2)
+    assert [c[0] for c in calls] == [False, True, False, True]  # pretrained, then random weights, in each split
+    for repeat in range(2):
+        pretrained, scratch = calls[2 * repeat], calls[2 * repeat + 1]
+        assert pretrained[1:] == scratch[1:] and pretrained[2] == repeat  # same rows, seed, epochs, learning rate
+        task = word_order_task(*gain_sentences(sentences, repeat), seed=repeat)
+        top = Counter(r["label"] for r in task["train"]).most_common(1)[0][0]
+        assert figures["gain_chance_majority_runs"][repeat] == sum(r["label"] == top for r in task["test"]) / 25
+    assert calls[0][1] != calls[2][1]  # each split its own rows
     for arm in ("pretrained", "scratch"):
-        assert 0 <= figures[f"gain_{arm}_accuracy"] <= 1
+        runs = figures[f"gain_{arm}_accuracy_runs"]
+        assert len(runs) == 2 and all(0 <= x <= 1 for x in runs)
+        assert figures[f"gain_{arm}_accuracy"] == sum(runs) / 2
     report_gain(figures)
     out = capsys.readouterr().out
-    assert "this pretrained model" in out and "random weights" in out and "chance" in out
-    report_gain({**figures, "gain_pretrained_accuracy": 0.8, "gain_scratch_accuracy": 0.5})
+    assert "this pretrained model" in out and "random weights" in out and "chance" in out and "2 splits" in out
+
+    def runs(pretrained, scratch):
+        return {"gain_pretrained_accuracy_runs": pretrained, "gain_scratch_accuracy_runs": scratch,
+                "gain_pretrained_accuracy": sum(pretrained) / 2, "gain_scratch_accuracy": sum(scratch) / 2}  # fmt: skip
+
+    report_gain({**figures, **runs([0.8, 0.8], [0.5, 0.5])})
     assert "pretraining added +0.300" in capsys.readouterr().out
-    report_gain({**figures, "gain_pretrained_accuracy": 0.5, "gain_scratch_accuracy": 0.5})
+    report_gain({**figures, **runs([0.9, 0.4], [0.5, 0.5])})  # a mean gain that one split contradicts
+    assert "no clear gain (+0.150; pretrained ahead in 1 of 2 splits)" in capsys.readouterr().out
+    report_gain({**figures, **runs([0.5, 0.5], [0.5, 0.5])})
     assert "no clear gain" in capsys.readouterr().out
-    report_gain({**figures, "gain_pretrained_accuracy": 0.5, "gain_scratch_accuracy": 0.7})
+    report_gain({**figures, **runs([0.5, 0.5], [0.7, 0.7])})
     assert "random weights did better in this run (-0.200)" in capsys.readouterr().out
