@@ -440,7 +440,7 @@ def report_gain(figures: dict) -> None:
         f"  chance                            {figures['gain_chance_majority']:.3f}   (always the most frequent class)"
     )
     if gap >= 0.05 and wins == len(pairs):
-        print(f"  pretraining added {gap:+.3f}: what word order it learnt from raw text carries over to the new task")
+        print(f"  pretraining added {gap:+.3f}: what it learnt from raw text carries over to the new task")
     elif gap > -0.05:
         print(
             f"  this run shows no clear gain ({gap:+.3f}; pretrained ahead in {wins} of {len(pairs)} splits); "
