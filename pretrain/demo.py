@@ -357,53 +357,58 @@ def pretraining_gain(
     from finetune.args import DataArguments, FinetuneArguments, ModelArguments
     from finetune.train import finetune
 
+    def fine_tuned_accuracy(scratch: bool, paths: dict[str, str], output_dir: str, seed: int) -> float:
+        """One arm through `finetune`, its output captured (printed only if it fails)."""
+        log = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                metrics = finetune(
+                    ModelArguments(model_name_or_path=model_dir, from_scratch=scratch),
+                    DataArguments(
+                        train_file=paths["train"],
+                        test_file=paths["test"],
+                        validation_split_percentage=0,  # trained for the budget, then scored on the test split
+                    ),
+                    FinetuneArguments(
+                        output_dir=output_dir,
+                        num_train_epochs=epochs,
+                        learning_rate=learning_rate,
+                        seed=seed,
+                        logging_steps=10**6,
+                        eval_steps=10**6,  # no Trainer checkpoint on the way: the final model is scored
+                        num_examples_shown=0,
+                        save_total_limit=1,
+                    ),
+                )
+        except BaseException:
+            print(log.getvalue()[-3000:], file=sys.stderr)  # what the run said before it failed
+            raise
+        return metrics["test_accuracy"]
+
     runs = {"pretrained": [], "scratch": [], "chance": []}
     quiet = logging.getLogger("finetune")
     level, verbosity = quiet.level, hf_logging.get_verbosity()
     start = time.perf_counter()
-    for repeat in range(repeats):
-        splits = word_order_task(*gain_sentences(held_out, seed + repeat), seed=seed + repeat)
-        majority = Counter(row["label"] for row in splits["train"]).most_common(1)[0][0]
-        runs["chance"].append(sum(row["label"] == majority for row in splits["test"]) / len(splits["test"]))
-        with tempfile.TemporaryDirectory(prefix="minibert-gain-") as work:
-            paths = {}
-            for split, rows in splits.items():
-                paths[split] = os.path.join(work, f"{split}.csv")
-                with open(paths[split], "w", encoding="utf-8", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=["sentence", "label"])
-                    writer.writeheader()
-                    writer.writerows(rows)
-            for name, scratch in (("pretrained", False), ("scratch", True)):
-                log = io.StringIO()
-                quiet.setLevel(logging.WARNING)
-                hf_logging.set_verbosity_error()  # also turns the Trainer's progress bar off
-                try:
-                    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                        metrics = finetune(
-                            ModelArguments(model_name_or_path=model_dir, from_scratch=scratch),
-                            DataArguments(
-                                train_file=paths["train"],
-                                test_file=paths["test"],
-                                validation_split_percentage=0,  # trained for the budget, then scored on the test split
-                            ),
-                            FinetuneArguments(
-                                output_dir=os.path.join(work, name),
-                                num_train_epochs=epochs,
-                                learning_rate=learning_rate,
-                                seed=seed + repeat,
-                                logging_steps=10**6,
-                                eval_steps=10**6,  # no Trainer checkpoint on the way: the final model is scored
-                                num_examples_shown=0,
-                                save_total_limit=1,
-                            ),
-                        )
-                except BaseException:
-                    print(log.getvalue()[-3000:], file=sys.stderr)  # what the run said before it failed
-                    raise
-                finally:
-                    quiet.setLevel(level)
-                    hf_logging.set_verbosity(verbosity)
-                runs[name].append(metrics["test_accuracy"])
+    quiet.setLevel(logging.WARNING)
+    hf_logging.set_verbosity_error()  # also turns the Trainer's progress bar off
+    try:
+        for repeat in range(repeats):
+            splits = word_order_task(*gain_sentences(held_out, seed + repeat), seed=seed + repeat)
+            majority = Counter(row["label"] for row in splits["train"]).most_common(1)[0][0]
+            runs["chance"].append(sum(row["label"] == majority for row in splits["test"]) / len(splits["test"]))
+            with tempfile.TemporaryDirectory(prefix="minibert-gain-") as work:
+                paths = {}
+                for split, rows in splits.items():
+                    paths[split] = os.path.join(work, f"{split}.csv")
+                    with open(paths[split], "w", encoding="utf-8", newline="") as f:
+                        writer = csv.DictWriter(f, fieldnames=["sentence", "label"])
+                        writer.writeheader()
+                        writer.writerows(rows)
+                for name, scratch in (("pretrained", False), ("scratch", True)):
+                    runs[name].append(fine_tuned_accuracy(scratch, paths, os.path.join(work, name), seed + repeat))
+    finally:
+        quiet.setLevel(level)
+        hf_logging.set_verbosity(verbosity)
     figures = {
         "gain_train_rows": len(splits["train"]),
         "gain_test_rows": len(splits["test"]),
