@@ -51,7 +51,7 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
     model_args, data_args, training_args, hub_args = parse_args(
         [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog, defaults=recipe_values
     )
-    model_args.config_overrides = merge_config_overrides(recipe.get("config_overrides"), model_args.config_overrides)
+    model_args.overrides = merge_config_overrides(recipe.get("config_overrides"), model_args.overrides)
     return model_args, with_checkpoint_tokenizer(model_args, data_args), training_args, hub_args
 
 

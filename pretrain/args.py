@@ -46,18 +46,17 @@ class ModelArguments:
         },
     )
 
+    def __post_init__(self):
+        # --config_overrides as `MiniBertConfig` keyword arguments, typed once, here (a bad entry or an unknown field
+        # is a UserError at parse time): what the model builder and the export check read. Not a dataclass field,
+        # so that the resume settings compare the model through its config, however the text spelled it.
+        self.overrides: dict = typed_config_overrides(self.config_overrides, MiniBertConfig())
+
     def validate(self) -> None:
         if self.model_name_or_path and self.model_size:
             raise UserError(
                 "give either --model_name_or_path (continue a checkpoint) or --model_size (a fresh model), not both"
             )
-        self.overrides  # noqa: B018 (typed now: a bad entry or an unknown field is a UserError at parse time)
-
-    @property
-    def overrides(self) -> dict:
-        """--config_overrides as `MiniBertConfig` keyword arguments, typed against its fields: the one reading of the
-        text (the model builder, the export check and the resume settings use this)."""
-        return typed_config_overrides(self.config_overrides, MiniBertConfig())
 
 
 def parse_config_overrides(text: str | None) -> dict[str, str]:

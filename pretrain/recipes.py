@@ -12,9 +12,10 @@ from importlib import resources
 
 import yaml
 
+from minibert import MiniBertConfig
 from minibert.cli import UserError
 
-from .args import parse_config_overrides
+from .args import typed_config_overrides
 
 
 def _load_recipes() -> dict[str, dict]:
@@ -41,9 +42,6 @@ def recipe_defaults(first_pass: dict) -> dict:
     return defaults
 
 
-def merge_config_overrides(recipe: str | None, given: str | None) -> str | None:
-    """A user's --config_overrides on top of the recipe's, entry by entry (not instead of them)."""
-    if not recipe or given == recipe:
-        return given
-    merged = {**parse_config_overrides(recipe), **parse_config_overrides(given)}
-    return ",".join(f"{k}={v}" for k, v in merged.items())
+def merge_config_overrides(recipe: str | None, given: dict) -> dict:
+    """A user's --config_overrides (typed) on top of the recipe's, entry by entry (not instead of them)."""
+    return {**typed_config_overrides(recipe, MiniBertConfig()), **given}

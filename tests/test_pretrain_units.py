@@ -309,6 +309,18 @@ def test_bad_config_overrides_are_user_errors(overrides, message):
         build_config(ModelArguments(config_overrides=overrides), tokenizer, 128)
 
 
+def test_config_overrides_are_typed_once_into_the_dict_every_reader_uses():
+    from pretrain.train import planned_architecture
+
+    tokenizer = type("Tok", (), {"pad_token_id": 0, "__len__": lambda self: 100})()
+    args = ModelArguments(config_overrides="hidden_size=64,hidden_dropout_prob=0")
+    assert args.overrides == {"hidden_size": 64, "hidden_dropout_prob": 0.0}
+    assert type(args.overrides["hidden_dropout_prob"]) is float
+    args.config_overrides = "hidden_size=not-read-again"  # the text is the flag; the readers read the typed dict
+    assert build_config(args, tokenizer, 128).hidden_size == 64
+    assert planned_architecture(args)["hidden_size"] == 64
+
+
 def test_typed_overrides_cast_against_the_defaults():
     typed = typed_config_overrides("classifier_dropout=0.2,tie_word_embeddings=false,hidden_act=relu", MiniBertConfig())
     assert typed == {"classifier_dropout": 0.2, "tie_word_embeddings": False, "hidden_act": "relu"}

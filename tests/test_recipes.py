@@ -41,10 +41,11 @@ def test_fast_sets_what_it_says_and_flags_and_files_win(tmp_path):
 
 
 def test_a_users_config_overrides_merge_with_the_recipes():
-    values = _values(BASE + ["--recipe", "fast", "--config_overrides", "hidden_size=64,pre_layer_norm=false"])
-    entries = dict(item.split("=") for item in values["config_overrides"].split(","))
-    assert entries["hidden_size"] == "64" and entries["pre_layer_norm"] == "false"  # the user's, on top
-    assert entries["attention_bias"] == "false" and entries["mlp_bias"] == "false"  # the recipe's, kept
+    model_args = parse(BASE + ["--recipe", "fast", "--config_overrides", "hidden_size=64,pre_layer_norm=false"])[0]
+    entries = model_args.overrides  # typed once, at parse time
+    assert entries["hidden_size"] == 64 and entries["pre_layer_norm"] is False  # the user's, on top
+    assert entries["attention_bias"] is False and entries["mlp_bias"] is False  # the recipe's, kept
+    assert entries["hidden_dropout_prob"] == 0.0
 
 
 def test_an_unknown_recipe_is_one_clear_error():
