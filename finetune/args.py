@@ -6,20 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minibert.checks import check_float32
-from minibert.cli import UserError, check_report_to
+from minibert.cli import UserError, check_positive, check_report_to
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .metrics import PROBLEM_TYPES
 
 DEFAULT_OUTPUT_DIR = "outputs/finetune"
-
-
-def check_positive(arguments, *names: str) -> None:
-    """Each named field of `arguments` is unset (None) or at least 1."""
-    for name in names:
-        value = getattr(arguments, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} must be positive, not {value}")
 
 
 @dataclass

@@ -251,6 +251,14 @@ class HubArguments:
                 raise UserError(f"--hub_model_id {self.hub_model_id!r} is not a Hub repository id: {e}") from None
 
 
+def check_positive(arguments, *names: str) -> None:
+    """Each named field of `arguments` (an argument dataclass) is unset (None) or a positive integer."""
+    for name in names:
+        value = getattr(arguments, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} must be a positive integer, not {value}")
+
+
 def check_report_to(value: str, trainer: bool) -> None:
     """--report_to names trackers the Trainer (`trainer`) or accelerate knows, comma-separated; `all`, `none` too."""
     if trainer:

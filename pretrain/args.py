@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from minibert import MODEL_SIZES, MiniBertConfig
 from minibert.checks import check_float32
-from minibert.cli import UserError
+from minibert.cli import UserError, check_positive
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .optim import DECAY_TYPES, SCHEDULERS
@@ -248,12 +248,8 @@ class DataArguments:
             )
         if not 0 <= self.short_seq_prob <= 1:
             raise UserError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
-        counts = ("dupe_factor", "min_frequency", "streaming_buffer_size")  # then those that may be None:
-        counts += ("preprocessing_num_workers", "max_eval_samples", "pad_to_multiple_of", "tokenizer_train_documents")
-        for name in counts:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UserError(f"--{name} must be at least 1, got {value}")
+        check_positive(self, "dupe_factor", "min_frequency", "streaming_buffer_size", "preprocessing_num_workers")
+        check_positive(self, "max_eval_samples", "pad_to_multiple_of", "tokenizer_train_documents")
         if not self.max_prepare_in_launch_mb >= 0:
             raise UserError(f"--max_prepare_in_launch_mb must be >= 0, got {self.max_prepare_in_launch_mb}")
         if self.tokenizer_name is None and self.vocab_size < 100:
@@ -416,12 +412,9 @@ class PretrainingArguments:
     )
 
     def validate(self) -> None:
-        positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
-        positive += ("num_train_epochs", "logging_steps", "max_train_steps", "eval_steps", "checkpoints_total_limit")
-        for name in positive:  # the last three may be None
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"--{name} must be a positive integer, not {value}")
+        check_positive(self, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        check_positive(self, "num_train_epochs", "logging_steps", "max_train_steps", "eval_steps")
+        check_positive(self, "checkpoints_total_limit")
         self._validate_optimizer()
         self._validate_schedule()
         if not 0 <= self.seed < 2**32:
