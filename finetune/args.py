@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from minibert.checks import check_float32
-from minibert.cli import UserError, check_positive, check_report_to
+from minibert.cli import HubArguments, UserError, check_positive, check_report_to
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .metrics import PROBLEM_TYPES
@@ -217,6 +217,8 @@ class FinetuneArguments:
         if self.bf16 and self.fp16:
             raise UserError("pass --bf16 or --fp16, not both")
 
+
+GROUPS = (ModelArguments, DataArguments, FinetuneArguments, HubArguments)  # minibert-finetune's flags, finetune()'s
 
 # The fields a resume (--resume_from_checkpoint) may change: each leaves what is trained, and on what, as it was.
 # Every other field of the dataclasses above and of minibert.cli.HubArguments must match the checkpoint's run

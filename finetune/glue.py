@@ -40,12 +40,12 @@ from importlib import resources
 import numpy as np
 from transformers import HfArgumentParser
 
-from minibert.cli import UserError, load_config_file, parse_args, run_cli, typed_values
+from minibert.cli import UserError, argument_groups, check_positive, load_config_file, parse_args, run_cli, typed_values
 from minibert.runs import CHECKPOINTS_DIR, DEFAULT_PRETRAINED_DIR, needs_cpu_process_group
 from minibert.safety import OutputLock, check_output_dir, read_json_dict, write_json
 
 from . import train as finetune_train
-from .args import DataArguments, FinetuneArguments, ModelArguments, check_positive
+from .args import GROUPS, DataArguments, FinetuneArguments, ModelArguments
 from .checkpointing import last_complete_checkpoint
 from .metrics import REGRESSION, SINGLE_LABEL, accuracy, matthews_correlation, pearson, spearmanr
 
@@ -595,28 +595,23 @@ def run_order(tasks: list[str], protocol: str) -> list[str]:
     return first + [t for t in tasks if t != "mnli" and t not in MNLI_INIT_TASKS] + late
 
 
-def _finetune_arguments(
-    task: GlueTask, init: str, from_mnli: bool, data_folder: str, run_dir: str, seed: int, hp: dict
-):
-    hp = dict(hp)
-    data_values = {k: hp.pop(k) for k in DATA_KEYS if k in hp}
-    model_values = {k: hp.pop(k) for k in MODEL_KEYS if k in hp}
-    model_args = ModelArguments(model_name_or_path=init, ignore_mismatched_sizes=from_mnli, **model_values)
-    data_args = DataArguments(
+def _finetune_options(task: GlueTask, init: str, from_mnli: bool, data_folder: str, run_dir: str, seed: int, hp: dict):
+    """`finetune.train.finetune`'s keyword options (its flags) for one (task, seed): the suite's, then `hp`."""
+    return dict(
+        model_name_or_path=init,
+        ignore_mismatched_sizes=from_mnli,
         dataset_name=data_folder,
         validation_split_name="no-validation",  # scored once, after training, on the dev set (the `test` split)
         validation_split_percentage=0,
         text_column="text",
         text_pair_column="text_pair" if len(task.columns) > 1 else None,
         problem_type=REGRESSION if task.regression else SINGLE_LABEL,
-        **data_values,
+        output_dir=run_dir,
+        seed=seed,
+        overwrite_output_dir=True,
+        num_examples_shown=0,
+        **hp,
     )
-    training_args = FinetuneArguments(
-        output_dir=run_dir, seed=seed, overwrite_output_dir=True, num_examples_shown=0, **hp
-    )
-    for arguments in (model_args, data_args, training_args):
-        arguments.validate()
-    return model_args, data_args, training_args
 
 
 def evaluate_glue(args: GlueArguments) -> dict:
@@ -630,7 +625,8 @@ def evaluate_glue(args: GlueArguments) -> dict:
     seeds = args.seed_list()
     hyperparameters = load_hyperparameters(args.hyperparameters)
     for task in tasks:  # every setting checked before the first run
-        _finetune_arguments(TASKS[task], "x", False, "x", "x", seeds[0], hyperparameters[task])
+        options = _finetune_options(TASKS[task], "x", False, "x", "x", seeds[0], hyperparameters[task])
+        argument_groups(GROUPS, options, "--hyperparameters")
     state = PartialState(cpu=needs_cpu_process_group())
     out = args.output_dir
     if state.is_main_process:
@@ -671,14 +667,12 @@ def evaluate_glue(args: GlueArguments) -> dict:
             from_mnli = args.protocol == "mnli-init" and task in MNLI_INIT_TASKS
             init = _run_dir(out, "mnli", seed) if from_mnli else args.model_name_or_path
             settings = run_settings(args, task, seed, hyperparameters[task])
-            model_args, data_args, training_args = _finetune_arguments(
-                glue_task, init, from_mnli, data_folder, run_dir, seed, hyperparameters[task]
-            )
+            options = _finetune_options(glue_task, init, from_mnli, data_folder, run_dir, seed, hyperparameters[task])
             # A run killed part-way resumes from its last Trainer checkpoint when its settings are unchanged.
             started_file = os.path.join(out, RUNS_DIR, task, f".seed-{seed}-started.json")
             started = read_json_dict(started_file)
             if started == settings and last_complete_checkpoint(os.path.join(run_dir, CHECKPOINTS_DIR)):
-                training_args.resume_from_checkpoint = "last"
+                options["resume_from_checkpoint"] = "last"
             if state.is_main_process:
                 write_json(started_file, settings)
             state.wait_for_everyone()
@@ -690,7 +684,7 @@ def evaluate_glue(args: GlueArguments) -> dict:
                 len(todo),
                 "the MNLI model" if from_mnli else args.model_name_or_path,
             )
-            result = finetune_train.finetune(model_args, data_args, training_args)
+            result = finetune_train.finetune(**options)
             if result.get("status") == "interrupted":
                 return result
             record = None

@@ -1,7 +1,7 @@
 """Fine-tune a MiniBERT (or transformers BERT) checkpoint on text classification (single- or multi-label) or
 regression.
 
-    finetune(model_args, data_args, training_args, hub_args) -> metrics
+    finetune(model_name_or_path=..., train_file=..., output_dir=..., ...) -> metrics   # keywords named as the flags
 
 reads the data (`finetune.data`), builds the classifier on the pretrained encoder, trains it with transformers'
 `Trainer` (which runs on accelerate: `accelerate launch -m finetune ...` works as is), keeps the best checkpoint
@@ -35,7 +35,7 @@ from transformers import TrainerCallback
 
 from minibert.card import Cards, FinetuningCardInfo, describe_size, render_cards
 from minibert.checks import check_tokenizer_fits, check_tokenizer_folder
-from minibert.cli import HubArguments, UserError, one_line, parse_args
+from minibert.cli import HubArguments, UserError, argument_groups, one_line, parse_args
 from minibert.runs import (
     CHECKPOINTS_DIR,
     DEFAULT_PRETRAINED_DIR,
@@ -57,7 +57,7 @@ from minibert.safety import (
     write_json,
 )
 
-from .args import DataArguments, FinetuneArguments, ModelArguments
+from .args import GROUPS, DataArguments, FinetuneArguments, ModelArguments
 from .checkpointing import (
     RunSettings,
     check_checkpoint_fits,
@@ -568,18 +568,26 @@ def _close_progress_bars(trainer) -> None:
                 setattr(callback, name, None)
 
 
-def finetune(
+def finetune(*, hub_api=None, **options) -> dict[str, float]:
+    """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*).
+
+    `options`: `minibert-finetune`'s flags by name, e.g. `finetune(model_name_or_path="m", train_file="t.csv",
+    output_dir="o", num_train_epochs=3)`, typed and checked as the CLI's (`minibert.cli.argument_groups`; an unknown
+    name is a `UserError`). `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder). While it runs,
+    output_dir is locked against a second writer (`minibert.safety.OutputLock`, taken by the main process). After
+    SIGTERM / SIGINT the result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing
+    exported."""
+    return run(*argument_groups(GROUPS, options, "finetune()"), hub_api=hub_api)
+
+
+def run(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: FinetuneArguments,
     hub_args: HubArguments | None = None,
     hub_api=None,
 ) -> dict[str, float]:
-    """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*).
-
-    `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder). While it runs, output_dir is locked
-    against a second writer (`minibert.safety.OutputLock`, taken by the main process). After SIGTERM / SIGINT the
-    result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing exported."""
+    """`finetune` on argument groups already parsed (the CLI's path)."""
     main_process = int(os.environ.get("RANK", "0")) == 0
     with OutputLock(training_args.output_dir, enabled=main_process):
         return _finetune(model_args, data_args, training_args, hub_args or HubArguments(), hub_api)
@@ -764,12 +772,10 @@ def _write_outputs(
 
 
 def cli_main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Parse flags (or a YAML/JSON file) and run `finetune`."""
-    model_args, data_args, training_args, hub_args = parse_args(
-        (ModelArguments, DataArguments, FinetuneArguments, HubArguments), argv, prog="minibert-finetune"
-    )
+    """Parse flags (or a YAML/JSON file) and run them."""
+    groups = parse_args(GROUPS, argv, prog="minibert-finetune")
     setup_process()
-    return finetune(model_args, data_args, training_args, hub_args)
+    return run(*groups)
 
 
 def setup_process() -> None:

@@ -4,10 +4,13 @@
   one line on stderr and exit status 2, never a traceback.
 - `parse_args`: `HfArgumentParser` over argument dataclasses; a single `.yaml`/`.json` argument (or
   `--config FILE`) supplies the same keys from a file, and flags given beside it override the file.
+- `argument_groups`: the same dataclasses from a library call's keyword options, named and typed as the flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import errno
 import json
 import sys
@@ -116,12 +119,14 @@ def typed_values(parser: HfArgumentParser, data: dict, where: str) -> dict:
 
     `parse_args` sets them as the parser's defaults (not turned back into flags), so that the flags given on the
     command line win and a `null` says "None" (e.g. `checkpoints_total_limit: null`: keep every checkpoint)."""
-    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    # A field's first action: `--lowercase` (typed), not the `--no_lowercase` switch HfArgumentParser adds after it.
+    actions = {a.dest: a for a in reversed(parser._actions) if a.dest != "help"}
     out = {}
     for key, value in data.items():
         action = actions.get(key)
         if action is None:
-            raise UserError(f"{where}: unknown key {key!r}")
+            close = difflib.get_close_matches(key, actions, n=3)
+            raise UserError(f"{where}: unknown key {key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
         try:
             out[key] = _typed_value(action, value)
         except (TypeError, ValueError) as e:
@@ -140,6 +145,8 @@ def _typed_value(action, value):
     convert = action.type or (lambda v: v)
     if action.nargs in ("+", "*"):
         return [convert(v) if isinstance(v, str) else v for v in (value if isinstance(value, list) else [value])]
+    if action.type is str and isinstance(value, bool):  # YAML's `true`, a library's True: as the flag spells it
+        return "true" if value else "false"
     if isinstance(value, (dict, list)):
         if action.type is not str:
             raise ValueError(f"expected a single value, got {value!r}")
@@ -192,11 +199,25 @@ def parse_args(
     *parsed, remaining = outputs
     if remaining:
         raise UserError(f"unrecognized arguments: {' '.join(remaining)}")
-    for obj in parsed:
-        check = getattr(obj, "validate", None)
+    return _validated(parsed)
+
+
+def argument_groups(types: Sequence[type], options: dict, where: str) -> tuple:
+    """Keyword options named as the flags (a library call: `finetune(train_file="t.csv", num_train_epochs=3)`) as
+    instances of the argument dataclasses `types`, in their order: each name goes to the group that declares it, each
+    value is typed and checked as a config file's (`typed_values`: "3" for an int flag is 3, a value of the flag's
+    type is kept), each group is validated as `parse_args` validates the CLI's. An unknown name is a `UserError`
+    starting with `where` (e.g. "finetune()") that names the closest flags."""
+    values = typed_values(HfArgumentParser(types), options, where)
+    return _validated([t(**{f.name: values[f.name] for f in dataclasses.fields(t) if f.name in values}) for t in types])
+
+
+def _validated(groups: list) -> tuple:
+    for group in groups:
+        check = getattr(group, "validate", None)
         if check is not None:
             check()
-    return tuple(parsed)
+    return tuple(groups)
 
 
 @dataclass

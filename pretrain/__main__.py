@@ -21,9 +21,9 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 
-from minibert.cli import HubArguments, parse_args, run_cli
+from minibert.cli import parse_args, run_cli
 
-from .args import DataArguments, ModelArguments, PretrainingArguments, with_checkpoint_tokenizer
+from .args import GROUPS, with_checkpoint_tokenizer
 from .recipes import merge_config_overrides, recipe_defaults
 
 DEMO_CONFIG = "demo"
@@ -48,9 +48,7 @@ def parse(argv: Sequence[str] | None, prog: str = "minibert-pretrain"):
         recipe.update(recipe_defaults(first_pass))
         return recipe
 
-    model_args, data_args, training_args, hub_args = parse_args(
-        [ModelArguments, DataArguments, PretrainingArguments, HubArguments], argv, prog=prog, defaults=recipe_values
-    )
+    model_args, data_args, training_args, hub_args = parse_args(GROUPS, argv, prog=prog, defaults=recipe_values)
     model_args.overrides = merge_config_overrides(recipe.get("config_overrides"), model_args.overrides)
     return model_args, with_checkpoint_tokenizer(model_args, data_args), training_args, hub_args
 
@@ -84,10 +82,10 @@ def _is_demo(argv: list[str]) -> bool:
 
 def _run(argv: Sequence[str] | None) -> dict:
     from .demo import uses_demo_corpus
-    from .train import is_main_process, pretrain
+    from .train import is_main_process, run
 
     model_args, data_args, training_args, hub_args = parse(argv)
-    result = pretrain(model_args, data_args, training_args, hub_args)
+    result = run(model_args, data_args, training_args, hub_args)
     if result.get("status") != "completed" or not is_main_process():
         return result
     _summarize(result, training_args)
@@ -96,10 +94,10 @@ def _run(argv: Sequence[str] | None) -> dict:
     if training_args.fill_mask_prompts:
         show_fill_mask(training_args.output_dir, training_args.fill_mask_prompts)
     elif uses_demo_corpus(data_args):  # what the demo learnt: baselines, held-out sentences with the true word
-        from .data import prepare_pretraining_data
+        from .data import prepare
         from .demo import report_what_was_learnt
 
-        data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the run's cache: read, not rebuilt
+        data = prepare(data_args, seed=training_args.seed)  # the run's cache: read, not rebuilt
         result.update(report_what_was_learnt(training_args.output_dir, data, result))
     return result
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from minibert import MODEL_SIZES, MiniBertConfig
 from minibert.checks import check_float32
-from minibert.cli import UserError, check_positive
+from minibert.cli import HubArguments, UserError, check_positive
 from minibert.runs import DEFAULT_PRETRAINED_DIR
 
 from .optim import DECAY_TYPES, SCHEDULERS
@@ -495,6 +495,9 @@ class PretrainingArguments:
         if self.num_warmup_steps is not None:
             return self.num_warmup_steps
         return round((self.warmup_ratio or 0.0) * max_train_steps)
+
+
+GROUPS = (ModelArguments, DataArguments, PretrainingArguments, HubArguments)  # minibert-pretrain's flags, pretrain()'s
 
 
 def with_checkpoint_tokenizer(model_args: ModelArguments, data_args):

@@ -1,6 +1,7 @@
 """Pretraining data: raw text -> WordPiece tokenizer -> NSP pairs -> dynamic MLM batches, at corpus scale.
 
-`prepare_pretraining_data(data_args, seed, ...)` runs a `DataPipeline`, one method per step:
+`prepare_pretraining_data(seed=..., train_file=..., ...)` (keywords named as the flags) runs a `DataPipeline`, one
+method per step:
 
 1. read       text files / JSON Lines / a saved or named `datasets` dataset -> documents (`corpus.py`);
               no source: the demo corpus built from Python's own documentation (`demo.py`)
@@ -43,7 +44,7 @@ from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from minibert.cli import UserError, one_line
+from minibert.cli import UserError, argument_groups, one_line
 from pretrain import streaming
 from pretrain.args import STREAMING_TOKENIZER_DOCUMENTS, DataArguments  # noqa: F401 (also importable from here)
 from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
@@ -97,15 +98,23 @@ class PretrainingData:
     stats: dict[str, Any]  # data_stats.json: counts, fill, what the cache held
 
 
-def prepare_pretraining_data(data_args: DataArguments, seed: int, accelerator=None) -> PretrainingData:
+def prepare_pretraining_data(*, seed: int, accelerator=None, **options) -> PretrainingData:
     """Build (or load from cache) the tokenizer and the training and evaluation pairs (the loop builds the
     collator: `pretrain.train.build_collator`).
 
-    `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or
-    with one process) this process builds what the cache lacks. The statistics are `stats` (a pretraining run
+    `options`: the data flags of `minibert-pretrain` by name (`train_file=["c.txt"], vocab_size=4096`), typed and
+    checked as the CLI's (`minibert.cli.argument_groups`); `seed`: the run's --seed, which the pairing depends on.
+    `accelerator`, in a multi-process run, decides who builds (see `_prepare_distributed`); without one (or with one
+    process) this process builds what the cache lacks. The statistics are `stats` (a pretraining run
     writes them to output_dir/data_stats.json). Raises `UserError` for anything the user can fix (missing or
     non-UTF-8 files, too small a corpus, too large a corpus to prepare inside a multi-process launch).
     """
+    (data_args,) = argument_groups([DataArguments], options, "prepare_pretraining_data()")
+    return prepare(data_args, seed, accelerator)
+
+
+def prepare(data_args: DataArguments, seed: int, accelerator=None) -> PretrainingData:
+    """`prepare_pretraining_data` on `DataArguments` already parsed (the CLIs' path)."""
     data_args.validate()
     started = time.perf_counter()
     root = cache_root(data_args)

@@ -30,7 +30,7 @@ def prepare(argv: Sequence[str] | None = None) -> dict:
     import datasets
 
     from .__main__ import parse
-    from .data import prepare_pretraining_data
+    from .data import prepare as prepare_data
 
     model_args, data_args, training_args, _ = parse(argv, prog="minibert-prepare")  # the checkpoint's tokenizer too
     if data_args.preprocessing_num_workers is None:
@@ -38,7 +38,7 @@ def prepare(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pretrain").setLevel(logging.INFO)
     datasets.utils.logging.set_verbosity_warning()
-    data = prepare_pretraining_data(data_args, seed=training_args.seed)
+    data = prepare_data(data_args, seed=training_args.seed)
     print(summary(data.stats, data_args))
     return data.stats
 

@@ -1,6 +1,7 @@
 """A pretraining job: MLM (+ NSP) with accelerate, from one CPU to many GPUs and nodes.
 
-`pretrain(model_args, data_args, training_args, hub_args)` runs a whole job and returns its metrics:
+`pretrain(train_file=..., max_train_steps=..., ...)` (keywords named as the flags) runs a whole job and returns its
+metrics:
 
     accelerator (distributed.py) -> data (data.py) -> model, optimizer, schedule -> accelerator.prepare
         -> [resume] -> loop (loop.py) -> checkpoint -> evaluate -> export and report (report.py)
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from minibert import MiniBertConfig, MiniBertForMaskedLM, MiniBertForPreTraining
 from minibert.checks import check_input_paths, check_tokenizer_fits, check_tokenizer_folder
-from minibert.cli import HubArguments, UserError, one_line
+from minibert.cli import HubArguments, UserError, argument_groups, one_line
 from minibert.configuration_minibert import ARCHITECTURE_FIELDS, SIZE_FIELDS
 from minibert.runs import (
     CHECKPOINTS_DIR,
@@ -44,7 +45,7 @@ from minibert.safety import (
     write_json,
 )
 
-from .args import DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
+from .args import GROUPS, DataArguments, ModelArguments, PretrainingArguments, RunPlan, with_checkpoint_tokenizer
 from .batches import bulk_reader
 from .checkpointing import (
     Progress,
@@ -382,20 +383,28 @@ def _tracker_config(*arg_groups) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # The job
 # --------------------------------------------------------------------------------------------------------------
-def pretrain(
+def pretrain(*, data: PretrainingData | None = None, **options) -> dict:
+    """Run a pretraining job; returns the final metrics (what all_results.json holds, plus `status`).
+
+    `options`: `minibert-pretrain`'s flags by name, e.g. `pretrain(train_file=["c.txt"], model_size="mini",
+    max_train_steps=100)`, typed and checked as the CLI's (`minibert.cli.argument_groups`; an unknown name is a
+    `UserError`); no recipe or demo defaults are added. `status` is "completed" (also after --time_budget), or
+    "interrupted" after SIGTERM/SIGINT (then `signal` holds its number, a checkpoint was saved, and nothing was
+    exported). `data` (a `PretrainingData`) skips `prepare_pretraining_data`, for callers that built it already.
+    While it runs, output_dir is locked against a second writer (`minibert.safety.OutputLock`, taken by the main
+    process).
+    """
+    return run(*argument_groups(GROUPS, options, "pretrain()"), data=data)
+
+
+def run(
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: PretrainingArguments,
     hub_args: HubArguments | None = None,
     data: PretrainingData | None = None,
 ) -> dict:
-    """Run a pretraining job; returns the final metrics (what all_results.json holds, plus `status`).
-
-    `status` is "completed" (also after --time_budget), or "interrupted" after SIGTERM/SIGINT (then `signal`
-    holds its number, a checkpoint was saved, and nothing was exported). `data` (a `PretrainingData`) skips
-    `prepare_pretraining_data`, for callers that built it already. While it runs, output_dir is locked against a
-    second writer (`minibert.safety.OutputLock`, taken by the main process).
-    """
+    """`pretrain` on argument groups already parsed (the CLI's path)."""
     with OutputLock(training_args.output_dir, enabled=is_main_process() and not training_args.dry_run):
         return _pretrain(model_args, data_args, training_args, hub_args or HubArguments(), data)
 
@@ -495,11 +504,11 @@ def _start(
 def _prepare_data(data_args: DataArguments, args: PretrainingArguments, accelerator) -> PretrainingData:
     from minibert.safety import check_writable_dir
 
-    from .data import cache_root, prepare_pretraining_data
+    from .data import cache_root, prepare
 
     check_writable_dir(cache_root(data_args), "--data_cache_dir")  # a file, /proc, read-only: one line
     # data_stats.json is written once the run is known to go ahead (`_begin`).
-    return prepare_pretraining_data(data_args, seed=args.seed, accelerator=accelerator)
+    return prepare(data_args, seed=args.seed, accelerator=accelerator)
 
 
 @dataclass

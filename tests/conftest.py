@@ -297,11 +297,11 @@ def cache(tmp_path_factory) -> str:
 
 
 def run(argv) -> dict:
-    """minibert-pretrain in this process: `pretrain(...)`'s result."""
+    """minibert-pretrain in this process: its run's result."""
+    from pretrain import train
     from pretrain.__main__ import parse
-    from pretrain.train import pretrain
 
-    return pretrain(*parse(argv))
+    return train.run(*parse(argv))
 
 
 def weights(output_dir) -> dict[str, torch.Tensor]:

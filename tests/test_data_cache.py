@@ -16,7 +16,7 @@ import pytest
 from conftest import one_error_line, run_main, snapshot, synthetic_documents, write_corpus
 
 from pretrain import cache as cache_module
-from pretrain.data import DataArguments, prepare_pretraining_data
+from pretrain.data import prepare_pretraining_data
 from pretrain.prepare import main as prepare_main
 
 
@@ -43,8 +43,9 @@ def flags(corpus, cache, seed=0) -> list[str]:
 
 
 def prepare(corpus, cache, seed=0):
-    args = DataArguments(train_file=[corpus], data_cache_dir=str(cache), vocab_size=120, max_seq_length=32)
-    return prepare_pretraining_data(args, seed=seed)
+    return prepare_pretraining_data(
+        train_file=[corpus], data_cache_dir=str(cache), vocab_size=120, max_seq_length=32, seed=seed
+    )
 
 
 def entry(cache, kind) -> str:

@@ -69,7 +69,7 @@ def corpus_file(tmp_path_factory):
 
 
 def prepare(cache, seed=0, **kwargs) -> PretrainingData:
-    return prepare_pretraining_data(DataArguments(data_cache_dir=str(cache), **kwargs), seed=seed)
+    return prepare_pretraining_data(data_cache_dir=str(cache), seed=seed, **kwargs)
 
 
 def prepare_marked(cache, corpus_file, marker_tokenizer, **kwargs) -> PretrainingData:
@@ -478,10 +478,9 @@ def test_cli_reports_one_line_and_exit_status_2(tmp_path):
     code = (
         "import sys\n"
         "from minibert.cli import run_cli\n"
-        "from pretrain.data import DataArguments, prepare_pretraining_data\n"
+        "from pretrain.data import prepare_pretraining_data\n"
         "def main(argv):\n"
-        f"    prepare_pretraining_data(DataArguments(train_file=[{str(latin)!r}], data_cache_dir={str(tmp_path)!r}),"
-        " seed=0)\n"
+        f"    prepare_pretraining_data(train_file=[{str(latin)!r}], data_cache_dir={str(tmp_path)!r}, seed=0)\n"
         "sys.exit(run_cli(main))\n"
     )
     result = subprocess.run(

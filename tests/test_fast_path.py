@@ -27,7 +27,7 @@ def corpus(tmp_path_factory):
 def built_loop(corpus, cache, output_dir, monkeypatch, *extra) -> PretrainingLoop:
     """The loop `pretrain()` builds for a tiny run, captured at its first step instead of training."""
     from pretrain.__main__ import parse
-    from pretrain.train import pretrain
+    from pretrain.train import run
 
     captured = {}
 
@@ -38,7 +38,7 @@ def built_loop(corpus, cache, output_dir, monkeypatch, *extra) -> PretrainingLoo
     monkeypatch.setattr(PretrainingLoop, "save", lambda self: None)
     monkeypatch.setattr("pretrain.train.write_outputs", lambda *a, **k: None)
     monkeypatch.setattr(PretrainingLoop, "run_evaluation", lambda self, max_batches=None: {})
-    pretrain(*parse(args_for(corpus, cache, output_dir, *extra)))
+    run(*parse(args_for(corpus, cache, output_dir, *extra)))
     return captured["loop"]
 
 

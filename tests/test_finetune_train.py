@@ -35,8 +35,7 @@ from conftest import (
 )
 
 from finetune import train as T
-from finetune.args import DataArguments, FinetuneArguments, ModelArguments
-from minibert.cli import HubArguments, UserError
+from minibert.cli import UserError
 
 REPO_ID = "someone/minibert-animals"
 
@@ -95,19 +94,21 @@ class RecordingHfApi:
                         self.uploaded[rel] = f.read()
 
 
-def args(output_dir, paths=None, model=None, **training):
+def args(output_dir, paths=None, model=None, **options) -> dict:
+    """`finetune`'s keyword options (its flags) for a run on `paths` (train / validation / test files) from `model`."""
     paths = paths or {}
-    data = DataArguments(
-        train_file=paths.get("train"), validation_file=paths.get("validation"), test_file=paths.get("test")
-    )
     defaults = dict(
+        model_name_or_path=model,
+        train_file=paths.get("train"),
+        validation_file=paths.get("validation"),
+        test_file=paths.get("test"),
         output_dir=str(output_dir),
         num_train_epochs=10,
         per_device_train_batch_size=16,
         logging_steps=1000,
         num_examples_shown=0,
     )
-    return ModelArguments(model_name_or_path=model), data, FinetuneArguments(**{**defaults, **training})
+    return {**defaults, **options}
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +133,13 @@ def finetuned(tmp_path_factory, pretrained, task):
     """Fine-tune the pretrained tiny model and 'push' the result through a recording HfApi."""
     output_dir = tmp_path_factory.mktemp("finetuned") / "out"
     api = RecordingHfApi()
-    hub = HubArguments(push_to_hub=True, hub_model_id=REPO_ID)
-    metrics = T.finetune(*args(output_dir, task, model=pretrained), hub_args=hub, hub_api=api)
+    hub = dict(push_to_hub=True, hub_model_id=REPO_ID)
+    metrics = T.finetune(**args(output_dir, task, model=pretrained, **hub), hub_api=api)
     return {"metrics": metrics, "dir": str(output_dir), "api": api}
 
 
 def test_pretraining_helps_on_words_the_classifier_never_saw(finetuned, pretrained, task, tmp_path):
-    model_args = ModelArguments(model_name_or_path=pretrained, from_scratch=True)
-    scratch = T.finetune(model_args, *args(tmp_path / "scratch", task)[1:])
+    scratch = T.finetune(**args(tmp_path / "scratch", task, model=pretrained, from_scratch=True))
     pretrained_accuracy = finetuned["metrics"]["eval_accuracy"]
     scratch_accuracy = scratch["eval_accuracy"]
     print(
@@ -251,7 +251,7 @@ def finetune_rows(rows, n_test, model, tmp_path) -> tuple[dict, dict]:
         "train": write_jsonl(tmp_path / "train.jsonl", rows),
         "test": write_jsonl(tmp_path / "test.jsonl", rows[:n_test]),
     }
-    metrics = T.finetune(*args(tmp_path / "out", paths, model=model, max_train_steps=3))
+    metrics = T.finetune(**args(tmp_path / "out", paths, model=model, max_train_steps=3))
     with open(tmp_path / "out" / "config.json") as f:
         return metrics, json.load(f)
 
@@ -321,8 +321,9 @@ def test_pairs_with_class_label_names_from_a_transformers_bert_checkpoint(tmp_pa
     )
     dataset.save_to_disk(str(tmp_path / "pairs"))
 
-    model_args, _, training = args(tmp_path / "out", model=bert_dir, max_train_steps=2)
-    metrics = T.finetune(model_args, DataArguments(dataset_name=str(tmp_path / "pairs")), training)
+    metrics = T.finetune(
+        **args(tmp_path / "out", model=bert_dir, max_train_steps=2, dataset_name=str(tmp_path / "pairs"))
+    )
     assert "eval_accuracy" in metrics
     with open(tmp_path / "out" / "config.json") as f:
         config = json.load(f)
@@ -352,7 +353,7 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
     for batch, accumulation in ((16, 1), (8, 2)):
         out = tmp_path / f"b{batch}"
         metrics = T.finetune(
-            *args(
+            **args(
                 out,
                 {"train": task["train"]},
                 model=str(tmp_path / "base"),
@@ -370,31 +371,31 @@ def test_gradient_accumulation_matches_one_big_batch(task, tmp_path):
 
 
 def test_resume_from_the_last_checkpoint(pretrained, task, tmp_path):
-    first = T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
+    first = T.finetune(**args(tmp_path / "out", task, model=pretrained, max_train_steps=4, eval_steps=2))
     checkpoints = sorted(os.listdir(tmp_path / "out" / "checkpoints"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]
     resumed = T.finetune(
-        *args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2, resume_from_checkpoint="last")
+        **args(tmp_path / "out", task, model=pretrained, max_train_steps=6, eval_steps=2, resume_from_checkpoint="last")
     )
     assert "checkpoint-6" in os.listdir(tmp_path / "out" / "checkpoints")
     assert resumed["epoch"] > first["epoch"]
     # A new run without --resume_from_checkpoint replaces the old one only when told to; then the old checkpoints go.
     with pytest.raises(UserError, match="--overwrite_output_dir to replace it"):
-        T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
-    T.finetune(*args(tmp_path / "out", task, model=pretrained, max_train_steps=1, overwrite_output_dir=True))
+        T.finetune(**args(tmp_path / "out", task, model=pretrained, max_train_steps=1))
+    T.finetune(**args(tmp_path / "out", task, model=pretrained, max_train_steps=1, overwrite_output_dir=True))
     assert os.listdir(tmp_path / "out" / "checkpoints") == ["checkpoint-1"]
 
 
 def test_output_dir_with_other_files_is_refused(task, pretrained, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"holds files that a fine-tuning run does not write \(notes.txt\)"):
-        T.finetune(*args(tmp_path, task, model=pretrained, max_train_steps=1))
+        T.finetune(**args(tmp_path, task, model=pretrained, max_train_steps=1))
     assert (tmp_path / "notes.txt").read_text() == "mine"
     # The pretrained checkpoint itself (a MiniBertForMaskedLM) is not overwritten either.
     with pytest.raises(UserError, match="is the checkpoint given as --model_name_or_path"):
-        T.finetune(*args(pretrained, task, model=pretrained, max_train_steps=1))
+        T.finetune(**args(pretrained, task, model=pretrained, max_train_steps=1))
     with pytest.raises(UserError, match="holds a MiniBertForMaskedLM checkpoint, not a fine-tuned classifier"):
-        T.finetune(*args(pretrained, task, max_train_steps=1))
+        T.finetune(**args(pretrained, task, max_train_steps=1))
 
 
 def test_demo_runs_without_arguments(tmp_path, monkeypatch, capsys):
@@ -490,10 +491,8 @@ def test_a_classifier_with_other_labels_needs_a_new_head(finetuned, tmp_path):
     ]
     paths = {"train": write_jsonl(tmp_path / "train.jsonl", rows)}
     with pytest.raises(UserError, match="classifier with 2 outputs and this task needs 3; pass --ignore_mismatched"):
-        T.finetune(*args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
-    model_args, data_args, training = args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1)
-    model_args.ignore_mismatched_sizes = True
-    T.finetune(model_args, data_args, training)
+        T.finetune(**args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1))
+    T.finetune(**args(tmp_path / "out", paths, model=finetuned["dir"], max_train_steps=1, ignore_mismatched_sizes=True))
     with open(tmp_path / "out" / "config.json") as f:
         assert json.load(f)["id2label"] == {"0": "a", "1": "b", "2": "c"}
 
@@ -504,7 +503,7 @@ def test_export_bert_writes_a_native_twin(pretrained, task, tmp_path):
     from minibert.modeling_minibert import MiniBertForSequenceClassification
 
     out = tmp_path / "out"
-    T.finetune(*args(out, task, model=pretrained, max_train_steps=2), hub_args=HubArguments(export_bert=True))
+    T.finetune(**args(out, task, model=pretrained, max_train_steps=2, export_bert=True))
     config = json.loads((out / "bert" / "config.json").read_text())
     assert config["model_type"] == "bert" and "auto_map" not in config
     assert not any(name.endswith(".py") for name in os.listdir(out / "bert"))  # no remote code at all

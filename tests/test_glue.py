@@ -163,10 +163,10 @@ class Calls:
         self.calls = []
         real = finetune_train.finetune
 
-        def recorded(model_args, data_args, training_args, *rest, **kw):
-            run = os.path.normpath(training_args.output_dir).split(os.sep)
-            self.calls.append((run[-2], int(run[-1].removeprefix("seed-")), model_args.model_name_or_path))
-            return real(model_args, data_args, training_args, *rest, **kw)
+        def recorded(**options):
+            run = os.path.normpath(options["output_dir"]).split(os.sep)
+            self.calls.append((run[-2], int(run[-1].removeprefix("seed-")), options["model_name_or_path"]))
+            return real(**options)
 
         monkeypatch.setattr(finetune_train, "finetune", recorded)
 
@@ -379,14 +379,14 @@ def test_hyperparameters_are_typed_as_their_flags(small, monkeypatch, text, rte,
     (root / "hp.yaml").write_text(text)
     seen = []
 
-    def stopped(model_args, data_args, training_args, *rest, **kw):  # records what the run got, then stops
-        seen.append(training_args)
+    def stopped(**options):  # records what the run got, then stops
+        seen.append(options)
         return {"status": "interrupted", "signal": 15}
 
     monkeypatch.setattr(finetune_train, "finetune", stopped)
     assert glue.main(argv + ["--tasks", "rte", "--seeds", "1", "--hyperparameters", str(root / "hp.yaml")]) == 128 + 15
-    assert type(seen[0].learning_rate) is float and seen[0].learning_rate == rte
-    assert isinstance(seen[0].num_train_epochs, float)
+    assert type(seen[0]["learning_rate"]) is float and seen[0]["learning_rate"] == rte
+    assert isinstance(seen[0]["num_train_epochs"], float)
     assert glue.load_hyperparameters(str(root / "hp.yaml"))["cola"].get("learning_rate") == cola
 
 

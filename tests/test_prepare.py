@@ -50,14 +50,13 @@ def test_prepare_then_pretrain_hits_the_cache(corpus, tmp_path, monkeypatch, cap
     from pretrain import data as data_module
     from pretrain.__main__ import parse
     from pretrain.prepare import main as prepare_main
-    from pretrain.train import pretrain
 
     prepared = tmp_path / "prepared_cache"
     config = run_config(tmp_path / "run.yaml", corpus, prepared, tmp_path / "out")
     assert prepare_main([config]) == 0
     out = capsys.readouterr().out
     assert "tokenizer built, documents built, pairs built" in out
-    stats = data_module.prepare_pretraining_data(parse([config])[1], seed=0).stats  # a cache hit
+    stats = data_module.prepare(parse([config])[1], seed=0).stats  # a cache hit
     for line in (
         "documents  60",
         f"tokens     {stats['tokens']:,}",
@@ -74,7 +73,7 @@ def test_prepare_then_pretrain_hits_the_cache(corpus, tmp_path, monkeypatch, cap
         m.setattr(data_module, "train_tokenizer", no_tokenizing)
         m.setattr(data_module.DocumentTokenizer, "__call__", no_tokenizing)
         m.setattr(data_module.NSPInstanceMap, "__call__", no_tokenizing)
-        result = pretrain(*parse([config]))
+        result = run([config])  # minibert-pretrain in this process
     assert result["status"] == "completed"
     data_stats = json.load(open(tmp_path / "out" / "data_stats.json"))
     assert data_stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
@@ -142,8 +141,7 @@ def barrier(name):
 has, rename = data.DataCache.has, os.rename
 data.DataCache.has = lambda self, kind, key: barrier("has") or has(self, kind, key)
 os.rename = lambda src, dst: (barrier("publish") if os.path.basename(src) == "entry" else None) or rename(src, dst)
-args = data.DataArguments(train_file=[corpus], data_cache_dir=cache, vocab_size=120, max_seq_length=32)
-prepared = data.prepare_pretraining_data(args, seed=0)
+prepared = data.prepare_pretraining_data(train_file=[corpus], data_cache_dir=cache, vocab_size=120, max_seq_length=32, seed=0)
 print("RESULT " + json.dumps({"calls": calls, "cache": prepared.stats["cache"], **digest(prepared)}))
 """
 
@@ -163,7 +161,7 @@ def digest(prepared) -> dict:
 
 
 def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_path):
-    from pretrain.data import DataArguments, prepare_pretraining_data
+    from pretrain.data import prepare_pretraining_data
 
     barriers, cache = tmp_path / "barriers", tmp_path / "cache"
     barriers.mkdir()
@@ -186,12 +184,11 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
     assert sorted(name.split("-")[0] for name in os.listdir(cache)) == ["documents", "pairs", "tokenizer"]
     # The oracle: the same data prepared by one process alone.
     alone = prepare_pretraining_data(
-        DataArguments(train_file=[corpus], data_cache_dir=str(tmp_path / "alone"), vocab_size=120, max_seq_length=32),
-        seed=0,
+        train_file=[corpus], data_cache_dir=str(tmp_path / "alone"), vocab_size=120, max_seq_length=32, seed=0
     )
     assert results[0] == results[1] == digest(alone)
     again = prepare_pretraining_data(
-        DataArguments(train_file=[corpus], data_cache_dir=str(cache), vocab_size=120, max_seq_length=32), seed=0
+        train_file=[corpus], data_cache_dir=str(cache), vocab_size=120, max_seq_length=32, seed=0
     )
     assert again.stats["cache"] == {"tokenizer": "hit", "documents": "hit", "pairs": "hit"}
     assert digest(again) == digest(alone)
@@ -200,9 +197,9 @@ def test_two_processes_racing_on_one_cache_leave_one_valid_cache(corpus, tmp_pat
 def test_flags_and_python_callers_name_the_same_cache(corpus, tmp_path):
     """Flags parse `--validation_split_percentage 5` as 5.0; a Python caller writes 5: one cache entry."""
     from pretrain.__main__ import parse
-    from pretrain.data import DataArguments, prepare_pretraining_data
+    from pretrain.data import prepare, prepare_pretraining_data
 
-    python = DataArguments(
+    python = dict(
         train_file=[corpus],
         data_cache_dir=str(tmp_path),
         vocab_size=120,
@@ -210,7 +207,7 @@ def test_flags_and_python_callers_name_the_same_cache(corpus, tmp_path):
         validation_split_percentage=5,
         short_seq_prob=0,
     )
-    assert prepare_pretraining_data(python, seed=0).stats["cache"]["pairs"] == "built"
+    assert prepare_pretraining_data(**python, seed=0).stats["cache"]["pairs"] == "built"
     _, flags, _, _ = parse(
         [
             "--train_file",
@@ -227,7 +224,7 @@ def test_flags_and_python_callers_name_the_same_cache(corpus, tmp_path):
             "0",
         ]
     )
-    assert prepare_pretraining_data(flags, seed=0).stats["cache"] == {
+    assert prepare(flags, seed=0).stats["cache"] == {
         "tokenizer": "hit",
         "documents": "hit",
         "pairs": "hit",

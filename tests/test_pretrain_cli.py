@@ -219,15 +219,13 @@ def test_both_resume_keywords_continue_the_newest_checkpoint(tmp_path):
     """`latest` (run_mlm_no_trainer's word) and `last` (Trainer users') mean the same in both CLIs
     (`minibert.runs.RESUME_KEYWORDS`); finetune's side is tested in tests/test_reliability_finetune.py."""
     from pretrain.__main__ import parse
-    from pretrain.train import pretrain
+    from pretrain.train import run
 
     corpus = write_corpus(tmp_path / "c.txt", synthetic_documents(n_docs=40, seed=3))
     common = args_for(corpus, str(tmp_path / "cache"), tmp_path / "out", "--checkpointing_steps", 1)
-    assert pretrain(*parse(common + ["--max_train_steps", "2"]))["train_steps"] == 2
-    assert pretrain(*parse(common + ["--max_train_steps", "3", "--resume_from_checkpoint", "last"]))["train_steps"] == 3
-    assert (
-        pretrain(*parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"]))["train_steps"] == 4
-    )
+    assert run(*parse(common + ["--max_train_steps", "2"]))["train_steps"] == 2
+    assert run(*parse(common + ["--max_train_steps", "3", "--resume_from_checkpoint", "last"]))["train_steps"] == 3
+    assert run(*parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"]))["train_steps"] == 4
     steps = [json.loads(line)["step"] for line in open(tmp_path / "out" / "metrics.jsonl") if '"loss"' in line]
     assert steps == sorted(set(steps))  # one run, continued: no step twice
 

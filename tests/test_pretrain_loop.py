@@ -165,10 +165,10 @@ def test_continue_pretraining_from_the_output_dir(trained, corpus, data_cache, t
 # Exact resume
 # ----------------------------------------------------------------------------------------------------------------
 def steps_per_epoch(small_corpus, data_cache) -> int:
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     _, data_args, _, _ = parse(args_for(small_corpus, data_cache, "unused"))
-    data = prepare_pretraining_data(data_args, seed=0)
+    data = prepare(data_args, seed=0)
     return len(data.train_dataset) // BATCH
 
 

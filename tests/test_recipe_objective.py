@@ -10,8 +10,8 @@ import random
 import pytest
 
 from pretrain.__main__ import parse
-from pretrain.data import prepare_pretraining_data
-from pretrain.train import pretrain
+from pretrain.data import prepare
+from pretrain.train import run
 
 
 def _corpus(path, n_docs=40, seed=0) -> str:
@@ -63,7 +63,7 @@ def test_mlm_only_examples_are_the_documents_sentences_packed_in_order(tmp_path)
             "0",
         )
     )
-    data = prepare_pretraining_data(data_args, seed=0)
+    data = prepare(data_args, seed=0)
     tok = data.tokenizer
     rows = data.train_dataset
     assert "next_sentence_label" not in rows.column_names
@@ -92,7 +92,7 @@ def test_an_mlm_only_run_is_a_masked_lm_evaluated_at_its_own_rate(tmp_path):
 
     import minibert  # noqa: F401
 
-    result = pretrain(
+    result = run(
         *parse(
             _args(
                 tmp_path,

@@ -56,7 +56,7 @@ def test_an_unknown_recipe_is_one_clear_error():
 def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
     """Trained with `--recipe fast` (every architecture knob, MLM only), the output loads as a masked LM in a
     process where minibert cannot be imported, and predicts what the trained model predicts."""
-    from pretrain.train import pretrain
+    from pretrain.train import run
 
     corpus = tmp_path / "c.txt"
     corpus.write_text(
@@ -67,7 +67,7 @@ def test_a_fast_checkpoint_loads_through_remote_code_without_minibert(tmp_path):
         + "\n"
     )
     out = tmp_path / "out"
-    result = pretrain(
+    result = run(
         *parse(
             [
                 "--recipe",

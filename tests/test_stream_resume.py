@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from pretrain import streaming
 from pretrain.corpus import read_documents
-from pretrain.data import DataArguments, prepare_pretraining_data
+from pretrain.data import prepare_pretraining_data
 from pretrain.streaming import ResumableStream, read_stream_shard, stream_shards
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda"]
@@ -76,7 +76,7 @@ def counted(monkeypatch):
 
 
 def streamed(stream_corpus, cache):
-    args = DataArguments(
+    data = prepare_pretraining_data(
         train_file=[stream_corpus],
         data_cache_dir=str(cache),
         streaming=True,
@@ -84,8 +84,9 @@ def streamed(stream_corpus, cache):
         max_seq_length=32,
         streaming_buffer_size=16,
         validation_split_percentage=0,
+        seed=0,
     )
-    return ResumableStream(prepare_pretraining_data(args, seed=0).train_dataset, record_every=2)
+    return ResumableStream(data.train_dataset, record_every=2)
 
 
 @pytest.mark.parametrize("batches", [10, 1000])

@@ -242,13 +242,13 @@ if os.environ.get("NO_REPLAY"):
 
 if os.environ.get("LOADER_ONLY"):  # the training loader, read to its end
     from pretrain.__main__ import parse
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
     from pretrain.distributed import make_accelerator
     from pretrain.train import build_dataloaders
 
     model_args, data_args, args, _ = parse(sys.argv[1:])
     accelerator = make_accelerator(args)
-    data = prepare_pretraining_data(data_args, seed=args.seed, accelerator=accelerator)
+    data = prepare(data_args, seed=args.seed, accelerator=accelerator)
     loader, _ = build_dataloaders(data, list, args, accelerator.device, True)
     loader = accelerator.prepare(loader)
     batches = [[example["example_id"] for example in batch] for batch in loader]
