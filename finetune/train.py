@@ -571,12 +571,10 @@ def _close_progress_bars(trainer) -> None:
 def finetune(*, hub_api=None, **options) -> dict[str, float]:
     """Fine-tune, evaluate, predict, save (and upload); returns all metrics (train_*, eval_*, test_*).
 
-    `options`: `minibert-finetune`'s flags by name, e.g. `finetune(model_name_or_path="m", train_file="t.csv",
-    output_dir="o", num_train_epochs=3)`, typed and checked as the CLI's (`minibert.cli.argument_groups`; an unknown
-    name is a `UserError`). `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder). While it runs,
-    output_dir is locked against a second writer (`minibert.safety.OutputLock`, taken by the main process). After
-    SIGTERM / SIGINT the result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing
-    exported."""
+    `options`: the flags by name (`finetune(train_file="t.csv", output_dir="o")`), typed and checked as the CLI's
+    (`minibert.cli.argument_groups`). `hub_api`: an `HfApi`-like object for the upload (tests pass a recorder).
+    While it runs, output_dir is locked against a second writer (`minibert.safety.OutputLock`). After SIGTERM /
+    SIGINT the result is `{"status": "interrupted", "signal": N}`: a checkpoint was saved, nothing exported."""
     return run(*argument_groups(GROUPS, options, "finetune()"), hub_api=hub_api)
 
 

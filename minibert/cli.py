@@ -214,9 +214,7 @@ def argument_groups(types: Sequence[type], options: dict, where: str) -> tuple:
 
 def _validated(groups: list) -> tuple:
     for group in groups:
-        check = getattr(group, "validate", None)
-        if check is not None:
-            check()
+        getattr(group, "validate", lambda: None)()
     return tuple(groups)
 
 
@@ -241,12 +239,6 @@ class HubArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository name, e.g. `user/my-bert`."})
     hub_token: str | None = field(default=None, metadata={"help": "Token; defaults to the logged-in one."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository as private."})
-
-    def __post_init__(self):
-        if isinstance(self.export_bert, bool):  # the library's callers may pass a bool
-            self.export_bert = "true" if self.export_bert else "false"
-        if self.export_bert not in ("auto", "true", "false"):
-            raise UserError(f"--export_bert must be auto, true or false, not {self.export_bert!r}")
 
     def check_twin(self, config) -> None:
         """Before training: `--export_bert true` of a model that is not a BERT is refused (one line)."""

@@ -59,20 +59,6 @@ class ModelArguments:
             )
 
 
-def parse_config_overrides(text: str | None) -> dict[str, str]:
-    """`"a=1,b=x"` -> `{"a": "1", "b": "x"}` (values are typed later, against the config's fields)."""
-    out: dict[str, str] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UserError(f"--config_overrides: expected `name=value` entries separated by commas, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _typed(value: str, like):
     """A --config_overrides value as the type of the field's default."""
     if isinstance(like, bool):
@@ -97,9 +83,12 @@ def _typed(value: str, like):
 
 
 def typed_config_overrides(text: str | None, base) -> dict:
-    """--config_overrides as config kwargs typed against `base` (a config); unknown names are an error."""
+    """--config_overrides (`"a=1,b=x"`) as config kwargs typed against `base` (a config); unknown names are an error."""
     out = {}
-    for key, value in parse_config_overrides(text).items():
+    for item in filter(None, (item.strip() for item in (text or "").split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key or not value:
+            raise UserError(f"--config_overrides: expected `name=value` entries separated by commas, got {item!r}")
         if not hasattr(base, key):
             raise UserError(f"--config_overrides: {key!r} is not a {type(base).__name__} field")
         try:

@@ -386,13 +386,11 @@ def _tracker_config(*arg_groups) -> dict:
 def pretrain(*, data: PretrainingData | None = None, **options) -> dict:
     """Run a pretraining job; returns the final metrics (what all_results.json holds, plus `status`).
 
-    `options`: `minibert-pretrain`'s flags by name, e.g. `pretrain(train_file=["c.txt"], model_size="mini",
-    max_train_steps=100)`, typed and checked as the CLI's (`minibert.cli.argument_groups`; an unknown name is a
-    `UserError`); no recipe or demo defaults are added. `status` is "completed" (also after --time_budget), or
-    "interrupted" after SIGTERM/SIGINT (then `signal` holds its number, a checkpoint was saved, and nothing was
-    exported). `data` (a `PretrainingData`) skips `prepare_pretraining_data`, for callers that built it already.
-    While it runs, output_dir is locked against a second writer (`minibert.safety.OutputLock`, taken by the main
-    process).
+    `options`: the flags by name (`pretrain(train_file=["c.txt"], max_train_steps=100)`), typed and checked as the
+    CLI's (`minibert.cli.argument_groups`), without its recipe or demo defaults. `status` is "completed" (also after
+    --time_budget), or "interrupted" after SIGTERM/SIGINT (then `signal` holds its number, a checkpoint was saved,
+    and nothing was exported). `data` (a `PretrainingData`) skips `prepare_pretraining_data`, for callers that built
+    it already. While it runs, output_dir is locked against a second writer (`minibert.safety.OutputLock`).
     """
     return run(*argument_groups(GROUPS, options, "pretrain()"), data=data)
 

@@ -69,6 +69,8 @@ def test_options_are_typed_as_their_flags_and_typed_values_are_kept():
     assert type(training.max_train_steps) is int and training.max_train_steps == 3
     assert type(training.learning_rate) is float and data.train_file == ["a.txt"] and data.lowercase is False
     assert argument_groups(FINETUNE, {"export_bert": True}, "finetune()")[3].export_bert == "true"  # as the flag
+    with pytest.raises(UserError, match=r"^finetune\(\): export_bert: 'yes' is not one of auto, true, false$"):
+        argument_groups(FINETUNE, {"export_bert": "yes"}, "finetune()")
     model, *_ = argument_groups(PRETRAIN, {"config_overrides": "hidden_size=64"}, "pretrain()")
     assert model.overrides == {"hidden_size": 64}
 

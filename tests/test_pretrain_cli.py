@@ -217,13 +217,19 @@ def test_a_bad_config_file_value_is_one_clear_error(tmp_path, text, message):
 
 def test_both_resume_keywords_continue_the_newest_checkpoint(tmp_path):
     """`latest` (run_mlm_no_trainer's word) and `last` (Trainer users') mean the same in both CLIs
-    (`minibert.runs.RESUME_KEYWORDS`); finetune's side is tested in tests/test_reliability_finetune.py."""
+    (`minibert.runs.RESUME_KEYWORDS`); finetune's side is tested in tests/test_reliability_finetune.py. The first run
+    goes through the library's keywords (`pretrain(**options)`: the flags' names, their text values): the CLI's
+    resumes take it for the same run (every compared setting equal)."""
+    from minibert.cli import argument_groups
     from pretrain.__main__ import parse
-    from pretrain.train import run
+    from pretrain.args import GROUPS
+    from pretrain.train import pretrain, run
 
     corpus = write_corpus(tmp_path / "c.txt", synthetic_documents(n_docs=40, seed=3))
     common = args_for(corpus, str(tmp_path / "cache"), tmp_path / "out", "--checkpointing_steps", 1)
-    assert run(*parse(common + ["--max_train_steps", "2"]))["train_steps"] == 2
+    options = {flag.removeprefix("--"): value for flag, value in zip(common[::2], common[1::2], strict=True)}
+    assert argument_groups(GROUPS, options, "pretrain()") == parse(common)
+    assert pretrain(**options, max_train_steps=2)["train_steps"] == 2
     assert run(*parse(common + ["--max_train_steps", "3", "--resume_from_checkpoint", "last"]))["train_steps"] == 3
     assert run(*parse(common + ["--max_train_steps", "4", "--resume_from_checkpoint", "latest"]))["train_steps"] == 4
     steps = [json.loads(line)["step"] for line in open(tmp_path / "out" / "metrics.jsonl") if '"loss"' in line]
