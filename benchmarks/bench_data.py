@@ -121,16 +121,16 @@ def run_ours(corpus: str, tokenizer: str, num_proc: int, cache: str) -> dict:
     sys.path.insert(0, ROOT)
     import datasets
 
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     datasets.disable_progress_bars()
     imported = _memory_after_imports()
     args = _our_arguments(corpus, tokenizer, preprocessing_num_workers=num_proc, data_cache_dir=cache)
     start = time.perf_counter()
-    data = prepare_pretraining_data(args, seed=0)
+    data = prepare(args, seed=0)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    prepare_pretraining_data(args, seed=0)  # the same inputs again: a cache hit
+    prepare(args, seed=0)  # the same inputs again: a cache hit
     warm = time.perf_counter() - start
     result = {
         "seconds": seconds,
@@ -187,11 +187,11 @@ def first_step_seconds(corpus: str, tokenizer: str, cache: str) -> float:
 def run_stream(corpus: str, tokenizer: str, seconds: float = 60.0) -> dict:
     """--streaming: instances read, tokenized and paired on the fly, for `seconds`."""
     sys.path.insert(0, ROOT)
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     imported = _memory_after_imports()
     args = _our_arguments(corpus, tokenizer, streaming=True, data_cache_dir=tempfile.mkdtemp())
-    stream = prepare_pretraining_data(args, seed=0).train_dataset
+    stream = prepare(args, seed=0).train_dataset
     start, tokens, instances = time.perf_counter(), 0, 0
     for row in stream:
         tokens += len(row["input_ids"])
@@ -468,11 +468,11 @@ def h100_appetite(seq_len: int, mfu: float, masked: float = 0.15) -> float:
 
 
 def _prepared(corpus: str, tokenizer: str, seq_len: int, cache: str, dupe_factor: int):
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     args = _our_arguments(corpus, tokenizer, data_cache_dir=cache, dupe_factor=dupe_factor)
     args.max_seq_length = seq_len
-    return prepare_pretraining_data(args, seed=0)
+    return prepare(args, seed=0)
 
 
 def _rate(function, argument, seconds: float) -> tuple[float, float]:

@@ -110,11 +110,11 @@ def transformers_child(args, flags: list[str]) -> None:
     from minibert import MiniBertConfig
     from minibert.runs import set_cpu_threads
     from pretrain.__main__ import parse
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     set_cpu_threads()  # the CLI's thread count, for a like-for-like comparison
     _, data_args, training_args, _ = parse([*flags, "--output_dir", os.path.join(args.workdir, "unused")])
-    data = prepare_pretraining_data(data_args, seed=training_args.seed)  # the cache minibert-pretrain made
+    data = prepare(data_args, seed=training_args.seed)  # the cache minibert-pretrain made
     tokenizer = data.tokenizer
     train = data.train_dataset.remove_columns([c for c in data.train_dataset.column_names if c == "example_id"])
     size = MiniBertConfig.from_preset(args.size)  # the preset the CLI's --model_size builds

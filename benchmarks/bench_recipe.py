@@ -426,7 +426,7 @@ def common_flags(args, meta: dict, tokenizer: str, seed: int) -> list[str]:
 def train_tokenizer(args, meta: dict) -> str:
     """One WordPiece vocabulary per corpus, for every run on it (trained by a short dry run of the pipeline)."""
     from pretrain.__main__ import parse
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
 
     path = os.path.join(args.corpus_dir, "tokenizer")
     if not os.path.isdir(path):
@@ -446,7 +446,7 @@ def train_tokenizer(args, meta: dict) -> str:
                 "1",
             ]
         )
-        prepare_pretraining_data(data_args, seed=0).tokenizer.save_pretrained(path)
+        prepare(data_args, seed=0).tokenizer.save_pretrained(path)
     return path
 
 
@@ -527,7 +527,7 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
 
     import minibert  # noqa: F401  (registers MiniBERT with the Auto classes)
     from pretrain.__main__ import parse
-    from pretrain.data import prepare_pretraining_data
+    from pretrain.data import prepare
     from pretrain.evaluation import eval_collator, evaluate
     from pretrain.train import build_collator
 
@@ -537,7 +537,7 @@ def cross_evaluate(args, meta: dict, tokenizer: str, outs: dict[str, str]) -> di
     for held_out, nsp in EVAL_FORMATS.items():
         flags = [*common_flags(args, meta, tokenizer, EVAL_SEED), "--next_sentence_prediction", str(nsp).lower()]
         _, data_args, training_args, _ = parse([*flags, "--output_dir", os.path.join(args.corpus_dir, "runs")])
-        data = prepare_pretraining_data(data_args, seed=EVAL_SEED)  # cached after the first comparison
+        data = prepare(data_args, seed=EVAL_SEED)  # cached after the first comparison
         collator = eval_collator(build_collator(data_args, data.tokenizer, EVAL_SEED), 0.15)
 
         def collate(examples, collator=collator):

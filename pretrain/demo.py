@@ -354,7 +354,6 @@ def pretraining_gain(
 
     from transformers.utils import logging as hf_logging
 
-    from finetune.args import DataArguments, FinetuneArguments, ModelArguments
     from finetune.train import finetune
 
     def fine_tuned_accuracy(scratch: bool, paths: dict[str, str], output_dir: str, seed: int) -> float:
@@ -363,22 +362,19 @@ def pretraining_gain(
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 metrics = finetune(
-                    ModelArguments(model_name_or_path=model_dir, from_scratch=scratch),
-                    DataArguments(
-                        train_file=paths["train"],
-                        test_file=paths["test"],
-                        validation_split_percentage=0,  # trained for the budget, then scored on the test split
-                    ),
-                    FinetuneArguments(
-                        output_dir=output_dir,
-                        num_train_epochs=epochs,
-                        learning_rate=learning_rate,
-                        seed=seed,
-                        logging_steps=10**6,
-                        eval_steps=10**6,  # no Trainer checkpoint on the way: the final model is scored
-                        num_examples_shown=0,
-                        save_total_limit=1,
-                    ),
+                    model_name_or_path=model_dir,
+                    from_scratch=scratch,
+                    train_file=paths["train"],
+                    test_file=paths["test"],
+                    validation_split_percentage=0,  # trained for the budget, then scored on the test split
+                    output_dir=output_dir,
+                    num_train_epochs=epochs,
+                    learning_rate=learning_rate,
+                    seed=seed,
+                    logging_steps=10**6,
+                    eval_steps=10**6,  # no Trainer checkpoint on the way: the final model is scored
+                    num_examples_shown=0,
+                    save_total_limit=1,
                 )
         except BaseException:
             print(log.getvalue()[-3000:], file=sys.stderr)  # what the run said before it failed

@@ -137,10 +137,12 @@ def test_the_gain_comparison_fine_tunes_both_arms_on_the_same_budget(tmp_path, c
     before = snapshot(tmp_path / "model")
     calls, real = [], finetune.train.finetune
 
-    def recorded(model_args, data_args, args):
-        files = [open(path, encoding="utf-8").read() for path in (data_args.train_file, data_args.test_file)]
-        calls.append((model_args.from_scratch, files, args.seed, args.num_train_epochs, args.learning_rate))
-        return real(model_args, data_args, args)
+    def recorded(**options):
+        files = [open(options[name], encoding="utf-8").read() for name in ("train_file", "test_file")]
+        calls.append(
+            (options["from_scratch"], files, options["seed"], options["num_train_epochs"], options["learning_rate"])
+        )
+        return real(**options)
 
     monkeypatch.setattr(finetune.train, "finetune", recorded)
     figures = pretraining_gain(str(tmp_path / "model"), sentences, repeats=2, epochs=1)
