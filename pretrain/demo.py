@@ -257,8 +257,8 @@ def report_what_was_learnt(output_dir: str, data, result: dict, shown: int = 8) 
 # contradicts (BENCHMARKS.md, "What pretraining bought"). Which part of the language reference a sentence comes from
 # (finetune/demo.py) and which stdlib package a docstring comes from were measured too: random weights did better.
 # What the fine-tuned models mostly learn here is where the sentence's final period stands: with it kept at the end
-# and only the other words shuffled, both arms stay at chance (BENCHMARKS.md); pretraining makes that cue quicker to
-# pick up, not yet word order itself.
+# and only the other words shuffled, both arms stay at chance (BENCHMARKS.md), and whether the pretrained model picks
+# that cue up faster than random weights depends on the pretraining seed (GAIN_MEASURED): neither learns word order.
 # `--recipe fast` against BERT's recipe, quoted only where it holds on text it was not tuned on (the demo's text
 # shares the stdlib docstrings `fast` was tuned on): BENCHMARKS.md, "On text the recipe was not tuned on" (issue 26).
 FAST_RECIPE_NOTE = (
@@ -285,8 +285,13 @@ def gain_sentences(held_out: list[str], seed: int = GAIN_SEED) -> tuple[list[str
     return sentences[:n_train], sentences[n_train:]
 
 
-# Measured (BENCHMARKS.md): after the demo's 600 steps the pretrained model is ahead in every split by a few points
-# (+0.046 in the mean); longer pretraining fine-tunes worse at this scale. The summary prints what the run measures.
+# Measured (BENCHMARKS.md, "What pretraining bought"): for the demo's settings the gap depends on the pretraining
+# seed more than on anything the comparison controls, so the summary quotes that spread beside its own run.
+GAIN_MEASURED = (
+    "measured for the default demo (600 steps, lr 1e-3) over pretraining seeds 7, 11, 13 and 42: gaps of +0.058, "
+    "+0.028, +0.017 and -0.105 (mean 0.000), so at this scale the task does not separate the two reliably; "
+    "BENCHMARKS.md has the runs"
+)
 
 
 def text_segments(eval_ids, tokenizer, min_tokens: int = 8, max_tokens: int = 40) -> list[str]:
@@ -443,9 +448,9 @@ def report_gain(figures: dict) -> None:
     if gap >= 0.05 and wins == len(pairs):
         print(f"  pretraining added {gap:+.3f}: what it learnt from raw text carries over to the new task")
     elif gap > -0.05:
-        print(
-            f"  this run shows no clear gain ({gap:+.3f}; pretrained ahead in {wins} of {len(pairs)} splits); "
-            "BENCHMARKS.md has the measured runs"
-        )
+        print(f"  this run shows no clear gain ({gap:+.3f}; pretrained ahead in {wins} of {len(pairs)} splits)")
     else:
-        print(f"  random weights did better in this run ({gap:+.3f}); BENCHMARKS.md has the measured runs")
+        print(
+            f"  random weights did better in this run ({gap:+.3f}; pretrained ahead in {wins} of {len(pairs)} splits)"
+        )
+    print(f"  ({GAIN_MEASURED})")
