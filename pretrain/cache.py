@@ -33,7 +33,6 @@ from typing import Any
 import pyarrow as pa
 
 from minibert.cli import UserError
-from minibert.safety import disk_full_cause as disk_full_cause  # pretrain/data.py imports it from here
 from minibert.safety import pid_alive
 from minibert.safety import write_json as safe_write_json
 

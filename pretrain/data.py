@@ -45,9 +45,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from minibert.cli import UserError, argument_groups, one_line
+from minibert.safety import disk_full_cause
 from pretrain import streaming
 from pretrain.args import STREAMING_TOKENIZER_DOCUMENTS, DataArguments  # noqa: F401 (also importable from here)
-from pretrain.cache import CacheMiss, DataCache, digest, disk_full_cause, disk_full_error, read_json, write_json
+from pretrain.cache import CacheMiss, DataCache, digest, disk_full_error, read_json, write_json
 from pretrain.corpus import CorpusSource, is_saved_dataset, read_documents, resolve_files
 from pretrain.demo import build_demo_corpus
 from pretrain.nsp import INSTANCE_SCHEMA, NSPInstanceMap, stable_int

@@ -18,7 +18,7 @@ import pytest
 
 from minibert.cli import UserError
 from minibert.safety import check_previous_run, disk_full_cause, is_disk_full, pid_alive
-from pretrain import cache
+from pretrain import data
 from pretrain.cache import DataCache
 
 
@@ -89,10 +89,10 @@ DATASETS_FULL = OSError("Not enough disk space. Needed: 0 bytes (download: ...),
     ],
 )
 def test_one_full_disk_check_for_checkpoints_and_the_data_cache(error, full, tmp_path):
-    """The same answer for both callers: the data cache (`pretrain.cache.disk_full_cause`, the error for its
+    """The same answer for both callers: the data cache (`pretrain.data`'s `disk_full_cause`, the error for its
     message) and the checkpoint writers (`is_disk_full`): an errno, or a message without one, on the error or
     any of its causes."""
-    assert cache.disk_full_cause is disk_full_cause
+    assert data.disk_full_cause is disk_full_cause
     assert disk_full_cause(error) is full
     assert is_disk_full(error, str(tmp_path)) is (full is not None)
 
