@@ -153,47 +153,41 @@ def read_documents(files: list[str], text_column: str = "text") -> Iterator[dict
             yield from _read_bert_text(path)
 
 
-def _open_text(path: str):
-    # utf-8-sig drops a byte-order mark some editors write; everything else must be strict UTF-8.
-    return open(path, encoding="utf-8-sig", errors="strict", newline=None)
-
-
-def _not_utf8(path: str, lineno: int, e: UnicodeDecodeError) -> UserError:
-    byte = e.object[e.start : e.start + 1].hex()
-    return UserError(
-        f"{path} is not UTF-8 text (byte 0x{byte} near line {lineno}); convert it first, e.g. "
-        f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`"
-    )
-
-
-def _check_not_binary(path: str, lineno: int, line: str) -> None:
-    if "\x00" in line:
-        raise UserError(f"{path} looks like a binary file (NUL byte on line {lineno}), not UTF-8 text")
+def _text_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file, which must be strict UTF-8 (a byte-order mark, which some editors write,
+    is dropped) without NUL bytes; else a UserError naming the line."""
+    lineno = 0
+    try:
+        with open(path, encoding="utf-8-sig", errors="strict", newline=None) as f:
+            for lineno, line in enumerate(f, 1):
+                if "\x00" in line:
+                    raise UserError(f"{path} looks like a binary file (NUL byte on line {lineno}), not UTF-8 text")
+                yield lineno, line
+    except UnicodeDecodeError as e:
+        byte = e.object[e.start : e.start + 1].hex()
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{byte} near line {lineno + 1}); convert it first, e.g. "
+            f"`iconv -f latin1 -t utf-8 {os.path.basename(path)}`"
+        ) from None
 
 
 def _read_bert_text(path: str) -> Iterator[dict]:
     lines: list[str] = []
     chars = 0
     cut = 0
-    lineno = 0
-    try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                _check_not_binary(path, lineno, line)
-                line = line.strip()
-                if not line:
-                    if lines:
-                        yield {"text": "\n".join(lines), "presplit": True}
-                        lines, chars = [], 0
-                    continue
-                lines.append(line)
-                chars += len(line) + 1
-                if chars > MAX_DOCUMENT_CHARS:
-                    cut += 1
-                    yield {"text": "\n".join(lines), "presplit": True}
-                    lines, chars = [], 0
-    except UnicodeDecodeError as e:
-        raise _not_utf8(path, lineno + 1, e) from None
+    for _, line in _text_lines(path):
+        line = line.strip()
+        if not line:
+            if lines:
+                yield {"text": "\n".join(lines), "presplit": True}
+                lines, chars = [], 0
+            continue
+        lines.append(line)
+        chars += len(line) + 1
+        if chars > MAX_DOCUMENT_CHARS:
+            cut += 1
+            yield {"text": "\n".join(lines), "presplit": True}
+            lines, chars = [], 0
     if lines:
         yield {"text": "\n".join(lines), "presplit": True}
     if cut:
@@ -207,15 +201,9 @@ def _read_bert_text(path: str) -> Iterator[dict]:
 
 
 def _read_jsonl(path: str, text_column: str) -> Iterator[dict]:
-    lineno = 0
-    try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                _check_not_binary(path, lineno, line)
-                if line.strip():
-                    yield from jsonl_record_documents(line, f"{path}:{lineno}", text_column)
-    except UnicodeDecodeError as e:
-        raise _not_utf8(path, lineno + 1, e) from None
+    for lineno, line in _text_lines(path):
+        if line.strip():
+            yield from jsonl_record_documents(line, f"{path}:{lineno}", text_column)
 
 
 def jsonl_record_documents(line: str, where: str, text_column: str) -> Iterator[dict]:
