@@ -98,16 +98,6 @@ def load_tensor_file(path: str, map_location="cpu"):
         raise UserError(f"{path} is damaged or truncated ({one_line(e)[:200]}); use an earlier checkpoint") from None
 
 
-def read_json_dict(path: str) -> dict | None:
-    """The JSON object in `path`; None when it is missing, unreadable, half-written or not an object."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_json_object(path: str, advice: str | None = None) -> dict:
     """The JSON object in `path`. A file that cannot be read, is not JSON or holds another JSON value is a
     `UserError` that names it, ending with `advice` (e.g. "use an earlier checkpoint") when given."""
@@ -120,6 +110,14 @@ def read_json_object(path: str, advice: str | None = None) -> dict:
     if not isinstance(value, dict):
         raise UserError(f"{path} holds a JSON {type(value).__name__}, not an object{end}")
     return value
+
+
+def read_json_dict(path: str) -> dict | None:
+    """The JSON object in `path`; None when it is missing, unreadable, half-written or not an object."""
+    try:
+        return read_json_object(path)
+    except UserError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------
