@@ -27,7 +27,7 @@ from .cli import UserError, one_line, run_cli
 from .configuration_minibert import SIZE_FIELDS, MiniBertConfig
 from .hub import readable_as_umask_allows, save_model_folder
 from .modeling_minibert import MiniBertForPreTraining
-from .safety import check_writable_dir, read_json_object
+from .safety import check_writable_dir, read_json_dict, read_json_object
 from .twin import MINIBERT_TO_BERT_CLASS, PAIRS, bert_to_minibert, minibert_config_to_bert, minibert_to_bert
 
 
@@ -342,11 +342,7 @@ def sentence_transformers_layout(src: str) -> SentenceTransformersLayout | None:
 
 
 def _holds_transformers_config(folder: str) -> bool:
-    try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            return "model_type" in json.load(f)
-    except (OSError, ValueError, TypeError):
-        return False
+    return "model_type" in (read_json_dict(os.path.join(folder, "config.json")) or {})
 
 
 def _refused_by_sentence_transformers(src: str) -> None:
