@@ -9,7 +9,7 @@ from minibert.cli import HubArguments, UserError, argument_groups, parse_args
 from pretrain import args as pretrain_args
 
 PRETRAIN = (pretrain_args.ModelArguments, pretrain_args.DataArguments, pretrain_args.PretrainingArguments)
-FINETUNE = (finetune_args.ModelArguments, finetune_args.DataArguments, finetune_args.FinetuneArguments, HubArguments)
+FINETUNE = finetune_args.GROUPS  # minibert-finetune's groups, as finetune() routes them
 COUNTS = [
     (PRETRAIN, name)
     for name in (
