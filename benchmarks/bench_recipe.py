@@ -131,18 +131,9 @@ def _hash_share(key: str) -> int:
 
 
 def _package_files(packages: list[str]) -> list[tuple[str, str]]:
-    import importlib.util
+    from pretrain.demo import package_files
 
-    out = []
-    for package in packages:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        for root in spec.submodule_search_locations:
-            for base, dirs, files in os.walk(root):
-                dirs[:] = sorted(d for d in dirs if d not in ("tests", "test", "__pycache__"))
-                out += [(package, os.path.join(base, f)) for f in sorted(files) if f.endswith(".py")]
-    return out
+    return [(package, path) for package in packages for path in package_files([package])]
 
 
 def _docstring_documents(files: list[tuple[str, str]]) -> list[tuple[str, str, list[str]]]:

@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 
 import pytest
 
+import pretrain.demo as demo_module
 from minibert.cli import UserError
 from pretrain.corpus import read_documents, resolve_files, split_sentences
 from pretrain.demo import build_demo_corpus, demo_documents
@@ -115,19 +117,43 @@ def test_resolve_files(tmp_path):
         resolve_files([str(tmp_path / "empty")])
 
 
-def test_demo_corpus_is_prose_in_bert_format(tmp_path):
+def test_demo_corpus_is_prose_in_bert_format(tmp_path, monkeypatch):
     documents = demo_documents()
     sentences = [s for d in documents for s in d]
-    assert len(documents) > 3000 and sum(len(s.split()) for s in sentences) > 150_000  # topics + stdlib docstrings
+    # topics + stdlib docstrings (~1.3 MB) and the dependencies' docstrings (~5 MB more)
+    assert len(documents) > 10_000 and sum(len(s.split()) for s in sentences) > 500_000
     assert len({tuple(d) for d in documents}) == len(documents)  # deduplicated
     assert not any(
-        ">>>" in s or "::=" in s or "`" in s or "http://" in s or "https://" in s or s.startswith("*")
-        for s in sentences
-    )
+        ">>>" in s or "::=" in s or "`" in s or re.search(r"https?://\w", s) or s.startswith("*") for s in sentences
+    )  # (a scheme named in prose, "for both https:// and hf:// paths", is not a URL)
+    # Python's own documents first, then the dependencies' docstrings: transformers' pipeline() among them
+    import inspect
+
+    from transformers.pipelines import pipeline
+
+    with monkeypatch.context() as m:
+        m.setattr(demo_module, "DEPENDENCY_PACKAGES", ())
+        python_only = demo_module.demo_documents()
+    assert documents[: len(python_only)] == python_only and len(documents) > 4 * len(python_only)
+    assert demo_module.docstring_prose(inspect.getdoc(pipeline)) in documents[len(python_only) :]
+    monkeypatch.setattr(demo_module, "demo_documents", lambda: documents)  # built once above (it takes ~40 s)
     path = build_demo_corpus(str(tmp_path))
     assert build_demo_corpus(str(tmp_path)) == path  # built once
     read = list(read_documents([path]))
     assert [d["text"].split("\n") for d in read] == documents
+    # another version of a dependency holds other docstrings: another file, so no cache built on the old one is hit
+    monkeypatch.setattr(demo_module, "dependency_versions", lambda: "transformers=0.0")
+    assert build_demo_corpus(str(tmp_path)) != path
+
+
+def test_package_files_skip_tests_and_missing_packages(tmp_path, monkeypatch):
+    for folder in ("pkg", "pkg/sub", "pkg/tests", "pkg/__pycache__"):
+        os.makedirs(tmp_path / folder)
+    for name in ("pkg/__init__.py", "pkg/b.py", "pkg/a.py", "pkg/sub/c.py", "pkg/tests/test_x.py", "pkg/notes.txt"):
+        (tmp_path / name).write_text('"""A docstring."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [os.path.relpath(p, tmp_path) for p in demo_module.package_files(["no_such_package_here", "pkg"])]
+    assert found == [os.path.join("pkg", n) for n in ("__init__.py", "a.py", "b.py")] + [os.path.join("pkg/sub/c.py")]
 
 
 def test_the_cache_key_sees_a_same_size_same_time_replacement(tmp_path):
