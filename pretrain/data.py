@@ -222,7 +222,11 @@ def _resolve_sources(args: DataArguments, cache_root: str) -> tuple[CorpusSource
         train = CorpusSource(kind, path=args.dataset_name, config=args.dataset_config_name, text_column=column)
     else:
         demo = build_demo_corpus(os.path.join(cache_root, "demo"))
-        logger.info("No --train_file or --dataset_name: using the demo corpus (Python's documentation), %s", demo)
+        logger.info(
+            "No --train_file or --dataset_name: using the demo corpus (Python's documentation and its dependencies' "
+            "docstrings), %s",
+            demo,
+        )
         train = CorpusSource("files", files=[demo], text_column=column)
 
     evaluation = None
