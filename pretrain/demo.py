@@ -39,10 +39,10 @@ VERSION = 3  # bump when the cleaning changes: the file name, and so every cache
 DEPENDENCY_PACKAGES = ("transformers", "torch", "numpy", "datasets", "tokenizers", "accelerate")
 
 
-def demo_documents() -> list[list[str]]:
+def demo_documents(packages=DEPENDENCY_PACKAGES) -> list[list[str]]:
     """The documents (each a list of sentences) of the demo corpus: the pydoc topics' sections in topic order,
     then the standard library's docstrings in file order, then the dependencies' docstrings in package and file
-    order; duplicates removed."""
+    order (`packages`; none gives Python's documentation alone); duplicates removed."""
     from pydoc_data.topics import topics
 
     documents, seen = [], set()
@@ -58,7 +58,7 @@ def demo_documents() -> list[list[str]]:
             add([s for paragraph in prose(paragraphs) for s in split_sentences(paragraph)], 2)
     for docstring in stdlib_docstrings():
         add(docstring_prose(docstring), 1)
-    for path in package_files(DEPENDENCY_PACKAGES):
+    for path in package_files(packages):
         for docstring in file_docstrings(path):
             add(docstring_prose(docstring), 1)
     return documents
@@ -95,10 +95,10 @@ def package_files(packages) -> Iterator[str]:
                     yield os.path.join(base, name)
 
 
-def dependency_versions() -> str:
-    """The installed versions of `DEPENDENCY_PACKAGES`: their docstrings, so the corpus, change with them."""
+def dependency_versions(packages=DEPENDENCY_PACKAGES) -> str:
+    """The installed versions of `packages`: their docstrings, so the corpus, change with them."""
     found = []
-    for package in DEPENDENCY_PACKAGES:
+    for package in packages:
         try:
             found.append(f"{package}={importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -118,7 +118,7 @@ def file_docstrings(path: str) -> list[str]:
     return [d for d in docstrings if d]
 
 
-def build_demo_corpus(directory: str) -> str:
+def build_demo_corpus(directory: str, packages=DEPENDENCY_PACKAGES) -> str:
     """Write the demo corpus to `directory` in BERT format (a sentence per line, blank line between documents).
 
     Returns the file's path. The name carries a hash of Python's version, the dependencies' versions and this
@@ -127,13 +127,13 @@ def build_demo_corpus(directory: str) -> str:
     """
     from pydoc_data.topics import topics
 
-    key = f"{VERSION}:{sys.version}:{len(topics)}:{dependency_versions()}"
+    key = f"{VERSION}:{sys.version}:{len(topics)}:{dependency_versions(packages)}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     path = os.path.join(directory, f"python_docs-{digest}.txt")
     if os.path.isfile(path):
         return path
     os.makedirs(directory, exist_ok=True)
-    text = "\n\n".join("\n".join(document) for document in demo_documents()) + "\n"
+    text = "\n\n".join("\n".join(document) for document in demo_documents(packages)) + "\n"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".demo-", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

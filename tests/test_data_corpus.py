@@ -131,19 +131,18 @@ def test_demo_corpus_is_prose_in_bert_format(tmp_path, monkeypatch):
 
     from transformers.pipelines import pipeline
 
-    with monkeypatch.context() as m:
-        m.setattr(demo_module, "DEPENDENCY_PACKAGES", ())
-        python_only = demo_module.demo_documents()
+    python_only = demo_documents(packages=())
     assert documents[: len(python_only)] == python_only and len(documents) > 4 * len(python_only)
     assert demo_module.docstring_prose(inspect.getdoc(pipeline)) in documents[len(python_only) :]
-    monkeypatch.setattr(demo_module, "demo_documents", lambda: documents)  # built once above (it takes ~40 s)
+    monkeypatch.setattr(demo_module, "demo_documents", lambda packages: documents)  # built once above (it takes ~40 s)
     path = build_demo_corpus(str(tmp_path))
     assert build_demo_corpus(str(tmp_path)) == path  # built once
     read = list(read_documents([path]))
     assert [d["text"].split("\n") for d in read] == documents
     # another version of a dependency holds other docstrings: another file, so no cache built on the old one is hit
-    monkeypatch.setattr(demo_module, "dependency_versions", lambda: "transformers=0.0")
+    monkeypatch.setattr(demo_module, "dependency_versions", lambda packages: "transformers=0.0" if packages else "")
     assert build_demo_corpus(str(tmp_path)) != path
+    assert build_demo_corpus(str(tmp_path), packages=()) not in (path, build_demo_corpus(str(tmp_path)))
 
 
 def test_package_files_skip_tests_and_missing_packages(tmp_path, monkeypatch):
