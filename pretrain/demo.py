@@ -24,6 +24,7 @@ import ast
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import sys
 import sysconfig
@@ -133,6 +134,10 @@ def build_demo_corpus(directory: str, packages=DEPENDENCY_PACKAGES) -> str:
     if os.path.isfile(path):
         return path
     os.makedirs(directory, exist_ok=True)
+    logging.getLogger(__name__).info(
+        "Building the demo corpus from Python's documentation%s (once per version; ~40 s with the dependencies)",
+        f" and the docstrings of {', '.join(packages)}" if packages else "",
+    )
     text = "\n\n".join("\n".join(document) for document in demo_documents(packages)) + "\n"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".demo-", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
