@@ -73,31 +73,6 @@ def function_word_task(train_sentences: list[str], test_sentences: list[str], se
     return {"train": rows(train_sentences), "test": rows(test_sentences)}
 
 
-def word_order_period_kept_task(train_sentences: list[str], test_sentences: list[str], seed: int = 0):
-    """The demo's word-order task with a sentence's final punctuation kept at the end (only the words before it
-    shuffled): without the easiest cue, where the period stands, only word order itself tells the classes apart."""
-    import random
-
-    rng = random.Random(seed)
-
-    def rows(sentences):
-        made = []
-        for sentence in sentences:
-            words = sentence.split()
-            ends = words[-1] in {".", "?", "!"} or words[-1].endswith(".")
-            body, end = (words[:-1], words[-1:]) if ends else (words, [])
-            if len(set(body)) < 2:
-                continue
-            shuffled = body[:]
-            while shuffled == body:
-                rng.shuffle(shuffled)
-            label = rng.choice(["original", "shuffled"])
-            made.append({"sentence": " ".join((body if label == "original" else shuffled) + end), "label": label})
-        return made
-
-    return {"train": rows(train_sentences), "test": rows(test_sentences)}
-
-
 def with_top_layers_reinitialised(model_dir: str, layers: int, work: str) -> str:
     """A copy of `model_dir` whose top `layers` encoder layers and pooler have fresh weights (the tokenizer kept)."""
     import shutil
@@ -119,6 +94,13 @@ def with_top_layers_reinitialised(model_dir: str, layers: int, work: str) -> str
         if name.startswith("tokenizer") or name in ("special_tokens_map.json", "vocab.txt"):
             shutil.copy(os.path.join(model_dir, name), copy)
     return copy
+
+
+def word_order_period_kept_task(train_sentences: list[str], test_sentences: list[str], seed: int = 0):
+    """The demo's word-order task with each sentence's final punctuation kept at the end."""
+    from pretrain.demo import word_order_task
+
+    return word_order_task(train_sentences, test_sentences, seed, keep_final_punctuation=True)
 
 
 TASKS = {"function_words": function_word_task, "word_order_period_kept": word_order_period_kept_task}

@@ -365,9 +365,14 @@ def text_segments(eval_ids, tokenizer, min_tokens: int = 8, max_tokens: int = 40
     return found
 
 
-def word_order_task(train_sentences: list[str], test_sentences: list[str], seed: int = 0) -> dict[str, list[dict]]:
+def word_order_task(
+    train_sentences: list[str], test_sentences: list[str], seed: int = 0, keep_final_punctuation: bool = False
+) -> dict[str, list[dict]]:
     """Rows {"sentence", "label"} per split: each sentence as written (`original`) or with its words shuffled
-    (`shuffled`), a seeded draw per sentence, so that every sentence is in its split once."""
+    (`shuffled`), a seeded draw per sentence, so that every sentence is in its split once.
+
+    `keep_final_punctuation` (a benchmark variant): a final `.`, `?` or `!` (or a last word ending in `.`) stays at
+    the end and only the words before it are shuffled, so where the period stands no longer tells the classes apart."""
     import random
 
     rng = random.Random(seed)
@@ -376,13 +381,15 @@ def word_order_task(train_sentences: list[str], test_sentences: list[str], seed:
         made = []
         for sentence in sentences:
             words = sentence.split()
-            if len(set(words)) < 2:
+            ends = keep_final_punctuation and (words[-1] in {".", "?", "!"} or words[-1].endswith("."))
+            body, end = (words[:-1], words[-1:]) if ends else (words, [])
+            if len(set(body)) < 2:
                 continue
-            shuffled = words[:]
-            while shuffled == words:
+            shuffled = body[:]
+            while shuffled == body:
                 rng.shuffle(shuffled)
             label = rng.choice(["original", "shuffled"])
-            made.append({"sentence": " ".join(words if label == "original" else shuffled), "label": label})
+            made.append({"sentence": " ".join((body if label == "original" else shuffled) + end), "label": label})
         return made
 
     return {"train": rows(train_sentences), "test": rows(test_sentences)}

@@ -97,6 +97,12 @@ def test_text_segments_and_the_word_order_task():
             assert sorted(row["sentence"].split()) == sorted(sentence.split())
             assert (row["sentence"] == sentence) == (row["label"] == "original")
     assert 60 < sum(r["label"] == "original" for r in task["train"]) < 90
+    # the benchmark's variant: the final period stays in place, the words before it are still shuffled
+    ended = [f"{s} ." for s in sentences]
+    kept = word_order_task(ended[:150], ended[150:], seed=0, keep_final_punctuation=True)["train"]
+    assert all(row["sentence"].endswith(" .") for row in kept)
+    assert all((row["sentence"] in ended) == (row["label"] == "original") for row in kept)
+    assert 60 < sum(r["label"] == "original" for r in kept) < 90
 
 
 def test_the_gain_sentences_are_held_out_text_split_apart():
