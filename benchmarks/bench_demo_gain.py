@@ -26,6 +26,7 @@ script at f814943.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -96,22 +97,14 @@ def with_top_layers_reinitialised(model_dir: str, layers: int, work: str) -> str
     return copy
 
 
-def word_order_period_kept_task(train_sentences: list[str], test_sentences: list[str], seed: int = 0):
-    """The demo's word-order task with each sentence's final punctuation kept at the end."""
-    from pretrain.demo import word_order_task
-
-    return word_order_task(train_sentences, test_sentences, seed, keep_final_punctuation=True)
-
-
-TASKS = {"function_words": function_word_task, "word_order_period_kept": word_order_period_kept_task}
-
-
 def child(variant: dict, argv: list[str]) -> None:
     import pretrain.demo as demo
     from pretrain.__main__ import _run
 
-    if variant["task"] != "word_order":
-        demo.word_order_task = TASKS[variant["task"]]
+    if variant["task"] == "function_words":
+        demo.word_order_task = function_word_task
+    elif variant["task"] == "word_order_period_kept":
+        demo.word_order_task = functools.partial(demo.word_order_task, keep_final_punctuation=True)
     if variant["reinit_top_layers"]:
         gain = demo.pretraining_gain
 
@@ -129,7 +122,9 @@ def main() -> None:
         return child(json.loads(sys.argv[2]), sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 13, 42])
-    parser.add_argument("--task", choices=["word_order", *TASKS], default="word_order")
+    parser.add_argument(
+        "--task", choices=["word_order", "function_words", "word_order_period_kept"], default="word_order"
+    )
     parser.add_argument("--reinit_top_layers", type=int, default=0)
     parser.add_argument("flags", nargs="*", help="other minibert-pretrain flags, after `--`")
     args = parser.parse_args()
